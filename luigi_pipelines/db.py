@@ -1,0 +1,177 @@
+"""PostgreSQL effects: connections, race-free DDL, the partition transaction, COPY and marker reads and writes."""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+from . import sql as q
+from .config import database as database_settings
+from .errors import BadInputError, LoadError, copy_error_position, describe_bad_input
+from .partitions import TableName, lock_key
+
+logger = logging.getLogger(__name__)
+
+# One fixed advisory lock key serialises every luigi_pipelines DDL statement in a database, so that
+# CREATE ... IF NOT EXISTS run by many processes at once never trips over the catalog's unique indexes.
+_DDL_LOCK = (0x6C70, 0x0DD1)
+
+
+@contextmanager
+def connect(settings: database_settings | None = None) -> Iterator[psycopg2.extensions.connection]:
+    """A new connection from the ``[database]`` section (and libpq's environment), closed on every path."""
+    conn = psycopg2.connect(**(settings or database_settings()).connect_kwargs())
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def table_exists(conn: psycopg2.extensions.connection, table: TableName) -> bool:
+    with conn, conn.cursor() as cur:
+        cur.execute(q.table_exists(), (table.schema, table.name))
+        return bool(cur.fetchone()[0])
+
+
+def ensure_table(conn: psycopg2.extensions.connection, table: TableName, ddl: Sequence[q.sql.Composable]) -> None:
+    """Run ``ddl`` (idempotent CREATE statements) unless ``table`` exists already; safe to race.
+
+    The existence check keeps the common path free of DDL (and of CREATE privileges); the
+    advisory lock makes concurrent first runs wait for each other instead of failing.
+    """
+    if table_exists(conn, table):
+        return
+    with conn, conn.cursor() as cur:
+        cur.execute(q.advisory_xact_lock(), _DDL_LOCK)
+        for statement in ddl:
+            cur.execute(statement)
+
+
+def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName) -> None:
+    ensure_table(conn, marker, [q.create_schema(marker.schema), q.create_marker_table(marker)])
+
+
+def completed_dates(
+    conn: psycopg2.extensions.connection, marker: TableName, target: TableName, dates: Iterable[datetime.date]
+) -> set[datetime.date]:
+    """Those of ``dates`` whose partition of ``target`` has a marker row: one query, any number of dates."""
+    wanted = list(dates)
+    if not wanted:
+        return set()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(q.select_completed_dates(marker), (str(target), wanted))
+            return {row[0] for row in cur.fetchall()}
+    except psycopg2.errors.UndefinedTable:
+        return set()  # no marker table yet: nothing has ever completed
+
+
+@dataclass
+class PartitionTransaction:
+    """The state of one open partition transaction (see ``partition_transaction``)."""
+
+    cursor: psycopg2.extensions.cursor
+    target: TableName
+    date: datetime.date
+    previous: dict[str, Any] | None
+    started_at: datetime.datetime
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether the partition was already complete when the lock was granted."""
+        return self.previous is not None
+
+
+@contextmanager
+def partition_transaction(
+    conn: psycopg2.extensions.connection,
+    marker: TableName,
+    target: TableName,
+    date: datetime.date,
+    lock_timeout_s: int = 0,
+) -> Iterator[PartitionTransaction]:
+    """One transaction holding the partition's advisory lock, committed once when the block ends.
+
+    On entry the lock is taken (waiting for any other loader of the same partition, from any
+    process or host) and the marker read; the caller checks ``done``, writes the data and calls
+    ``write_marker``. Any exception rolls everything back, lock included.
+    """
+    started = datetime.datetime.now(datetime.timezone.utc)
+    with conn, conn.cursor() as cur:
+        if lock_timeout_s:
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_s}s",))
+        cur.execute(q.advisory_xact_lock(), lock_key(target, date))
+        cur.execute(q.select_marker(marker), (str(target), date))
+        row = cur.fetchone()
+        previous = None
+        if row is not None:
+            names = ("rows_loaded", "bytes_loaded", "source_objects", "started_at", "finished_at", "host", "task_id")
+            previous = dict(zip(names, row))
+        yield PartitionTransaction(cur, target, date, previous, started)
+
+
+def delete_partition(tx: PartitionTransaction, date_column: str) -> int:
+    tx.cursor.execute(q.delete_partition(tx.target, date_column), (tx.date,))
+    return tx.cursor.rowcount
+
+
+def count_partition(tx: PartitionTransaction, date_column: str) -> int:
+    tx.cursor.execute(q.count_partition(tx.target, date_column), (tx.date,))
+    return int(tx.cursor.fetchone()[0])
+
+
+def copy_stream(
+    tx: PartitionTransaction, statement: q.sql.Composable, reader: IO[bytes], source: str, buffer_size: int
+) -> int:
+    """Feed ``reader`` to ``COPY ... FROM STDIN``; returns the rows copied.
+
+    PostgreSQL's data errors become ``BadInputError`` naming ``source``, the line and the column.
+    """
+    try:
+        tx.cursor.copy_expert(statement, reader, size=buffer_size)
+    except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+        position = copy_error_position(exc.diag.context)
+        reason = exc.diag.message_primary or str(exc).strip()
+        raise BadInputError(describe_bad_input(source, position, reason)) from exc
+    except psycopg2.errors.QueryCanceled as exc:
+        raise LoadError(f"{source}: COPY cancelled: {exc.diag.message_primary or exc}") from exc
+    return tx.cursor.rowcount
+
+
+def write_marker(tx: PartitionTransaction, marker: TableName, task_family: str, task_id: str) -> None:
+    tx.cursor.execute(
+        q.upsert_marker(marker),
+        {
+            "target_table": str(tx.target),
+            "partition_date": tx.date,
+            "task_family": task_family,
+            "task_id": task_id,
+            "rows_loaded": tx.rows,
+            "bytes_loaded": tx.bytes,
+            "source_objects": json.dumps(tx.sources),
+            "started_at": tx.started_at,
+            "host": socket.gethostname(),
+        },
+    )
+
+
+def marker_summary(conn: psycopg2.extensions.connection, marker: TableName, target: TableName) -> list[tuple]:
+    """Every marker row of ``target``: date, rows, bytes, object count, finish time, host."""
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(q.select_marker_summary(marker), (str(target),))
+            return list(cur.fetchall())
+    except psycopg2.errors.UndefinedTable:
+        return []

@@ -1,0 +1,1 @@
+"""Concrete pipelines: each a few declarative lines on top of ``luigi_pipelines.LoadPartition``."""

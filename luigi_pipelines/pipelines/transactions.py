@@ -1,0 +1,37 @@
+"""The example pipeline: daily card transactions from ``s3://<bucket>/transactions/<YYYY-MM-DD>/*.csv[.gz]``.
+
+Run a backfill with luigi's own range tool::
+
+    luigi --module luigi_pipelines.pipelines.transactions RangeDaily --of LoadTransactions \\
+        --start 2019-02-01 --stop 2019-03-01
+"""
+import luigi
+from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily with [core] autoload_range=false
+
+import luigi_pipelines as lp
+
+
+class transactions(luigi.Config):  # noqa: N801 - the [transactions] section
+    bucket = luigi.Parameter(default="example-transactions", description="bucket holding transactions/<date>/")
+
+
+class LoadTransactions(lp.LoadPartition):
+    """One day of transactions into ``public.transaction``."""
+
+    key_prefix = "transactions/{date:%Y-%m-%d}/"
+    table = "public.transaction"
+    date_column = "txn_date"
+    columns = [
+        ("id", "bigint"),
+        ("txn_date", "date"),
+        ("account", "text"),
+        ("amount", "numeric(12,2)"),
+        ("currency", "char(3)"),
+        ("created_at", "timestamptz"),
+        ("note", "text"),
+    ]
+    csv = lp.CsvFormat(header=True, null="")
+
+    @property
+    def bucket(self) -> str:  # type: ignore[override]  # read from config when used, not at import
+        return transactions().bucket

@@ -1,0 +1,136 @@
+"""S3 access: a boto3 client from the ``[s3]`` section, listing a partition's objects and downloading one to a file."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import IO, Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from .config import s3 as s3_settings
+from .errors import SourceError
+
+logger = logging.getLogger(__name__)
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """One listed source object; its ETag (and version id) pin exactly what was loaded."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    version_id: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def as_marker(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "bucket"}
+
+
+class S3Client:
+    """A thin wrapper over one boto3 client: list, probe and download, with errors that name the object."""
+
+    def __init__(self, settings: s3_settings | None = None, client: Any = None) -> None:
+        self.settings = settings or s3_settings()
+        self.client = client or self._make_client()
+
+    def _make_client(self) -> Any:
+        cfg = botocore.config.Config(
+            retries={"max_attempts": self.settings.max_attempts, "mode": "standard"},
+            connect_timeout=self.settings.connect_timeout,
+            read_timeout=self.settings.read_timeout,
+            max_pool_connections=max(10, self.settings.max_concurrency),
+        )
+        return boto3.session.Session().client("s3", config=cfg, **self.settings.client_kwargs())
+
+    @property
+    def single_get(self) -> bool:
+        """Whether to download with one streamed GET (see ``[s3] download_mode``).
+
+        boto3's managed download splits large objects into ranged GETs; a local or self-hosted
+        endpoint (moto reads the whole object for every range) gets much slower that way, while AWS
+        gets faster. ``auto`` therefore picks one plain GET whenever an endpoint URL is configured.
+        """
+        mode = self.settings.download_mode
+        if mode == "auto":
+            return bool(self.client.meta.endpoint_url and "amazonaws.com" not in self.client.meta.endpoint_url)
+        return mode == "single"
+
+    def list_objects(self, bucket: str, prefix: str) -> list[S3Object]:
+        """Every object under ``prefix`` (all pages), sorted by key; zero-size "folder" keys are skipped."""
+        found = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    if item["Key"].endswith("/"):
+                        continue
+                    found.append(S3Object(bucket, item["Key"], item["Size"], item["ETag"].strip('"')))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise SourceError(f"s3://{bucket}/{prefix}: cannot list objects: {exc}") from exc
+        return sorted(found, key=lambda o: o.key)
+
+    def has_objects(self, bucket: str, prefix: str) -> bool:
+        """Whether at least one object lies under ``prefix`` (one request)."""
+        try:
+            reply = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise SourceError(f"s3://{bucket}/{prefix}: cannot list objects: {exc}") from exc
+        return bool(reply.get("KeyCount"))
+
+    def download(self, obj: S3Object, fileobj: IO[bytes]) -> int:
+        """Write the object's bytes to ``fileobj``; returns the byte count.
+
+        The download is pinned to the listed ETag, so an object replaced or deleted since it was
+        listed fails clearly instead of loading data that does not match the marker.
+        """
+        try:
+            if self.single_get:
+                written = self._download_single(obj, fileobj)
+            else:
+                written = self._download_managed(obj, fileobj)
+        except botocore.exceptions.ClientError as exc:
+            raise SourceError(f"{obj.url}: {_describe_client_error(exc)}") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise SourceError(f"{obj.url}: download failed: {exc}") from exc
+        if written != obj.size:
+            raise SourceError(f"{obj.url}: downloaded {written} bytes, listing said {obj.size}")
+        return written
+
+    def _download_single(self, obj: S3Object, fileobj: IO[bytes]) -> int:
+        extra = {"VersionId": obj.version_id} if obj.version_id else {}
+        body = self.client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag, **extra)["Body"]
+        written = 0
+        with body:
+            for chunk in body.iter_chunks(self.settings.read_chunk_kb * 1024):
+                fileobj.write(chunk)
+                written += len(chunk)
+        return written
+
+    def _download_managed(self, obj: S3Object, fileobj: IO[bytes]) -> int:
+        config = TransferConfig(
+            multipart_threshold=self.settings.multipart_threshold_mb * _MB,
+            multipart_chunksize=self.settings.multipart_chunksize_mb * _MB,
+            max_concurrency=self.settings.max_concurrency,
+        )
+        # s3transfer accepts no IfMatch; it pins the ranged GETs of one download to one ETag itself.
+        extra = {"VersionId": obj.version_id} if obj.version_id else {}
+        start = fileobj.tell()
+        self.client.download_fileobj(obj.bucket, obj.key, fileobj, ExtraArgs=extra, Config=config)
+        return fileobj.tell() - start
+
+
+def _describe_client_error(exc: botocore.exceptions.ClientError) -> str:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return "the object was deleted after it was listed"
+    if code in ("PreconditionFailed", "412"):
+        return "the object was replaced after it was listed (ETag changed)"
+    return f"download failed: {exc}"

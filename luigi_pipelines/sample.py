@@ -1,0 +1,43 @@
+"""Deterministic sample transactions for the demo and the tests (pure: rows in, bytes out)."""
+from __future__ import annotations
+
+import datetime
+import gzip
+import random
+
+HEADER = "id,txn_date,account,amount,currency,created_at,note"
+_CURRENCIES = ("EUR", "USD", "GBP", "CHF")
+
+
+def transaction_lines(date: datetime.date, first_id: int, count: int, seed: int = 0) -> list[str]:
+    """``count`` CSV lines of transactions on ``date``, ids from ``first_id``; some notes are NULL."""
+    rng = random.Random(f"{seed}-{date.isoformat()}-{first_id}")
+    lines = []
+    for n in range(count):
+        second = rng.randrange(86400)
+        created = datetime.datetime.combine(date, datetime.time()) + datetime.timedelta(seconds=second)
+        note = "" if rng.random() < 0.3 else f'"card, ref {rng.randrange(10**6):06d}"'
+        lines.append(
+            f"{first_id + n},{date.isoformat()},acct-{rng.randrange(1000):04d},{rng.randrange(1, 10**6) / 100:.2f},"
+            f"{rng.choice(_CURRENCIES)},{created.isoformat()}+00:00,{note}"
+        )
+    return lines
+
+
+def csv_bytes(lines: list[str], header: bool = True, compress: bool = False) -> bytes:
+    body = "\n".join(([HEADER] if header else []) + lines) + "\n"
+    data = body.encode()
+    return gzip.compress(data, mtime=0) if compress else data
+
+
+def day_objects(date: datetime.date, rows: int, parts: int, seed: int = 0) -> dict[str, bytes]:
+    """A day's objects, ``transactions/<date>/part-N.csv[.gz]``, every other part gzipped."""
+    objects = {}
+    per_part = -(-rows // parts)
+    for part in range(parts):
+        first = date.toordinal() * 100_000 + part * per_part
+        count = min(per_part, rows - part * per_part)
+        gz = part % 2 == 1
+        key = f"transactions/{date.isoformat()}/part-{part:04d}.csv" + (".gz" if gz else "")
+        objects[key] = csv_bytes(transaction_lines(date, first, count, seed), compress=gz)
+    return objects

@@ -1,0 +1,222 @@
+"""The luigi tasks: a base partition task (lock, marker, one commit) and the S3 → PostgreSQL load task."""
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import luigi
+import psycopg2.extensions
+
+from . import db
+from . import sql as q
+from .config import load as load_settings
+from .errors import BadInputError, ConfigurationError, LoadError, SourceError
+from .files import SourceReader, temp_download
+from .partitions import TableName, compression_for, key_prefix
+from .s3 import S3Client, S3Object
+from .targets import PartitionMarkerTarget
+
+logger = logging.getLogger("luigi-interface.luigi_pipelines")
+_MIB = 1024 * 1024
+
+
+def _as_date(parameter: Any) -> datetime.date:
+    """The date in one of ``bulk_complete``'s parameter tuples (a date, a 1-tuple or a dict)."""
+    if isinstance(parameter, dict):
+        return parameter["date"]
+    if isinstance(parameter, (tuple, list)):
+        return parameter[0]
+    return parameter
+
+
+class PartitionTask(luigi.Task):
+    """A task that writes one (table, date) partition exactly once.
+
+    ``run()`` opens one transaction that takes the partition's advisory lock, re-reads the marker
+    (a loser of a race ends here as a successful no-op), lets the subclass write the partition in
+    ``write_partition`` and upserts the marker, then commits once. Subclasses declare ``table``,
+    ``date_column`` and ``columns`` and implement ``write_partition``.
+    """
+
+    date = luigi.DateParameter(description="the partition date")
+    force = luigi.BoolParameter(
+        default=False, significant=False, description="reload the partition even if its marker says it is done"
+    )
+
+    table: ClassVar[str] = ""
+    date_column: ClassVar[str] = ""
+    columns: ClassVar[Sequence[tuple[str, str]]] = ()
+    create_table: ClassVar[bool] = True
+
+    # -- declarations ---------------------------------------------------------------------------
+
+    @property
+    def target_table(self) -> TableName:
+        if not self.table or not self.date_column:
+            raise ConfigurationError(f"{self.task_family} must declare table and date_column")
+        return TableName.parse(self.table)
+
+    @property
+    def target_columns(self) -> tuple[q.Column, ...]:
+        cols = q.columns_of(self.columns)
+        if self.date_column not in {c.name for c in cols}:
+            raise ConfigurationError(f"{self.task_family}: date_column {self.date_column!r} is not among columns")
+        return cols
+
+    @property
+    def marker_table(self) -> TableName:
+        return load_settings().marker()
+
+    def output(self) -> PartitionMarkerTarget:
+        return PartitionMarkerTarget(self.target_table, self.date, self.marker_table)
+
+    def complete(self) -> bool:
+        return not self.force and super().complete()
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples: Iterable[Any]) -> list[Any]:
+        """Those of ``parameter_tuples`` already complete, with one query on one connection.
+
+        ``RangeDaily`` passes ``cls`` as a ``functools.partial`` carrying its ``of_params``, so a
+        probe instance is built to read the declarations (and ``force``) the tasks would have.
+        """
+        params = list(parameter_tuples)
+        if not params:
+            return []
+        probe = cls(date=_as_date(params[0]))
+        if probe.force:
+            return []
+        with db.connect() as conn:
+            done = db.completed_dates(conn, probe.marker_table, probe.target_table, map(_as_date, params))
+        return [p for p in params if _as_date(p) in done]
+
+    # -- the transaction ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        settings = load_settings()
+        with db.connect() as conn:
+            self.prepare(conn)
+            with db.partition_transaction(
+                conn, self.marker_table, self.target_table, self.date, settings.lock_timeout_s
+            ) as tx:
+                if tx.done and not self.force:
+                    logger.info("%s %s: already loaded by %s; nothing to do", self.target_table, self.date,
+                                tx.previous and tx.previous["task_id"])
+                    return
+                self.write_partition(tx)
+                db.write_marker(tx, self.marker_table, self.task_family, self.task_id)
+        logger.info("%s %s: committed %d rows, %.1f MiB from %d objects in %.1f s", self.target_table, self.date,
+                    tx.rows, tx.bytes / _MIB, len(tx.sources), _elapsed(tx.started_at))
+
+    def prepare(self, conn: psycopg2.extensions.connection) -> None:
+        """Create the marker table, and the target table if declared so, before the transaction."""
+        db.ensure_marker_table(conn, self.marker_table)
+        table = self.target_table
+        if self.create_table:
+            db.ensure_table(conn, table, [
+                q.create_schema(table.schema),
+                q.create_table(table, self.target_columns),
+                q.create_date_index(table, self.date_column),
+            ])
+        elif not db.table_exists(conn, table):
+            raise ConfigurationError(f"{self.task_family}: table {table} does not exist and create_table is off")
+
+    def write_partition(self, tx: db.PartitionTransaction) -> None:
+        """Replace the partition's rows inside ``tx``; set ``tx.rows``, ``tx.bytes`` and ``tx.sources``."""
+        raise NotImplementedError
+
+
+class S3PartitionExists(luigi.ExternalTask):
+    """Some objects exist under an S3 prefix: the external data a load depends on."""
+
+    bucket = luigi.Parameter(description="S3 bucket")
+    prefix = luigi.Parameter(description="key prefix of the partition's objects")
+
+    def complete(self) -> bool:
+        return S3Client().has_objects(self.bucket, self.prefix)
+
+
+class LoadPartition(PartitionTask):
+    """Load one date's S3 objects into PostgreSQL with COPY, exactly once.
+
+    Declare ``bucket``, ``key_prefix`` (a template with ``{date}``, e.g.
+    ``"transactions/{date:%Y-%m-%d}/"``), ``table``, ``columns``, ``date_column`` and, if the files
+    differ from the defaults, ``csv``. Objects ending in ``.gz`` are decompressed on the fly.
+    """
+
+    bucket: ClassVar[str] = ""
+    key_prefix: ClassVar[str] = ""
+    csv: ClassVar[q.CsvFormat] = q.CsvFormat()
+    empty_partition_ok: ClassVar[bool] = False
+    check_partition_rows: ClassVar[bool] = True
+
+    @property
+    def prefix(self) -> str:
+        if not self.bucket or "{date" not in self.key_prefix:
+            raise ConfigurationError(f"{self.task_family} must declare bucket and a key_prefix containing {{date...}}")
+        return key_prefix(self.key_prefix, self.date)
+
+    def requires(self) -> Any:
+        if self.empty_partition_ok:
+            return []
+        return S3PartitionExists(bucket=self.bucket, prefix=self.prefix)
+
+    def write_partition(self, tx: db.PartitionTransaction) -> None:
+        s3 = S3Client()
+        objects = s3.list_objects(self.bucket, self.prefix)
+        if not objects and not self.empty_partition_ok:
+            raise SourceError(f"s3://{self.bucket}/{self.prefix}: no objects to load")
+        deleted = db.delete_partition(tx, self.date_column)
+        logger.info("%s %s: replacing %d rows with %d objects (%.1f MiB)", tx.target, tx.date, deleted,
+                    len(objects), sum(o.size for o in objects) / _MIB)
+        statement = q.copy_from_stdin(tx.target, self.target_columns, self.csv)
+        for n, obj in enumerate(objects, 1):
+            rows = self.copy_object(tx, s3, obj, statement)
+            tx.rows += rows
+            tx.bytes += obj.size
+            tx.sources.append({**obj.as_marker(), "rows": rows})
+            self.set_progress_percentage(round(100 * n / len(objects)))
+        if self.check_partition_rows:
+            self.check_rows(tx)
+
+    def copy_object(self, tx: db.PartitionTransaction, s3: S3Client, obj: S3Object, statement: Any) -> int:
+        """Stream one object S3 → temporary file → ``COPY FROM STDIN``; the file is gone afterwards."""
+        settings = load_settings()
+        with temp_download(settings.temp_directory()) as tmp:
+            t0 = time.monotonic()
+            try:
+                s3.download(obj, tmp)
+                tmp.flush()
+            except OSError as exc:  # e.g. ENOSPC in the temp directory
+                raise LoadError(f"{obj.url}: cannot write temporary file in {settings.temp_directory()}: {exc}") from exc
+            t1 = time.monotonic()
+            tmp.seek(0)
+            reader = SourceReader(tmp, obj.url, compression_for(obj.key), strip_bom=self._utf8)
+            rows = db.copy_stream(tx, statement, reader, obj.url, settings.copy_buffer_kb * 1024)
+            t2 = time.monotonic()
+        logger.info("%s: %.1f MiB downloaded in %.2f s, %d rows copied in %.2f s", obj.url, obj.size / _MIB,
+                    t1 - t0, rows, t2 - t1)
+        self.set_status_message(f"copied {obj.key}: {rows} rows")
+        return rows
+
+    @property
+    def _utf8(self) -> bool:
+        return self.csv.encoding.upper().replace("-", "") == "UTF8"
+
+    def check_rows(self, tx: db.PartitionTransaction) -> None:
+        """Every copied row must carry the partition's date, or a later load of another date would
+        delete or duplicate it."""
+        in_partition = db.count_partition(tx, self.date_column)
+        if in_partition != tx.rows:
+            keys = ", ".join(s["key"] for s in tx.sources)
+            raise BadInputError(
+                f"{tx.target} {tx.date}: {tx.rows - in_partition} of {tx.rows} rows copied from s3://{self.bucket}/ "
+                f"({keys}) have {self.date_column} other than {tx.date}"
+            )
+
+
+def _elapsed(started: datetime.datetime) -> float:
+    return (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
