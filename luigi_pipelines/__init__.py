@@ -1,26 +1,40 @@
-"""luigi_pipelines: idempotent, exactly-once Luigi tasks that load date-partitioned S3 files into PostgreSQL."""
-from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
-from .partitions import TableName
-from .s3 import S3Client, S3Object
-from .sql import Column, CsvFormat
-from .targets import PartitionMarkerTarget
-from .tasks import LoadPartition, PartitionTask, S3PartitionExists
+"""luigi_pipelines: idempotent, exactly-once Luigi tasks that load date-partitioned S3 files into PostgreSQL.
+
+The public names below are imported lazily, so that importing a pure module such as
+``luigi_pipelines.sql`` does not pull in luigi, boto3 or a database driver's connection code.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BadInputError",
-    "Column",
-    "ConfigurationError",
-    "CsvFormat",
-    "LoadError",
-    "LoadPartition",
-    "PartitionMarkerTarget",
-    "PartitionTask",
-    "PipelineError",
-    "S3Client",
-    "S3Object",
-    "S3PartitionExists",
-    "SourceError",
-    "TableName",
-]
+_PUBLIC = {
+    "BadInputError": "errors",
+    "ConfigurationError": "errors",
+    "LoadError": "errors",
+    "PipelineError": "errors",
+    "SourceError": "errors",
+    "TableName": "partitions",
+    "Column": "sql",
+    "CsvFormat": "sql",
+    "S3Client": "s3",
+    "S3Object": "s3",
+    "PartitionMarkerTarget": "targets",
+    "LoadPartition": "tasks",
+    "PartitionTask": "tasks",
+    "S3PartitionExists": "tasks",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'luigi_pipelines' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -8,7 +8,7 @@ import socket
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import psycopg2
 import psycopg2.errors
@@ -20,6 +20,10 @@ from .errors import BadInputError, LoadError, copy_error_position, describe_bad_
 from .partitions import TableName, lock_key
 
 logger = logging.getLogger(__name__)
+
+
+class SupportsRead(Protocol):
+    def read(self, size: int = -1) -> bytes: ...
 
 # One fixed advisory lock key serialises every luigi_pipelines DDL statement in a database, so that
 # CREATE ... IF NOT EXISTS run by many processes at once never trips over the catalog's unique indexes.
@@ -133,7 +137,7 @@ def count_partition(tx: PartitionTransaction, date_column: str) -> int:
 
 
 def copy_stream(
-    tx: PartitionTransaction, statement: q.sql.Composable, reader: IO[bytes], source: str, buffer_size: int
+    tx: PartitionTransaction, statement: q.sql.Composable, reader: IO[bytes] | SupportsRead, source: str, buffer_size: int
 ) -> int:
     """Feed ``reader`` to ``COPY ... FROM STDIN``; returns the rows copied.
 

@@ -30,7 +30,7 @@ class SourceReader:
 
     def __init__(self, raw: IO[bytes], source: str, compression: str | None, strip_bom: bool) -> None:
         self.source = source
-        self._stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else raw
+        self._stream: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else raw
         self._strip_bom = strip_bom
         self.bytes_read = 0
 

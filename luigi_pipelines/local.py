@@ -11,12 +11,14 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 _PG_USER = "embedded_postgres"  # the system user that runs the server when we are root (initdb refuses root)
@@ -36,7 +38,39 @@ def postgres_bin_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
 
-def _wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _traversable_by_others(path: Path) -> bool:
+    """Whether another (unprivileged) user can reach ``path``: o+x on it and every parent."""
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
+
+
+def _public_copy(bin_dir: Path) -> Path:
+    """A copy of the server install under the temp dir, for when the venv sits in a private folder.
+
+    embedded-postgres itself would chmod every parent folder (a home folder included); we copy
+    the ~40 MB install once instead (keeping the layout its RPATH expects) and leave the user's
+    folders alone.
+    """
+    package = bin_dir.parent.parent  # .../site-packages/embedded_postgres
+    dest = Path(tempfile.gettempdir()) / f"luigi_pipelines-pginstall-{package.stat().st_ino}"
+    bin_copy = dest / "embedded_postgres" / "pginstall" / "bin"
+    if not (bin_copy / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="luigi_pipelines-pginstall-"))
+        shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall", symlinks=True)
+        shutil.copytree(package.parent / "embedded_postgres.libs", staging / "embedded_postgres.libs", symlinks=True)
+        for folder, _, files in os.walk(staging):
+            os.chmod(folder, 0o755)
+            for name in files:
+                path = os.path.join(folder, name)
+                if not os.path.islink(path):
+                    os.chmod(path, os.stat(path).st_mode | stat.S_IROTH | stat.S_IRGRP)
+        try:
+            os.rename(staging, dest)
+        except OSError:  # another process won the race; its copy is as good as ours
+            shutil.rmtree(staging, ignore_errors=True)
+    return bin_copy
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.02
     while not predicate():
@@ -54,12 +88,14 @@ class LocalPostgres:
 
     def __init__(self, base_dir: str | None = None, durable: bool = False) -> None:
         self.bin = postgres_bin_dir()
+        self._run_as = self._system_user()
+        if self._run_as and not _traversable_by_others(self.bin):
+            self.bin = _public_copy(self.bin)
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="luigi_pipelines-pg-"))
         self.data = self.base / "data"
         self.socket_dir = self.base
         self.port = 5432  # only names the socket file inside our own directory
         self.durable = durable
-        self._run_as = self._system_user()
 
     def _system_user(self) -> pwd.struct_passwd | None:
         if os.geteuid() != 0:

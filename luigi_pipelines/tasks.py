@@ -124,6 +124,13 @@ class PartitionTask(luigi.Task):
         elif not db.table_exists(conn, table):
             raise ConfigurationError(f"{self.task_family}: table {table} does not exist and create_table is off")
 
+    def _report(self, message: str, percent: int) -> None:
+        """Progress for luigid's UI; a no-op when run() is called outside a luigi worker."""
+        if callable(self.set_status_message):
+            self.set_status_message(message)
+        if callable(self.set_progress_percentage):
+            self.set_progress_percentage(percent)
+
     def write_partition(self, tx: db.PartitionTransaction) -> None:
         """Replace the partition's rows inside ``tx``; set ``tx.rows``, ``tx.bytes`` and ``tx.sources``."""
         raise NotImplementedError
@@ -178,7 +185,7 @@ class LoadPartition(PartitionTask):
             tx.rows += rows
             tx.bytes += obj.size
             tx.sources.append({**obj.as_marker(), "rows": rows})
-            self.set_progress_percentage(round(100 * n / len(objects)))
+            self._report(f"copied {n} of {len(objects)} objects, {tx.rows} rows", round(100 * n / len(objects)))
         if self.check_partition_rows:
             self.check_rows(tx)
 
@@ -199,7 +206,6 @@ class LoadPartition(PartitionTask):
             t2 = time.monotonic()
         logger.info("%s: %.1f MiB downloaded in %.2f s, %d rows copied in %.2f s", obj.url, obj.size / _MIB,
                     t1 - t0, rows, t2 - t1)
-        self.set_status_message(f"copied {obj.key}: {rows} rows")
         return rows
 
     @property

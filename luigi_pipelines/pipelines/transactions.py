@@ -13,13 +13,13 @@ import luigi_pipelines as lp
 
 class transactions(luigi.Config):  # noqa: N801 - the [transactions] section
     bucket = luigi.Parameter(default="example-transactions", description="bucket holding transactions/<date>/")
+    table = luigi.Parameter(default="public.transaction", description="target table, schema-qualified")
 
 
 class LoadTransactions(lp.LoadPartition):
-    """One day of transactions into ``public.transaction``."""
+    """One day of transactions, replaced as a whole in one transaction."""
 
     key_prefix = "transactions/{date:%Y-%m-%d}/"
-    table = "public.transaction"
     date_column = "txn_date"
     columns = [
         ("id", "bigint"),
@@ -32,6 +32,6 @@ class LoadTransactions(lp.LoadPartition):
     ]
     csv = lp.CsvFormat(header=True, null="")
 
-    @property
-    def bucket(self) -> str:  # type: ignore[override]  # read from config when used, not at import
-        return transactions().bucket
+    # Where the data lives differs per environment, so it comes from the [transactions] section.
+    bucket = property(lambda self: transactions().bucket)
+    table = property(lambda self: transactions().table)

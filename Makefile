@@ -1,0 +1,39 @@
+# luigi_pipelines: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with its local, test and dev extras
+
+demo: $(STAMP) ## run the example backfill on a local PostgreSQL and S3 that it starts (and stops) itself
+	$(BIN)/luigi-pipelines demo
+
+test: $(STAMP) ## run every test (real PostgreSQL, moto's S3 server, luigid and workers)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## run the tests not marked slow
+	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+bench: $(STAMP) ## measure load speed and memory against psql \copy and luigi's CopyToTable
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check luigi_pipelines tests bench
+	$(BIN)/mypy
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,70 @@
+"""The ``luigi-pipelines`` command: the embedded demo and a status report of loaded partitions.
+
+Loading itself is done with luigi's own command line (``luigi --module ... RangeDaily ...``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import db
+from .partitions import date_range
+
+
+def _task_class(module: str, name: str) -> type:
+    return getattr(importlib.import_module(module), name)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.run()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the marker rows of one pipeline and the dates of [start, stop) still missing."""
+    cls = _task_class(args.module, args.task)
+    probe = cls(date=args.start or datetime.date.today())
+    with db.connect() as conn:
+        rows = db.marker_summary(conn, probe.marker_table, probe.target_table)
+    wanted = date_range(args.start, args.stop) if args.start and args.stop else []
+    done = {r[0] for r in rows}
+    shown = [r for r in rows if not wanted or r[0] in set(wanted)]
+    print(f"{probe.target_table}: {len(shown)} partitions loaded")
+    print(f"{'date':<12}{'rows':>12}{'MiB':>10}{'objects':>9}  finished")
+    for day, loaded, size, objects, finished, host in shown:
+        print(f"{day.isoformat():<12}{loaded:>12}{size / 2**20:>10.1f}{objects:>9}  {finished:%Y-%m-%d %H:%M:%S%z} {host}")
+    missing = [d for d in wanted if d not in done]
+    if wanted:
+        print(f"missing in [{args.start}, {args.stop}): {len(missing)}"
+              + (f" ({', '.join(d.isoformat() for d in missing[:10])}{' ...' if len(missing) > 10 else ''})"
+                 if missing else ""))
+    return 1 if missing else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="luigi-pipelines", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the example backfill on a local PostgreSQL and S3 it starts itself")
+    demo.set_defaults(func=cmd_demo)
+
+    status = sub.add_parser("status", help="show the loaded partitions of a pipeline (exit 1 if dates are missing)")
+    status.add_argument("--module", default="luigi_pipelines.pipelines.transactions", help="pipeline module")
+    status.add_argument("--task", default="LoadTransactions", help="load task class in the module")
+    status.add_argument("--start", type=datetime.date.fromisoformat, help="first date to check (inclusive)")
+    status.add_argument("--stop", type=datetime.date.fromisoformat, help="last date to check (exclusive)")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

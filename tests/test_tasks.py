@@ -1,0 +1,218 @@
+"""The load task against a real PostgreSQL and moto's S3 server: exactly-once, atomic, clean."""
+from __future__ import annotations
+
+import datetime
+import gzip
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from luigi.execution_summary import LuigiStatusCode
+
+import luigi_pipelines.db as db
+from luigi_pipelines import CsvFormat, LoadError
+from tests.conftest import run_task
+
+pytestmark = [pytest.mark.postgres, pytest.mark.s3]
+SUCCESS = LuigiStatusCode.SUCCESS
+
+D1 = datetime.date(2019, 2, 1)
+
+
+def csv(*rows: str, header: str = "id,day,v") -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+class CountingCursor(psycopg2.extensions.cursor):
+    """Counts statements and COPYs on real connections."""
+
+    executed: list[str] = []
+    copies = 0
+
+    def execute(self, query, vars=None):  # noqa: A002 - psycopg2's own signature
+        CountingCursor.executed.append(query.as_string(self) if hasattr(query, "as_string") else str(query))
+        return super().execute(query, vars)
+
+    def copy_expert(self, sql, file, size=8192):
+        CountingCursor.copies += 1
+        return super().copy_expert(sql, file, size)
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    """Count connections, statements and COPYs made by luigi_pipelines.db."""
+    real_connect = psycopg2.connect
+    stats = {"connections": 0}
+
+    def connect(*args, **kwargs):
+        stats["connections"] += 1
+        return real_connect(*args, cursor_factory=CountingCursor, **kwargs)
+
+    CountingCursor.executed = []
+    CountingCursor.copies = 0
+    monkeypatch.setattr(db.psycopg2, "connect", connect)
+    stats["cursor"] = CountingCursor
+    return stats
+
+
+def test_first_load_exact_rows_and_marker(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x", "2,2019-02-01,y"))
+    task = make_task()(date=D1)
+    assert run_task(task).status == SUCCESS
+    assert stack.query(f"SELECT id, day, v FROM {stack.schema}.t ORDER BY id") == [(1, D1, "x"), (2, D1, "y")]
+    marker = stack.markers(f"{stack.schema}.t")[D1]
+    rows, size, sources, _ = marker
+    assert rows == 2 and size == len(csv("1,2019-02-01,x", "2,2019-02-01,y"))
+    assert [s["key"] for s in sources] == ["d/2019-02-01/a.csv"] and sources[0]["etag"] and sources[0]["rows"] == 2
+    assert task.complete()
+
+
+def test_rerun_is_a_noop(stack, make_task, counting):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    before = stack.markers(f"{stack.schema}.t")
+    copies = counting["cursor"].copies
+    assert copies == 1
+    stack.put("d/2019-02-01/b.csv", csv("2,2019-02-01,late"))  # a rerun must not pick this up
+    result = run_task(cls(date=D1))
+    assert result.status == SUCCESS
+    assert counting["cursor"].copies == copies  # no COPY
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.t")[0][0] == 1
+    assert stack.markers(f"{stack.schema}.t") == before
+
+
+def test_loser_of_a_race_is_a_noop_without_download(stack, make_task, counting):
+    """run() on a partition that completed meanwhile (the lock path) deletes and copies nothing."""
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    cls = make_task()
+    loser = cls(date=D1)  # scheduled while incomplete ...
+    assert run_task(cls(date=D1)).status == SUCCESS  # ... then someone else finished it
+    statements = len(counting["cursor"].executed)
+    stack.s3_client.delete_object(Bucket=stack.bucket, Key="d/2019-02-01/a.csv")  # a download would fail now
+    loser.run()
+    new = counting["cursor"].executed[statements:]
+    assert not any(s.startswith(("DELETE", "COPY", "INSERT")) for s in new)
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.t")[0][0] == 1
+
+
+def test_force_reload_replaces_atomically(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,old", "2,2019-02-01,old"))
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,new", "3,2019-02-01,new", "4,2019-02-01,new"))
+    assert cls(date=D1, force=True).complete() is False
+    assert run_task(cls(date=D1, force=True)).status == SUCCESS
+    assert stack.query(f"SELECT id, v FROM {stack.schema}.t ORDER BY id") == [(1, "new"), (3, "new"), (4, "new")]
+    assert stack.markers(f"{stack.schema}.t")[D1][0] == 3
+
+
+def test_failure_after_delete_leaves_old_rows_and_marker(stack, make_task, monkeypatch):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,old"))
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    before = stack.markers(f"{stack.schema}.t")
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,new", "2,2019-02-01,new"))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("injected failure before commit")
+
+    monkeypatch.setattr(db, "write_marker", boom)  # runs after the delete and the COPY
+    with pytest.raises(RuntimeError, match="injected"):
+        cls(date=D1, force=True).run()
+    assert stack.query(f"SELECT id, v FROM {stack.schema}.t")[0] == (1, "old")
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.t")[0][0] == 1
+    assert stack.markers(f"{stack.schema}.t") == before
+    assert stack.temp_files() == []
+
+
+def test_multi_object_gzip_partition(stack, make_task):
+    stack.put("d/2019-02-01/part-0.csv.gz", gzip.compress(csv("1,2019-02-01,a", "2,2019-02-01,b").encode()))
+    stack.put("d/2019-02-01/part-1.csv", csv("3,2019-02-01,c"))
+    stack.put("d/2019-02-01/part-2.csv.gz", gzip.compress(csv("4,2019-02-01,d").encode()))
+    stack.put("d/2019-02-02/other-day.csv", csv("9,2019-02-02,z"))
+    assert run_task(make_task()(date=D1)).status == SUCCESS
+    assert [r[0] for r in stack.query(f"SELECT id FROM {stack.schema}.t ORDER BY id")] == [1, 2, 3, 4]
+    sources = stack.markers(f"{stack.schema}.t")[D1][2]
+    assert [(s["key"].rsplit("/", 1)[1], s["rows"]) for s in sources] == [
+        ("part-0.csv.gz", 2), ("part-1.csv", 1), ("part-2.csv.gz", 1)]
+
+
+def test_nulls_and_quoted_empty_strings(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,", '2,2019-02-01,""', "3,2019-02-01,x"))
+    assert run_task(make_task()(date=D1)).status == SUCCESS
+    assert stack.query(f"SELECT id, v FROM {stack.schema}.t ORDER BY id") == [(1, None), (2, ""), (3, "x")]
+
+
+def test_custom_csv_options(stack, make_task):
+    body = "1;2019-02-01;a\\N\n2;2019-02-01;NULL\n3;2019-02-01;'x;y'\n"
+    cls = make_task(csv=CsvFormat(delimiter=";", header=False, quote="'", escape="'", null="NULL"))
+    stack.put("d/2019-02-01/a.txt", body)
+    assert run_task(cls(date=D1)).status == SUCCESS
+    assert stack.query(f"SELECT id, v FROM {stack.schema}.t ORDER BY id") == [(1, "a\\N"), (2, None), (3, "x;y")]
+
+
+def test_bulk_complete_is_one_query_for_3650_dates(stack, make_task, counting):
+    cls = make_task()
+    days = [datetime.date(2010, 1, 1) + datetime.timedelta(days=n) for n in range(3650)]
+    # Mark every other date done directly, then ask about all 3,650 dates.
+    cls(date=days[0]).prepare(psycopg2.connect(stack.pg.dsn))
+    stack.execute(
+        f"INSERT INTO {stack.marker_schema}.partition_marker SELECT %s, d, 'X', 'X', 0, 0, '[]', now(), now(), 'h' "
+        f"FROM unnest(%s::date[]) d", (f"{stack.schema}.t", days[::2]))
+    counting["connections"] = 0
+    counting["cursor"].executed = []
+    done = cls.bulk_complete(days)
+    assert done == days[::2]
+    assert counting["connections"] == 1
+    assert len(counting["cursor"].executed) == 1
+
+
+def test_bulk_complete_without_marker_table_is_empty(stack, make_task):
+    assert make_task().bulk_complete([D1, D1 + datetime.timedelta(days=1)]) == []
+
+
+def test_temp_files_removed_after_success_and_failure(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    stack.put("d/2019-02-02/a.csv", csv("1,2019-02-02,x"))
+    stack.put("d/2019-02-02/b.csv", csv("2,2019-02-02,not-a-number-below", "x,2019-02-02,y"))
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    assert stack.temp_files() == []
+    with pytest.raises(LoadError, match=r"d/2019-02-02/b.csv line 3 column id"):
+        cls(date=D1 + datetime.timedelta(days=1)).run()
+    assert stack.temp_files() == []
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.t WHERE day = '2019-02-02'")[0][0] == 0
+
+
+def test_rows_of_another_date_are_refused(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x", "2,2019-02-03,wrong-day"))
+    with pytest.raises(LoadError, match="1 of 2 rows .* have day other than 2019-02-01"):
+        make_task()(date=D1).run()
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.t")[0][0] == 0
+
+
+def test_missing_objects_are_missing_external_data(stack, make_task):
+    result = run_task(make_task()(date=D1))
+    assert result.status == LuigiStatusCode.MISSING_EXT
+    assert stack.markers(f"{stack.schema}.t") == {}
+
+
+def test_empty_partition_ok_loads_an_empty_partition(stack, make_task):
+    assert run_task(make_task(empty_partition_ok=True)(date=D1)).status == SUCCESS
+    assert stack.markers(f"{stack.schema}.t")[D1][0] == 0
+
+
+def test_concurrent_first_runs_create_tables_without_error(stack, make_task):
+    """Many processes creating the marker and target tables at once all succeed."""
+    import concurrent.futures
+
+    cls = make_task()
+
+    def prepare(_):
+        with db.connect() as conn:
+            cls(date=D1).prepare(conn)
+        return True
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(prepare, range(16)))

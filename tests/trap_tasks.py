@@ -1,0 +1,18 @@
+"""A task that falls into luigi's RangeDaily trap: an output with no filesystem path and no bulk_complete."""
+import luigi
+from luigi.tools.range import RangeDaily  # noqa: F401
+
+
+class _NoPathTarget(luigi.Target):
+    def exists(self) -> bool:
+        return False
+
+
+class NoBulkComplete(luigi.Task):
+    date = luigi.DateParameter()
+
+    def output(self):
+        return _NoPathTarget()
+
+    def run(self):
+        pass
