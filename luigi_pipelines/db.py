@@ -150,7 +150,12 @@ def copy_stream(
         reason = exc.diag.message_primary or str(exc).strip()
         raise BadInputError(describe_bad_input(source, position, reason)) from exc
     except psycopg2.errors.QueryCanceled as exc:
+        reader_error = getattr(reader, "error", None)
+        if reader_error is not None:
+            raise reader_error from exc
         raise LoadError(f"{source}: COPY cancelled: {exc.diag.message_primary or exc}") from exc
+    except psycopg2.OperationalError as exc:
+        raise LoadError(f"{source}: the database connection failed during COPY: {str(exc).strip()}") from exc
     return tx.cursor.rowcount
 
 

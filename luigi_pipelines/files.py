@@ -33,12 +33,14 @@ class SourceReader:
         self._stream: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else raw
         self._strip_bom = strip_bom
         self.bytes_read = 0
+        self.error: BadInputError | None = None  # psycopg2 reports a read() failure only as text; keep the real one
 
     def read(self, size: int = -1) -> bytes:
         try:
             data = self._stream.read(size)
         except (OSError, EOFError, zlib.error) as exc:
-            raise BadInputError(f"{self.source}: corrupt or truncated gzip data: {exc}") from exc
+            self.error = BadInputError(f"{self.source}: corrupt or truncated gzip data: {exc}")
+            raise self.error from exc
         if self._strip_bom:
             self._strip_bom = False
             if data.startswith(_BOM):

@@ -46,6 +46,10 @@ class PartitionTask(luigi.Task):
         default=False, significant=False, description="reload the partition even if its marker says it is done"
     )
 
+    # luigi's [resources] caps how many of these run at once across all workers of a luigid
+    # (luigi.cfg: postgres_loads), so a big backfill cannot exhaust the database's connections.
+    resources = {"postgres_loads": 1}
+
     table: ClassVar[str] = ""
     date_column: ClassVar[str] = ""
     columns: ClassVar[Sequence[tuple[str, str]]] = ()
@@ -157,7 +161,8 @@ class LoadPartition(PartitionTask):
     bucket: ClassVar[str] = ""
     key_prefix: ClassVar[str] = ""
     csv: ClassVar[q.CsvFormat] = q.CsvFormat()
-    empty_partition_ok: ClassVar[bool] = False
+    empty_partition_ok: ClassVar[bool] = False  # a date with no objects: missing data (False) or 0 rows (True)
+    empty_objects_ok: ClassVar[bool] = True  # a 0-byte or header-only object: 0 rows (True) or an error (False)
     check_partition_rows: ClassVar[bool] = True
 
     @property
@@ -191,6 +196,8 @@ class LoadPartition(PartitionTask):
 
     def copy_object(self, tx: db.PartitionTransaction, s3: S3Client, obj: S3Object, statement: Any) -> int:
         """Stream one object S3 → temporary file → ``COPY FROM STDIN``; the file is gone afterwards."""
+        if obj.size == 0:  # COPY would reject the missing header line; an empty file simply has no rows
+            return self._no_rows(obj, "is empty (0 bytes)")
         settings = load_settings()
         with temp_download(settings.temp_directory()) as tmp:
             t0 = time.monotonic()
@@ -206,7 +213,13 @@ class LoadPartition(PartitionTask):
             t2 = time.monotonic()
         logger.info("%s: %.1f MiB downloaded in %.2f s, %d rows copied in %.2f s", obj.url, obj.size / _MIB,
                     t1 - t0, rows, t2 - t1)
-        return rows
+        return rows or self._no_rows(obj, "has no data rows")
+
+    def _no_rows(self, obj: S3Object, why: str) -> int:
+        if not self.empty_objects_ok:
+            raise BadInputError(f"{obj.url}: the object {why} (empty_objects_ok is off)")
+        logger.warning("%s: the object %s; it adds no rows", obj.url, why)
+        return 0
 
     @property
     def _utf8(self) -> bool:
