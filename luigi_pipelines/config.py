@@ -107,12 +107,18 @@ class load(luigi.Config):  # noqa: N801
     copy_buffer_kb = luigi.IntParameter(default=1024, description="bytes handed to COPY per read")
     marker_schema = luigi.Parameter(default="luigi_pipelines", description="schema of the marker table")
     marker_table = luigi.Parameter(default="partition_marker", description="name of the marker table")
+    rejects_table = luigi.Parameter(
+        default="rejected_rows", description="table (in marker_schema) of rows set aside by max_bad_rows"
+    )
     lock_timeout_s = luigi.IntParameter(
         default=0, description="give up waiting for another loader's partition lock after this long (0: wait)"
     )
 
     def marker(self) -> TableName:
         return TableName(check_identifier(self.marker_schema), check_identifier(self.marker_table))
+
+    def rejects(self) -> TableName:
+        return TableName(check_identifier(self.marker_schema), check_identifier(self.rejects_table))
 
     def temp_directory(self) -> str:
         return self.temp_dir or tempfile.gettempdir()

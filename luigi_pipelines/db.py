@@ -60,8 +60,10 @@ def ensure_table(conn: psycopg2.extensions.connection, table: TableName, ddl: Se
             cur.execute(statement)
 
 
-def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName) -> None:
-    ensure_table(conn, marker, [q.create_schema(marker.schema), q.create_marker_table(marker)])
+def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName, rejects: TableName) -> None:
+    """The marker table and the rejects table beside it (one existence check on the common path)."""
+    ensure_table(conn, rejects, [
+        q.create_schema(marker.schema), q.create_marker_table(marker), q.create_rejects_table(rejects)])
 
 
 def completed_dates(
@@ -90,6 +92,7 @@ class PartitionTransaction:
     started_at: datetime.datetime
     sources: list[dict[str, Any]] = field(default_factory=list)
     rows: int = 0
+    rejected: int = 0
     bytes: int = 0
 
     @property
@@ -148,7 +151,7 @@ def copy_stream(
     except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
         position = copy_error_position(exc.diag.context)
         reason = exc.diag.message_primary or str(exc).strip()
-        raise BadInputError(describe_bad_input(source, position, reason)) from exc
+        raise BadInputError(describe_bad_input(source, position, reason), position.line, position.column, reason) from exc
     except psycopg2.errors.QueryCanceled as exc:
         reader_error = getattr(reader, "error", None)
         if reader_error is not None:
@@ -157,6 +160,32 @@ def copy_stream(
     except psycopg2.OperationalError as exc:
         raise LoadError(f"{source}: the database connection failed during COPY: {str(exc).strip()}") from exc
     return tx.cursor.rowcount
+
+
+def copy_in_savepoint(
+    tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int
+) -> int | BadInputError:
+    """``copy_stream`` that undoes only itself on bad input and returns the error instead of raising."""
+    tx.cursor.execute("SAVEPOINT luigi_pipelines_copy")
+    try:
+        rows = copy_stream(tx, statement, reader, source, buffer_size)
+    except BadInputError as exc:
+        tx.cursor.execute("ROLLBACK TO SAVEPOINT luigi_pipelines_copy")
+        return exc
+    tx.cursor.execute("RELEASE SAVEPOINT luigi_pipelines_copy")
+    return rows
+
+
+def delete_rejects(tx: PartitionTransaction, rejects: TableName) -> None:
+    tx.cursor.execute(q.delete_rejects(rejects), (str(tx.target), tx.date))
+
+
+def write_rejects(tx: PartitionTransaction, rejects_table: TableName, key: str, rejects: Sequence[Any]) -> None:
+    """Insert quarantined rows (objects with ``line``, ``raw`` and ``error``) for one source object."""
+    tx.cursor.executemany(
+        q.insert_reject(rejects_table),
+        [(str(tx.target), tx.date, key, r.line, r.raw, r.error) for r in rejects],
+    )
 
 
 def write_marker(tx: PartitionTransaction, marker: TableName, task_family: str, task_id: str) -> None:
@@ -168,6 +197,7 @@ def write_marker(tx: PartitionTransaction, marker: TableName, task_family: str, 
             "task_family": task_family,
             "task_id": task_id,
             "rows_loaded": tx.rows,
+            "rows_rejected": tx.rejected,
             "bytes_loaded": tx.bytes,
             "source_objects": json.dumps(tx.sources),
             "started_at": tx.started_at,

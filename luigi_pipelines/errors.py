@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 
 _COPY_CONTEXT = re.compile(r"COPY \S+, line (?P<line>\d+)(?:, column (?P<column>[^:]+))?")
+_MAX_REASON = 300  # PostgreSQL quotes the bad value in full; a 4 MiB field must not become a 4 MiB log line
 
 
 class PipelineError(Exception):
@@ -21,6 +22,12 @@ class LoadError(PipelineError):
 
 class BadInputError(LoadError):
     """A source object's content is invalid: the message names the key, the line and the reason."""
+
+    def __init__(self, message: str, line: int | None = None, column: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.line = line
+        self.column = column
+        self.reason = reason
 
 
 class SourceError(LoadError):
@@ -50,4 +57,6 @@ def describe_bad_input(source: str, position: CopyErrorPosition, reason: str) ->
         where += f" line {position.line}"
     if position.column:
         where += f" column {position.column}"
+    if len(reason) > _MAX_REASON:
+        reason = f"{reason[:_MAX_REASON]}... ({len(reason) - _MAX_REASON} more characters)"
     return f"{where}: {reason}"

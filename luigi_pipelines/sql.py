@@ -112,6 +112,7 @@ def create_marker_table(marker: TableName) -> sql.Composed:
     task_family    text        NOT NULL,
     task_id        text        NOT NULL,
     rows_loaded    bigint      NOT NULL,
+    rows_rejected  bigint      NOT NULL DEFAULT 0,
     bytes_loaded   bigint      NOT NULL,
     source_objects jsonb       NOT NULL,
     started_at     timestamptz NOT NULL,
@@ -124,15 +125,43 @@ def create_marker_table(marker: TableName) -> sql.Composed:
 def upsert_marker(marker: TableName) -> sql.Composed:
     """Parameters, by name: the columns of the marker table; ``finished_at`` is the commit's clock."""
     return sql.SQL(
-        """INSERT INTO {} (target_table, partition_date, task_family, task_id, rows_loaded, bytes_loaded,
-                source_objects, started_at, finished_at, host)
-VALUES (%(target_table)s, %(partition_date)s, %(task_family)s, %(task_id)s, %(rows_loaded)s,
+        """INSERT INTO {} (target_table, partition_date, task_family, task_id, rows_loaded, rows_rejected,
+                bytes_loaded, source_objects, started_at, finished_at, host)
+VALUES (%(target_table)s, %(partition_date)s, %(task_family)s, %(task_id)s, %(rows_loaded)s, %(rows_rejected)s,
         %(bytes_loaded)s, %(source_objects)s, %(started_at)s, clock_timestamp(), %(host)s)
 ON CONFLICT (target_table, partition_date) DO UPDATE SET
     task_family = EXCLUDED.task_family, task_id = EXCLUDED.task_id, rows_loaded = EXCLUDED.rows_loaded,
-    bytes_loaded = EXCLUDED.bytes_loaded, source_objects = EXCLUDED.source_objects,
+    rows_rejected = EXCLUDED.rows_rejected, bytes_loaded = EXCLUDED.bytes_loaded, source_objects = EXCLUDED.source_objects,
     started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, host = EXCLUDED.host"""
     ).format(table_ident(marker))
+
+
+def create_rejects_table(rejects: TableName) -> sql.Composed:
+    """Rows set aside by quarantine mode (``max_bad_rows``), written in the load's own transaction."""
+    return sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {} (
+    target_table   text        NOT NULL,
+    partition_date date        NOT NULL,
+    s3_key         text        NOT NULL,
+    line_number    bigint      NOT NULL,
+    raw_line       text        NOT NULL,
+    error          text        NOT NULL,
+    rejected_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (target_table, partition_date, s3_key, line_number))"""
+    ).format(table_ident(rejects))
+
+
+def delete_rejects(rejects: TableName) -> sql.Composed:
+    """Parameters: target table, partition date."""
+    return sql.SQL("DELETE FROM {} WHERE target_table = %s AND partition_date = %s").format(table_ident(rejects))
+
+
+def insert_reject(rejects: TableName) -> sql.Composed:
+    """Parameters: target table, partition date, key, line number, raw line, error."""
+    return sql.SQL(
+        "INSERT INTO {} (target_table, partition_date, s3_key, line_number, raw_line, error) "
+        "VALUES (%s, %s, %s, %s, %s, %s)"
+    ).format(table_ident(rejects))
 
 
 def select_marker(marker: TableName) -> sql.Composed:

@@ -1,16 +1,17 @@
 """The luigi tasks: a base partition task (lock, marker, one commit) and the S3 → PostgreSQL load task."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import luigi
 import psycopg2.extensions
 
-from . import db
+from . import db, quarantine
 from . import sql as q
 from .config import load as load_settings
 from .errors import BadInputError, ConfigurationError, LoadError, SourceError
@@ -117,7 +118,7 @@ class PartitionTask(luigi.Task):
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
         """Create the marker table, and the target table if declared so, before the transaction."""
-        db.ensure_marker_table(conn, self.marker_table)
+        db.ensure_marker_table(conn, self.marker_table, load_settings().rejects())
         table = self.target_table
         if self.create_table:
             db.ensure_table(conn, table, [
@@ -161,6 +162,12 @@ class LoadPartition(PartitionTask):
     bucket: ClassVar[str] = ""
     key_prefix: ClassVar[str] = ""
     csv: ClassVar[q.CsvFormat] = q.CsvFormat()
+    max_bad_rows = luigi.IntParameter(
+        default=0,
+        significant=False,
+        description="quarantine mode: up to this many bad rows per partition go to the rejects table and the "
+        "good rows load; more fail the load. 0 (the default) is strict: any bad row fails it",
+    )
     empty_partition_ok: ClassVar[bool] = False  # a date with no objects: missing data (False) or 0 rows (True)
     empty_objects_ok: ClassVar[bool] = True  # a 0-byte or header-only object: 0 rows (True) or an error (False)
     check_partition_rows: ClassVar[bool] = True
@@ -182,14 +189,16 @@ class LoadPartition(PartitionTask):
         if not objects and not self.empty_partition_ok:
             raise SourceError(f"s3://{self.bucket}/{self.prefix}: no objects to load")
         deleted = db.delete_partition(tx, self.date_column)
+        db.delete_rejects(tx, load_settings().rejects())
         logger.info("%s %s: replacing %d rows with %d objects (%.1f MiB)", tx.target, tx.date, deleted,
                     len(objects), sum(o.size for o in objects) / _MIB)
         statement = q.copy_from_stdin(tx.target, self.target_columns, self.csv)
         for n, obj in enumerate(objects, 1):
+            rejected_before = tx.rejected
             rows = self.copy_object(tx, s3, obj, statement)
             tx.rows += rows
             tx.bytes += obj.size
-            tx.sources.append({**obj.as_marker(), "rows": rows})
+            tx.sources.append({**obj.as_marker(), "rows": rows, "rejected": tx.rejected - rejected_before})
             self._report(f"copied {n} of {len(objects)} objects, {tx.rows} rows", round(100 * n / len(objects)))
         if self.check_partition_rows:
             self.check_rows(tx)
@@ -209,11 +218,46 @@ class LoadPartition(PartitionTask):
             t1 = time.monotonic()
             tmp.seek(0)
             reader = SourceReader(tmp, obj.url, compression_for(obj.key), strip_bom=self._utf8)
-            rows = db.copy_stream(tx, statement, reader, obj.url, settings.copy_buffer_kb * 1024)
+            if self.max_bad_rows > 0:
+                rows = self._copy_or_quarantine(tx, obj, statement, reader, tmp)
+            else:
+                rows = db.copy_stream(tx, statement, reader, obj.url, settings.copy_buffer_kb * 1024)
             t2 = time.monotonic()
         logger.info("%s: %.1f MiB downloaded in %.2f s, %d rows copied in %.2f s", obj.url, obj.size / _MIB,
                     t1 - t0, rows, t2 - t1)
         return rows or self._no_rows(obj, "has no data rows")
+
+    def _copy_or_quarantine(
+        self, tx: db.PartitionTransaction, obj: S3Object, statement: Any, reader: SourceReader, raw: IO[bytes]
+    ) -> int:
+        """The fast COPY in a savepoint; if it meets bad rows, the segmented copy of ``quarantine``."""
+        buffer_size = load_settings().copy_buffer_kb * 1024
+        outcome = db.copy_in_savepoint(tx, statement, reader, obj.url, buffer_size)
+        if not isinstance(outcome, BadInputError):
+            return outcome
+        if outcome.line is None or (self.csv.header and outcome.line == 1):
+            raise outcome  # a corrupt stream or a wrong header is not a bad row
+        logger.warning("%s: %s; copying around bad rows (max_bad_rows=%d)", obj.url, outcome, self.max_bad_rows)
+        plain_statement = q.copy_from_stdin(tx.target, self.target_columns, dataclasses.replace(self.csv, header=False))
+        with temp_download(load_settings().temp_directory()) as plain_file:
+            plain = quarantine.decoded_copy(raw, compression_for(obj.key) == "gzip", plain_file)
+            lines = quarantine.LineFile(plain, first_offset=_bom_length(plain) if self._utf8 else 0)
+            copier = quarantine.QuarantineCopy(
+                lines, obj.url, self.csv.quote.encode(), self.csv.escape.encode(), self.csv.encoding,
+                lambda segment: db.copy_in_savepoint(tx, plain_statement, segment, obj.url, buffer_size),
+                budget=self.max_bad_rows - tx.rejected,
+            )
+            rows, rejects = copier.run(first_line=2 if self.csv.header else 1)
+        db.write_rejects(tx, load_settings().rejects(), obj.key, rejects)
+        tx.rejected += len(rejects)
+        if tx.rejected > self.max_bad_rows:
+            first = rejects[0]
+            raise BadInputError(
+                f"{obj.url}: more than max_bad_rows={self.max_bad_rows} bad rows in {tx.target} {tx.date}; "
+                f"first in this object: line {first.line}: {first.error}"
+            )
+        logger.warning("%s: %d rows set aside in %s", obj.url, len(rejects), load_settings().rejects())
+        return rows
 
     def _no_rows(self, obj: S3Object, why: str) -> int:
         if not self.empty_objects_ok:
@@ -235,6 +279,11 @@ class LoadPartition(PartitionTask):
                 f"{tx.target} {tx.date}: {tx.rows - in_partition} of {tx.rows} rows copied from s3://{self.bucket}/ "
                 f"({keys}) have {self.date_column} other than {tx.date}"
             )
+
+
+def _bom_length(stream: IO[bytes]) -> int:
+    stream.seek(0)
+    return 3 if stream.read(3) == b"\xef\xbb\xbf" else 0
 
 
 def _elapsed(started: datetime.datetime) -> float:
