@@ -25,6 +25,7 @@ _PUBLIC = {
     "LoadPartition": "tasks",
     "PartitionTask": "tasks",
     "S3PartitionExists": "tasks",
+    "TransformPartition": "tasks",
 }
 
 __all__ = sorted(_PUBLIC)

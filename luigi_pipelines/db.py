@@ -134,6 +134,12 @@ def delete_partition(tx: PartitionTransaction, date_column: str) -> int:
     return tx.cursor.rowcount
 
 
+def read_partition(tx: PartitionTransaction, table: TableName, date_column: str, columns: Sequence[str]) -> tuple:
+    """The rows of ``table``'s partition of ``tx.date`` as a tuple of tuples (immutable input for a transform)."""
+    tx.cursor.execute(q.select_partition(table, date_column, columns), (tx.date,))
+    return tuple(tx.cursor.fetchall())
+
+
 def count_partition(tx: PartitionTransaction, date_column: str) -> int:
     tx.cursor.execute(q.count_partition(tx.target, date_column), (tx.date,))
     return int(tx.cursor.fetchone()[0])

@@ -79,6 +79,13 @@ def delete_partition(table: TableName, date_column: str) -> sql.Composed:
     return sql.SQL("DELETE FROM {} WHERE {} = %s").format(table_ident(table), sql.Identifier(date_column))
 
 
+def select_partition(table: TableName, date_column: str, columns: Sequence[str]) -> sql.Composed:
+    """Parameter: the partition date. The rows of one partition, in a stable order."""
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    return sql.SQL("SELECT {} FROM {} WHERE {} = %s ORDER BY {}").format(
+        cols, table_ident(table), sql.Identifier(date_column), cols)
+
+
 def count_partition(table: TableName, date_column: str) -> sql.Composed:
     """Parameter: the partition date."""
     return sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(table_ident(table), sql.Identifier(date_column))

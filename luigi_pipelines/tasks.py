@@ -288,3 +288,49 @@ def _bom_length(stream: IO[bytes]) -> int:
 
 def _elapsed(started: datetime.datetime) -> float:
     return (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+
+
+class TransformPartition(PartitionTask):
+    """Write one partition of a derived table from the same date's partition of an upstream task.
+
+    Declare ``upstream`` (a ``PartitionTask`` class), ``source_columns`` (read from its table),
+    ``transform`` (a pure function ``(rows, date) -> rows``, wrapped in ``staticmethod``), and
+    ``table``, ``date_column`` and ``columns`` of the result. Reading the upstream partition,
+    replacing this one and writing the marker happen in one transaction, like a load.
+    """
+
+    upstream: ClassVar[type[PartitionTask]]
+    source_columns: ClassVar[Sequence[str]] = ()
+
+    @staticmethod
+    def transform(rows: tuple, date: datetime.date) -> Sequence[Sequence[Any]]:
+        raise NotImplementedError
+
+    def requires(self) -> PartitionTask:
+        return self.upstream(date=self.date)
+
+    def write_partition(self, tx: db.PartitionTransaction) -> None:
+        source = self.requires()
+        rows = db.read_partition(tx, source.target_table, source.date_column, self.source_columns)
+        result = self.transform(rows, self.date)
+        db.delete_partition(tx, self.date_column)
+        with temp_download(load_settings().temp_directory()) as tmp:
+            for row in result:
+                tmp.write(_csv_line(row))
+            tx.bytes = tmp.tell()
+            tmp.seek(0)
+            statement = q.copy_from_stdin(tx.target, self.target_columns, q.CsvFormat(header=False))
+            tx.rows = db.copy_stream(tx, statement, tmp, f"{self.task_family}({self.date})", 1024 * 1024)
+        tx.sources.append({"upstream": str(source.target_table), "rows_read": len(rows)})
+        if tx.rows:
+            self.check_rows(tx)
+
+    def check_rows(self, tx: db.PartitionTransaction) -> None:
+        if db.count_partition(tx, self.date_column) != tx.rows:
+            raise LoadError(f"{self.task_family}: transform returned rows whose {self.date_column} is not {tx.date}")
+
+
+def _csv_line(row: Sequence[Any]) -> bytes:
+    """One CSV line for COPY: NULL as an empty unquoted field, every other value quoted."""
+    fields = ("" if v is None else '"' + str(v).replace('"', '""') + '"' for v in row)
+    return (",".join(fields) + "\n").encode()

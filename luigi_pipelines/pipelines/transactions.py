@@ -9,11 +9,13 @@ import luigi
 from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily with [core] autoload_range=false
 
 import luigi_pipelines as lp
+from luigi_pipelines.transforms import daily_account_totals
 
 
 class transactions(luigi.Config):  # noqa: N801 - the [transactions] section
     bucket = luigi.Parameter(default="example-transactions", description="bucket holding transactions/<date>/")
     table = luigi.Parameter(default="public.transaction", description="target table, schema-qualified")
+    totals_table = luigi.Parameter(default="public.daily_account_totals", description="table of daily totals")
 
 
 class LoadTransactions(lp.LoadPartition):
@@ -35,3 +37,20 @@ class LoadTransactions(lp.LoadPartition):
     # Where the data lives differs per environment, so it comes from the [transactions] section.
     bucket = property(lambda self: transactions().bucket)
     table = property(lambda self: transactions().table)
+
+
+class SummarizeTransactions(lp.TransformPartition):
+    """Daily totals per account and currency, from the same day's transactions."""
+
+    upstream = LoadTransactions
+    source_columns = ["account", "currency", "amount"]
+    transform = staticmethod(daily_account_totals)
+    date_column = "txn_date"
+    columns = [
+        ("txn_date", "date"),
+        ("account", "text"),
+        ("currency", "char(3)"),
+        ("transactions", "bigint"),
+        ("total", "numeric(16,2)"),
+    ]
+    table = property(lambda self: transactions().totals_table)
