@@ -1,0 +1,126 @@
+"""The four ways of loading one CSV file that the benchmark compares, each into a fresh logged table.
+
+(a) ``psql \\copy`` of the local file; (a2) one plain boto3 GET to a file, then (a); (b) our
+``LoadTransactions`` task end to end through the real ``luigi`` command; (c) luigi's own
+``contrib.postgres.CopyToTable`` reading the local file. Every method runs after a CHECKPOINT, the
+row count is checked afterwards (a wrong count is a broken measurement), and the table is dropped.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from luigi_pipelines import sql as q
+from luigi_pipelines.partitions import TableName
+from luigi_pipelines.pipelines.transactions import LoadTransactions
+
+from .context import Bench
+from .data import MIB, Dataset
+from .measure import BenchError, ProcessRun, Stopwatch
+
+_TASK_LOG = re.compile(r"MiB downloaded in (?P<download>[\d.]+) s, (?P<rows>\d+) rows copied in (?P<copy>[\d.]+) s")
+_TASK_COMMIT = re.compile(r"committed \d+ rows, [\d.]+ MiB from \d+ objects in (?P<tx>[\d.]+) s")
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """One timed load: the seconds it took, the peak RSS of its loading process, and its parts."""
+
+    method: str
+    seconds: float
+    size_bytes: int
+    rows: int
+    max_rss_bytes: int | None = None
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def copy_statement(bench: Bench, table: TableName, path: Path) -> str:
+    """psql's ``\\copy`` of ``path`` with exactly the COPY options the load task uses."""
+    statement = bench.stack.as_string(q.copy_from_stdin(table, q.columns_of(LoadTransactions.columns),
+                                                         LoadTransactions.csv))
+    head, sep, options = statement.partition(" FROM STDIN ")
+    if not sep or not head.startswith("COPY "):
+        raise BenchError(f"unexpected COPY statement: {statement}")
+    return f"\\copy {head[len('COPY '):]} FROM '{path}' {options}"
+
+
+def psql_copy(bench: Bench, data: Dataset, table: TableName, path: Path | None = None) -> ProcessRun:
+    return bench.stack.psql(["-c", copy_statement(bench, table, path or data.csv.path)], bench.options.timeout_s)
+
+
+def method_a(bench: Bench, data: Dataset, table: TableName) -> LoadRun:
+    run = psql_copy(bench, data, table)
+    return LoadRun("a", run.wall_s, data.size_bytes, data.rows, run.max_rss_bytes)
+
+
+def method_a2(bench: Bench, data: Dataset, table: TableName) -> LoadRun:
+    """One plain GET streamed to a file (the client is made before the clock starts), then (a)."""
+    client = bench.stack.s3_client
+    target = bench.stack.work / "downloads" / f"a2-{data.date.isoformat()}.csv"
+    watch = Stopwatch.start()
+    body = client.get_object(Bucket=data.bucket, Key=data.key)["Body"]
+    with body, open(target, "wb") as f:
+        for chunk in body.iter_chunks(MIB):
+            f.write(chunk)
+    download_s = watch.elapsed
+    try:
+        run = psql_copy(bench, data, table, target)
+    finally:
+        target.unlink()
+    parts = {"download_s": download_s, "copy_s": run.wall_s}
+    return LoadRun("a2", download_s + run.wall_s, data.size_bytes, data.rows, run.max_rss_bytes, parts)
+
+
+def method_b(bench: Bench, data: Dataset, table: TableName) -> LoadRun:
+    """``luigi --module bench.pipeline LoadTransactions --date D --local-scheduler`` in a fresh process."""
+    config = bench.stack.config_file(f"b-{table.name}", str(table))
+    run = bench.stack.luigi(["LoadTransactions", "--date", data.date.isoformat(), "--local-scheduler"], config,
+                            bench.options.timeout_s)
+    return LoadRun("b", run.wall_s, data.size_bytes, data.rows, run.max_rss_bytes, task_parts(run))
+
+
+def task_parts(run: ProcessRun) -> dict[str, float]:
+    """Where the task's time went, from its own log lines: download, COPY, the rest of the transaction."""
+    logged = _TASK_LOG.search(run.stderr)
+    committed = _TASK_COMMIT.search(run.stderr)
+    if not logged or not committed:
+        raise BenchError(f"the load task did not log its download/copy/commit lines:\n{run.tail()}")
+    download, copy, tx = float(logged["download"]), float(logged["copy"]), float(committed["tx"])
+    return {"download_s": download, "copy_s": copy, "tx_other_s": max(tx - download - copy, 0.0),
+            "outside_tx_s": max(run.wall_s - tx, 0.0)}
+
+
+def method_c(bench: Bench, data: Dataset, table: TableName) -> LoadRun:
+    """luigi's CopyToTable over a csv reader of the local file, in a fresh ``luigi`` process."""
+    config = bench.stack.config_file(f"c-{table.name}", str(table))
+    args = ["CopyTransactions", "--csv-path", str(data.csv.path), "--target-table", str(table), "--local-scheduler"]
+    run = bench.stack.luigi(args, config, bench.options.timeout_s)
+    return LoadRun("c", run.wall_s, data.size_bytes, data.rows, run.max_rss_bytes)
+
+
+Method = Callable[[Bench, Dataset, TableName], LoadRun]
+METHODS: dict[str, Method] = {"a": method_a, "a2": method_a2, "b": method_b, "c": method_c}
+DESCRIPTIONS = {
+    "a": "psql \\copy of the local file",
+    "a2": "boto3 GET to a file + psql \\copy",
+    "b": "LoadTransactions via `luigi` command",
+    "c": "luigi CopyToTable, csv rows()",
+}
+
+
+def measure(bench: Bench, method: str, data: Dataset, attempt: int = 0) -> LoadRun:
+    """Run ``method`` once on a fresh table after a checkpoint; check the rows; drop the table."""
+    stack = bench.stack
+    table = stack.create_transaction_table(f"{method}_{data.date:%Y%m%d}_{attempt}")
+    stack.checkpoint()
+    bench.log(f"({method}) {DESCRIPTIONS[method]}: {data.size_bytes / MIB:.0f} MiB")
+    try:
+        result = METHODS[method](bench, data, table)
+        loaded = stack.count_rows(table)
+        if loaded != data.rows:
+            raise BenchError(f"({method}) loaded {loaded} rows, the file has {data.rows}")
+    finally:
+        stack.drop_table(table)
+    return result

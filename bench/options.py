@@ -1,0 +1,43 @@
+"""The benchmark's settings: every size and count a section uses, the defaults and the ``--quick`` preset."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to measure and how much; the defaults finish in a few minutes on two cores."""
+
+    sizes_mib: tuple[int, ...] = (100, 400)  # the first is the main size of the load comparison
+    repeat: int = 1  # timed runs per load method; the median is reported
+    range_days: int = 3650  # dates of the no-op RangeDaily rerun
+    noop_repeat: int = 3  # runs of each no-op / empty-range command; the median is reported
+    complete_loop_days: int = 365  # dates of the per-date complete() loop (extrapolated to range_days)
+    backfill_days: int = 60  # partitions of the multi-worker backfill
+    backfill_mib: float = 1.0  # size of each of those partitions
+    worker_counts: tuple[int, ...] = (1, 2, 4)
+    scheduler_range_days: int = 3650  # tasks handed to luigid at once
+    timeout_s: float = 1800  # bound on any single command
+
+    @property
+    def main_size_mib(self) -> int:
+        return self.sizes_mib[0]
+
+
+QUICK = Options(
+    sizes_mib=(4, 16),
+    noop_repeat=1,
+    complete_loop_days=50,
+    backfill_days=6,
+    backfill_mib=0.25,
+    worker_counts=(1, 2),
+    scheduler_range_days=365,
+    timeout_s=300,
+)
+
+
+def with_overrides(base: Options, **given: Any) -> Options:
+    """``base`` with every explicitly given (non-None) value replaced."""
+    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})

@@ -1,0 +1,202 @@
+"""The benchmark's own world: a durable local PostgreSQL, a moto S3 server, a work directory, and the
+helpers that point psql, the ``luigi`` command and luigid at them (per-run config files, environment)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from luigi_pipelines import sql as q
+from luigi_pipelines.local import LocalPostgres, LocalS3, free_port
+from luigi_pipelines.partitions import TableName
+from luigi_pipelines.pipelines.transactions import LoadTransactions
+
+from .measure import BenchError, ProcessRun, run_measured
+
+ROOT = Path(__file__).resolve().parents[1]  # the project root: luigi.cfg applies to commands run here
+PIPELINE_MODULE = "bench.pipeline"
+BUCKET = "bench-transactions"
+SCHEMA = "bench"
+MARKER_SCHEMA = "bench_markers"
+
+
+@dataclass
+class BenchStack:
+    """A running PostgreSQL and S3 plus a work directory; every server stops when the ``with`` ends."""
+
+    pg: LocalPostgres
+    s3: LocalS3
+    work: Path
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, work_parent: str | None = None) -> Iterator[BenchStack]:
+        with tempfile.TemporaryDirectory(prefix="luigi_pipelines-bench-", dir=work_parent) as work:
+            with LocalPostgres(durable=True) as pg, LocalS3() as s3:
+                stack = cls(pg, s3, Path(work))
+                stack.setup()
+                yield stack
+
+    def setup(self) -> None:
+        (self.work / "downloads").mkdir()
+        self.s3_client.create_bucket(Bucket=BUCKET)
+        self.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+
+    # -- environment and configuration for child processes ------------------------------------------
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment of every child: libpq and AWS variables of this stack, the project on the path."""
+        return {**os.environ, **self.pg.env, **self.s3.env, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def config_file(self, name: str, table: str, extra: str = "") -> Path:
+        """A LUIGI_CONFIG_PATH file (read after the project's luigi.cfg) for runs loading into ``table``."""
+        path = self.work / f"{name}.cfg"
+        path.write_text(
+            f"[load]\nmarker_schema = {MARKER_SCHEMA}\ntemp_dir = {self.work / 'downloads'}\n\n"
+            f"[transactions]\nbucket = {BUCKET}\ntable = {table}\n\n{extra}"
+        )
+        return path
+
+    def luigi(self, args: Sequence[str], config: Path, timeout_s: float, ok_codes: Sequence[int] = (0,)) -> ProcessRun:
+        """The real ``luigi`` command line, from the project root, measured (wall time, peak RSS)."""
+        argv = [sys.executable, "-m", "luigi", "--module", PIPELINE_MODULE, *args]
+        return run_measured(argv, {**self.env, "LUIGI_CONFIG_PATH": str(config)}, ROOT, timeout_s, ok_codes=ok_codes)
+
+    def python(self, args: Sequence[str], config: Path, timeout_s: float) -> ProcessRun:
+        """A fresh ``python`` child with the same environment as the luigi commands."""
+        return run_measured([sys.executable, *args], {**self.env, "LUIGI_CONFIG_PATH": str(config)}, ROOT, timeout_s)
+
+    def psql(self, args: Sequence[str], timeout_s: float, stdin: Path | None = None) -> ProcessRun:
+        """The psql shipped with the server (same version), over the Unix socket."""
+        argv = [str(self.pg.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *args]
+        return run_measured(argv, self.env, self.work, timeout_s, stdin=stdin)
+
+    # -- SQL ------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[psycopg2.extensions.connection]:
+        conn = psycopg2.connect(self.pg.dsn)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def query(self, statement: str | sql.Composable, params: Any = None) -> list[tuple]:
+        with self.connect() as conn, conn, conn.cursor() as cur:
+            cur.execute(statement, params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def execute(self, statement: str | sql.Composable, params: Any = None) -> None:
+        self.query(statement, params)
+
+    def checkpoint(self) -> None:
+        """Flush dirty buffers and WAL so that a measurement does not pay for the previous one's writes."""
+        with self.connect() as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("CHECKPOINT")
+
+    def create_transaction_table(self, name: str) -> TableName:
+        """A fresh logged table of the transactions schema with the date index the load task creates."""
+        table = TableName(SCHEMA, name)
+        self.drop_table(table)
+        self.execute(q.create_table(table, q.columns_of(LoadTransactions.columns)))
+        self.execute(q.create_date_index(table, LoadTransactions.date_column))
+        return table
+
+    def drop_table(self, table: TableName) -> None:
+        self.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(q.table_ident(table)))
+
+    def count_rows(self, table: TableName) -> int:
+        return int(self.query(sql.SQL("SELECT count(*) FROM {}").format(q.table_ident(table)))[0][0])
+
+    def as_string(self, statement: sql.Composable) -> str:
+        with self.connect() as conn:
+            return statement.as_string(conn)
+
+    # -- S3 -------------------------------------------------------------------------------------------
+
+    @property
+    def s3_client(self) -> Any:
+        env = self.s3.env
+        return boto3.client("s3", endpoint_url=self.s3.endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+
+
+class Luigid:
+    """A real ``luigid`` on 127.0.0.1 with its own state file and logs, stopped when the ``with`` ends."""
+
+    def __init__(self, work: Path, env: Mapping[str, str], startup_timeout_s: float = 30) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="luigid-", dir=work))
+        self.env = dict(env)
+        self.startup_timeout_s = startup_timeout_s
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Luigid:
+        argv = [sys.executable, "-c", "from luigi.cmdline import luigid; luigid()", "--address", "127.0.0.1",
+                "--port", str(self.port), "--state-path", str(self.dir / "state.pickle"), "--logdir", str(self.dir)]
+        self.proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        delay = 0.02
+        while not self._answers():
+            if self.proc is not None and self.proc.poll() is not None:
+                raise BenchError(f"luigid exited with code {self.proc.returncode}; logs in {self.dir}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"luigid did not answer on {self.url} within {self.startup_timeout_s:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/api/ping?data=%7B%7D", timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True  # any HTTP answer means the server is up
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def memory_kib(self) -> dict[str, int]:
+        """luigid's current and peak resident set (``VmRSS``, ``VmHWM`` from /proc), in KiB."""
+        if self.proc is None:
+            return {}
+        found = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0])
+        return found
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()  # our own child, by its pid
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
