@@ -16,9 +16,13 @@ _BOM = b"\xef\xbb\xbf"
 
 @contextmanager
 def temp_download(directory: str) -> Iterator[IO[bytes]]:
-    """A ``NamedTemporaryFile`` (mode 0600) in ``directory``, removed on every path out of the block."""
-    with tempfile.NamedTemporaryFile(dir=directory, prefix="luigi_pipelines-", suffix=".part") as tmp:
-        os.chmod(tmp.name, 0o600)  # already 0600 from mkstemp; made explicit since it is a guarantee
+    """An unnamed temporary file (mode 0600) in ``directory``, gone on every path out of the block.
+
+    Unnamed (``O_TMPFILE`` on Linux, else unlinked at once), so that not even a ``kill -9`` or a
+    power cut leaves a downloaded object behind in ``directory``.
+    """
+    with tempfile.TemporaryFile(dir=directory, prefix="luigi_pipelines-", suffix=".part") as tmp:
+        os.fchmod(tmp.fileno(), 0o600)  # already 0600 from the kernel or mkstemp; made explicit as a guarantee
         yield tmp
 
 
@@ -33,17 +37,20 @@ class SourceReader:
         self._stream: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else raw
         self._strip_bom = strip_bom
         self.bytes_read = 0
+        self.lines_read = 0  # complete lines handed to COPY, so a gzip error can say how far the data was good
         self.error: BadInputError | None = None  # psycopg2 reports a read() failure only as text; keep the real one
 
     def read(self, size: int = -1) -> bytes:
         try:
             data = self._stream.read(size)
         except (OSError, EOFError, zlib.error) as exc:
-            self.error = BadInputError(f"{self.source}: corrupt or truncated gzip data: {exc}")
+            after = f" after line {self.lines_read}" if self.lines_read else ""
+            self.error = BadInputError(f"{self.source}: corrupt or truncated gzip data{after}: {exc}")
             raise self.error from exc
         if self._strip_bom:
             self._strip_bom = False
             if data.startswith(_BOM):
                 data = data[len(_BOM):]
         self.bytes_read += len(data)
+        self.lines_read += data.count(b"\n")
         return data
