@@ -41,7 +41,7 @@ def backfill_command(start: datetime.date, stop: datetime.date, workers: int = 2
     ]
 
 
-def show_loaded(dsn: str) -> None:
+def show_loaded(dsn: str, per_date: bool = True) -> None:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT m.partition_date, m.rows_loaded, jsonb_array_length(m.source_objects), m.bytes_loaded,"
@@ -50,10 +50,11 @@ def show_loaded(dsn: str) -> None:
             " ORDER BY 1"
         )
         rows = cur.fetchall()
-    print(f"{'date':<12}{'objects':>8}{'bytes':>10}{'marker rows':>13}{'table rows':>12}")
-    for day, loaded, objects, size, in_table in rows:
-        print(f"{day.isoformat():<12}{objects:>8}{size:>10}{loaded:>13}{in_table:>12}")
-    print(f"{len(rows)} partitions, {sum(r[1] for r in rows)} rows")
+    if per_date:
+        print(f"{'date':<12}{'objects':>8}{'bytes':>10}{'marker rows':>13}{'table rows':>12}")
+        for day, loaded, objects, size, in_table in rows:
+            print(f"{day.isoformat():<12}{objects:>8}{size:>10}{loaded:>13}{in_table:>12}")
+    print(f"{len(rows)} partitions, {sum(r[1] for r in rows)} rows in the marker, {sum(r[4] for r in rows)} in the table")
     conn.close()
 
 
@@ -74,7 +75,7 @@ def run(project_dir: Path | None = None) -> int:
         second = subprocess.run(cmd, env=env, cwd=project_dir, capture_output=True, text=True)
         print(_summary(second.stderr) or second.stderr[-3000:])
         print(f"exit code {second.returncode}")
-        show_loaded(pg.dsn)
+        show_loaded(pg.dsn, per_date=False)
     print("stopped the local PostgreSQL and S3")
     return first.returncode or second.returncode
 
