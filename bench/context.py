@@ -36,19 +36,20 @@ class Bench:
             self._memo[key] = compute()
         return self._memo[key]
 
-    def new_date(self) -> datetime.date:
-        """A date no other dataset of this run uses (each date is its own S3 prefix)."""
-        date = self._next_date
-        self._next_date += datetime.timedelta(days=1)
-        return date
+    def new_dates(self, count: int) -> list[datetime.date]:
+        """``count`` consecutive dates no other dataset of this run uses (each date is its own S3 prefix)."""
+        first = self._next_date
+        self._next_date += datetime.timedelta(days=count)
+        return [first + datetime.timedelta(days=n) for n in range(count)]
 
     def dataset(self, size_mib: float) -> Dataset:
         """A CSV file of ``size_mib`` and its S3 object, made once per size."""
-        return self.shared(("dataset", size_mib), lambda: self._make_dataset(size_mib))
+        return self.shared(("dataset", size_mib), lambda: self.new_dataset(self.new_dates(1)[0], size_mib))
 
-    def _make_dataset(self, size_mib: float) -> Dataset:
-        date = self.new_date()
+    def new_dataset(self, date: datetime.date, size_mib: float, quiet: bool = False) -> Dataset:
+        """Generate ``date``'s CSV file of ``size_mib`` and upload it under the date's prefix."""
         path = self.stack.work / f"transactions-{date.isoformat()}-{size_mib:g}MiB.csv"
-        self.log(f"generating {size_mib:g} MiB of transactions for {date} and uploading it")
+        if not quiet:
+            self.log(f"generating {size_mib:g} MiB of transactions for {date} and uploading it")
         csv = write_csv(path, date, int(size_mib * MIB))
         return upload(self.stack.s3_client, BUCKET, csv)

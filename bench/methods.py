@@ -7,6 +7,7 @@ row count is checked afterwards (a wrong count is a broken measurement), and the
 """
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from luigi_pipelines.pipelines.transactions import LoadTransactions
 
 from .context import Bench
 from .data import MIB, Dataset
-from .measure import BenchError, ProcessRun, Stopwatch
+from .measure import BenchError, ProcessRun, Stopwatch, median
 
 _TASK_LOG = re.compile(r"MiB downloaded in (?P<download>[\d.]+) s, (?P<rows>\d+) rows copied in (?P<copy>[\d.]+) s")
 _TASK_COMMIT = re.compile(r"committed \d+ rows, [\d.]+ MiB from \d+ objects in (?P<tx>[\d.]+) s")
@@ -110,12 +111,12 @@ DESCRIPTIONS = {
 }
 
 
-def measure(bench: Bench, method: str, data: Dataset, attempt: int = 0) -> LoadRun:
+def measure(bench: Bench, method: str, data: Dataset, label: str = "") -> LoadRun:
     """Run ``method`` once on a fresh table after a checkpoint; check the rows; drop the table."""
     stack = bench.stack
-    table = stack.create_transaction_table(f"{method}_{data.date:%Y%m%d}_{attempt}")
+    table = stack.create_transaction_table(f"{method}_{data.date:%Y%m%d}{label}")
     stack.checkpoint()
-    bench.log(f"({method}) {DESCRIPTIONS[method]}: {data.size_bytes / MIB:.0f} MiB")
+    bench.log(f"({method}) {DESCRIPTIONS[method]}: {data.size_bytes / MIB:.0f} MiB {label}".rstrip())
     try:
         result = METHODS[method](bench, data, table)
         loaded = stack.count_rows(table)
@@ -124,3 +125,37 @@ def measure(bench: Bench, method: str, data: Dataset, attempt: int = 0) -> LoadR
     finally:
         stack.drop_table(table)
     return result
+
+
+def range_daily_args(start: datetime.date, days: int) -> list[str]:
+    """``RangeDaily --of LoadTransactions`` over ``days`` dates from ``start`` (0: an empty range)."""
+    stop = start + datetime.timedelta(days=days)
+    return ["RangeDaily", "--of", "LoadTransactions", "--start", start.isoformat(), "--stop", stop.isoformat()]
+
+
+def empty_luigi_run(bench: Bench) -> ProcessRun:
+    """The load command's fixed cost: ``RangeDaily`` over an empty range (start == stop), local scheduler.
+
+    Interpreter start, imports of luigi, boto3, psycopg2 and the pipeline, config parsing, an empty
+    scheduling round: what every ``luigi`` command pays before its first partition. Measured once a run.
+    """
+    def run() -> ProcessRun:
+        config = bench.stack.config_file("empty", "bench.empty")
+        args = [*range_daily_args(datetime.date(2000, 1, 1), 0), "--local-scheduler"]
+        return bench.stack.luigi(args, config, bench.options.timeout_s)
+
+    return bench.shared("empty_luigi_run", run)
+
+
+def summarise(runs: list[LoadRun]) -> LoadRun:
+    """The median time (and median of each part) of repeated runs of one method, with their highest peak RSS."""
+    first = runs[0]
+    peaks = [r.max_rss_bytes for r in runs if r.max_rss_bytes is not None]
+    parts = {k: median([r.parts[k] for r in runs]) for k in first.parts}
+    return LoadRun(first.method, median([r.seconds for r in runs]), first.size_bytes, first.rows,
+                   max(peaks) if peaks else None, parts)
+
+
+def task_runs(bench: Bench, data: Dataset) -> list[LoadRun]:
+    """Runs of (b) on ``data``: those the load section took, or one taken now."""
+    return bench.shared(("task_runs", data.key), lambda: [measure(bench, "b", data)])

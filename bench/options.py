@@ -11,14 +11,16 @@ class Options:
     """What to measure and how much; the defaults finish in a few minutes on two cores."""
 
     sizes_mib: tuple[int, ...] = (100, 400)  # the first is the main size of the load comparison
-    repeat: int = 1  # timed runs per load method; the median is reported
+    repeat: int = 3  # timed runs per load method; the median is reported
     range_days: int = 3650  # dates of the no-op RangeDaily rerun
     noop_repeat: int = 3  # runs of each no-op / empty-range command; the median is reported
     complete_loop_days: int = 365  # dates of the per-date complete() loop (extrapolated to range_days)
     backfill_days: int = 60  # partitions of the multi-worker backfill
-    backfill_mib: float = 1.0  # size of each of those partitions
+    backfill_mib: float = 2.0  # size of each of those partitions
     worker_counts: tuple[int, ...] = (1, 2, 4)
     scheduler_range_days: int = 3650  # tasks handed to luigid at once
+    scheduler_pilot_days: int = 365  # a smaller range measured first, to project the full one
+    scheduler_budget_s: float = 150  # measure the full range only if projected within this (0: always)
     timeout_s: float = 1800  # bound on any single command
 
     @property
@@ -28,12 +30,14 @@ class Options:
 
 QUICK = Options(
     sizes_mib=(4, 16),
+    repeat=1,
     noop_repeat=1,
     complete_loop_days=50,
     backfill_days=6,
     backfill_mib=0.25,
     worker_counts=(1, 2),
-    scheduler_range_days=365,
+    scheduler_pilot_days=30,
+    scheduler_budget_s=10,
     timeout_s=300,
 )
 

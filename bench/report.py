@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -43,6 +43,20 @@ class SectionResult:
     data: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Section:
+    """A named group of measurements: ``run`` takes the run's ``Bench`` and returns its ``SectionResult``.
+
+    Adding a section: write ``bench/sections/<name>.py`` with ``SECTION = Section(...)`` and list it
+    in ``bench/sections/__init__.py``; ``--only <name>`` then selects it.
+    """
+
+    name: str
+    summary: str
+    run: Callable[[Any], SectionResult]
+    default: bool = True  # part of a run without --only
 
 
 def format_cell(value: Cell) -> str:

@@ -3,12 +3,14 @@ helpers that point psql, the ``luigi`` command and luigid at them (per-run confi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -173,12 +175,26 @@ class Luigid:
 
     def _answers(self) -> bool:
         try:
-            with urllib.request.urlopen(self.url + "/api/ping?data=%7B%7D", timeout=1):
-                return True
+            self.rpc("task_list", {"status": "RUNNING"}, timeout_s=1)
+            return True
         except urllib.error.HTTPError:
             return True  # any HTTP answer means the server is up
         except (urllib.error.URLError, OSError):
             return False
+
+    def rpc(self, method: str, arguments: Mapping[str, Any], timeout_s: float = 30) -> Any:
+        """One call of luigid's JSON API (what workers use), returning its ``response``."""
+        query = urllib.parse.urlencode({"data": json.dumps(dict(arguments))})
+        with urllib.request.urlopen(f"{self.url}/api/{method}?{query}", timeout=timeout_s) as reply:
+            return json.loads(reply.read())["response"]
+
+    def pending_by_family(self) -> dict[str, int]:
+        """How many PENDING tasks luigid holds, per task family."""
+        tasks = self.rpc("task_list", {"status": "PENDING", "upstream_status": "", "max_shown_tasks": 10**7})
+        counts: dict[str, int] = {}
+        for task in tasks.values():
+            counts[task["name"]] = counts.get(task["name"], 0) + 1
+        return counts
 
     def memory_kib(self) -> dict[str, int]:
         """luigid's current and peak resident set (``VmRSS``, ``VmHWM`` from /proc), in KiB."""

@@ -1,0 +1,16 @@
+"""The benchmark's sections, in the order a run takes them.
+
+To add one: write ``bench/sections/<name>.py`` defining ``SECTION = Section(name, summary, run)``
+where ``run(bench: Bench) -> SectionResult`` (see ``bench/report.py``; ``bench.dataset(size_mib)``,
+``bench.stack`` and ``bench/methods.py`` provide data, servers and measured commands), then list it below.
+"""
+from __future__ import annotations
+
+from ..report import Section
+from . import load, memory, noop, workers
+
+SECTIONS: tuple[Section, ...] = (load.SECTION, memory.SECTION, noop.SECTION, workers.SECTION)
+
+
+def by_name() -> dict[str, Section]:
+    return {s.name: s for s in SECTIONS}

@@ -1,0 +1,96 @@
+"""Section ``load``: one CSV file of the main size loaded four ways, (a) (a2) (b) (c), side by side."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from .. import methods
+from ..context import Bench
+from ..data import MIB
+from ..measure import MB, rate_mb_s
+from ..methods import DESCRIPTIONS, LoadRun
+from ..report import Section, SectionResult, Table, Target
+
+ORDER = ("a", "a2", "b", "c")
+
+
+def run(bench: Bench) -> SectionResult:
+    data = bench.dataset(bench.options.main_size_mib)
+    methods.measure(bench, "a", data, "_warmup")  # untimed: the first COPY also pays for new WAL segments
+    runs: dict[str, list[LoadRun]] = {m: [] for m in ORDER}
+    for attempt in range(bench.options.repeat):  # interleaved, so drift affects every method alike
+        for method in ORDER:
+            runs[method].append(methods.measure(bench, method, data, f"_{attempt}"))
+    bench.shared(("task_runs", data.key), lambda: runs["b"])
+    best = {m: methods.summarise(rs) for m, rs in runs.items()}
+    startup_s = methods.empty_luigi_run(bench).wall_s
+    result = SectionResult("load", data={
+        "file": {"size_bytes": data.size_bytes, "rows": data.rows, "date": data.date.isoformat()},
+        "runs": {m: [asdict(r) for r in rs] for m, rs in runs.items()},
+        "median": {m: asdict(r) for m, r in best.items()},
+        "empty_luigi_command_s": startup_s,
+    })
+    result.tables = [comparison_table(best, bench.options.repeat), breakdown_table(best, startup_s)]
+    result.targets = targets(best)
+    result.data["rate_ratios"] = {
+        "a2_vs_a": ratio(best["a"], best["a2"]), "b_vs_a": ratio(best["a"], best["b"]), "c_vs_a": ratio(best["a"], best["c"]),
+        "b_vs_a2": ratio(best["a2"], best["b"]), "b_vs_c": ratio(best["c"], best["b"]),
+        "b_without_startup_vs_a2": ratio(best["a2"], best["b"], minus_s=startup_s),
+    }
+    return result
+
+
+def ratio(base: LoadRun, other: LoadRun, minus_s: float = 0.0) -> float:
+    """How many times ``other``'s rate is ``base``'s (>1: faster), optionally without ``minus_s`` of ``other``."""
+    return base.seconds / max(other.seconds - minus_s, 1e-9)
+
+
+def comparison_table(best: dict[str, LoadRun], repeat: int) -> Table:
+    a = best["a"]
+    table = Table(
+        f"Load one {a.size_bytes / MIB:.0f} MiB CSV file ({a.rows:,} rows) into a logged, indexed table",
+        ["method", "what", "seconds", "MB/s", "rows/s", "rate vs (a)", "peak RSS MB"],
+    )
+    for method, r in best.items():
+        table.rows.append([f"({method})", DESCRIPTIONS[method], r.seconds, rate_mb_s(r.size_bytes, r.seconds),
+                           r.rows / r.seconds, f"{ratio(a, r):.2f}x", r.max_rss_bytes / MB if r.max_rss_bytes else None])
+    table.notes = [
+        f"median of {repeat} run(s) per method, interleaved, each into a fresh table after a CHECKPOINT "
+        "(one untimed warm-up load first); PostgreSQL durable (fsync on), MB = 10^6 bytes",
+        "(a2) times the GET in-process with a ready client; (b) and (c) are whole `python -m luigi` processes",
+        f"(b) rate vs (a2): {ratio(best['a2'], best['b']):.2f}x, (b) rate vs (c): {ratio(best['c'], best['b']):.2f}x",
+        "peak RSS of psql is at the ~11 MB floor of the measuring wrapper",
+    ]
+    return table
+
+
+def breakdown_table(best: dict[str, LoadRun], startup_s: float) -> Table:
+    b, a2 = best["b"], best["a2"]
+    table = Table("Where the time of (b) goes (from the task's own log lines), next to (a2)",
+                  ["part", "(b) seconds", "(b) share", "(a2) seconds"])
+    labels = {
+        "download_s": "download from S3 to a temp file",
+        "copy_s": "COPY FROM STDIN",
+        "tx_other_s": "rest of the transaction: lock, delete, row check, marker, commit",
+        "outside_tx_s": "outside the transaction: interpreter, imports, scheduling, connect, DDL checks",
+    }
+    for key, label in labels.items():
+        seconds = b.parts.get(key, 0.0)
+        table.rows.append([label, seconds, f"{100 * seconds / b.seconds:.0f} %", a2.parts.get(key)])
+    table.rows.append(["total", b.seconds, "100 %", a2.seconds])
+    table.notes = [
+        f"an empty `luigi ... RangeDaily` command (start == stop) takes {startup_s:.2f} s: the fixed cost per process;",
+        f"without it (b) would run at {ratio(a2, b, minus_s=startup_s):.2f}x the rate of (a2)",
+    ]
+    return table
+
+
+def targets(best: dict[str, LoadRun]) -> list[Target]:
+    b_a2 = ratio(best["a2"], best["b"])
+    b_c = ratio(best["c"], best["b"])
+    return [
+        Target("(b) rate vs (a2)", ">= 0.90x", f"{b_a2:.2f}x", b_a2 >= 0.9),
+        Target("(b) rate vs (c)", ">= 5x", f"{b_c:.2f}x", b_c >= 5),
+    ]
+
+
+SECTION = Section("load", "one CSV file loaded by psql, GET+psql, our task and luigi's CopyToTable", run)
