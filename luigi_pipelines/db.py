@@ -116,7 +116,7 @@ def partition_transaction(
     ``write_marker``. Any exception rolls everything back, lock included.
     """
     started = datetime.datetime.now(datetime.timezone.utc)
-    with conn, conn.cursor() as cur:
+    with _transaction(conn), conn.cursor() as cur:
         if lock_timeout_s:
             cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_s}s",))
         cur.execute(q.advisory_xact_lock(), lock_key(target, date))
@@ -127,6 +127,22 @@ def partition_transaction(
             names = ("rows_loaded", "bytes_loaded", "source_objects", "started_at", "finished_at", "host", "task_id")
             previous = dict(zip(names, row))
         yield PartitionTransaction(cur, target, date, previous, started)
+
+
+@contextmanager
+def _transaction(conn: psycopg2.extensions.connection) -> Iterator[None]:
+    """Commit when the block ends, roll back on any exception.
+
+    Unlike ``with conn``, a connection the server already closed (terminated backend, restart) is
+    not rolled back, so the caller sees the real error instead of "connection already closed".
+    """
+    try:
+        yield
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+    conn.commit()
 
 
 def delete_partition(tx: PartitionTransaction, date_column: str) -> int:
