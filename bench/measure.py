@@ -30,6 +30,7 @@ class ProcessRun:
     wall_s: float
     max_rss_bytes: int  # peak resident set of the command or any of its descendants (floor: ~11 MB)
     returncode: int
+    cpu_s: float  # user + system CPU seconds of the command and its descendants
     stdout: str
     stderr: str
 
@@ -62,7 +63,7 @@ def run_measured(
                 raise BenchError(f"{' '.join(argv[:6])} ... was not measured (exit {proc.returncode}):\n{_read(err)[-3000:]}")
             measured: dict[str, float] = json.loads(report.read_text())
             run = ProcessRun(tuple(argv), measured["wall_s"], int(measured["max_rss_kib"]) * 1024,
-                             int(measured["returncode"]), _read(out), _read(err))
+                             int(measured["returncode"]), measured["cpu_s"], _read(out), _read(err))
     if run.returncode not in ok_codes:
         raise BenchError(f"{' '.join(argv[:6])} ... exited with {run.returncode}:\n{run.tail()}")
     return run

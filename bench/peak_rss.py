@@ -1,4 +1,4 @@
-"""A tiny wrapper that runs one command and reports its wall time and true peak RSS to a JSON file.
+"""A tiny wrapper that runs one command and reports its wall time, CPU time and true peak RSS to a JSON file.
 
 Usage: ``python -I -S bench/peak_rss.py REPORT -- COMMAND...``; exits with the command's code.
 
@@ -22,9 +22,10 @@ def main(argv: list) -> int:
     started = time.monotonic()
     returncode = subprocess.call(command)
     wall = time.monotonic() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(report, "w") as f:
-        json.dump({"wall_s": wall, "max_rss_kib": peak_kib, "returncode": returncode}, f)
+        json.dump({"wall_s": wall, "max_rss_kib": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime,
+                   "returncode": returncode}, f)
     return returncode
 
 

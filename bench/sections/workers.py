@@ -43,6 +43,7 @@ class Backfill:
     rows: int
     bytes: int
     in_transaction_s: float  # sum over partitions of finished_at - started_at
+    worker_cpu_s: float  # CPU seconds of the luigi command and the worker processes it forked
 
     @property
     def mb_s(self) -> float:
@@ -72,7 +73,7 @@ def backfill(bench: Bench, workers: int, data: list[Dataset]) -> Backfill:
     stack.drop_table(table)
     if count != days or rows != sum(d.rows for d in data):
         raise BenchError(f"backfill with {workers} workers: {count} partitions, {rows} rows:\n{full.tail()}")
-    return Backfill(workers, full.wall_s, empty.wall_s, int(count), int(rows), int(size), float(busy))
+    return Backfill(workers, full.wall_s, empty.wall_s, int(count), int(rows), int(size), float(busy), full.cpu_s)
 
 
 @dataclass(frozen=True)
@@ -159,16 +160,18 @@ def run(bench: Bench) -> SectionResult:
 def backfill_table(runs: list[Backfill], mib: float) -> Table:
     one = runs[0]
     table = Table(f"Backfill of {one.partitions} daily partitions of {mib:g} MiB under luigid",
-                  ["workers", "seconds", "MB/s", "speed-up", "in-tx s (sum)", "overhead s/partition"])
+                  ["workers", "seconds", "MB/s", "speed-up", "in-tx s (sum)", "overhead s/partition",
+                   "worker CPU s/partition"])
     for r in runs:
         table.rows.append([r.workers, r.wall_s, r.mb_s, f"{one.wall_s / r.wall_s:.2f}x", r.in_transaction_s,
-                           r.overhead_per_partition_s])
+                           r.overhead_per_partition_s, r.worker_cpu_s / r.partitions])
     table.notes = [
         f"{one.bytes / MIB:.0f} MiB in total, one object per partition; speed-up is over {one.workers} worker(s); "
         f"2 CPU cores shared by workers, PostgreSQL, moto and luigid",
         "in-tx s: sum over partitions of the marker's finished_at - started_at (lock, delete, download, COPY, check)",
         "overhead s/partition: ((wall - empty command) x workers - in-tx s) / partitions, i.e. worker-seconds per "
         "partition outside its transaction: scheduling RPCs, complete() and S3 checks, fork, connect, commit",
+        "worker CPU: user + system seconds of the luigi command and its forked workers (not PostgreSQL, moto, luigid)",
         f"the empty command (start == stop) against luigid took {one.empty_s:.2f} s",
     ]
     return table
