@@ -16,7 +16,7 @@ import psycopg2.extensions
 
 from . import sql as q
 from .config import database as database_settings
-from .errors import BadInputError, LoadError, copy_error_position, describe_bad_input
+from .errors import BadInputError, ConfigurationError, LoadError, copy_error_position, describe_bad_input
 from .partitions import TableName, lock_key
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,11 @@ _DDL_LOCK = (0x6C70, 0x0DD1)
 @contextmanager
 def connect(settings: database_settings | None = None) -> Iterator[psycopg2.extensions.connection]:
     """A new connection from the ``[database]`` section (and libpq's environment), closed on every path."""
-    conn = psycopg2.connect(**(settings or database_settings()).connect_kwargs())
+    try:
+        conn = psycopg2.connect(**(settings or database_settings()).connect_kwargs())
+    except psycopg2.ProgrammingError:  # libpq quotes the malformed part of the DSN, which may be the password
+        raise ConfigurationError("[database] dsn is not a valid libpq connection string (not shown: it may "
+                                 "hold a password)") from None
     try:
         yield conn
     finally:

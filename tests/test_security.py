@@ -234,23 +234,29 @@ def test_secrets_stay_out_of_logs_task_ids_luigid_and_markers(stack, tmp_path):
     stack.set_config("fault", "bucket", stack.bucket)
     stack.set_config("fault", "table", f"{stack.schema}.t")
     good = stack.write_config(tmp_path / "good.cfg", f"[database]\npassword = {pg_secret}\n")
-    # A failing run: the database unreachable through a DSN that carries the password.
-    bad = stack.write_config(tmp_path / "bad.cfg", f"[database]\npassword = {pg_secret}\n"
-                             f"dsn = postgresql://postgres:{pg_secret}@127.0.0.1:{free_port()}/test\n")
+    # Failing runs: the database unreachable through a DSN that carries the password, and a DSN that
+    # libpq cannot parse, whose error message would quote the word after "password=" (with a space in it).
+    unreachable = stack.write_config(tmp_path / "unreachable.cfg", f"[database]\npassword = {pg_secret}\n"
+                                     f"dsn = postgresql://postgres:{pg_secret}@127.0.0.1:{free_port()}/test\n")
+    malformed = stack.write_config(tmp_path / "malformed.cfg",
+                                   f"[database]\ndsn = host=127.0.0.1 password=first {pg_secret} dbname=test\n")
     env = {"PGPASSWORD": pg_secret, "AWS_SECRET_ACCESS_KEY": aws_secret}
     stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\n")
     stack.put("d/2019-02-02/a.csv", "id,day,v\n1,2019-02-02,x\n")
 
     outputs = []
     with luigid(tmp_path, {**stack.env(good), **env}) as (port, _):
-        for cfg, day, code in ((good, "2019-02-01", 0), (bad, "2019-02-02", 35)):
+        for cfg, day, code in ((good, "2019-02-01", 0), (unreachable, "2019-02-02", 35), (malformed, "2019-02-02", 35)):
             run = subprocess.run(
                 [sys.executable, "-m", "luigi", "--module", "tests.fault_tasks", "LoadFaulty", "--date", day,
                  "--scheduler-host", "127.0.0.1", "--scheduler-port", str(port), "--log-level", "DEBUG"],
                 cwd=ROOT, env={**stack.env(cfg), **env}, capture_output=True, text=True, timeout=120)
             assert run.returncode == code, run.stderr[-3000:]
             outputs += [run.stdout, run.stderr]
-        assert "Connection refused" in outputs[-1]  # the failure really happened, and was logged
+        # the failures really happened, and were logged
+        assert "Connection refused" in outputs[-3]
+        assert ("luigi_pipelines.errors.ConfigurationError: [database] dsn is not a valid libpq connection string "
+                "(not shown: it may hold a password)") in outputs[-1]
         for status in ("DONE", "FAILED", "PENDING"):
             outputs.append(_luigid_api(port, "task_list", {"status": status, "upstream_status": ""}) or "")
         outputs.append(_luigid_api(port, "task_search", {"task_str": "Load"}) or "")
