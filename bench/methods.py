@@ -7,6 +7,7 @@ row count is checked afterwards (a wrong count is a broken measurement), and the
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 import time
@@ -20,7 +21,7 @@ from luigi_pipelines.pipelines.transactions import LoadTransactions
 
 from .context import Bench
 from .data import MIB, Dataset
-from .measure import BenchError, ProcessRun, Stopwatch, median
+from .measure import BenchError, ProcessRun, Stopwatch
 
 _TASK_LOG = re.compile(r"MiB downloaded in (?P<download>[\d.]+) s, (?P<rows>\d+) rows copied in (?P<copy>[\d.]+) s")
 _TASK_COMMIT = re.compile(r"committed \d+ rows, [\d.]+ MiB from \d+ objects in (?P<tx>[\d.]+) s")
@@ -154,13 +155,11 @@ def empty_luigi_run(bench: Bench) -> ProcessRun:
 
 
 def summarise(runs: list[LoadRun]) -> LoadRun:
-    """The median time (and median of each part) of repeated runs of one method, with their highest peak RSS."""
-    first = runs[0]
+    """The run of median time among repeated runs of one method (its parts add up), with the highest peak
+    RSS of all of them (a peak is a maximum, not a typical value)."""
+    middle = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
     peaks = [r.max_rss_bytes for r in runs if r.max_rss_bytes is not None]
-    cpus = [r.cpu_s for r in runs if r.cpu_s is not None]
-    parts = {k: median([r.parts[k] for r in runs]) for k in first.parts}
-    return LoadRun(first.method, median([r.seconds for r in runs]), first.size_bytes, first.rows,
-                   max(peaks) if peaks else None, median(cpus) if cpus else None, parts)
+    return dataclasses.replace(middle, max_rss_bytes=max(peaks) if peaks else None)
 
 
 def task_runs(bench: Bench, data: Dataset) -> list[LoadRun]:

@@ -34,6 +34,7 @@ PIPELINE_MODULE = "bench.pipeline"
 BUCKET = "bench-transactions"
 SCHEMA = "bench"
 MARKER_SCHEMA = "bench_markers"
+MARKER = TableName(MARKER_SCHEMA, "partition_marker")  # the load task's marker table in every bench run
 
 
 @dataclass
@@ -114,15 +115,21 @@ class BenchStack:
                 cur.execute("CHECKPOINT")
 
     def create_transaction_table(self, name: str) -> TableName:
-        """A fresh logged table of the transactions schema with the date index the load task creates."""
+        """A fresh logged table of the transactions schema with the date index the load task creates
+        (and no marker rows left from an earlier table of that name)."""
         table = TableName(SCHEMA, name)
         self.drop_table(table)
+        self.forget_partitions(table)
         self.execute(q.create_table(table, q.columns_of(LoadTransactions.columns)))
         self.execute(q.create_date_index(table, LoadTransactions.date_column))
         return table
 
     def drop_table(self, table: TableName) -> None:
         self.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(q.table_ident(table)))
+
+    def forget_partitions(self, table: TableName) -> None:
+        if self.query("SELECT to_regclass(%s) IS NOT NULL", (str(MARKER),))[0][0]:
+            self.execute(sql.SQL("DELETE FROM {} WHERE target_table = %s").format(q.table_ident(MARKER)), (str(table),))
 
     def count_rows(self, table: TableName) -> int:
         return int(self.query(sql.SQL("SELECT count(*) FROM {}").format(q.table_ident(table)))[0][0])

@@ -55,7 +55,7 @@ def comparison_table(best: dict[str, LoadRun], repeat: int) -> Table:
                            r.rows / r.seconds, f"{ratio(a, r):.2f}x", r.cpu_s,
                            r.max_rss_bytes / MB if r.max_rss_bytes else None])
     table.notes = [
-        f"median of {repeat} run(s) per method, interleaved, each into a fresh table after a CHECKPOINT "
+        f"the median of {repeat} run(s) per method, interleaved, each into a fresh table after a CHECKPOINT "
         "(one untimed warm-up load first); PostgreSQL durable (fsync on), MB = 10^6 bytes",
         "(a2) times the GET in-process with a ready client; (b) and (c) are whole `python -m luigi` processes",
         f"(b) rate vs (a2): {ratio(best['a2'], best['b']):.2f}x, (b) rate vs (c): {ratio(best['c'], best['b']):.2f}x",

@@ -18,11 +18,10 @@ from ..context import Bench
 from ..measure import BenchError, ProcessRun, median
 from ..methods import range_daily_args
 from ..report import Section, SectionResult, Table, Target
-from ..stack import MARKER_SCHEMA, SCHEMA
+from ..stack import MARKER, SCHEMA
 
 START = datetime.date(2000, 1, 1)
 TARGET = TableName(SCHEMA, "noop")
-MARKER = TableName(MARKER_SCHEMA, "partition_marker")
 MAX_RATIO = 1.5
 
 _INSERT_MARKERS = sql.SQL(

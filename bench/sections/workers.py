@@ -13,16 +13,14 @@ from dataclasses import asdict, dataclass
 from psycopg2 import sql
 
 from luigi_pipelines import sql as q
-from luigi_pipelines.partitions import TableName
 
 from ..context import Bench
 from ..data import MIB, Dataset
 from ..measure import MB, BenchError
 from ..methods import range_daily_args
 from ..report import Section, SectionResult, Table
-from ..stack import MARKER_SCHEMA, SCHEMA, Luigid
+from ..stack import MARKER, SCHEMA, Luigid
 
-MARKER = TableName(MARKER_SCHEMA, "partition_marker")
 NO_DATA_START = datetime.date(1990, 1, 1)  # no objects exist for these dates: every load waits on missing data
 MISSING_DATA_RC = 20  # luigi.cfg [retcode] missing_data
 
