@@ -291,12 +291,21 @@ def own_s3() -> Iterator[LocalS3]:
         server.stop()
 
 
+def _beyond_socket_buffers() -> int:
+    """Bytes that cannot all be in flight while the reader pauses: a multiple of the server's largest
+    send buffer plus the paused receiver's (un-grown) default receive buffer, at least 20 MiB."""
+    wmem_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    rmem_default = int(Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split()[1])
+    return max(20 * 2**20, 4 * (wmem_max + rmem_default))
+
+
 def test_s3_stopped_mid_download_fails_clearly_then_succeeds(stack, tmp_path, own_s3):
-    # [s3] read_chunk_kb makes the download stop after 64 KiB of a 22 MiB object: far more than the
-    # socket buffers hold, so the rest can only come from the server we are about to stop.
+    # [s3] read_chunk_kb makes the download stop after its first 64 KiB of an object far larger than
+    # the socket buffers hold, so the rest can only come from the server we are about to stop.
     loader = make_loader(stack, tmp_path, env={"AWS_ENDPOINT_URL": own_s3.endpoint_url}, s3__read_chunk_kb="64")
-    body = rows(D1, range(1, 200_001), pad=100)
-    assert len(body) > 20 * 2**20
+    count = _beyond_socket_buffers() // 100
+    body = rows(D1, range(1, count + 1), pad=100)
+    assert len(body) > _beyond_socket_buffers()
 
     def seed() -> None:
         client = boto3.client("s3", endpoint_url=own_s3.endpoint_url, region_name="us-east-1",
@@ -325,7 +334,7 @@ def test_s3_stopped_mid_download_fails_clearly_then_succeeds(stack, tmp_path, ow
     rerun = loader.run(*TASK, "--date", str(D1))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     ids, marker = loader.partition(D1)
-    assert marker == 200_000 and ids == list(range(1, 200_001))
+    assert marker == count and ids == list(range(1, count + 1))
 
 
 @pytest.fixture
