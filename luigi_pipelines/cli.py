@@ -1,6 +1,7 @@
-"""The ``luigi-pipelines`` command: the embedded demo and a status report of loaded partitions.
+"""The ``luigi-pipelines`` command: the embedded demo, a status report of loaded partitions and backfills.
 
-Loading itself is done with luigi's own command line (``luigi --module ... RangeDaily ...``).
+Loading itself is done with luigi's own command line (``luigi --module ... RangeDaily ...``); ``backfill``
+only builds that command from a window of whole UTC days and runs it.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from . import backfill as backfill_command
 from . import db
 from .partitions import date_range
 
@@ -58,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--start", type=datetime.date.fromisoformat, help="first date to check (inclusive)")
     status.add_argument("--stop", type=datetime.date.fromisoformat, help="last date to check (exclusive)")
     status.set_defaults(func=cmd_status)
+
+    backfill = sub.add_parser(
+        "backfill", help="run luigi's RangeDaily over whole UTC days (--days-back N or --start/--stop), "
+        "on luigid or --local-scheduler, with an exit code for cron",
+        description="Run luigi's RangeDaily over a window of whole UTC days and return an exit code for cron.")
+    backfill_command.add_arguments(backfill)
+    backfill.set_defaults(func=backfill_command.main)
     return parser
 
 

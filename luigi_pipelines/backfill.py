@@ -1,0 +1,232 @@
+"""The ``luigi-pipelines backfill`` command: luigi's own ``RangeDaily`` command line for a window of whole UTC days.
+
+It adds three things to the raw ``luigi --module M RangeDaily --of T ...`` that it runs:
+
+- a window rule: ``--days-back N`` means the N whole days before today in UTC (the newest is
+  yesterday, UTC), and the clock is read once and handed to luigi as ``--now``;
+- with a central scheduler, the worker flags that let several workers share a backfill
+  (``--worker-keep-alive`` with an idle limit, so a worker waits while others still load);
+- an exit code that means what cron needs: luigi's own code, except that the two codes luigi gives
+  a worker merely because *other* workers ran some of the tasks (``[retcode] already_running`` and
+  ``not_run``) become 0 when every date the run was responsible for is loaded afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import luigi.retcodes
+
+from .partitions import date_range
+
+UTC = datetime.timezone.utc
+DEFAULT_IDLE_S = 300
+
+
+@dataclass(frozen=True)
+class Window:
+    """The dates ``[start, stop)`` of a backfill, with the UTC instant that decided "today"."""
+
+    start: datetime.date
+    stop: datetime.date
+    now: datetime.datetime
+
+    @property
+    def today(self) -> datetime.date:
+        return self.now.astimezone(UTC).date()
+
+    def dates(self) -> list[datetime.date]:
+        return date_range(self.start, self.stop)
+
+
+def parse_now(text: str) -> datetime.datetime:
+    """Seconds since the epoch, or an ISO date/time (UTC unless it carries an offset)."""
+    try:
+        return datetime.datetime.fromtimestamp(float(text), UTC)
+    except ValueError:
+        moment = datetime.datetime.fromisoformat(text)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def window(
+    now: datetime.datetime,
+    days_back: int | None = None,
+    start: datetime.date | None = None,
+    stop: datetime.date | None = None,
+) -> Window:
+    """The window of a run at ``now``: ``--days-back N`` or ``--start`` (and ``--stop``, default today UTC).
+
+    A day is loaded once it is over in UTC, so ``stop`` (exclusive) may be today at the latest.
+    """
+    today = now.astimezone(UTC).date()
+    if (days_back is None) == (start is None):
+        raise ValueError("give either --days-back or --start")
+    if days_back is not None:
+        if days_back < 1:
+            raise ValueError("--days-back must be at least 1 (1 is yesterday, UTC)")
+        start = today - datetime.timedelta(days=days_back)
+    assert start is not None
+    stop = stop or today
+    if stop > today:
+        raise ValueError(f"--stop {stop} is after today ({today} UTC); the newest date a run loads is yesterday, "
+                         f"{today - datetime.timedelta(days=1)}")
+    if start >= stop:
+        raise ValueError(f"the window [{start}, {stop}) is empty")
+    return Window(start, stop, now)
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """``local=True`` for ``--local-scheduler``; otherwise luigid at host/port (unset: luigi's [core] defaults)."""
+
+    local: bool = False
+    host: str | None = None
+    port: int | None = None
+    idle_s: int = DEFAULT_IDLE_S
+
+
+def luigi_command(
+    module: str,
+    task: str,
+    win: Window,
+    scheduler: Scheduler,
+    workers: int = 1,
+    task_limit: int | None = None,
+    reverse: bool = False,
+    extra: Sequence[str] = (),
+    python: str = sys.executable,
+) -> list[str]:
+    """The real luigi command line of a backfill."""
+    cmd = [
+        python, "-m", "luigi", "--module", module, "RangeDaily", "--of", task,
+        "--start", win.start.isoformat(), "--stop", win.stop.isoformat(),
+        "--now", str(int(win.now.timestamp())),
+        # RangeDaily also drops dates more than its days_back before now: cover the window, whatever the config says.
+        "--days-back", str((win.today - win.start).days + 1),
+        "--workers", str(workers),
+    ]
+    if task_limit is not None:
+        cmd += ["--task-limit", str(task_limit)]
+    if reverse:
+        cmd += ["--reverse"]
+    if scheduler.local:
+        cmd += ["--local-scheduler"]
+    else:
+        if scheduler.host:
+            cmd += ["--scheduler-host", scheduler.host]
+        if scheduler.port:
+            cmd += ["--scheduler-port", str(scheduler.port)]
+        # Stay while tasks we scheduled are pending elsewhere (a killed worker's task comes back after
+        # luigid's worker_disconnect_delay + retry_delay), but not forever (data that never arrives).
+        cmd += ["--worker-keep-alive", "--worker-max-keep-alive-idle-duration", f"{scheduler.idle_s} seconds"]
+    return cmd + list(extra)
+
+
+def responsible_dates(
+    win: Window, missing_before: Sequence[datetime.date], task_limit: int | None, reverse: bool
+) -> list[datetime.date]:
+    """The dates a run must have loaded: all of the window, or the first ``task_limit`` missing ones as RangeDaily picks them."""
+    if task_limit is None:
+        return win.dates()
+    ordered = sorted(missing_before, reverse=reverse)
+    return ordered[:task_limit]
+
+
+def cooperation_codes(codes: Any) -> set[int]:
+    """The exit codes luigi gives a worker because other workers ran tasks it had scheduled.
+
+    Codes shared with a real failure (missing data, a failed task, a scheduling error) never count.
+    """
+    failures = {codes.missing_data, codes.task_failed, codes.scheduling_error, codes.unhandled_exception}
+    return {codes.already_running, codes.not_run} - failures - {0}
+
+
+def judge(code: int, cooperation: set[int], still_missing: Callable[[], list[datetime.date]]) -> tuple[int, str]:
+    """The exit code of the backfill from luigi's ``code``, and a line saying why if it differs."""
+    if code not in cooperation:
+        return code, ""
+    missing = still_missing()
+    if missing:
+        shown = ", ".join(d.isoformat() for d in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        return code, f"luigi exited {code} and {len(missing)} dates are not loaded ({shown}): exit {code}"
+    return 0, f"luigi exited {code} because other workers ran some of the tasks; every date is loaded: exit 0"
+
+
+def _task_class(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(module), name)
+
+
+def incomplete(module: str, task: str, dates: Sequence[datetime.date]) -> list[datetime.date]:
+    """Those of ``dates`` whose partition is not loaded: the task class's ``bulk_complete``, one query."""
+    if not dates:
+        return []
+    done = set(_task_class(module, task).bulk_complete(list(dates)))
+    return [d for d in dates if d not in done]
+
+
+def _run(cmd: Sequence[str]) -> int:
+    """Run ``cmd``, passing SIGINT/SIGTERM/SIGHUP on to it; a child killed by a signal gives 128 + its number."""
+    proc = subprocess.Popen(cmd)
+    forwarded = {sig: signal.signal(sig, lambda s, _f: proc.send_signal(s))
+                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in forwarded.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    when = parser.add_argument_group("window (whole days in UTC; stop is exclusive and at most today)")
+    when.add_argument("--days-back", type=int, help="the N days before today: N=7 loads yesterday and the 6 days before")
+    when.add_argument("--start", type=datetime.date.fromisoformat, help="first date (instead of --days-back)")
+    when.add_argument("--stop", type=datetime.date.fromisoformat, help="date after the last one (default: today, UTC)")
+    when.add_argument("--now", type=parse_now, help="the clock: epoch seconds or ISO time (default: the real clock)")
+    parser.add_argument("--module", default="luigi_pipelines.pipelines.transactions", help="pipeline module")
+    parser.add_argument("--task", default="LoadTransactions", help="load task class in the module")
+    parser.add_argument("--workers", type=int, default=1, help="parallel tasks in this process (default 1)")
+    parser.add_argument("--task-limit", type=int, help="schedule at most this many missing dates (oldest first)")
+    parser.add_argument("--reverse", action="store_true", help="newest dates first (with --task-limit: the newest)")
+    where = parser.add_argument_group("scheduler (default: luigid from [core] default_scheduler_host/port)")
+    where.add_argument("--local-scheduler", action="store_true", help="no luigid: this process schedules alone")
+    where.add_argument("--scheduler-host", help="luigid host")
+    where.add_argument("--scheduler-port", type=int, help="luigid port")
+    where.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_S, metavar="SECONDS",
+                       help=f"with luigid: leave after this long without work of our own (default {DEFAULT_IDLE_S})")
+    parser.add_argument("--raw-exit-code", action="store_true", help="return luigi's exit code unchanged")
+    parser.add_argument("--dry-run", action="store_true", help="print the luigi command and exit")
+    parser.add_argument("luigi_args", nargs="*", help="after --: more luigi arguments, passed through")
+
+
+def main(args: argparse.Namespace) -> int:
+    now = args.now or datetime.datetime.now(UTC)
+    try:
+        win = window(now, args.days_back, args.start, args.stop)
+    except ValueError as exc:
+        print(f"luigi-pipelines backfill: {exc}", file=sys.stderr)
+        return 2
+    scheduler = Scheduler(args.local_scheduler, args.scheduler_host, args.scheduler_port, args.idle_timeout)
+    cmd = luigi_command(args.module, args.task, win, scheduler, args.workers, args.task_limit, args.reverse,
+                        args.luigi_args)
+    print(f"backfill [{win.start}, {win.stop}) at {win.now:%Y-%m-%dT%H:%M:%SZ}: luigi {' '.join(cmd[3:])}",
+          file=sys.stderr, flush=True)
+    if args.dry_run:
+        return 0
+    before = incomplete(args.module, args.task, win.dates()) if args.task_limit is not None else []
+    code = _run(cmd)
+    if args.raw_exit_code:
+        return code
+    dates = responsible_dates(win, before, args.task_limit, args.reverse)
+    code, why = judge(code, cooperation_codes(luigi.retcodes.retcode()),
+                      lambda: incomplete(args.module, args.task, dates))
+    if why:
+        print(f"luigi-pipelines backfill: {why}", file=sys.stderr)
+    return code
