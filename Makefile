@@ -37,3 +37,27 @@ lint: $(STAMP) ## ruff and mypy
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# -- luigid and its workers (docs/scheduling.md) ----------------------------------------------------------
+LUIGID_ADDRESS ?= 127.0.0.1
+LUIGID_HOST ?= 127.0.0.1
+LUIGID_PORT ?= 8082
+LUIGID_DIR ?= .local/luigid
+N ?= 2
+MODULE ?= luigi_pipelines.pipelines.transactions
+TASK ?= LoadTransactions
+WORKER_ARGS ?=
+.PHONY: scheduler workers
+
+scheduler: $(STAMP) ## run luigid in the foreground (configs/luigid.cfg; LUIGID_ADDRESS=0.0.0.0 to serve other hosts)
+	mkdir -p $(LUIGID_DIR)
+	LUIGI_CONFIG_PATH=configs/luigid.cfg $(BIN)/luigid --address $(LUIGID_ADDRESS) --port $(LUIGID_PORT) \
+		--state-path $(abspath $(LUIGID_DIR))/state.pickle
+
+workers: $(STAMP) ## run N=2 backfill workers on luigid (LUIGID_HOST): DAYS_BACK=7, or START=YYYY-MM-DD [STOP=]
+	$(if $(DAYS_BACK)$(START),,$(error give DAYS_BACK=N or START=YYYY-MM-DD [STOP=YYYY-MM-DD]))
+	@pids=; for i in $$(seq $(N)); do \
+		$(BIN)/luigi-pipelines backfill --module $(MODULE) --task $(TASK) \
+			$(if $(DAYS_BACK),--days-back $(DAYS_BACK),--start $(START) $(if $(STOP),--stop $(STOP))) \
+			--scheduler-host $(LUIGID_HOST) --scheduler-port $(LUIGID_PORT) $(WORKER_ARGS) & pids="$$pids $$!"; \
+	done; rc=0; for p in $$pids; do wait $$p || rc=$$?; done; exit $$rc
