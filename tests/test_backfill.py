@@ -1,0 +1,215 @@
+"""``luigi-pipelines backfill``: the UTC window rule, the luigi command it builds, its exit code; the cron and
+luigid files in configs/ and the Makefile targets that start them."""
+from __future__ import annotations
+
+import configparser
+import datetime
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import luigi
+import pytest
+from luigi.tools.range import RangeDaily
+
+from luigi_pipelines import backfill as bf
+from luigi_pipelines.cli import main as cli_main
+from tests.scheduling_support import seed_days, table_counts
+
+ROOT = Path(__file__).resolve().parents[1]
+UTC = datetime.timezone.utc
+D = datetime.date
+
+
+def at(text: str) -> datetime.datetime:
+    return bf.parse_now(text)
+
+
+# -- the window ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("now", "first", "last"), [
+    ("2019-03-10T00:00:00Z", D(2019, 3, 3), D(2019, 3, 9)),
+    ("2019-03-10T23:59:59Z", D(2019, 3, 3), D(2019, 3, 9)),
+    ("2019-03-10T00:30:00+02:00", D(2019, 3, 2), D(2019, 3, 8)),  # 22:30 UTC on the 9th: today is the 9th
+    ("2019-03-09T20:00:00-05:00", D(2019, 3, 3), D(2019, 3, 9)),  # 01:00 UTC on the 10th
+    ("1552176000", D(2019, 3, 3), D(2019, 3, 9)),  # epoch seconds of 2019-03-10T00:00Z
+])
+def test_days_back_is_the_whole_utc_days_before_today(now, first, last):
+    win = bf.window(at(now), days_back=7)
+    assert win.dates() == [first + datetime.timedelta(days=n) for n in range(7)]
+    assert win.dates()[-1] == last  # yesterday, UTC
+
+
+def test_window_rules():
+    now = at("2019-03-10T05:00:00Z")
+    assert bf.window(now, start=D(2019, 1, 1)).stop == D(2019, 3, 10)  # stop defaults to today (exclusive)
+    assert bf.window(now, start=D(2019, 1, 1), stop=D(2019, 3, 10)).dates()[-1] == D(2019, 3, 9)
+    with pytest.raises(ValueError, match="after today"):
+        bf.window(now, start=D(2019, 1, 1), stop=D(2019, 3, 11))
+    with pytest.raises(ValueError, match="either --days-back or --start"):
+        bf.window(now)
+    with pytest.raises(ValueError, match="either --days-back or --start"):
+        bf.window(now, days_back=3, start=D(2019, 1, 1))
+    with pytest.raises(ValueError, match="at least 1"):
+        bf.window(now, days_back=0)
+    with pytest.raises(ValueError, match="empty"):
+        bf.window(now, start=D(2019, 3, 5), stop=D(2019, 3, 5))
+
+
+class _Day(luigi.Task):
+    """A task RangeDaily can range over without a database: nothing is ever complete."""
+
+    date = luigi.DateParameter()
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples):
+        return []
+
+
+def _range_daily_dates(cmd: list[str]) -> list[D]:
+    """The dates luigi's own RangeDaily requires for the arguments of ``cmd``."""
+    args = dict(zip(cmd[cmd.index("--start")::2], cmd[cmd.index("--start") + 1::2]))
+    task = RangeDaily(of=_Day, start=D.fromisoformat(args["--start"]), stop=D.fromisoformat(args["--stop"]),
+                      now=int(args["--now"]), days_back=int(args["--days-back"]), task_limit=100000)
+    return [t.date for t in task.requires()]
+
+
+@pytest.mark.parametrize("now", ["2019-03-10T00:00:00Z", "2019-03-10T00:00:01Z", "2019-03-10T23:59:59Z",
+                                 "2019-03-10T12:00:00+14:00"])
+@pytest.mark.parametrize("days", [1, 7, 400])
+def test_luigi_range_daily_schedules_exactly_the_window(now, days):
+    """The command hands luigi --start/--stop/--now/--days-back so that RangeDaily's own moving window
+    (which alone would give N-1 or N dates depending on the time of day) covers exactly the window."""
+    win = bf.window(at(now), days_back=days)
+    cmd = bf.luigi_command("m", "T", win, bf.Scheduler(local=True))
+    assert _range_daily_dates(cmd) == win.dates()
+
+
+def test_luigi_command_for_luigid_and_for_a_local_scheduler():
+    win = bf.window(at("2019-03-10T05:00:00Z"), days_back=3)
+    local = bf.luigi_command("pkg.mod", "LoadX", win, bf.Scheduler(local=True), workers=4, task_limit=2,
+                             reverse=True, extra=["--log-level", "INFO"], python="py")
+    assert local == ["py", "-m", "luigi", "--module", "pkg.mod", "RangeDaily", "--of", "LoadX",
+                     "--start", "2019-03-07", "--stop", "2019-03-10", "--now", "1552194000", "--days-back", "4",
+                     "--workers", "4", "--task-limit", "2", "--reverse", "--local-scheduler", "--log-level", "INFO"]
+    central = bf.luigi_command("pkg.mod", "LoadX", win, bf.Scheduler(host="sched", port=8099, idle_s=60), python="py")
+    assert central[-7:] == ["--scheduler-host", "sched", "--scheduler-port", "8099", "--worker-keep-alive",
+                            "--worker-max-keep-alive-idle-duration", "60 seconds"]
+    assert "--local-scheduler" not in central
+
+
+# -- the exit code ----------------------------------------------------------------------------------
+
+CODES = SimpleNamespace(already_running=10, missing_data=20, not_run=25, task_failed=30, scheduling_error=35,
+                        unhandled_exception=40)
+
+
+def test_judge_turns_codes_of_shared_work_into_0_only_when_everything_is_loaded():
+    coop = bf.cooperation_codes(CODES)
+    assert coop == {10, 25}
+    assert bf.judge(25, coop, lambda: [])[0] == 0
+    assert bf.judge(10, coop, lambda: [])[0] == 0
+    code, why = bf.judge(25, coop, lambda: [D(2019, 1, 2)])
+    assert code == 25 and "2019-01-02" in why
+    for failure in (20, 30, 35, 40, 137):  # never asked whether the data is there: a failure stays a failure
+        assert bf.judge(failure, coop, lambda: pytest.fail("checked"))[0] == failure
+    assert bf.judge(0, coop, lambda: pytest.fail("checked")) == (0, "")
+
+
+def test_cooperation_codes_exclude_codes_shared_with_failures():
+    assert bf.cooperation_codes(SimpleNamespace(**{**vars(CODES), "not_run": 30})) == {10}
+    assert bf.cooperation_codes(SimpleNamespace(**{**vars(CODES), "already_running": 0, "not_run": 0})) == set()
+    assert bf.cooperation_codes(luigi.retcodes.retcode()) == {10, 25}  # what luigi.cfg sets
+
+
+def test_responsible_dates_follow_range_daily_task_limit():
+    win = bf.window(at("2019-03-10T05:00:00Z"), days_back=6)
+    missing = [D(2019, 3, 4), D(2019, 3, 6), D(2019, 3, 8), D(2019, 3, 9)]
+    assert bf.responsible_dates(win, missing, None, False) == win.dates()
+    assert bf.responsible_dates(win, missing, 2, False) == [D(2019, 3, 4), D(2019, 3, 6)]
+    assert set(bf.responsible_dates(win, missing, 2, True)) == {D(2019, 3, 8), D(2019, 3, 9)}
+
+
+# -- the command end to end -------------------------------------------------------------------------
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_backfill_days_back_picks_up_late_data(stack, tmp_path):
+    """Cron at 23:05 UTC on Feb 9 with --days-back 3: Feb 6-8. Feb 8's files are late: exit 20 (missing data),
+    the others load. The next run, once they arrived, loads Feb 8 only and exits 0."""
+    expected = seed_days(stack, D(2019, 2, 1), 7)  # up to Feb 7
+    cfg = stack.write_config(tmp_path / "cron.cfg")
+    cron = ["backfill", "--days-back", "3", "--now", "2019-02-10T00:05:00+01:00", "--local-scheduler"]
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", *cron], cwd=ROOT, env=stack.env(cfg),
+                              capture_output=True, text=True, timeout=120)
+
+    first = run()
+    assert first.returncode == 20, first.stderr[-3000:]
+    assert "backfill [2019-02-06, 2019-02-09)" in first.stderr
+    assert table_counts(stack) == {d: n for d, n in expected.items() if d >= D(2019, 2, 6)}
+
+    expected.update(seed_days(stack, D(2019, 2, 8), 2))  # Feb 8 arrives, and Feb 9 (today in UTC): not loaded
+    second = run()
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert table_counts(stack) == {d: n for d, n in expected.items() if D(2019, 2, 6) <= d <= D(2019, 2, 8)}
+    markers = stack.markers(f"{stack.schema}.transaction")
+    assert sorted(markers) == [D(2019, 2, 6), D(2019, 2, 7), D(2019, 2, 8)]
+
+
+def test_dry_run_prints_the_luigi_command(capsys):
+    assert cli_main(["backfill", "--days-back", "2", "--now", "2019-03-10T05:00:00Z", "--dry-run",
+                     "--local-scheduler"]) == 0
+    err = capsys.readouterr().err
+    assert "backfill [2019-03-08, 2019-03-10)" in err
+    assert "RangeDaily --of LoadTransactions --start 2019-03-08 --stop 2019-03-10" in err
+    assert cli_main(["backfill", "--start", "2019-03-08", "--stop", "2030-01-01", "--now", "2019-03-10", "--dry-run"]) == 2
+    assert "after today" in capsys.readouterr().err
+
+
+# -- configs/ and the Makefile -------------------------------------------------------------------------
+
+def _cron_jobs() -> list[list[str]]:
+    jobs = []
+    for line in (ROOT / "configs" / "crontab.example").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" not in line.split()[0]:
+            jobs.append(line.split(None, 5))
+    return jobs
+
+
+def test_crontab_example_runs_backfill_commands_that_parse(capsys):
+    jobs = _cron_jobs()
+    assert jobs
+    for *schedule, command in jobs:
+        assert len(schedule) == 5
+        words = shlex.split(command.split("&&", 1)[1].split(">>")[0])
+        assert words[0].endswith("luigi-pipelines") and words[1] == "backfill" and "--days-back" in words
+        assert cli_main([*words[1:], "--now", "2024-05-10T02:15:00Z", "--dry-run"]) == 0
+        assert "RangeDaily" in capsys.readouterr().err
+        assert "|| echo" in command  # a failure prints a line, which cron mails
+
+
+def test_luigid_config_sets_what_the_scheduler_needs():
+    """luigid caps a resource it has no value for at 1: configs/luigid.cfg must name postgres_loads."""
+    from luigi_pipelines.tasks import PartitionTask
+
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(ROOT / "configs" / "luigid.cfg")
+    for resource in PartitionTask.resources:
+        assert cfg.getint("resources", resource) > 1
+    assert cfg.getfloat("scheduler", "worker_disconnect_delay") > 0
+    assert cfg.getfloat("scheduler", "retry_delay") > 0
+    assert cfg.getboolean("scheduler", "prune_on_get_work")
+    assert Path(cfg.get("scheduler", "state_path")).is_absolute()
+
+
+def test_makefile_has_scheduler_and_workers_targets():
+    helped = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "scheduler" in helped and "workers" in helped
+    dry = subprocess.run(["make", "-n", "workers", "N=3", "DAYS_BACK=7", "STAMP="], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert "luigi-pipelines backfill" in dry and "--days-back 7" in dry and "seq 3" in dry
