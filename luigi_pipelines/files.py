@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
+import socket
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -14,16 +16,52 @@ from .errors import BadInputError
 _BOM = b"\xef\xbb\xbf"
 
 
+def _prefix(host: str, pid: int) -> str:
+    return f"luigi_pipelines-{host}-{pid}-"
+
+
 @contextmanager
 def temp_download(directory: str) -> Iterator[IO[bytes]]:
-    """An unnamed temporary file (mode 0600) in ``directory``, gone on every path out of the block.
+    """A ``NamedTemporaryFile`` (mode 0600) in ``directory``, removed on every path out of the block.
 
-    Unnamed (``O_TMPFILE`` on Linux, else unlinked at once), so that not even a ``kill -9`` or a
-    power cut leaves a downloaded object behind in ``directory``.
+    Its name carries the host and process id, so that a file left by a killed process (``kill -9``
+    runs no cleanup) is recognised and removed by the next load on that host: see ``sweep_stale``.
     """
-    with tempfile.TemporaryFile(dir=directory, prefix="luigi_pipelines-", suffix=".part") as tmp:
-        os.fchmod(tmp.fileno(), 0o600)  # already 0600 from the kernel or mkstemp; made explicit as a guarantee
+    prefix = _prefix(socket.gethostname(), os.getpid())
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=prefix, suffix=".part") as tmp:
+        os.fchmod(tmp.fileno(), 0o600)  # already 0600 from mkstemp; made explicit as a guarantee
         yield tmp
+
+
+def sweep_stale(directory: str) -> list[str]:
+    """Remove download files in ``directory`` left by processes of this host that no longer run."""
+    pattern = re.compile(re.escape(f"luigi_pipelines-{socket.gethostname()}-") + r"(\d+)-.*\.part$")
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and not _running(int(match.group(1))):
+            try:
+                os.unlink(entry.path)
+                removed.append(entry.path)
+            except FileNotFoundError:  # another sweeper was faster
+                pass
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 class SourceReader:

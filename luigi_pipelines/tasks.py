@@ -15,7 +15,7 @@ from . import db, quarantine
 from . import sql as q
 from .config import load as load_settings
 from .errors import BadInputError, ConfigurationError, LoadError, SourceError
-from .files import SourceReader, temp_download
+from .files import SourceReader, sweep_stale, temp_download
 from .partitions import TableName, compression_for, key_prefix
 from .s3 import S3Client, S3Object
 from .targets import PartitionMarkerTarget
@@ -102,6 +102,8 @@ class PartitionTask(luigi.Task):
 
     def run(self) -> None:
         settings = load_settings()
+        for path in sweep_stale(settings.temp_directory()):
+            logger.warning("removed %s, left by a load process that was killed", path)
         with db.connect() as conn:
             self.prepare(conn)
             with db.partition_transaction(

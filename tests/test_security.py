@@ -278,9 +278,9 @@ def test_secrets_stay_out_of_logs_task_ids_luigid_and_markers(stack, tmp_path):
 
 @pytest.mark.postgres
 @pytest.mark.s3
-def test_temp_files_are_private_unnamed_and_in_the_configured_directory(stack, make_task, monkeypatch):
+def test_temp_files_are_private_and_in_the_configured_directory(stack, make_task, monkeypatch):
     """Every temporary file (downloads, and quarantine's decoded copy) is 0600, whatever the umask,
-    lives in ``[load] temp_dir`` and has no name there."""
+    lives in ``[load] temp_dir``, is named after this host and process, and is gone afterwards."""
     import luigi_pipelines.tasks as tasks
 
     seen: list[tuple[str, int]] = []
@@ -304,8 +304,8 @@ def test_temp_files_are_private_unnamed_and_in_the_configured_directory(stack, m
     assert len(seen) == 3, seen  # two downloads, one decoded copy for quarantine
     for link, mode in seen:
         assert mode == 0o600
-        assert Path(link.removesuffix(" (deleted)")).parent == stack.temp_dir
-        assert link.endswith(" (deleted)") or Path(link).name.startswith("#"), link
+        assert Path(link).parent == stack.temp_dir
+        assert Path(link).name.startswith(f"luigi_pipelines-{socket.gethostname()}-{os.getpid()}-"), link
     assert stack.temp_files() == []
 
 

@@ -217,3 +217,21 @@ def test_concurrent_first_runs_create_tables_without_error(stack, make_task):
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         assert all(pool.map(prepare, range(16)))
+
+
+def test_stale_download_files_of_dead_processes_are_swept(stack, make_task):
+    """kill -9 leaves a NamedTemporaryFile behind; the next load on the host removes it (and only it)."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = stack.temp_dir / f"luigi_pipelines-{host}-{int(dead.stdout)}-x1.part"
+    other_host = stack.temp_dir / f"luigi_pipelines-elsewhere-{int(dead.stdout)}-x2.part"
+    unrelated = stack.temp_dir / "notes.txt"
+    for path in (stale, other_host, unrelated):
+        path.write_bytes(b"left over")
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    assert run_task(make_task()(date=D1)).status == SUCCESS
+    assert stack.temp_files() == sorted([other_host, unrelated])
