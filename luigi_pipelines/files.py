@@ -36,7 +36,7 @@ def temp_download(directory: str) -> Iterator[IO[bytes]]:
 def sweep_stale(directory: str) -> list[str]:
     """Remove download files in ``directory`` left by processes of this host that no longer run."""
     pattern = re.compile(re.escape(f"luigi_pipelines-{socket.gethostname()}-") + r"(\d+)-.*\.part$")
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
