@@ -14,7 +14,7 @@ import psycopg2.extensions
 from . import db, quarantine
 from . import sql as q
 from .config import load as load_settings
-from .errors import BadInputError, ConfigurationError, LoadError, SourceError
+from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
 from .files import SourceReader, sweep_stale, temp_download
 from .partitions import TableName, compression_for, key_prefix
 from .s3 import S3Client, S3Object
@@ -130,6 +130,13 @@ class PartitionTask(luigi.Task):
             ])
         elif not db.table_exists(conn, table):
             raise ConfigurationError(f"{self.task_family}: table {table} does not exist and create_table is off")
+
+    def on_failure(self, exception: BaseException) -> str:
+        """What luigid shows for a failure: our errors' one-line message, not a traceback that may
+        repeat a multi-megabyte bad value from PostgreSQL's error detail."""
+        if isinstance(exception, PipelineError):
+            return f"{type(exception).__name__}: {str(exception)[:2000]}"
+        return str(super().on_failure(exception))
 
     def _report(self, message: str, percent: int) -> None:
         """Progress for luigid's UI; a no-op when run() is called outside a luigi worker."""

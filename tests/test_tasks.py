@@ -235,3 +235,13 @@ def test_stale_download_files_of_dead_processes_are_swept(stack, make_task):
     stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
     assert run_task(make_task()(date=D1)).status == SUCCESS
     assert stack.temp_files() == sorted([other_host, unrelated])
+
+
+def test_failure_explanation_is_the_short_message(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01," + "y" * 100, "x" * 1_000_000 + ",2019-02-01,v"))
+    task = make_task()(date=D1)
+    with pytest.raises(LoadError) as caught:
+        task.run()
+    explanation = task.on_failure(caught.value)
+    assert explanation.startswith("BadInputError: s3://") and "line 3 column id" in explanation
+    assert len(explanation) < 2100
