@@ -35,6 +35,7 @@ BUCKET = "bench-transactions"
 SCHEMA = "bench"
 MARKER_SCHEMA = "bench_markers"
 MARKER = TableName(MARKER_SCHEMA, "partition_marker")  # the load task's marker table in every bench run
+_NOT_INHERITED = ("PG", "AWS_", "LUIGI_CONFIG_PATH", "BOTO_")
 
 
 @dataclass
@@ -63,8 +64,10 @@ class BenchStack:
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment of every child: libpq and AWS variables of this stack, the project on the path."""
-        return {**os.environ, **self.pg.env, **self.s3.env, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+        """Environment of every child: libpq and AWS variables of this stack (none inherited, so a caller's
+        PGPASSWORD, AWS_PROFILE or LUIGI_CONFIG_PATH cannot redirect a measurement), the project on the path."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
+        return {**inherited, **self.pg.env, **self.s3.env, "PYTHONPATH": str(ROOT)}
 
     def config_file(self, name: str, table: str, extra: str = "") -> Path:
         """A LUIGI_CONFIG_PATH file (read after the project's luigi.cfg) for runs loading into ``table``."""
