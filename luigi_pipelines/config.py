@@ -49,9 +49,13 @@ class database(luigi.Config):  # noqa: N801 - a luigi.Config is named after its 
         """Keyword arguments for ``psycopg2.connect``; unset values are left to libpq's defaults."""
         given = {k: getattr(self, k) for k in ("host", "port", "dbname", "user", "password")}
         kwargs: dict[str, Any] = {k: v for k, v in given.items() if v}
+        # Keepalives only probe a connection with nothing unacknowledged: if the link dies while one end
+        # still has data in flight (say the server's last reply), that end retransmits for ~15 minutes
+        # instead, holding the partition lock. TCP_USER_TIMEOUT bounds that case by the same window.
+        user_timeout_ms = 1000 * (self.keepalives_idle + self.keepalives_interval * self.keepalives_count)
         server_keepalives = (
             f"-c tcp_keepalives_idle={self.keepalives_idle} -c tcp_keepalives_interval={self.keepalives_interval} "
-            f"-c tcp_keepalives_count={self.keepalives_count}"
+            f"-c tcp_keepalives_count={self.keepalives_count} -c tcp_user_timeout={user_timeout_ms}"
         )
         kwargs.update(
             dsn=self.dsn,
@@ -61,6 +65,7 @@ class database(luigi.Config):  # noqa: N801 - a luigi.Config is named after its 
             keepalives_idle=self.keepalives_idle,
             keepalives_interval=self.keepalives_interval,
             keepalives_count=self.keepalives_count,
+            tcp_user_timeout=user_timeout_ms,
             options=server_keepalives,
         )
         return kwargs
