@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from luigi_pipelines.partitions import TableName, lock_key
 from tests.scheduling_support import (
     HOOKED_TASK,
     Luigid,
@@ -107,16 +108,25 @@ def test_worker_killed_mid_load_task_moves_to_another_worker(stack, tmp_path):
             running = luigid.tasks("RUNNING", HOOKED_TASK)
             [task_id] = [tid for tid, t in running.items() if t["params"]["date"] == victim_date]
 
+            day = datetime.date.fromisoformat(victim_date)
+            key = lock_key(TableName(stack.schema, "transaction"), day)
+
+            def lock_holders() -> list[tuple]:
+                return stack.query("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2"
+                                   " AND classid::bigint = %s AND objid::bigint = %s", (key[0] % (1 << 32), key[1]))
+
+            assert lock_holders() == [(paused["backend_pid"],)]
             victim.kill()  # SIGKILL to the whole worker (the backfill command and its luigi process)
             killed_at = time.monotonic()
             wait_until(lambda: not stack.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
                                                (paused["backend_pid"],)), 10, "the killed worker's backend to end")
             backend_gone_s = time.monotonic() - killed_at
-            # rolled back: not a row of the victim date is visible, and its lock is free again (or another
-            # worker's) unless luigid already handed the task on and the new load committed
-            counts = table_counts(stack)
-            assert counts.get(datetime.date.fromisoformat(victim_date), 0) in (0, expected[datetime.date.fromisoformat(
-                victim_date)])
+            # Rolled back: the date has no rows and no marker, and the lock is free. luigid has not handed the
+            # task on yet (it waits worker_disconnect_delay), so nobody else can have loaded it meanwhile.
+            assert day not in table_counts(stack) and day not in stack.markers(f"{stack.schema}.transaction")
+            assert not lock_holders()
+            still = luigid.tasks("RUNNING", HOOKED_TASK).get(task_id)
+            assert still and still["worker_running"] == running[task_id]["worker_running"]
 
             def reassigned() -> bool:
                 task = luigid.tasks("RUNNING", HOOKED_TASK).get(task_id) or luigid.tasks("DONE", HOOKED_TASK).get(task_id)
