@@ -14,11 +14,14 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
+from . import contention
 from .context import Bench
 from .options import QUICK, Options, with_overrides
 from .report import RESULTS_DIR, Section, SectionResult, Target, render_section, render_targets, write_json
 from .sections import SECTIONS, by_name
 from .stack import ROOT, BenchStack
+
+NOISY_SHARE = 0.10  # other processes' share of the CPUs above which a section's numbers are flagged
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -74,13 +77,14 @@ def options_from(args: argparse.Namespace) -> Options:
 
 def run_section(bench: Bench, section: Section) -> SectionResult:
     print(f"\n>> {section.name}: {section.summary}", file=sys.stderr, flush=True)
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), contention.sample(bench.stack.server_pids())
     try:
         result = section.run(bench)
     except Exception as exc:  # one failed section must not lose the others' measurements
         traceback.print_exc(file=sys.stderr)
         result = SectionResult(section.name, error=f"{type(exc).__name__}: {exc}")
     result.seconds = time.monotonic() - started
+    result.contention = contention.others_share(cpu_before, contention.sample(bench.stack.server_pids()))
     print("\n" + render_section(result), flush=True)
     return result
 
@@ -94,8 +98,7 @@ def meta(options: Options, stack: BenchStack, sections: Sequence[Section], secon
         "git_commit": _git_commit(),
         "host": platform.node(),
         "cpus": os.cpu_count(),
-        "load_average_start": load_at_start,
-        "load_average_end": os.getloadavg(),
+        "load_average_at_start": load_at_start,
         "python": platform.python_version(),
         "postgres": stack.query("SHOW server_version")[0][0],
         "versions": versions,
@@ -140,9 +143,10 @@ def print_summary(results: Sequence[SectionResult], info: dict[str, Any]) -> Non
     failed = [r.name for r in results if r.error]
     print(f"\n== summary: {len(results)} section(s) in {info['seconds']:.0f} s on {info['cpus']} CPUs, "
           f"PostgreSQL {info['postgres']}, luigi {info['versions']['luigi']}, commit {info['git_commit']} ==")
-    start_1min, end_1min = info["load_average_start"][0], info["load_average_end"][0]
-    print(f"machine load average (1 min): {start_1min:.2f} at the start, {end_1min:.2f} at the end"
-          + (" -- other processes were busy: expect noisy numbers" if start_1min > 0.5 else ""))
+    busy = [r.name for r in results if r.contention and r.contention["others_share"] > NOISY_SHARE]
+    if busy:
+        print(f"other processes used more than {NOISY_SHARE:.0%} of the CPUs during: {', '.join(busy)}; "
+              "their numbers are slower and noisier than on a quiet machine")
     if targets:
         print(render_targets(targets))
     if failed:

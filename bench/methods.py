@@ -144,14 +144,16 @@ def empty_luigi_run(bench: Bench) -> ProcessRun:
     """The load command's fixed cost: ``RangeDaily`` over an empty range (start == stop), local scheduler.
 
     Interpreter start, imports of luigi, boto3, psycopg2 and the pipeline, config parsing, an empty
-    scheduling round: what every ``luigi`` command pays before its first partition. Measured once a run.
+    scheduling round: what every ``luigi`` command pays before its first partition.
     """
-    def run() -> ProcessRun:
-        config = bench.stack.config_file("empty", "bench.empty")
-        args = [*range_daily_args(datetime.date(2000, 1, 1), 0), "--local-scheduler"]
-        return bench.stack.luigi(args, config, bench.options.timeout_s)
+    config = bench.stack.config_file("empty", "bench.empty")
+    args = [*range_daily_args(datetime.date(2000, 1, 1), 0), "--local-scheduler"]
+    return bench.stack.luigi(args, config, bench.options.timeout_s)
 
-    return bench.shared("empty_luigi_run", run)
+
+def empty_luigi_runs(bench: Bench) -> list[ProcessRun]:
+    """Runs of ``empty_luigi_run``: those the load section took next to its loads, or one taken now."""
+    return bench.shared("empty_luigi_runs", lambda: [empty_luigi_run(bench)])
 
 
 def summarise(runs: list[LoadRun]) -> LoadRun:

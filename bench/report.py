@@ -42,6 +42,7 @@ class SectionResult:
     targets: list[Target] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    contention: dict[str, float] | None = None  # CPU other processes used meanwhile (see contention.py)
     error: str | None = None
 
 
@@ -80,6 +81,12 @@ def format_cell(value: Cell) -> str:
     return str(value)
 
 
+def describe_contention(contention: dict[str, float] | None) -> str:
+    if contention is None:
+        return ""
+    return f"; other processes used {contention['others_cpu_s']:.0f} CPU-s, {contention['others_share']:.0%} of the machine"
+
+
 def render_table(table: Table) -> str:
     cells = [[format_cell(c) for c in row] for row in table.rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(table.headers)]
@@ -103,7 +110,7 @@ def render_targets(targets: Sequence[Target]) -> str:
 
 
 def render_section(result: SectionResult) -> str:
-    head = f"== {result.name} ({result.seconds:.0f} s) =="
+    head = f"== {result.name} ({result.seconds:.0f} s{describe_contention(result.contention)}) =="
     if result.error:
         return f"{head}\nFAILED: {result.error}"
     parts = [head, *(render_table(t) for t in result.tables)]

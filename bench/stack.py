@@ -60,6 +60,14 @@ class BenchStack:
         self.s3_client.create_bucket(Bucket=BUCKET)
         self.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
 
+    def server_pids(self) -> list[int | None]:
+        """The PostgreSQL postmaster's and the moto server's process ids (None if not running)."""
+        try:
+            postmaster: int | None = int((self.pg.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            postmaster = None
+        return [postmaster, self.s3.proc.pid if self.s3.proc else None]
+
     # -- environment and configuration for child processes ------------------------------------------
 
     @property

@@ -18,13 +18,13 @@ def run(bench: Bench) -> SectionResult:
     for size in bench.options.sizes_mib:
         data = bench.dataset(size)
         by_size[size] = methods.summarise(methods.task_runs(bench, data))
-    startup = methods.empty_luigi_run(bench)
+    startup_peak = max(r.max_rss_bytes for r in methods.empty_luigi_runs(bench))
     table = Table("Peak RSS of the load task (b), a whole `luigi` process, by file size",
                   ["file MiB", "rows", "seconds", "MB/s", "peak RSS MB"])
     for size, r in by_size.items():
         table.rows.append([size, r.rows, r.seconds, rate_mb_s(r.size_bytes, r.seconds), _mb(r)])
     table.notes = [
-        f"an empty `luigi` command (imports and scheduling, no data) peaks at {startup.max_rss_bytes / MB:.1f} MB",
+        f"an empty `luigi` command (imports and scheduling, no data) peaks at {startup_peak / MB:.1f} MB",
         "MB = 10^6 bytes; the measuring wrapper's floor is ~11 MB",
     ]
     peaks = [_mb(r) for r in by_size.values()]
@@ -37,7 +37,7 @@ def run(bench: Bench) -> SectionResult:
             Target("(b) peak RSS", f"< {LIMIT_MB} MB", f"{max(peaks):.1f} MB", max(peaks) < LIMIT_MB),
         ],
         data={"by_size_mib": {str(s): asdict(r) for s, r in by_size.items()}, "spread": spread,
-              "empty_luigi_command_max_rss_bytes": startup.max_rss_bytes},
+              "empty_luigi_command_max_rss_bytes": startup_peak},
     )
 
 
