@@ -96,6 +96,7 @@ def meta(options: Options, stack: BenchStack, sections: Sequence[Section], secon
         "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds": seconds,
         "git_commit": _git_commit(),
+        "git_uncommitted": _git_uncommitted(),
         "host": platform.node(),
         "cpus": os.cpu_count(),
         "load_average_at_start": load_at_start,
@@ -117,6 +118,13 @@ def _version(name: str) -> str | None:
 def _git_commit() -> str | None:
     found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return found.stdout.strip() or None
+
+
+def _git_uncommitted() -> list[str]:
+    """Changed or new files of the measured package: the run measured them, not only the commit."""
+    found = subprocess.run(["git", "status", "--porcelain", "--", "luigi_pipelines", "luigi.cfg", "setup.cfg"],
+                           cwd=ROOT, capture_output=True, text=True)
+    return [line[3:] for line in found.stdout.splitlines()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,6 +151,8 @@ def print_summary(results: Sequence[SectionResult], info: dict[str, Any]) -> Non
     failed = [r.name for r in results if r.error]
     print(f"\n== summary: {len(results)} section(s) in {info['seconds']:.0f} s on {info['cpus']} CPUs, "
           f"PostgreSQL {info['postgres']}, luigi {info['versions']['luigi']}, commit {info['git_commit']} ==")
+    if info["git_uncommitted"]:
+        print(f"measured with uncommitted changes to: {', '.join(info['git_uncommitted'])}")
     busy = [r.name for r in results if r.contention and r.contention["others_share"] > NOISY_SHARE]
     if busy:
         print(f"other processes used more than {NOISY_SHARE:.0%} of the CPUs during: {', '.join(busy)}; "
