@@ -157,7 +157,7 @@ class S3PartitionExists(luigi.ExternalTask):
     prefix = luigi.Parameter(description="key prefix of the partition's objects")
 
     def complete(self) -> bool:
-        return S3Client().has_objects(self.bucket, self.prefix)
+        return S3Client.shared().has_objects(self.bucket, self.prefix)
 
 
 class LoadPartition(PartitionTask):
@@ -193,7 +193,7 @@ class LoadPartition(PartitionTask):
         return S3PartitionExists(bucket=self.bucket, prefix=self.prefix)
 
     def write_partition(self, tx: db.PartitionTransaction) -> None:
-        s3 = S3Client()
+        s3 = S3Client.shared()
         objects = s3.list_objects(self.bucket, self.prefix)
         if not objects and not self.empty_partition_ok:
             raise SourceError(f"s3://{self.bucket}/{self.prefix}: no objects to load")

@@ -245,3 +245,13 @@ def test_failure_explanation_is_the_short_message(stack, make_task):
     explanation = task.on_failure(caught.value)
     assert explanation.startswith("BadInputError: s3://") and "line 3 column id" in explanation
     assert len(explanation) < 2100
+
+
+def test_shared_s3_client_follows_settings(stack):
+    from luigi_pipelines.s3 import S3Client
+
+    first = S3Client.shared()
+    assert S3Client.shared() is first
+    stack.set_config("s3", "read_timeout", "7")
+    changed = S3Client.shared()
+    assert changed is not first and changed.settings.read_timeout == 7
