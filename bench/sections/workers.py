@@ -8,6 +8,7 @@ started_at``); whatever the workers spent outside transactions is scheduling and
 from __future__ import annotations
 
 import datetime
+import os
 from dataclasses import asdict, dataclass
 
 from psycopg2 import sql
@@ -165,7 +166,8 @@ def backfill_table(runs: list[Backfill], mib: float) -> Table:
                            r.overhead_per_partition_s, r.worker_cpu_s / r.partitions])
     table.notes = [
         f"{one.bytes / MIB:.0f} MiB in total, one object per partition; speed-up is over {one.workers} worker(s); "
-        f"2 CPU cores shared by workers, PostgreSQL, moto and luigid",
+        f"{os.cpu_count()} CPUs shared by the workers, PostgreSQL, moto and luigid; with more than one worker "
+        "luigi runs each task in a forked process",
         "in-tx s: sum over partitions of the marker's finished_at - started_at (lock, delete, download, COPY, check)",
         "overhead s/partition: ((wall - empty command) x workers - in-tx s) / partitions, i.e. worker-seconds per "
         "partition outside its transaction: scheduling RPCs, complete() and S3 checks, fork, connect, commit",
@@ -188,7 +190,7 @@ def scheduling_table(runs: list[Scheduling]) -> Table:
     table.notes = [
         "tasks pending in luigid: " + ", ".join(f"{n} {family}" for family, n in sorted(last.pending.items())),
         "one worker; per date it checks the load's marker (one connection), the S3 prefix of its dependency "
-        "(a new S3Client, one LIST) and sends both tasks to luigid; 'scheduling s' is above an empty command",
+        "(one LIST) and sends both tasks to luigid; 'scheduling s' is above an empty command",
     ]
     if not last.measured:
         table.notes.append("extrapolated linearly (time and luigid's RSS growth per task) from the measured row; "
