@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_MIN_SECONDS = 3.0  # shorter intervals are dominated by tick rounding and by server children exiting in between
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,10 @@ def sample(server_pids: Iterable[int | None]) -> CpuSample | None:
 
 
 def others_share(before: CpuSample | None, after: CpuSample | None) -> dict[str, float] | None:
-    """Other processes' CPU seconds between two samples, and their share of the machine's capacity."""
-    if before is None or after is None or after.at <= before.at:
+    """Other processes' CPU seconds between two samples, and their share of the machine's capacity
+    (None when unknown or when the interval is too short to tell)."""
+    if before is None or after is None or after.at - before.at < _MIN_SECONDS:
         return None
-    others = max((after.machine_busy_s - before.machine_busy_s) - (after.ours_s - before.ours_s), 0.0)
     capacity = (after.at - before.at) * (os.cpu_count() or 1)
+    others = min(max((after.machine_busy_s - before.machine_busy_s) - (after.ours_s - before.ours_s), 0.0), capacity)
     return {"others_cpu_s": others, "others_share": others / capacity}
