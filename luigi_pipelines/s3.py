@@ -1,6 +1,7 @@
 """S3 access: a boto3 client from the ``[s3]`` section, listing a partition's objects and downloading one to a file."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -10,14 +11,15 @@ import boto3
 import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
+from s3transfer.exceptions import S3DownloadFailedError
+from s3transfer.manager import TransferManager
+from s3transfer.subscribers import BaseSubscriber
 
 from .config import s3 as s3_settings
 from .errors import SourceError
 
 logger = logging.getLogger(__name__)
 # Environment variables boto3 reads when it builds a client (the shared-client cache keys on them).
-_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-               "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION")
 _SHARED: dict[tuple, S3Client] = {}
 _MB = 1024 * 1024
 
@@ -58,7 +60,7 @@ class S3Client:
         """
         settings = s3_settings()
         key = (os.getpid(), tuple(sorted(settings.param_kwargs.items())),
-               tuple(os.environ.get(v, "") for v in _CLIENT_ENV))
+               tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
         client = _SHARED.get(key)
         if client is None:
             client = _SHARED[key] = cls(settings)
@@ -100,53 +102,73 @@ class S3Client:
         return sorted(found, key=lambda o: o.key)
 
     def has_objects(self, bucket: str, prefix: str) -> bool:
-        """Whether at least one object lies under ``prefix`` (one request)."""
+        """Whether at least one object lies under ``prefix`` (one request); "folder" keys do not count,
+        as ``list_objects`` skips them too."""
         try:
-            reply = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+            reply = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=2)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise SourceError(f"s3://{bucket}/{prefix}: cannot list objects: {exc}") from exc
-        return bool(reply.get("KeyCount"))
+        return any(not item["Key"].endswith("/") for item in reply.get("Contents", []))
 
-    def download(self, obj: S3Object, fileobj: IO[bytes]) -> int:
-        """Write the object's bytes to ``fileobj``; returns the byte count.
+    def download(self, obj: S3Object, fileobj: IO[bytes]) -> S3Object:
+        """Write the object's bytes to ``fileobj``; returns the object as fetched (with its version id
+        when the bucket is versioned).
 
-        The download is pinned to the listed ETag, so an object replaced or deleted since it was
-        listed fails clearly instead of loading data that does not match the marker.
+        The download is pinned to the listed ETag, in both modes, so an object replaced or deleted
+        since it was listed fails clearly instead of loading data that does not match the marker.
         """
+        start = fileobj.tell()
         try:
-            if self.single_get:
-                written = self._download_single(obj, fileobj)
+            # below the threshold s3transfer would make one GET too, but without IfMatch
+            if self.single_get or obj.size < self.settings.multipart_threshold_mb * _MB:
+                fetched = self._download_single(obj, fileobj)
             else:
-                written = self._download_managed(obj, fileobj)
+                fetched = self._download_managed(obj, fileobj)
         except botocore.exceptions.ClientError as exc:
             raise SourceError(f"{obj.url}: {_describe_client_error(exc)}") from exc
+        except S3DownloadFailedError as exc:  # s3transfer's wrapper around the failed GET
+            cause = exc.__cause__ or exc.__context__
+            reason = _describe_client_error(cause) if isinstance(cause, botocore.exceptions.ClientError) else str(exc)
+            raise SourceError(f"{obj.url}: {reason}") from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise SourceError(f"{obj.url}: download failed: {exc}") from exc
+        # ranged GETs may finish (and write) in any order: measure the file, not the position
+        written = fileobj.seek(0, os.SEEK_END) - start
         if written != obj.size:
             raise SourceError(f"{obj.url}: downloaded {written} bytes, listing said {obj.size}")
-        return written
+        return fetched
 
-    def _download_single(self, obj: S3Object, fileobj: IO[bytes]) -> int:
-        extra = {"VersionId": obj.version_id} if obj.version_id else {}
-        body = self.client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag, **extra)["Body"]
-        written = 0
-        with body:
+    def _download_single(self, obj: S3Object, fileobj: IO[bytes]) -> S3Object:
+        reply = self.client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag)
+        body = reply["Body"]
+        with body:  # (StreamingBody's __enter__ returns the raw stream, without iter_chunks)
             for chunk in body.iter_chunks(self.settings.read_chunk_kb * 1024):
                 fileobj.write(chunk)
-                written += len(chunk)
-        return written
+        return dataclasses.replace(obj, version_id=reply.get("VersionId"))
 
-    def _download_managed(self, obj: S3Object, fileobj: IO[bytes]) -> int:
+    def _download_managed(self, obj: S3Object, fileobj: IO[bytes]) -> S3Object:
         config = TransferConfig(
             multipart_threshold=self.settings.multipart_threshold_mb * _MB,
             multipart_chunksize=self.settings.multipart_chunksize_mb * _MB,
             max_concurrency=self.settings.max_concurrency,
         )
-        # s3transfer accepts no IfMatch; it pins the ranged GETs of one download to one ETag itself.
-        extra = {"VersionId": obj.version_id} if obj.version_id else {}
-        start = fileobj.tell()
-        self.client.download_fileobj(obj.bucket, obj.key, fileobj, ExtraArgs=extra, Config=config)
-        return fileobj.tell() - start
+        # Handing s3transfer the listed size and ETag skips its own HEAD request and makes every
+        # ranged GET carry IfMatch with the *listed* ETag (not one it read later itself).
+        with TransferManager(self.client, config) as manager:
+            future = manager.download(obj.bucket, obj.key, fileobj, subscribers=[_KnownObject(obj)])
+            future.result()
+        return obj
+
+
+class _KnownObject(BaseSubscriber):
+    """Tells s3transfer the size and ETag from the listing before it starts."""
+
+    def __init__(self, obj: S3Object) -> None:
+        self.obj = obj
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self.obj.size)
+        future.meta.provide_object_etag(f'"{self.obj.etag}"')
 
 
 def _describe_client_error(exc: botocore.exceptions.ClientError) -> str:

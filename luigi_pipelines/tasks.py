@@ -204,23 +204,27 @@ class LoadPartition(PartitionTask):
         statement = q.copy_from_stdin(tx.target, self.target_columns, self.csv)
         for n, obj in enumerate(objects, 1):
             rejected_before = tx.rejected
-            rows = self.copy_object(tx, s3, obj, statement)
+            rows, fetched = self.copy_object(tx, s3, obj, statement)
             tx.rows += rows
             tx.bytes += obj.size
-            tx.sources.append({**obj.as_marker(), "rows": rows, "rejected": tx.rejected - rejected_before})
+            tx.sources.append({**fetched.as_marker(), "rows": rows, "rejected": tx.rejected - rejected_before})
             self._report(f"copied {n} of {len(objects)} objects, {tx.rows} rows", round(100 * n / len(objects)))
         if self.check_partition_rows:
             self.check_rows(tx)
 
-    def copy_object(self, tx: db.PartitionTransaction, s3: S3Client, obj: S3Object, statement: Any) -> int:
-        """Stream one object S3 → temporary file → ``COPY FROM STDIN``; the file is gone afterwards."""
+    def copy_object(
+        self, tx: db.PartitionTransaction, s3: S3Client, obj: S3Object, statement: Any
+    ) -> tuple[int, S3Object]:
+        """Stream one object S3 → temporary file → ``COPY FROM STDIN``; the file is gone afterwards.
+
+        Returns the rows copied and the object as fetched (with its version id, if any)."""
         if obj.size == 0:  # COPY would reject the missing header line; an empty file simply has no rows
-            return self._no_rows(obj, "is empty (0 bytes)")
+            return self._no_rows(obj, "is empty (0 bytes)"), obj
         settings = load_settings()
         with temp_download(settings.temp_directory()) as tmp:
             t0 = time.monotonic()
             try:
-                s3.download(obj, tmp)
+                fetched = s3.download(obj, tmp)
                 tmp.flush()
             except OSError as exc:  # e.g. ENOSPC in the temp directory
                 raise LoadError(f"{obj.url}: cannot write temporary file in {settings.temp_directory()}: {exc}") from exc
@@ -234,7 +238,7 @@ class LoadPartition(PartitionTask):
             t2 = time.monotonic()
         logger.info("%s: %.1f MiB downloaded in %.2f s, %d rows copied in %.2f s", obj.url, obj.size / _MIB,
                     t1 - t0, rows, t2 - t1)
-        return rows or self._no_rows(obj, "has no data rows")
+        return rows or self._no_rows(obj, "has no data rows"), fetched
 
     def _copy_or_quarantine(
         self, tx: db.PartitionTransaction, obj: S3Object, statement: Any, reader: SourceReader, raw: IO[bytes]

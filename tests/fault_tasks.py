@@ -73,7 +73,7 @@ class _StopAfterFirstWrite(_Delegate):
 class _StopInDownload(_Delegate):
     """The S3 client, with downloads that stop after their first chunk."""
 
-    def download(self, obj: Any, fileobj: Any) -> int:
+    def download(self, obj: Any, fileobj: Any) -> Any:
         return self._inner.download(obj, _StopAfterFirstWrite(fileobj))
 
 
@@ -105,7 +105,7 @@ class LoadFaulty(LoadPartition):
     bucket = property(lambda self: fault().bucket)
     table = property(lambda self: fault().table)
 
-    def copy_object(self, tx: db.PartitionTransaction, s3: Any, obj: Any, statement: Any) -> int:
+    def copy_object(self, tx: db.PartitionTransaction, s3: Any, obj: Any, statement: Any) -> tuple[int, Any]:
         if _stops_at("download", self.date):
             s3 = _StopInDownload(s3)
         if not _stops_at("copy", self.date):

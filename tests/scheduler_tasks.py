@@ -82,14 +82,14 @@ class HookedLoadTransactions(LoadTransactions):
         super().run()
         _trace("end", self.date)
 
-    def copy_object(self, tx: db.PartitionTransaction, s3: Any, obj: Any, statement: Any) -> int:
-        rows = super().copy_object(tx, s3, obj, statement)
+    def copy_object(self, tx: db.PartitionTransaction, s3: Any, obj: Any, statement: Any) -> tuple[int, Any]:
+        rows, fetched = super().copy_object(tx, s3, obj, statement)
         if not getattr(self, "_paused", False) and _claim_pause(self.date):
             self._paused = True
             tx.rows += rows  # what is in the open transaction so far, for the test to see
             _pause(tx)
             tx.rows -= rows
-        return rows
+        return rows, fetched
 
     def write_partition(self, tx: db.PartitionTransaction) -> None:
         super().write_partition(tx)
