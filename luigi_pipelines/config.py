@@ -7,10 +7,12 @@ Secrets belong in the environment, referenced from a cfg file as ``${VAR}`` if a
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from typing import Any
 
 import luigi
+import psycopg2.extensions
 from luigi.parameter import ParameterVisibility
 
 from .partitions import TableName, check_identifier
@@ -66,9 +68,18 @@ class database(luigi.Config):  # noqa: N801 - a luigi.Config is named after its 
             keepalives_interval=self.keepalives_interval,
             keepalives_count=self.keepalives_count,
             tcp_user_timeout=user_timeout_ms,
-            options=server_keepalives,
+            options=f"{self._user_options()} {server_keepalives}".strip(),
         )
         return kwargs
+
+    def _user_options(self) -> str:
+        """Server options the user already set (``options`` in the DSN, else ``PGOPTIONS``): ours are
+        appended to them, not put in their place (a search_path or statement_timeout must survive)."""
+        try:
+            from_dsn = psycopg2.extensions.parse_dsn(self.dsn).get("options", "") if self.dsn else ""
+        except psycopg2.ProgrammingError:
+            from_dsn = ""  # a malformed DSN is reported, without its text, when connecting
+        return from_dsn or os.environ.get("PGOPTIONS", "")
 
 
 class s3(luigi.Config):  # noqa: N801

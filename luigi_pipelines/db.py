@@ -53,13 +53,18 @@ def table_exists(conn: psycopg2.extensions.connection, table: TableName) -> bool
 def ensure_table(conn: psycopg2.extensions.connection, table: TableName, ddl: Sequence[q.sql.Composable]) -> None:
     """Run ``ddl`` (idempotent CREATE statements) unless ``table`` exists already; safe to race.
 
-    The existence check keeps the common path free of DDL (and of CREATE privileges); the
-    advisory lock makes concurrent first runs wait for each other instead of failing.
+    The table's schema is created first if it is missing. The existence checks keep the common
+    path free of DDL (and of CREATE privileges: PostgreSQL checks the database's CREATE right even
+    for a ``CREATE SCHEMA IF NOT EXISTS`` that has nothing to do); the advisory lock makes
+    concurrent first runs wait for each other instead of failing.
     """
     if table_exists(conn, table):
         return
     with conn, conn.cursor() as cur:
         cur.execute(q.advisory_xact_lock(), _DDL_LOCK)
+        cur.execute(q.schema_exists(), (table.schema,))
+        if not cur.fetchone()[0]:
+            cur.execute(q.create_schema(table.schema))
         for statement in ddl:
             cur.execute(statement)
 
@@ -67,7 +72,7 @@ def ensure_table(conn: psycopg2.extensions.connection, table: TableName, ddl: Se
 def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName, rejects: TableName) -> None:
     """The marker table and the rejects table beside it (one existence check on the common path)."""
     ensure_table(conn, rejects, [
-        q.create_schema(marker.schema), q.create_marker_table(marker), q.create_rejects_table(rejects)])
+        q.create_marker_table(marker), q.create_rejects_table(rejects)])
 
 
 def completed_dates(
@@ -184,7 +189,9 @@ def copy_stream(
             raise reader_error from exc
         raise LoadError(f"{source}: COPY cancelled: {exc.diag.message_primary or exc}") from exc
     except psycopg2.OperationalError as exc:
-        raise LoadError(f"{source}: the database connection failed during COPY: {str(exc).strip()}") from exc
+        if tx.cursor.connection.closed:
+            raise LoadError(f"{source}: the database connection failed during COPY: {str(exc).strip()}") from exc
+        raise LoadError(f"{source}: COPY failed: {exc.diag.message_primary or str(exc).strip()}") from exc
     return tx.cursor.rowcount
 
 

@@ -164,7 +164,11 @@ class LocalPostgres:
             return ""
 
     def __enter__(self) -> LocalPostgres:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.destroy()  # a half-started cluster and its directory must not outlive a failed start
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
@@ -219,7 +223,11 @@ class LocalS3:
         self.proc = None
 
     def __enter__(self) -> LocalS3:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

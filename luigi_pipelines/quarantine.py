@@ -4,8 +4,11 @@ PostgreSQL 15 has no ``COPY ... ON_ERROR``. The fast path therefore stays one pl
 (in a savepoint); only when it fails does this module take over for that object: it COPYs the
 object again in segments of physical lines, cut at the record PostgreSQL names in each error.
 The rows before a bad record are copied at COPY speed, the bad record becomes a reject, and the
-rest follows in the next segment. Every byte is sent about twice at most, whatever the number of
-bad rows, and no row goes through Python except the bad ones and the line scan between errors.
+rest follows in the next segment. No row goes through Python except the bad ones and the line
+scan between errors.
+
+Cost: the failed fast COPY sends the object once; the segments send it once more; each bad row
+adds at most one failed segment (up to ``chunk_bytes``, 8 MiB) and a COPY of the row alone.
 """
 from __future__ import annotations
 
@@ -186,19 +189,24 @@ class QuarantineCopy:
         """
         rows, rejects = 0, []
         pos, stop = first_line, None
+        suspect: tuple[int, int] | None = None  # (first, last line) of a record to try on its own next
         while not self.lines.at_end(pos):
-            stop = stop or self.lines.line_after(pos, self.chunk_bytes)
-            outcome = self.copy_segment(self.lines.segment(pos, stop))
-            if not isinstance(outcome, BadInputError):
-                rows += outcome
-                if stop is None:
-                    break
-                pos, stop = stop, None
-                continue
-            start, end = record_bounds(self.lines, pos, self._locate(outcome, pos, stop), self.quote, self.escape)
-            if start > pos:  # copy the good records before the suspect one first
-                stop = start
-                continue
+            if suspect is None or suspect[0] != pos:
+                stop = stop or self.lines.line_after(pos, self.chunk_bytes)
+                outcome = self.copy_segment(self.lines.segment(pos, stop))
+                if not isinstance(outcome, BadInputError):
+                    rows += outcome
+                    if stop is None:
+                        break
+                    pos, stop = stop, None
+                    continue
+                start, end = record_bounds(self.lines, pos, self._locate(outcome, pos, stop), self.quote, self.escape)
+                suspect = (start, end)
+                if start > pos:  # copy the good records before the suspect one first
+                    stop = start
+                    continue
+            start, end = suspect
+            suspect = None
             alone = self.copy_segment(self.lines.segment(start, end + 1))
             if isinstance(alone, BadInputError):
                 rejects.append(self._reject(start, end, alone))

@@ -55,6 +55,11 @@ def create_schema(schema: str) -> sql.Composed:
     return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
 
 
+def schema_exists() -> sql.SQL:
+    """Parameter: schema."""
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s)")
+
+
 def table_exists() -> sql.SQL:
     """Parameters: schema, table."""
     return sql.SQL(

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gzip
 import logging
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import IO, Any, ClassVar
 
@@ -124,7 +126,6 @@ class PartitionTask(luigi.Task):
         table = self.target_table
         if self.create_table:
             db.ensure_table(conn, table, [
-                q.create_schema(table.schema),
                 q.create_table(table, self.target_columns),
                 q.create_date_index(table, self.date_column),
             ])
@@ -253,7 +254,12 @@ class LoadPartition(PartitionTask):
         logger.warning("%s: %s; copying around bad rows (max_bad_rows=%d)", obj.url, outcome, self.max_bad_rows)
         plain_statement = q.copy_from_stdin(tx.target, self.target_columns, dataclasses.replace(self.csv, header=False))
         with temp_download(load_settings().temp_directory()) as plain_file:
-            plain = quarantine.decoded_copy(raw, compression_for(obj.key) == "gzip", plain_file)
+            try:
+                plain = quarantine.decoded_copy(raw, compression_for(obj.key) == "gzip", plain_file)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise BadInputError(f"{obj.url}: corrupt or truncated gzip data: {exc}") from exc
+            except OSError as exc:
+                raise LoadError(f"{obj.url}: cannot write temporary file in {plain_file.name}: {exc}") from exc
             lines = quarantine.LineFile(plain, first_offset=_bom_length(plain) if self._utf8 else 0)
             copier = quarantine.QuarantineCopy(
                 lines, obj.url, self.csv.quote.encode(), self.csv.escape.encode(), self.csv.encoding,

@@ -182,3 +182,13 @@ def test_record_bounds(text, target, bounds):
 def test_record_bounds_with_backslash_escape():
     text = b'1,"a\\"\nb"\n2,c\n'  # \" is an escaped quote: the field spans lines 1-2
     assert record_bounds(LineFile(io.BytesIO(text)), 1, 1, b'"', b"\\") == (1, 2)
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_corrupt_gzip_after_a_bad_row_fails_clearly(stack, make_task):
+    good = gzip.compress(b"id,day,v\nbad,2019-02-01,a\n" + b"".join(b"%d,2019-02-01,x\n" % n for n in range(50000)))
+    stack.put("d/2019-02-01/a.csv.gz", good[: len(good) - 200])  # truncated
+    with pytest.raises(BadInputError, match=r"a.csv.gz: corrupt or truncated gzip data"):
+        make_task()(date=D1, max_bad_rows=5).run()
+    assert stack.temp_files() == []

@@ -302,3 +302,15 @@ def test_versioned_bucket_records_version_ids(stack, make_task):
 def test_a_folder_key_alone_is_missing_data(stack, make_task):
     stack.put("d/2019-02-01/", b"")  # what the AWS console's "Create folder" makes
     assert run_task(make_task()(date=D1)).status == LuigiStatusCode.MISSING_EXT
+
+
+def test_server_options_of_the_user_are_kept(stack, monkeypatch):
+    """Our keepalive options are added to PGOPTIONS (or the DSN's options), not put in their place."""
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=4321")
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_setting('statement_timeout')")
+        assert cur.fetchone() == ("4321ms",)
+    from luigi_pipelines.config import database
+
+    options = database().connect_kwargs()["options"]  # (a Unix socket shows no TCP settings, so read them here)
+    assert options.startswith("-c statement_timeout=4321 ") and "-c tcp_keepalives_idle=30" in options
