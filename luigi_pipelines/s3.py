@@ -110,6 +110,18 @@ class S3Client:
             raise SourceError(f"s3://{bucket}/{prefix}: cannot list objects: {exc}") from exc
         return any(not item["Key"].endswith("/") for item in reply.get("Contents", []))
 
+    def exists(self, bucket: str, key: str) -> bool:
+        """Whether the object ``key`` exists (one HEAD request)."""
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise SourceError(f"s3://{bucket}/{key}: {exc}") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise SourceError(f"s3://{bucket}/{key}: {exc}") from exc
+        return True
+
     def download(self, obj: S3Object, fileobj: IO[bytes]) -> S3Object:
         """Write the object's bytes to ``fileobj``; returns the object as fetched (with its version id
         when the bucket is versioned).

@@ -152,13 +152,17 @@ class PartitionTask(luigi.Task):
 
 
 class S3PartitionExists(luigi.ExternalTask):
-    """Some objects exist under an S3 prefix: the external data a load depends on."""
+    """A partition's data is in S3: some object under the prefix, or the producer's ready key."""
 
     bucket = luigi.Parameter(description="S3 bucket")
     prefix = luigi.Parameter(description="key prefix of the partition's objects")
+    ready_key = luigi.Parameter(default="", description="a key under the prefix written last by the producer")
 
     def complete(self) -> bool:
-        return S3Client.shared().has_objects(self.bucket, self.prefix)
+        s3 = S3Client.shared()
+        if self.ready_key:
+            return s3.exists(self.bucket, self.prefix + self.ready_key)
+        return s3.has_objects(self.bucket, self.prefix)
 
 
 class LoadPartition(PartitionTask):
@@ -178,6 +182,9 @@ class LoadPartition(PartitionTask):
         description="quarantine mode: up to this many bad rows per partition go to the rejects table and the "
         "good rows load; more fail the load. 0 (the default) is strict: any bad row fails it",
     )
+    # A key the producer writes last (e.g. "_SUCCESS"): a date loads only once it exists, so files
+    # still arriving are never left out. Without it a date loads as soon as any object is there.
+    ready_key: ClassVar[str] = ""
     empty_partition_ok: ClassVar[bool] = False  # a date with no objects: missing data (False) or 0 rows (True)
     empty_objects_ok: ClassVar[bool] = True  # a 0-byte or header-only object: 0 rows (True) or an error (False)
     check_partition_rows: ClassVar[bool] = True
@@ -189,13 +196,13 @@ class LoadPartition(PartitionTask):
         return key_prefix(self.key_prefix, self.date)
 
     def requires(self) -> Any:
-        if self.empty_partition_ok:
+        if self.empty_partition_ok and not self.ready_key:
             return []
-        return S3PartitionExists(bucket=self.bucket, prefix=self.prefix)
+        return S3PartitionExists(bucket=self.bucket, prefix=self.prefix, ready_key=self.ready_key)
 
     def write_partition(self, tx: db.PartitionTransaction) -> None:
         s3 = S3Client.shared()
-        objects = s3.list_objects(self.bucket, self.prefix)
+        objects = [o for o in s3.list_objects(self.bucket, self.prefix) if o.key != self.prefix + self.ready_key]
         if not objects and not self.empty_partition_ok:
             raise SourceError(f"s3://{self.bucket}/{self.prefix}: no objects to load")
         deleted = db.delete_partition(tx, self.date_column)

@@ -314,3 +314,16 @@ def test_server_options_of_the_user_are_kept(stack, monkeypatch):
 
     options = database().connect_kwargs()["options"]  # (a Unix socket shows no TCP settings, so read them here)
     assert options.startswith("-c statement_timeout=4321 ") and "-c tcp_keepalives_idle=30" in options
+
+
+def test_ready_key_holds_a_date_until_the_producer_is_done(stack, make_task):
+    cls = make_task(ready_key="_SUCCESS")
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    assert run_task(cls(date=D1)).status == LuigiStatusCode.MISSING_EXT  # a file, but no _SUCCESS yet
+    assert stack.markers(f"{stack.schema}.t") == {}
+    stack.put("d/2019-02-01/b.csv", csv("2,2019-02-01,y"))
+    stack.put("d/2019-02-01/_SUCCESS", b"")
+    assert run_task(cls(date=D1)).status == SUCCESS
+    assert [r[0] for r in stack.query(f"SELECT id FROM {stack.schema}.t ORDER BY id")] == [1, 2]
+    keys = [s["key"] for s in stack.markers(f"{stack.schema}.t")[D1][2]]
+    assert keys == ["d/2019-02-01/a.csv", "d/2019-02-01/b.csv"]  # the ready key itself is not data
