@@ -159,7 +159,8 @@ def judge(code: int, cooperation: set[int], still_missing: Callable[[], list[dat
     return 0, f"luigi exited {code} because other workers ran some of the tasks; every date is loaded: exit 0"
 
 
-def _task_class(module: str, name: str) -> Any:
+def task_class(module: str, name: str) -> Any:
+    """The task class ``name`` of the pipeline module ``module``."""
     return getattr(importlib.import_module(module), name)
 
 
@@ -167,7 +168,7 @@ def incomplete(module: str, task: str, dates: Sequence[datetime.date]) -> list[d
     """Those of ``dates`` whose partition is not loaded: the task class's ``bulk_complete``, one query."""
     if not dates:
         return []
-    done = set(_task_class(module, task).bulk_complete(list(dates)))
+    done = set(task_class(module, task).bulk_complete(list(dates)))
     return [d for d in dates if d not in done]
 
 

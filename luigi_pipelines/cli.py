@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import sys
 from collections.abc import Sequence
 
 from . import backfill as backfill_command
 from . import db
 from .partitions import date_range
-
-
-def _task_class(module: str, name: str) -> type:
-    return getattr(importlib.import_module(module), name)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -28,13 +23,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the marker rows of one pipeline and the dates of [start, stop) still missing."""
-    cls = _task_class(args.module, args.task)
+    if bool(args.start) != bool(args.stop):
+        raise SystemExit("luigi-pipelines status: give both --start and --stop, or neither")
+    cls = backfill_command.task_class(args.module, args.task)
     probe = cls(date=args.start or datetime.date.today())
     with db.connect() as conn:
         rows = db.marker_summary(conn, probe.marker_table, probe.target_table)
     wanted = date_range(args.start, args.stop) if args.start and args.stop else []
     done = {r[0] for r in rows}
-    shown = [r for r in rows if not wanted or r[0] in set(wanted)]
+    wanted_set = set(wanted)
+    shown = [r for r in rows if not wanted or r[0] in wanted_set]
     print(f"{probe.target_table}: {len(shown)} partitions loaded")
     print(f"{'date':<12}{'rows':>12}{'MiB':>10}{'objects':>9}  finished")
     for day, loaded, size, objects, finished, host in shown:

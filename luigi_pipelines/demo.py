@@ -1,6 +1,7 @@
 """The embedded demo: a local PostgreSQL and S3, 30 days of sample data, a RangeDaily backfill and its no-op rerun."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import subprocess
@@ -10,11 +11,15 @@ from pathlib import Path
 import boto3
 import psycopg2
 
+from . import db
+from . import sql as q
 from .local import LocalPostgres, LocalS3
-from .partitions import date_range
+from .partitions import TableName, date_range
 from .sample import day_objects
 
 BUCKET = "example-transactions"
+TABLE = "public.transaction"  # the example pipeline's defaults, which the demo does not change
+MARKER_SCHEMA = "luigi_pipelines"
 START = datetime.date(2019, 2, 1)
 DAYS = 30
 
@@ -42,20 +47,19 @@ def backfill_command(start: datetime.date, stop: datetime.date, workers: int = 2
 
 
 def show_loaded(dsn: str, per_date: bool = True) -> None:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT m.partition_date, m.rows_loaded, jsonb_array_length(m.source_objects), m.bytes_loaded,"
-            " (SELECT count(*) FROM public.transaction t WHERE t.txn_date = m.partition_date)"
-            " FROM luigi_pipelines.partition_marker m WHERE m.target_table = 'public.transaction'"
-            " ORDER BY 1"
-        )
-        rows = cur.fetchall()
+    """The marker rows of the demo's table next to the rows actually in it, per date."""
+    table, marker = TableName.parse(TABLE), TableName(MARKER_SCHEMA, "partition_marker")
+    with contextlib.closing(psycopg2.connect(dsn)) as conn:
+        markers = db.marker_summary(conn, marker, table)
+        with conn, conn.cursor() as cur:
+            cur.execute(q.count_by_date(table, "txn_date"))
+            in_table = dict(cur.fetchall())
     if per_date:
         print(f"{'date':<12}{'objects':>8}{'bytes':>10}{'marker rows':>13}{'table rows':>12}")
-        for day, loaded, objects, size, in_table in rows:
-            print(f"{day.isoformat():<12}{objects:>8}{size:>10}{loaded:>13}{in_table:>12}")
-    print(f"{len(rows)} partitions, {sum(r[1] for r in rows)} rows in the marker, {sum(r[4] for r in rows)} in the table")
-    conn.close()
+        for day, loaded, size, objects, _, _ in markers:
+            print(f"{day.isoformat():<12}{objects:>8}{size:>10}{loaded:>13}{in_table.get(day, 0):>12}")
+    print(f"{len(markers)} partitions, {sum(m[1] for m in markers)} rows in the marker, "
+          f"{sum(in_table.values())} in the table")
 
 
 def run(project_dir: Path | None = None) -> int:

@@ -91,6 +91,11 @@ def select_partition(table: TableName, date_column: str, columns: Sequence[str])
         cols, table_ident(table), sql.Identifier(date_column), cols)
 
 
+def count_by_date(table: TableName, date_column: str) -> sql.Composed:
+    """Rows per date of a whole table."""
+    return sql.SQL("SELECT {0}, count(*) FROM {1} GROUP BY {0}").format(sql.Identifier(date_column), table_ident(table))
+
+
 def count_partition(table: TableName, date_column: str) -> sql.Composed:
     """Parameter: the partition date."""
     return sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(table_ident(table), sql.Identifier(date_column))

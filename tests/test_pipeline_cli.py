@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
 import time
 
 import pytest
 
 from luigi_pipelines.demo import seed_bucket
+from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
@@ -47,6 +50,12 @@ def test_example_pipeline_backfill_then_noop(stack, tmp_path):
     assert "Did not run any tasks" in second.stderr
     assert partition_counts(stack) == counts
     assert stack.markers(f"{stack.schema}.transaction") == markers
+
+    status = subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", "status", "--start", "2019-02-01",
+                             "--stop", "2019-02-08"], cwd=ROOT, env=stack.env(cfg), capture_output=True, text=True)
+    assert status.returncode == 1, status.stderr  # two of the seven dates are not loaded
+    assert f"{stack.schema}.transaction: 5 partitions loaded" in status.stdout
+    assert "missing in [2019-02-01, 2019-02-08): 2 (2019-02-06, 2019-02-07)" in status.stdout
 
 
 def test_missing_data_exits_nonzero(stack, tmp_path):
