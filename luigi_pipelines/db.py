@@ -134,7 +134,7 @@ def partition_transaction(
         previous = None
         if row is not None:
             names = ("rows_loaded", "bytes_loaded", "source_objects", "started_at", "finished_at", "host", "task_id")
-            previous = dict(zip(names, row))
+            previous = dict(zip(names, row, strict=True))
         yield PartitionTransaction(cur, target, date, previous, started)
 
 

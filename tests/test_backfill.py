@@ -70,7 +70,7 @@ class _Day(luigi.Task):
 
 def _range_daily_dates(cmd: list[str]) -> list[D]:
     """The dates luigi's own RangeDaily requires for the arguments of ``cmd``."""
-    args = dict(zip(cmd[cmd.index("--start")::2], cmd[cmd.index("--start") + 1::2]))
+    args = dict(zip(cmd[cmd.index("--start")::2], cmd[cmd.index("--start") + 1::2], strict=False))
     task = RangeDaily(of=_Day, start=D.fromisoformat(args["--start"]), stop=D.fromisoformat(args["--stop"]),
                       now=int(args["--now"]), days_back=int(args["--days-back"]), task_limit=100000)
     return [t.date for t in task.requires()]
