@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
@@ -21,6 +22,7 @@ from .errors import SourceError
 logger = logging.getLogger(__name__)
 # Environment variables boto3 reads when it builds a client (the shared-client cache keys on them).
 _SHARED: dict[tuple, S3Client] = {}
+_SESSIONS: dict[tuple, boto3.session.Session] = {}
 _MB = 1024 * 1024
 
 
@@ -59,8 +61,7 @@ class S3Client:
         holds no data, is keyed by everything that shapes the client, and is never made at import.
         """
         settings = s3_settings()
-        key = (os.getpid(), tuple(sorted(settings.param_kwargs.items())),
-               tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
+        key = (os.getpid(), tuple(sorted(settings.param_kwargs.items())), _aws_environment())
         client = _SHARED.get(key)
         if client is None:
             client = _SHARED[key] = cls(settings)
@@ -73,7 +74,7 @@ class S3Client:
             read_timeout=self.settings.read_timeout,
             max_pool_connections=max(10, self.settings.max_concurrency),
         )
-        return boto3.session.Session().client("s3", config=cfg, **self.settings.client_kwargs())
+        return _session().client("s3", config=cfg, **self.settings.client_kwargs())
 
     @property
     def single_get(self) -> bool:
@@ -122,18 +123,20 @@ class S3Client:
             raise SourceError(f"s3://{bucket}/{key}: {exc}") from exc
         return True
 
-    def download(self, obj: S3Object, fileobj: IO[bytes]) -> S3Object:
+    def download(self, obj: S3Object, fileobj: IO[bytes], on_flushed: Callable[[int], None] | None = None) -> S3Object:
         """Write the object's bytes to ``fileobj``; returns the object as fetched (with its version id
         when the bucket is versioned).
 
         The download is pinned to the listed ETag, in both modes, so an object replaced or deleted
         since it was listed fails clearly instead of loading data that does not match the marker.
+        With one streamed GET, ``on_flushed(total)`` is called after each chunk is written and
+        flushed, so a reader can follow the file as it grows.
         """
         start = fileobj.tell()
         try:
             # below the threshold s3transfer would make one GET too, but without IfMatch
             if self.single_get or obj.size < self.settings.multipart_threshold_mb * _MB:
-                fetched = self._download_single(obj, fileobj)
+                fetched = self._download_single(obj, fileobj, on_flushed)
             else:
                 fetched = self._download_managed(obj, fileobj)
         except botocore.exceptions.ClientError as exc:
@@ -150,12 +153,19 @@ class S3Client:
             raise SourceError(f"{obj.url}: downloaded {written} bytes, listing said {obj.size}")
         return fetched
 
-    def _download_single(self, obj: S3Object, fileobj: IO[bytes]) -> S3Object:
+    def _download_single(
+        self, obj: S3Object, fileobj: IO[bytes], on_flushed: Callable[[int], None] | None
+    ) -> S3Object:
         reply = self.client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag)
         body = reply["Body"]
+        written = 0
         with body:  # (StreamingBody's __enter__ returns the raw stream, without iter_chunks)
             for chunk in body.iter_chunks(self.settings.read_chunk_kb * 1024):
                 fileobj.write(chunk)
+                written += len(chunk)
+                if on_flushed is not None:
+                    fileobj.flush()
+                    on_flushed(written)
         return dataclasses.replace(obj, version_id=reply.get("VersionId"))
 
     def _download_managed(self, obj: S3Object, fileobj: IO[bytes]) -> S3Object:
@@ -181,6 +191,24 @@ class _KnownObject(BaseSubscriber):
     def on_queued(self, future: Any, **kwargs: Any) -> None:
         future.meta.provide_transfer_size(self.obj.size)
         future.meta.provide_object_etag(f'"{self.obj.etag}"')
+
+
+def _aws_environment() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+
+
+def _session() -> boto3.session.Session:
+    """One boto3 session per AWS environment, kept across ``fork``.
+
+    A session caches botocore's parsed service models: a client built from a fresh session costs
+    50-75 ms of CPU, from a warm one 3-9 ms. luigi runs each task of a multi-worker run in a forked
+    child, which inherits the parent's warm session (clients themselves are made per process).
+    """
+    key = _aws_environment()
+    session = _SESSIONS.get(key)
+    if session is None:
+        session = _SESSIONS[key] = boto3.session.Session()
+    return session
 
 
 def _describe_client_error(exc: botocore.exceptions.ClientError) -> str:

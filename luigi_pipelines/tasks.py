@@ -5,6 +5,8 @@ import dataclasses
 import datetime
 import gzip
 import logging
+import os
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -17,7 +19,7 @@ from . import db, quarantine
 from . import sql as q
 from .config import load as load_settings
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
-from .files import SourceReader, sweep_stale, temp_download
+from .files import DownloadCancelled, GrowingFile, SourceReader, sweep_stale, temp_download
 from .partitions import TableName, compression_for, key_prefix
 from .s3 import S3Client, S3Object
 from .targets import PartitionMarkerTarget
@@ -200,6 +202,10 @@ class LoadPartition(PartitionTask):
             return []
         return S3PartitionExists(bucket=self.bucket, prefix=self.prefix, ready_key=self.ready_key)
 
+    def prepare(self, conn: psycopg2.extensions.connection) -> None:
+        super().prepare(conn)
+        S3Client.shared()  # a new process (a forked worker) builds its client here, not under the lock
+
     def write_partition(self, tx: db.PartitionTransaction) -> None:
         s3 = S3Client.shared()
         objects = [o for o in s3.list_objects(self.bucket, self.prefix) if o.key != self.prefix + self.ready_key]
@@ -231,25 +237,24 @@ class LoadPartition(PartitionTask):
         settings = load_settings()
         with temp_download(settings.temp_directory()) as tmp:
             t0 = time.monotonic()
+            growing = GrowingFile(tmp)
+            fetch = _BackgroundDownload(s3, obj, tmp, growing, settings.temp_directory())
             try:
-                fetched = s3.download(obj, tmp)
-                tmp.flush()
-            except OSError as exc:  # e.g. ENOSPC in the temp directory
-                raise LoadError(f"{obj.url}: cannot write temporary file in {settings.temp_directory()}: {exc}") from exc
-            t1 = time.monotonic()
-            tmp.seek(0)
-            reader = SourceReader(tmp, obj.url, compression_for(obj.key), strip_bom=self._utf8)
-            if self.max_bad_rows > 0:
-                rows = self._copy_or_quarantine(tx, obj, statement, reader, tmp)
-            else:
-                rows = db.copy_stream(tx, statement, reader, obj.url, settings.copy_buffer_kb * 1024)
-            t2 = time.monotonic()
-        logger.info("%s: %.1f MiB downloaded in %.2f s, %d rows copied in %.2f s", obj.url, obj.size / _MIB,
-                    t1 - t0, rows, t2 - t1)
-        return rows or self._no_rows(obj, "has no data rows"), fetched
+                reader = SourceReader(growing, obj.url, compression_for(obj.key), strip_bom=self._utf8)
+                if self.max_bad_rows > 0:
+                    rows = self._copy_or_quarantine(tx, obj, statement, reader, tmp, growing)
+                else:
+                    rows = db.copy_stream(tx, statement, reader, obj.url, settings.copy_buffer_kb * 1024)
+            finally:
+                fetch.stop()
+            growing.wait()  # COPY only sees the end of the data once the download succeeded; be explicit
+        logger.info("%s: %.1f MiB downloaded in %.2f s, %d rows copied in %.2f s (COPY starts with the "
+                    "download's first MiB)", obj.url, obj.size / _MIB, fetch.seconds, rows, time.monotonic() - t0)
+        return rows or self._no_rows(obj, "has no data rows"), fetch.fetched or obj
 
     def _copy_or_quarantine(
-        self, tx: db.PartitionTransaction, obj: S3Object, statement: Any, reader: SourceReader, raw: IO[bytes]
+        self, tx: db.PartitionTransaction, obj: S3Object, statement: Any, reader: SourceReader, raw: IO[bytes],
+        growing: GrowingFile,
     ) -> int:
         """The fast COPY in a savepoint; if it meets bad rows, the segmented copy of ``quarantine``."""
         buffer_size = load_settings().copy_buffer_kb * 1024
@@ -258,6 +263,7 @@ class LoadPartition(PartitionTask):
             return outcome
         if outcome.line is None or (self.csv.header and outcome.line == 1):
             raise outcome  # a corrupt stream or a wrong header is not a bad row
+        growing.wait()  # the slow path needs the whole object
         logger.warning("%s: %s; copying around bad rows (max_bad_rows=%d)", obj.url, outcome, self.max_bad_rows)
         plain_statement = q.copy_from_stdin(tx.target, self.target_columns, dataclasses.replace(self.csv, header=False))
         with temp_download(load_settings().temp_directory()) as plain_file:
@@ -305,6 +311,39 @@ class LoadPartition(PartitionTask):
                 f"{tx.target} {tx.date}: {tx.rows - in_partition} of {tx.rows} rows copied from s3://{self.bucket}/ "
                 f"({keys}) have {self.date_column} other than {tx.date}"
             )
+
+
+class _BackgroundDownload:
+    """One object's download into its temporary file, on a thread, while COPY reads behind it."""
+
+    def __init__(self, s3: S3Client, obj: S3Object, tmp: IO[bytes], growing: GrowingFile, temp_dir: str) -> None:
+        self.fetched: S3Object | None = None
+        self.seconds = 0.0
+        self._args = (s3, obj, tmp, growing, temp_dir)
+        self._thread = threading.Thread(target=self._run, name=f"download {obj.key}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        s3, obj, tmp, growing, temp_dir = self._args
+        started = time.monotonic()
+        try:
+            self.fetched = s3.download(obj, tmp, on_flushed=growing.advance)
+            tmp.flush()
+            growing.finish(size=os.fstat(tmp.fileno()).st_size)  # managed downloads report no progress
+        except DownloadCancelled:
+            growing.finish(LoadError(f"{obj.url}: download cancelled"))
+        except PipelineError as exc:
+            growing.finish(exc)
+        except OSError as exc:  # e.g. ENOSPC in the temp directory
+            growing.finish(LoadError(f"{obj.url}: cannot write temporary file in {temp_dir}: {exc}"))
+        except BaseException as exc:  # anything else still ends the reader's wait, and is reported
+            growing.finish(LoadError(f"{obj.url}: download failed: {exc!r}"))
+        self.seconds = time.monotonic() - started
+
+    def stop(self) -> None:
+        """Cancel the download if it is still running (COPY failed) and wait for the thread."""
+        self._args[3].cancel()
+        self._thread.join()
 
 
 def _bom_length(stream: IO[bytes]) -> int:

@@ -73,8 +73,8 @@ class _StopAfterFirstWrite(_Delegate):
 class _StopInDownload(_Delegate):
     """The S3 client, with downloads that stop after their first chunk."""
 
-    def download(self, obj: Any, fileobj: Any) -> Any:
-        return self._inner.download(obj, _StopAfterFirstWrite(fileobj))
+    def download(self, obj: Any, fileobj: Any, **kwargs: Any) -> Any:
+        return self._inner.download(obj, _StopAfterFirstWrite(fileobj), **kwargs)
 
 
 class _StopOnSecondRead(_Delegate):

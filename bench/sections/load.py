@@ -101,14 +101,15 @@ def breakdown_table(best: dict[str, LoadRun], startup_s: float) -> Table:
     table = Table("Where the time of (b) goes (from the task's own log lines), next to (a2)",
                   ["part", "(b) seconds", "(b) share", "(a2) seconds"])
     labels = {
-        "download_s": "download from S3 to a temp file",
-        "copy_s": "COPY FROM STDIN",
+        "copy_s": "download to a temp file and COPY FROM STDIN, overlapped (a2: COPY alone)",
+        "download_s": "  of which the download ran (a2: before the COPY)",
         "tx_other_s": "rest of the transaction: lock, delete, row check, marker, commit",
         "outside_tx_s": "outside the transaction: interpreter, imports, scheduling, connect, DDL checks",
     }
     for key, label in labels.items():
         seconds = b.parts.get(key, 0.0)
-        table.rows.append([label, seconds, f"{100 * seconds / b.seconds:.0f} %", a2.parts.get(key)])
+        share = "" if key == "download_s" else f"{100 * seconds / b.seconds:.0f} %"  # inside the row above
+        table.rows.append([label, seconds, share, a2.parts.get(key)])
     table.rows.append(["total", b.seconds, "100 %", a2.seconds])
     table.notes = [
         f"an empty `luigi ... RangeDaily` command (start == stop; median, taken next to each round of loads) "
