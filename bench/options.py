@@ -16,7 +16,7 @@ class Options:
     noop_repeat: int = 3  # runs of each no-op / empty-range command; the median is reported
     complete_loop_days: int = 365  # dates of the per-date complete() loop (extrapolated to range_days)
     backfill_days: int = 60  # partitions of the multi-worker backfill
-    backfill_mib: float = 2.0  # size of each of those partitions
+    backfill_mib: float = 10.0  # size of each of those partitions (small ones measure only per-task overhead)
     worker_counts: tuple[int, ...] = (1, 2, 4)
     scheduler_range_days: int = 3650  # tasks handed to luigid at once
     scheduler_pilot_days: int = 365  # a smaller range measured first, to project the full one

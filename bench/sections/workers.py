@@ -19,7 +19,7 @@ from ..context import Bench
 from ..data import MIB, Dataset
 from ..measure import MB, BenchError
 from ..methods import range_daily_args
-from ..report import Section, SectionResult, Table
+from ..report import Section, SectionResult, Table, Target
 from ..stack import MARKER, SCHEMA, Luigid
 
 NO_DATA_START = datetime.date(1990, 1, 1)  # no objects exist for these dates: every load waits on missing data
@@ -153,7 +153,22 @@ def run(bench: Bench) -> SectionResult:
         "scheduling": [asdict(s) for s in scheduling],
     })
     result.tables = [backfill_table(runs, bench.options.backfill_mib), scheduling_table(scheduling)]
+    result.targets = worker_targets(runs)
     return result
+
+
+def worker_targets(runs: list[Backfill]) -> list[Target]:
+    """The issue's goals: 2 workers >= 1.6x the aggregate rate of 1; < 50 ms overhead per partition."""
+    targets = []
+    one = runs[0]
+    two = next((r for r in runs if r.workers == 2), None)
+    if one.workers == 1 and two is not None:
+        speedup = one.wall_s / two.wall_s
+        targets.append(Target("2 workers vs 1, aggregate rate", ">= 1.6x", f"{speedup:.2f}x", speedup >= 1.6))
+    for r in runs:
+        ms = 1000 * r.overhead_per_partition_s
+        targets.append(Target(f"overhead per partition, {r.workers} worker(s)", "< 50 ms", f"{ms:.0f} ms", ms < 50))
+    return targets
 
 
 def backfill_table(runs: list[Backfill], mib: float) -> Table:
