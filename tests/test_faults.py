@@ -203,12 +203,14 @@ def _observe_download(loader: Loader, pid: int) -> None:
 
 
 def _observe_copy(loader: Loader, pid: int) -> None:
-    """Mid-COPY: PostgreSQL reports the COPY running with rows already processed."""
+    """Mid-COPY: PostgreSQL reports the COPY running, with data sent to it. (PostgreSQL 15 counts the
+    rows as they arrive; 18 buffers up to 64 kB of input first, so it may show 0 rows while it waits
+    for more: then its backend must be waiting on the client, inside COPY.)"""
     def copying() -> bool:
         progress = loader.query(
-            "SELECT p.tuples_processed FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid) "
-            "WHERE a.application_name = %s", (loader.app,))
-        return bool(progress and progress[0][0] > 0)
+            "SELECT p.tuples_processed, a.wait_event FROM pg_stat_progress_copy p JOIN pg_stat_activity a "
+            "USING (pid) WHERE a.application_name = %s", (loader.app,))
+        return bool(progress and (progress[0][0] > 0 or progress[0][1] == "ClientRead"))
 
     wait_for(copying, "COPY progress")
 
