@@ -70,6 +70,18 @@ def _public_copy(bin_dir: Path) -> Path:
     return bin_copy
 
 
+def stop_process_group(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+    """Stop a server started with ``start_new_session=True``: SIGTERM its group, SIGKILL if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.02
@@ -213,13 +225,7 @@ class LocalS3:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process_group(self.proc)
         self.proc = None
 
     def __enter__(self) -> LocalS3:

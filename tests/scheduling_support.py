@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg2
 
-from luigi_pipelines.local import free_port
+from luigi_pipelines.local import free_port, stop_process_group
 from luigi_pipelines.partitions import date_range
 from luigi_pipelines.sample import day_objects
 
@@ -208,13 +208,7 @@ class Luigid:
         return {tid: t for tid, t in found.items() if family is None or t["name"] == family}
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process_group(self.proc)
         self.proc = None
 
     def __enter__(self) -> Luigid:
@@ -339,13 +333,7 @@ class MotoServer:
         return found
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process_group(self.proc)
         self.proc = None
 
     def __enter__(self) -> MotoServer:
