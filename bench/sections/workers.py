@@ -7,13 +7,16 @@ started_at``); whatever the workers spent outside transactions is scheduling and
 """
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import os
+import time
 from dataclasses import asdict, dataclass
 
 from psycopg2 import sql
 
 from luigi_pipelines import sql as q
+from luigi_pipelines.partitions import TableName
 
 from ..context import Bench
 from ..data import MIB, Dataset
@@ -43,6 +46,11 @@ class Backfill:
     bytes: int
     in_transaction_s: float  # sum over partitions of finished_at - started_at
     worker_cpu_s: float  # CPU seconds of the luigi command and the worker processes it forked
+    processes: int = 1  # separate `luigi` commands sharing the range (workers = processes x workers each)
+
+    @property
+    def label(self) -> str:
+        return str(self.workers) if self.processes == 1 else f"{self.processes} processes x 1"
 
     @property
     def mb_s(self) -> float:
@@ -68,11 +76,37 @@ def backfill(bench: Bench, workers: int, data: list[Dataset]) -> Backfill:
         empty = stack.luigi([*range_daily_args(start, 0), *scheduler_args(luigid)], config, timeout)
         full = stack.luigi([*range_daily_args(start, days), "--workers", str(workers), *scheduler_args(luigid)],
                            config, timeout)
+    return _result(bench, table, data, workers, full.wall_s, empty.wall_s, full.cpu_s, full.tail())
+
+
+def backfill_processes(bench: Bench, processes: int, data: list[Dataset]) -> Backfill:
+    """The same backfill by ``processes`` separate `luigi` commands of one worker each (what `make workers N=`
+    runs): no fork per task, each process builds its S3 client once."""
+    stack, timeout = bench.stack, bench.options.timeout_s
+    table = stack.create_transaction_table(f"backfill_p{processes}")
+    config = stack.config_file(f"backfill-p{processes}", str(table))
+    start, days = data[0].date, len(data)
+    bench.log(f"backfill of {days} partitions by {processes} processes of 1 worker under luigid")
+    with Luigid(stack.work, stack.env) as luigid:
+        empty = stack.luigi([*range_daily_args(start, 0), *scheduler_args(luigid)], config, timeout)
+        argv = [*range_daily_args(start, days), *scheduler_args(luigid)]
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(processes) as pool:
+            # a process whose dates all ran elsewhere exits 25 or 10 (luigi's not_run / already_running)
+            runs = list(pool.map(lambda _: stack.luigi(argv, config, timeout, ok_codes=(0, 10, 25)), range(processes)))
+        wall = time.monotonic() - started
+    return _result(bench, table, data, processes, wall, empty.wall_s, sum(r.cpu_s for r in runs),
+                   runs[-1].tail(), processes=processes)
+
+
+def _result(bench: Bench, table: TableName, data: list[Dataset], workers: int, wall: float, empty: float,
+            cpu: float, tail: str, processes: int = 1) -> Backfill:
+    stack = bench.stack
     count, rows, size, busy = stack.query(_MARKER_TOTALS.format(q.table_ident(MARKER)), (str(table),))[0]
     stack.drop_table(table)
-    if count != days or rows != sum(d.rows for d in data):
-        raise BenchError(f"backfill with {workers} workers: {count} partitions, {rows} rows:\n{full.tail()}")
-    return Backfill(workers, full.wall_s, empty.wall_s, int(count), int(rows), int(size), float(busy), full.cpu_s)
+    if count != len(data) or rows != sum(d.rows for d in data):
+        raise BenchError(f"backfill with {workers} workers: {count} partitions, {rows} rows:\n{tail}")
+    return Backfill(workers, wall, empty, int(count), int(rows), int(size), float(busy), cpu, processes)
 
 
 @dataclass(frozen=True)
@@ -146,6 +180,7 @@ def make_data(bench: Bench) -> list[Dataset]:
 def run(bench: Bench) -> SectionResult:
     data = make_data(bench)
     runs = [backfill(bench, w, data) for w in bench.options.worker_counts]
+    runs.append(backfill_processes(bench, 2, data))
     scheduling = scheduling_runs(bench)
     result = SectionResult("workers", data={
         "backfill": {"days": len(data), "mib_per_partition": bench.options.backfill_mib,
@@ -161,13 +196,14 @@ def worker_targets(runs: list[Backfill]) -> list[Target]:
     """The issue's goals: 2 workers >= 1.6x the aggregate rate of 1; < 50 ms overhead per partition."""
     targets = []
     one = runs[0]
-    two = next((r for r in runs if r.workers == 2), None)
-    if one.workers == 1 and two is not None:
-        speedup = one.wall_s / two.wall_s
-        targets.append(Target("2 workers vs 1, aggregate rate", ">= 1.6x", f"{speedup:.2f}x", speedup >= 1.6))
+    for two in (r for r in runs if r.workers == 2):
+        if one.workers == 1:
+            speedup = one.wall_s / two.wall_s
+            targets.append(Target(f"2 workers ({two.label}) vs 1, aggregate rate", ">= 1.6x", f"{speedup:.2f}x",
+                                  speedup >= 1.6))
     for r in runs:
         ms = 1000 * r.overhead_per_partition_s
-        targets.append(Target(f"overhead per partition, {r.workers} worker(s)", "< 50 ms", f"{ms:.0f} ms", ms < 50))
+        targets.append(Target(f"overhead per partition, {r.label} worker(s)", "< 50 ms", f"{ms:.0f} ms", ms < 50))
     return targets
 
 
@@ -177,7 +213,7 @@ def backfill_table(runs: list[Backfill], mib: float) -> Table:
                   ["workers", "seconds", "MB/s", "speed-up", "in-tx s (sum)", "overhead s/partition",
                    "worker CPU s/partition"])
     for r in runs:
-        table.rows.append([r.workers, r.wall_s, r.mb_s, f"{one.wall_s / r.wall_s:.2f}x", r.in_transaction_s,
+        table.rows.append([r.label, r.wall_s, r.mb_s, f"{one.wall_s / r.wall_s:.2f}x", r.in_transaction_s,
                            r.overhead_per_partition_s, r.worker_cpu_s / r.partitions])
     table.notes = [
         f"{one.bytes / MIB:.0f} MiB in total, one object per partition; speed-up is over {one.workers} worker(s); "
