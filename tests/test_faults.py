@@ -26,6 +26,7 @@ import pytest
 
 from luigi_pipelines.local import LocalPostgres, LocalS3
 from tests.conftest import ROOT
+from tests.scheduling_support import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.slow]
 
@@ -40,14 +41,7 @@ def rows(day: datetime.date, ids: range, pad: int = 0) -> bytes:
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
+    return wait_until(predicate, timeout, what, interval=0.02)
 
 
 @dataclass

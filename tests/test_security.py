@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -28,6 +27,7 @@ import luigi_pipelines
 from luigi_pipelines import CsvFormat
 from luigi_pipelines.local import LocalPostgres, LocalS3, free_port
 from tests.conftest import ROOT, run_task
+from tests.scheduling_support import wait_until
 
 D1 = datetime.date(2019, 2, 1)
 PACKAGE = Path(luigi_pipelines.__file__).parent
@@ -201,11 +201,11 @@ def luigid(tmp: Path, env: dict[str, str]) -> Iterator[tuple[int, subprocess.Pop
          "--port", str(port), "--state-path", str(tmp / "luigid.state"), "--logdir", str(tmp)],
         env=env, cwd=ROOT, stdout=open(tmp / "luigid.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while _luigid_api(port, "task_list", {"status": "DONE"}) is None:
+        def answers() -> bool:
             assert proc.poll() is None, (tmp / "luigid.out").read_text()
-            assert time.monotonic() < deadline, "luigid did not answer in 30 s"
-            time.sleep(0.05)
+            return _luigid_api(port, "task_list", {"status": "DONE"}) is not None
+
+        wait_until(answers, 30, "luigid's API")
         yield port, proc
     finally:
         proc.terminate()
