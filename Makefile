@@ -31,9 +31,10 @@ test-fast: $(STAMP) ## run the tests not marked slow
 bench: $(STAMP) ## measure load speed and memory against psql \copy and luigi's CopyToTable
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff, mypy and the import layers (import-linter contracts in setup.cfg)
 	$(BIN)/ruff check luigi_pipelines tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from . import backfill as backfill_command
 from . import db
+from .config import database_settings
 from .partitions import date_range
 
 
@@ -27,7 +28,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise SystemExit("luigi-pipelines status: give both --start and --stop, or neither")
     cls = backfill_command.task_class(args.module, args.task)
     probe = cls(date=args.start or datetime.date.today())
-    with db.connect() as conn:
+    with db.connect(database_settings()) as conn:
         rows = db.marker_summary(conn, probe.marker_table, probe.target_table)
     wanted = date_range(args.start, args.stop) if args.start and args.stop else []
     done = {r[0] for r in rows}

@@ -1,4 +1,4 @@
-"""The luigi.Config sections of luigi_pipelines: ``[database]``, ``[s3]`` and ``[load]``.
+"""The luigi.Config sections of luigi_pipelines (``[database]``, ``[s3]``, ``[load]``): they only build ``settings``.
 
 Every value may be left unset: PostgreSQL then falls back to libpq's own environment (PGHOST,
 PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGSERVICE, ~/.pgpass) and S3 to boto3's standard chain
@@ -7,15 +7,21 @@ Secrets belong in the environment, referenced from a cfg file as ``${VAR}`` if a
 """
 from __future__ import annotations
 
-import os
-import tempfile
-from typing import Any
+import dataclasses
+from typing import TypeVar
 
 import luigi
-import psycopg2.extensions
 from luigi.parameter import ParameterVisibility
 
-from .partitions import TableName, check_identifier
+from .settings import DatabaseSettings, LoadSettings, S3Settings
+
+T = TypeVar("T")
+
+
+def _build(section: luigi.Config, cls: type[T]) -> T:
+    """The settings dataclass ``cls`` from a section's values (its parameters share the fields' names)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in section.param_kwargs.items() if k in names})
 
 
 class database(luigi.Config):  # noqa: N801 - a luigi.Config is named after its cfg section
@@ -47,39 +53,8 @@ class database(luigi.Config):  # noqa: N801 - a luigi.Config is named after its 
     keepalives_count = luigi.IntParameter(default=3, description="unanswered keepalives before a connection is dead")
     application_name = luigi.Parameter(default="luigi_pipelines", description="shown in pg_stat_activity")
 
-    def connect_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``psycopg2.connect``; unset values are left to libpq's defaults."""
-        given = {k: getattr(self, k) for k in ("host", "port", "dbname", "user", "password")}
-        kwargs: dict[str, Any] = {k: v for k, v in given.items() if v}
-        # Keepalives only probe a connection with nothing unacknowledged: if the link dies while one end
-        # still has data in flight (say the server's last reply), that end retransmits for ~15 minutes
-        # instead, holding the partition lock. TCP_USER_TIMEOUT bounds that case by the same window.
-        user_timeout_ms = 1000 * (self.keepalives_idle + self.keepalives_interval * self.keepalives_count)
-        server_keepalives = (
-            f"-c tcp_keepalives_idle={self.keepalives_idle} -c tcp_keepalives_interval={self.keepalives_interval} "
-            f"-c tcp_keepalives_count={self.keepalives_count} -c tcp_user_timeout={user_timeout_ms}"
-        )
-        kwargs.update(
-            dsn=self.dsn,
-            connect_timeout=self.connect_timeout,
-            application_name=self.application_name,
-            keepalives=1,
-            keepalives_idle=self.keepalives_idle,
-            keepalives_interval=self.keepalives_interval,
-            keepalives_count=self.keepalives_count,
-            tcp_user_timeout=user_timeout_ms,
-            options=f"{self._user_options()} {server_keepalives}".strip(),
-        )
-        return kwargs
-
-    def _user_options(self) -> str:
-        """Server options the user already set (``options`` in the DSN, else ``PGOPTIONS``): ours are
-        appended to them, not put in their place (a search_path or statement_timeout must survive)."""
-        try:
-            from_dsn = psycopg2.extensions.parse_dsn(self.dsn).get("options", "") if self.dsn else ""
-        except psycopg2.ProgrammingError:
-            from_dsn = ""  # a malformed DSN is reported, without its text, when connecting
-        return from_dsn or os.environ.get("PGOPTIONS", "")
+    def settings(self) -> DatabaseSettings:
+        return _build(self, DatabaseSettings)
 
 
 class s3(luigi.Config):  # noqa: N801
@@ -95,6 +70,12 @@ class s3(luigi.Config):  # noqa: N801
     aws_secret_access_key = luigi.Parameter(
         default="", significant=False, visibility=ParameterVisibility.PRIVATE, description="prefer the AWS chain"
     )
+    addressing_style = luigi.ChoiceParameter(
+        choices=["auto", "path", "virtual"],
+        default="auto",
+        description="'path' (http://host/bucket/key), which self-hosted servers behind one hostname need, "
+        "'virtual' (http://bucket.host/key) or 'auto' (boto3 decides)",
+    )
     download_mode = luigi.ChoiceParameter(
         choices=["auto", "single", "managed"],
         default="auto",
@@ -109,9 +90,8 @@ class s3(luigi.Config):  # noqa: N801
     connect_timeout = luigi.IntParameter(default=10, description="seconds to connect to S3")
     read_timeout = luigi.IntParameter(default=60, description="seconds to wait for S3 data")
 
-    def client_kwargs(self) -> dict[str, Any]:
-        given = {k: getattr(self, k) for k in ("endpoint_url", "region_name", "aws_access_key_id", "aws_secret_access_key")}
-        return {k: v for k, v in given.items() if v}
+    def settings(self) -> S3Settings:
+        return _build(self, S3Settings)
 
 
 class load(luigi.Config):  # noqa: N801
@@ -130,11 +110,20 @@ class load(luigi.Config):  # noqa: N801
         default=0, description="give up waiting for another loader's partition lock after this long (0: wait)"
     )
 
-    def marker(self) -> TableName:
-        return TableName(check_identifier(self.marker_schema), check_identifier(self.marker_table))
+    def settings(self) -> LoadSettings:
+        return _build(self, LoadSettings)
 
-    def rejects(self) -> TableName:
-        return TableName(check_identifier(self.marker_schema), check_identifier(self.rejects_table))
 
-    def temp_directory(self) -> str:
-        return self.temp_dir or tempfile.gettempdir()
+def database_settings() -> DatabaseSettings:
+    """The ``[database]`` section as read now (cfg files, then defaults)."""
+    return database().settings()
+
+
+def s3_settings() -> S3Settings:
+    """The ``[s3]`` section as read now."""
+    return s3().settings()
+
+
+def load_settings() -> LoadSettings:
+    """The ``[load]`` section as read now."""
+    return load().settings()

@@ -4,20 +4,28 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
 from . import sql as q
-from .config import database as database_settings
-from .errors import BadInputError, ConfigurationError, LoadError, copy_error_position, describe_bad_input
+from .errors import (
+    BadInputError,
+    ConfigurationError,
+    CopyAborted,
+    LoadError,
+    copy_error_position,
+    describe_bad_input,
+)
 from .partitions import TableName, lock_key
+from .settings import DatabaseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +36,14 @@ class SupportsRead(Protocol):
 # One fixed advisory lock key serialises every luigi_pipelines DDL statement in a database, so that
 # CREATE ... IF NOT EXISTS run by many processes at once never trips over the catalog's unique indexes.
 _DDL_LOCK = (0x6C70, 0x0DD1)
+_SAVEPOINT = "luigi_pipelines_copy"
 
 
 @contextmanager
-def connect(settings: database_settings | None = None) -> Iterator[psycopg2.extensions.connection]:
-    """A new connection from the ``[database]`` section (and libpq's environment), closed on every path."""
+def connect(settings: DatabaseSettings) -> Iterator[psycopg2.extensions.connection]:
+    """A new connection from ``settings`` (and libpq's environment), closed on every path."""
     try:
-        conn = psycopg2.connect(**(settings or database_settings()).connect_kwargs())
+        conn = psycopg2.connect(**connect_kwargs(settings))
     except psycopg2.ProgrammingError:  # libpq quotes the malformed part of the DSN, which may be the password
         raise ConfigurationError("[database] dsn is not a valid libpq connection string (not shown: it may "
                                  "hold a password)") from None
@@ -42,6 +51,45 @@ def connect(settings: database_settings | None = None) -> Iterator[psycopg2.exte
         yield conn
     finally:
         conn.close()
+
+
+def connect_kwargs(settings: DatabaseSettings) -> dict[str, Any]:
+    """Keyword arguments for ``psycopg2.connect``; unset values are left to libpq's defaults.
+
+    Keepalives only probe a connection with nothing unacknowledged: if the link dies while one end
+    still has data in flight (say the server's last reply), that end retransmits for ~15 minutes
+    instead, holding the partition lock. TCP_USER_TIMEOUT bounds that case by the same window, on
+    both ends (the server's through ``options``).
+    """
+    s = settings
+    given = {"host": s.host, "port": s.port, "dbname": s.dbname, "user": s.user, "password": s.password}
+    kwargs: dict[str, Any] = {k: v for k, v in given.items() if v}
+    server_keepalives = (
+        f"-c tcp_keepalives_idle={s.keepalives_idle} -c tcp_keepalives_interval={s.keepalives_interval} "
+        f"-c tcp_keepalives_count={s.keepalives_count} -c tcp_user_timeout={s.user_timeout_ms}"
+    )
+    kwargs.update(
+        dsn=s.dsn,
+        connect_timeout=s.connect_timeout,
+        application_name=s.application_name,
+        keepalives=1,
+        keepalives_idle=s.keepalives_idle,
+        keepalives_interval=s.keepalives_interval,
+        keepalives_count=s.keepalives_count,
+        tcp_user_timeout=s.user_timeout_ms,
+        options=f"{_user_options(s.dsn)} {server_keepalives}".strip(),
+    )
+    return kwargs
+
+
+def _user_options(dsn: str) -> str:
+    """Server options the user already set (``options`` in the DSN, else ``PGOPTIONS``): ours are
+    appended to them, not put in their place (a search_path or statement_timeout must survive)."""
+    try:
+        from_dsn = psycopg2.extensions.parse_dsn(dsn).get("options", "") if dsn else ""
+    except psycopg2.ProgrammingError:
+        from_dsn = ""  # a malformed DSN is reported, without its text, when connecting
+    return from_dsn or os.environ.get("PGOPTIONS", "")
 
 
 def table_exists(conn: psycopg2.extensions.connection, table: TableName) -> bool:
@@ -104,6 +152,12 @@ class PartitionTransaction:
     rejected: int = 0
     bytes: int = 0
 
+    def add(self, source: dict[str, Any], rows: int, size: int) -> None:
+        """Account for one source (an S3 object, an upstream partition) in the marker to be written."""
+        self.sources.append(source)
+        self.rows += rows
+        self.bytes += size
+
     @property
     def done(self) -> bool:
         """Whether the partition was already complete when the lock was granted."""
@@ -127,14 +181,11 @@ def partition_transaction(
     started = datetime.datetime.now(datetime.timezone.utc)
     with _transaction(conn), conn.cursor() as cur:
         if lock_timeout_s:
-            cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_s}s",))
+            cur.execute(q.set_local("lock_timeout"), (f"{lock_timeout_s}s",))
         cur.execute(q.advisory_xact_lock(), lock_key(target, date))
         cur.execute(q.select_marker(marker), (str(target), date))
         row = cur.fetchone()
-        previous = None
-        if row is not None:
-            names = ("rows_loaded", "bytes_loaded", "source_objects", "started_at", "finished_at", "host", "task_id")
-            previous = dict(zip(names, row, strict=True))
+        previous = None if row is None else dict(zip(q.MARKER_FIELDS, row, strict=True))
         yield PartitionTransaction(cur, target, date, previous, started)
 
 
@@ -171,11 +222,13 @@ def count_partition(tx: PartitionTransaction, date_column: str) -> int:
 
 
 def copy_stream(
-    tx: PartitionTransaction, statement: q.sql.Composable, reader: IO[bytes] | SupportsRead, source: str, buffer_size: int
+    tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int
 ) -> int:
     """Feed ``reader`` to ``COPY ... FROM STDIN``; returns the rows copied.
 
-    PostgreSQL's data errors become ``BadInputError`` naming ``source``, the line and the column.
+    PostgreSQL's data errors become ``BadInputError`` naming ``source``, the line and the column;
+    an exception raised by ``reader`` itself reaches psycopg2 only as text and becomes
+    ``CopyAborted`` (the reader's owner knows the real one).
     """
     try:
         tx.cursor.copy_expert(statement, reader, size=buffer_size)
@@ -184,10 +237,7 @@ def copy_stream(
         reason = exc.diag.message_primary or str(exc).strip()
         raise BadInputError(describe_bad_input(source, position, reason), position.line, position.column, reason) from exc
     except psycopg2.errors.QueryCanceled as exc:
-        reader_error = getattr(reader, "error", None)
-        if reader_error is not None:
-            raise reader_error from exc
-        raise LoadError(f"{source}: COPY cancelled: {exc.diag.message_primary or exc}") from exc
+        raise CopyAborted(f"{source}: COPY cancelled: {exc.diag.message_primary or exc}") from exc
     except psycopg2.OperationalError as exc:
         if tx.cursor.connection.closed:
             raise LoadError(f"{source}: the database connection failed during COPY: {str(exc).strip()}") from exc
@@ -199,13 +249,13 @@ def copy_in_savepoint(
     tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int
 ) -> int | BadInputError:
     """``copy_stream`` that undoes only itself on bad input and returns the error instead of raising."""
-    tx.cursor.execute("SAVEPOINT luigi_pipelines_copy")
+    tx.cursor.execute(q.savepoint(_SAVEPOINT))
     try:
         rows = copy_stream(tx, statement, reader, source, buffer_size)
     except BadInputError as exc:
-        tx.cursor.execute("ROLLBACK TO SAVEPOINT luigi_pipelines_copy")
+        tx.cursor.execute(q.rollback_to_savepoint(_SAVEPOINT))
         return exc
-    tx.cursor.execute("RELEASE SAVEPOINT luigi_pipelines_copy")
+    tx.cursor.execute(q.release_savepoint(_SAVEPOINT))
     return rows
 
 

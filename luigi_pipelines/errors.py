@@ -30,6 +30,10 @@ class BadInputError(LoadError):
         self.reason = reason
 
 
+class CopyAborted(LoadError):
+    """COPY stopped because reading its input failed (the reader's own error says why)."""
+
+
 class SourceError(LoadError):
     """A source object could not be read from S3 (missing, changed, unreachable)."""
 

@@ -1,6 +1,7 @@
-"""Temporary download files and the decoded readers that feed them to COPY (gzip, UTF-8 BOM)."""
+"""Temporary download files and the decoded readers that feed them to COPY (gzip, UTF-8 BOM, ``\\.`` lines)."""
 from __future__ import annotations
 
+import codecs
 import gzip
 import os
 import re
@@ -14,7 +15,9 @@ from typing import IO, Any
 
 from .errors import BadInputError, PipelineError
 
-_BOM = b"\xef\xbb\xbf"
+# A line that is exactly \. (before \n or \r\n), at the start of the data or after a \n.
+_END_MARKER_LINE = re.compile(rb"^\\\.(?=\r?\n)", re.MULTILINE)
+_END_MARKER_LAST = re.compile(rb"^\\\.(?=\r?\n|\r?\Z)", re.MULTILINE)
 
 
 def _prefix(host: str, pid: int) -> str:
@@ -124,21 +127,91 @@ class GrowingFile:
         return data
 
 
-class SourceReader:
-    """A read-only view of a downloaded object as COPY should see it: decompressed, without a BOM.
+def bom_length(stream: IO[bytes]) -> int:
+    """The length of a UTF-8 byte-order mark at the start of ``stream`` (0 or 3)."""
+    stream.seek(0)
+    return len(codecs.BOM_UTF8) if stream.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8 else 0
 
-    Errors in the compressed stream become ``BadInputError`` naming the object.
+
+class EndMarkerGuard:
+    """Reads ``stream`` with every line that is exactly ``\\.`` sent as ``"\\."`` (the same value, quoted).
+
+    In CSV mode PostgreSQL before 18 takes such a line as the end of the data and silently ignores
+    everything after it; PostgreSQL 18 reads it as the value ``\\.``. Quoted, it is that value on
+    every version: loaded as data (a one-column table) or refused as a short row with its line
+    number, never an early end. PostgreSQL's CSV fields may mix quoted and unquoted parts, so the
+    same bytes keep their value inside a quoted multi-line field too. Data without ``\\.`` passes
+    through untouched (one ``in`` test per read); line numbers never change.
     """
 
-    def __init__(self, raw: IO[bytes] | GrowingFile, source: str, compression: str | None, strip_bom: bool) -> None:
+    def __init__(self, stream: Any, quote: bytes = b'"') -> None:
+        self._stream = stream
+        self._quoted = quote + b"\\." + quote
+        self._held = b""  # the start of a last line that may still become a \. line
+        self._line_start = True
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            chunk = self._stream.read(size)
+            data, self._held = self._held + chunk, b""
+            if not chunk:
+                return self._quote(data, _END_MARKER_LAST)
+            tail = data[data.rfind(b"\n") + 1:]
+            if len(tail) < len(data) or self._line_start:
+                if tail and b"\\.\r".startswith(tail):
+                    data, self._held = data[: len(data) - len(tail)], tail
+            if data:
+                return self._quote(data, _END_MARKER_LINE)
+
+    def _quote(self, data: bytes, pattern: re.Pattern[bytes]) -> bytes:
+        at_line_start, self._line_start = self._line_start, data.endswith(b"\n") if data else self._line_start
+        if b"\\." not in data:
+            return data
+        if at_line_start:
+            return pattern.sub(self._quoted, data)
+        first = data.find(b"\n") + 1  # the first line continues a line begun in an earlier read
+        if first == 0:
+            return data
+        return data[:first] + pattern.sub(self._quoted, data[first:])
+
+
+class SourceReader:
+    """A read-only view of a downloaded object as COPY should see it: decompressed, without a BOM,
+    ``\\.`` lines quoted (``EndMarkerGuard``).
+
+    It counts the line ends it hands on and notes whether a quote character occurred, so that the
+    rows COPY reports can be checked against the records the object holds. Errors in the
+    compressed stream become ``BadInputError`` naming the object; ``error`` keeps the real
+    exception of a failed read, which psycopg2 reports to the caller only as text.
+    """
+
+    def __init__(self, raw: IO[bytes] | GrowingFile, source: str, compression: str | None, strip_bom: bool,
+                 quote: bytes = b'"') -> None:
         self.source = source
         self._stream: Any = gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else raw  # type: ignore[arg-type]
         self._strip_bom = strip_bom
+        self._quote = quote
+        self._guard = EndMarkerGuard(_Decoded(self), quote)
+        self._peeked: bytes | None = None
         self.bytes_read = 0
-        self.lines_read = 0  # complete lines handed to COPY, so a gzip error can say how far the data was good
-        self.error: PipelineError | None = None  # psycopg2 reports a read() failure only as text; keep the real one
+        self.lines_read = 0  # line ends (\n, \r\n or a lone \r) handed to COPY
+        self.saw_quote = False
+        self.last_byte = b""
+        self.error: PipelineError | None = None
+
+    def is_empty(self) -> bool:
+        """Whether the object has no data at all once decompressed and without its byte-order mark."""
+        if self._peeked is None:
+            self._peeked = self._decoded(1024 * 1024)
+        return not self._peeked
 
     def read(self, size: int = -1) -> bytes:
+        return self._guard.read(size)
+
+    def _decoded(self, size: int) -> bytes:
+        if self._peeked is not None:
+            data, self._peeked = self._peeked, None
+            return data
         try:
             data = self._stream.read(size)
         except PipelineError as exc:  # the download behind a GrowingFile failed
@@ -148,10 +221,40 @@ class SourceReader:
             after = f" after line {self.lines_read}" if self.lines_read else ""
             self.error = BadInputError(f"{self.source}: corrupt or truncated gzip data{after}: {exc}")
             raise self.error from exc
-        if self._strip_bom:
+        if self._strip_bom and data:
             self._strip_bom = False
-            if data.startswith(_BOM):
-                data = data[len(_BOM):]
-        self.bytes_read += len(data)
-        self.lines_read += data.count(b"\n")
+            if data.startswith(codecs.BOM_UTF8):
+                data = data[len(codecs.BOM_UTF8):]
+        self._account(data)
         return data
+
+    def _account(self, data: bytes) -> None:
+        if not data:
+            return
+        crlf = data.count(b"\r\n") + (self.last_byte == b"\r" and data[:1] == b"\n")
+        self.lines_read += data.count(b"\n") + data.count(b"\r") - crlf
+        self.saw_quote = self.saw_quote or self._quote in data
+        self.bytes_read += len(data)
+        self.last_byte = data[-1:]
+
+    def at_end(self) -> bool:
+        """Whether everything the object holds was handed on (one more read of the data finds nothing)."""
+        return self._peeked in (None, b"") and not self._stream.read(1)
+
+    @property
+    def records_if_unquoted(self) -> int | None:
+        """The records (lines) the data holds when no quote character occurred in it, else None
+        (a quoted field may span lines, so only a parser could count them)."""
+        if self.saw_quote:
+            return None
+        return self.lines_read + (1 if self.last_byte not in (b"", b"\n", b"\r") else 0)
+
+
+class _Decoded:
+    """The decoded stream of a ``SourceReader`` (what its ``EndMarkerGuard`` reads)."""
+
+    def __init__(self, reader: SourceReader) -> None:
+        self._reader = reader
+
+    def read(self, size: int = -1) -> bytes:
+        return self._reader._decoded(size)

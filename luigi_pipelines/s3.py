@@ -16,8 +16,8 @@ from s3transfer.exceptions import S3DownloadFailedError
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
-from .config import s3 as s3_settings
 from .errors import SourceError
+from .settings import S3Settings
 
 logger = logging.getLogger(__name__)
 # Environment variables boto3 reads when it builds a client (the shared-client cache keys on them).
@@ -47,21 +47,20 @@ class S3Object:
 class S3Client:
     """A thin wrapper over one boto3 client: list, probe and download, with errors that name the object."""
 
-    def __init__(self, settings: s3_settings | None = None, client: Any = None) -> None:
-        self.settings = settings or s3_settings()
+    def __init__(self, settings: S3Settings, client: Any = None) -> None:
+        self.settings = settings
         self.client = client or self._make_client()
 
     @classmethod
-    def shared(cls) -> S3Client:
-        """The process's client for the current ``[s3]`` settings, made on first use.
+    def shared(cls, settings: S3Settings) -> S3Client:
+        """The process's client for ``settings``, made on first use.
 
         Building a boto3 client costs ~80 ms of CPU; a backfill asks for one per date twice (the
         existence check and the load), which dominated scheduling. boto3 clients are thread-safe,
         so one per (process, settings) is kept. This is the package's only process-wide cache: it
         holds no data, is keyed by everything that shapes the client, and is never made at import.
         """
-        settings = s3_settings()
-        key = (os.getpid(), tuple(sorted(settings.param_kwargs.items())), _aws_environment())
+        key = (os.getpid(), settings, _aws_environment())
         client = _SHARED.get(key)
         if client is None:
             client = _SHARED[key] = cls(settings)
@@ -73,6 +72,7 @@ class S3Client:
             connect_timeout=self.settings.connect_timeout,
             read_timeout=self.settings.read_timeout,
             max_pool_connections=max(10, self.settings.max_concurrency),
+            s3={"addressing_style": self.settings.addressing_style},
         )
         return _session().client("s3", config=cfg, **self.settings.client_kwargs())
 

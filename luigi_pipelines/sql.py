@@ -181,12 +181,14 @@ def insert_reject(rejects: TableName) -> sql.Composed:
     ).format(table_ident(rejects))
 
 
+# What ``select_marker`` returns of a partition's marker row, in this order.
+MARKER_FIELDS = ("rows_loaded", "bytes_loaded", "source_objects", "started_at", "finished_at", "host", "task_id")
+
+
 def select_marker(marker: TableName) -> sql.Composed:
-    """Parameters: target table, partition date."""
-    return sql.SQL(
-        "SELECT rows_loaded, bytes_loaded, source_objects, started_at, finished_at, host, task_id "
-        "FROM {} WHERE target_table = %s AND partition_date = %s"
-    ).format(table_ident(marker))
+    """Parameters: target table, partition date. ``SELECT <MARKER_FIELDS> FROM marker WHERE ...``."""
+    return sql.SQL("SELECT {} FROM {} WHERE target_table = %s AND partition_date = %s").format(
+        sql.SQL(", ").join(sql.Identifier(f) for f in MARKER_FIELDS), table_ident(marker))
 
 
 def select_completed_dates(marker: TableName) -> sql.Composed:
@@ -207,3 +209,20 @@ def select_marker_summary(marker: TableName) -> sql.Composed:
 def advisory_xact_lock() -> sql.SQL:
     """Parameters: the two int4 keys of ``partitions.lock_key``."""
     return sql.SQL("SELECT pg_advisory_xact_lock(%s, %s)")
+
+
+def set_local(setting: str) -> sql.Composed:
+    """Parameter: the value. ``SELECT set_config('<setting>', %s, true)``: a setting for this transaction only."""
+    return sql.SQL("SELECT set_config({}, %s, true)").format(sql.Literal(setting))
+
+
+def savepoint(name: str) -> sql.Composed:
+    return sql.SQL("SAVEPOINT {}").format(sql.Identifier(name))
+
+
+def rollback_to_savepoint(name: str) -> sql.Composed:
+    return sql.SQL("ROLLBACK TO SAVEPOINT {}").format(sql.Identifier(name))
+
+
+def release_savepoint(name: str) -> sql.Composed:
+    return sql.SQL("RELEASE SAVEPOINT {}").format(sql.Identifier(name))

@@ -6,8 +6,8 @@ import datetime
 import luigi
 
 from . import db
-from .config import database as database_settings
 from .partitions import TableName
+from .settings import DatabaseSettings
 
 
 class PartitionMarkerTarget(luigi.Target):
@@ -18,7 +18,7 @@ class PartitionMarkerTarget(luigi.Target):
         target: TableName,
         date: datetime.date,
         marker: TableName,
-        settings: database_settings | None = None,
+        settings: DatabaseSettings,
     ) -> None:
         self.target = target
         self.date = date

@@ -1,26 +1,22 @@
 """The luigi tasks: a base partition task (lock, marker, one commit) and the S3 → PostgreSQL load task."""
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import gzip
 import logging
-import os
-import threading
-import time
-import zlib
 from collections.abc import Iterable, Sequence
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 import luigi
 import psycopg2.extensions
 
-from . import db, quarantine
+from . import db
 from . import sql as q
-from .config import load as load_settings
+from .config import database_settings, load_settings, s3_settings
+from .db import SupportsRead
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
-from .files import DownloadCancelled, GrowingFile, SourceReader, sweep_stale, temp_download
-from .partitions import TableName, compression_for, key_prefix
+from .files import sweep_stale, temp_download
+from .objects import CsvDecoder, Decoder, ObjectLoader, ObjectRecord
+from .partitions import TableName, key_prefix
 from .s3 import S3Client, S3Object
 from .targets import PartitionMarkerTarget
 
@@ -77,10 +73,10 @@ class PartitionTask(luigi.Task):
 
     @property
     def marker_table(self) -> TableName:
-        return load_settings().marker()
+        return load_settings().marker
 
     def output(self) -> PartitionMarkerTarget:
-        return PartitionMarkerTarget(self.target_table, self.date, self.marker_table)
+        return PartitionMarkerTarget(self.target_table, self.date, self.marker_table, database_settings())
 
     def complete(self) -> bool:
         return not self.force and super().complete()
@@ -98,7 +94,7 @@ class PartitionTask(luigi.Task):
         probe = cls(date=_as_date(params[0]))
         if probe.force:
             return []
-        with db.connect() as conn:
+        with db.connect(database_settings()) as conn:
             done = db.completed_dates(conn, probe.marker_table, probe.target_table, map(_as_date, params))
         return [p for p in params if _as_date(p) in done]
 
@@ -106,9 +102,9 @@ class PartitionTask(luigi.Task):
 
     def run(self) -> None:
         settings = load_settings()
-        for path in sweep_stale(settings.temp_directory()):
+        for path in sweep_stale(settings.temp_directory):
             logger.warning("removed %s, left by a load process that was killed", path)
-        with db.connect() as conn:
+        with db.connect(database_settings()) as conn:
             self.prepare(conn)
             with db.partition_transaction(
                 conn, self.marker_table, self.target_table, self.date, settings.lock_timeout_s
@@ -119,12 +115,13 @@ class PartitionTask(luigi.Task):
                     return
                 self.write_partition(tx)
                 db.write_marker(tx, self.marker_table, self.task_family, self.task_id)
+                self.before_commit(tx)
         logger.info("%s %s: committed %d rows, %.1f MiB from %d objects in %.1f s", self.target_table, self.date,
                     tx.rows, tx.bytes / _MIB, len(tx.sources), _elapsed(tx.started_at))
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
         """Create the marker table, and the target table if declared so, before the transaction."""
-        db.ensure_marker_table(conn, self.marker_table, load_settings().rejects())
+        db.ensure_marker_table(conn, self.marker_table, load_settings().rejects)
         table = self.target_table
         if self.create_table:
             db.ensure_table(conn, table, [
@@ -133,6 +130,13 @@ class PartitionTask(luigi.Task):
             ])
         elif not db.table_exists(conn, table):
             raise ConfigurationError(f"{self.task_family}: table {table} does not exist and create_table is off")
+
+    # -- hooks: override these, not the methods above ------------------------------------------
+
+    def before_commit(self, tx: db.PartitionTransaction) -> None:
+        """Hook: the partition and its marker are written and the transaction is about to commit.
+
+        Raising here rolls everything back. E.g. a final consistency check against another table."""
 
     def on_failure(self, exception: BaseException) -> str:
         """What luigid shows for a failure: our errors' one-line message, not a traceback that may
@@ -161,7 +165,7 @@ class S3PartitionExists(luigi.ExternalTask):
     ready_key = luigi.Parameter(default="", description="a key under the prefix written last by the producer")
 
     def complete(self) -> bool:
-        s3 = S3Client.shared()
+        s3 = S3Client.shared(s3_settings())
         if self.ready_key:
             return s3.exists(self.bucket, self.prefix + self.ready_key)
         return s3.has_objects(self.bucket, self.prefix)
@@ -204,102 +208,61 @@ class LoadPartition(PartitionTask):
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
         super().prepare(conn)
-        S3Client.shared()  # a new process (a forked worker) builds its client here, not under the lock
+        self.s3_client()  # a new process (a forked worker) builds its client here, not under the lock
+
+    decoder: ClassVar[Decoder | None] = None  # how objects become COPY input; default: CsvDecoder(csv)
 
     def write_partition(self, tx: db.PartitionTransaction) -> None:
-        s3 = S3Client.shared()
+        """List the date's objects, replace the partition's rows with theirs, check the dates."""
+        s3 = self.s3_client()
+        objects = self.list_objects(s3)
+        settings = load_settings()
+        deleted = db.delete_partition(tx, self.date_column)
+        db.delete_rejects(tx, settings.rejects)
+        logger.info("%s %s: replacing %d rows with %d objects (%.1f MiB)", tx.target, tx.date, deleted,
+                    len(objects), sum(o.size for o in objects) / _MIB)
+        loader = ObjectLoader(tx, s3, self.decoder or CsvDecoder(self.csv), self.target_columns, settings,
+                              self.max_bad_rows, self.empty_objects_ok, self.source_stream)
+        self.before_copy(tx)
+        for n, obj in enumerate(objects, 1):
+            self.before_object(tx, obj)
+            record = loader.load(obj)
+            self._report(f"copied {n} of {len(objects)} objects, {tx.rows} rows", round(100 * n / len(objects)))
+            self.after_object(tx, record)
+        if self.check_partition_rows:
+            self.check_rows(tx)
+        self.after_copy(tx)
+
+    def list_objects(self, s3: S3Client) -> list[S3Object]:
+        """The date's objects to load (the ready key left out); none is an error unless declared fine."""
         objects = [o for o in s3.list_objects(self.bucket, self.prefix) if o.key != self.prefix + self.ready_key]
         if not objects and not self.empty_partition_ok:
             raise SourceError(f"s3://{self.bucket}/{self.prefix}: no objects to load")
-        deleted = db.delete_partition(tx, self.date_column)
-        db.delete_rejects(tx, load_settings().rejects())
-        logger.info("%s %s: replacing %d rows with %d objects (%.1f MiB)", tx.target, tx.date, deleted,
-                    len(objects), sum(o.size for o in objects) / _MIB)
-        statement = q.copy_from_stdin(tx.target, self.target_columns, self.csv)
-        for n, obj in enumerate(objects, 1):
-            rejected_before = tx.rejected
-            rows, fetched = self.copy_object(tx, s3, obj, statement)
-            tx.rows += rows
-            tx.bytes += obj.size
-            tx.sources.append({**fetched.as_marker(), "rows": rows, "rejected": tx.rejected - rejected_before})
-            self._report(f"copied {n} of {len(objects)} objects, {tx.rows} rows", round(100 * n / len(objects)))
-        if self.check_partition_rows:
-            self.check_rows(tx)
+        return objects
 
-    def copy_object(
-        self, tx: db.PartitionTransaction, s3: S3Client, obj: S3Object, statement: Any
-    ) -> tuple[int, S3Object]:
-        """Stream one object S3 → temporary file → ``COPY FROM STDIN``; the file is gone afterwards.
+    # -- hooks: override these, not the methods above ------------------------------------------
 
-        Returns the rows copied and the object as fetched (with its version id, if any)."""
-        if obj.size == 0:  # COPY would reject the missing header line; an empty file simply has no rows
-            return self._no_rows(obj, "is empty (0 bytes)"), obj
-        settings = load_settings()
-        with temp_download(settings.temp_directory()) as tmp:
-            t0 = time.monotonic()
-            growing = GrowingFile(tmp)
-            fetch = _BackgroundDownload(s3, obj, tmp, growing, settings.temp_directory())
-            try:
-                reader = SourceReader(growing, obj.url, compression_for(obj.key), strip_bom=self._utf8)
-                if self.max_bad_rows > 0:
-                    rows = self._copy_or_quarantine(tx, obj, statement, reader, tmp, growing)
-                else:
-                    rows = db.copy_stream(tx, statement, reader, obj.url, settings.copy_buffer_kb * 1024)
-            finally:
-                fetch.stop()
-            growing.wait()  # COPY only sees the end of the data once the download succeeded; be explicit
-        logger.info("%s: %.1f MiB downloaded in %.2f s, %d rows copied in %.2f s (COPY starts with the "
-                    "download's first MiB)", obj.url, obj.size / _MIB, fetch.seconds, rows, time.monotonic() - t0)
-        return rows or self._no_rows(obj, "has no data rows"), fetch.fetched or obj
+    def s3_client(self) -> S3Client:
+        """Hook: the S3 client of this process for the ``[s3]`` settings (a test may wrap it)."""
+        return S3Client.shared(s3_settings())
 
-    def _copy_or_quarantine(
-        self, tx: db.PartitionTransaction, obj: S3Object, statement: Any, reader: SourceReader, raw: IO[bytes],
-        growing: GrowingFile,
-    ) -> int:
-        """The fast COPY in a savepoint; if it meets bad rows, the segmented copy of ``quarantine``."""
-        buffer_size = load_settings().copy_buffer_kb * 1024
-        outcome = db.copy_in_savepoint(tx, statement, reader, obj.url, buffer_size)
-        if not isinstance(outcome, BadInputError):
-            return outcome
-        if outcome.line is None or (self.csv.header and outcome.line == 1):
-            raise outcome  # a corrupt stream or a wrong header is not a bad row
-        growing.wait()  # the slow path needs the whole object
-        logger.warning("%s: %s; copying around bad rows (max_bad_rows=%d)", obj.url, outcome, self.max_bad_rows)
-        plain_statement = q.copy_from_stdin(tx.target, self.target_columns, dataclasses.replace(self.csv, header=False))
-        with temp_download(load_settings().temp_directory()) as plain_file:
-            try:
-                plain = quarantine.decoded_copy(raw, compression_for(obj.key) == "gzip", plain_file)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                raise BadInputError(f"{obj.url}: corrupt or truncated gzip data: {exc}") from exc
-            except OSError as exc:
-                raise LoadError(f"{obj.url}: cannot write temporary file in {plain_file.name}: {exc}") from exc
-            lines = quarantine.LineFile(plain, first_offset=_bom_length(plain) if self._utf8 else 0)
-            copier = quarantine.QuarantineCopy(
-                lines, obj.url, self.csv.quote.encode(), self.csv.escape.encode(), self.csv.encoding,
-                lambda segment: db.copy_in_savepoint(tx, plain_statement, segment, obj.url, buffer_size),
-                budget=self.max_bad_rows - tx.rejected,
-            )
-            rows, rejects = copier.run(first_line=2 if self.csv.header else 1)
-        db.write_rejects(tx, load_settings().rejects(), obj.key, rejects)
-        tx.rejected += len(rejects)
-        if tx.rejected > self.max_bad_rows:
-            first = rejects[0]
-            raise BadInputError(
-                f"{obj.url}: more than max_bad_rows={self.max_bad_rows} bad rows in {tx.target} {tx.date}; "
-                f"first in this object: line {first.line}: {first.error}"
-            )
-        logger.warning("%s: %d rows set aside in %s", obj.url, len(rejects), load_settings().rejects())
-        return rows
+    def before_copy(self, tx: db.PartitionTransaction) -> None:
+        """Hook: in the transaction, after the partition's old rows are deleted, before the first object."""
 
-    def _no_rows(self, obj: S3Object, why: str) -> int:
-        if not self.empty_objects_ok:
-            raise BadInputError(f"{obj.url}: the object {why} (empty_objects_ok is off)")
-        logger.warning("%s: the object %s; it adds no rows", obj.url, why)
-        return 0
+    def before_object(self, tx: db.PartitionTransaction, obj: S3Object) -> None:
+        """Hook: before ``obj`` is downloaded and copied."""
 
-    @property
-    def _utf8(self) -> bool:
-        return self.csv.encoding.upper().replace("-", "") == "UTF8"
+    def source_stream(self, obj: S3Object, stream: SupportsRead) -> SupportsRead:
+        """Hook: what COPY reads for ``obj`` (decoded bytes); return it or a wrapper around it."""
+        return stream
+
+    def after_object(self, tx: db.PartitionTransaction, record: ObjectRecord) -> None:
+        """Hook: ``obj`` is copied; ``record`` says what it added (``tx.rows`` includes it)."""
+
+    def after_copy(self, tx: db.PartitionTransaction) -> None:
+        """Hook: every object is copied and the dates checked; the marker is written next.
+
+        Like luigi's ``CopyToTable.post_copy``: e.g. derived updates in the same transaction."""
 
     def check_rows(self, tx: db.PartitionTransaction) -> None:
         """Every copied row must carry the partition's date, or a later load of another date would
@@ -311,44 +274,6 @@ class LoadPartition(PartitionTask):
                 f"{tx.target} {tx.date}: {tx.rows - in_partition} of {tx.rows} rows copied from s3://{self.bucket}/ "
                 f"({keys}) have {self.date_column} other than {tx.date}"
             )
-
-
-class _BackgroundDownload:
-    """One object's download into its temporary file, on a thread, while COPY reads behind it."""
-
-    def __init__(self, s3: S3Client, obj: S3Object, tmp: IO[bytes], growing: GrowingFile, temp_dir: str) -> None:
-        self.fetched: S3Object | None = None
-        self.seconds = 0.0
-        self._args = (s3, obj, tmp, growing, temp_dir)
-        self._thread = threading.Thread(target=self._run, name=f"download {obj.key}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        s3, obj, tmp, growing, temp_dir = self._args
-        started = time.monotonic()
-        try:
-            self.fetched = s3.download(obj, tmp, on_flushed=growing.advance)
-            tmp.flush()
-            growing.finish(size=os.fstat(tmp.fileno()).st_size)  # managed downloads report no progress
-        except DownloadCancelled:
-            growing.finish(LoadError(f"{obj.url}: download cancelled"))
-        except PipelineError as exc:
-            growing.finish(exc)
-        except OSError as exc:  # e.g. ENOSPC in the temp directory
-            growing.finish(LoadError(f"{obj.url}: cannot write temporary file in {temp_dir}: {exc}"))
-        except BaseException as exc:  # anything else still ends the reader's wait, and is reported
-            growing.finish(LoadError(f"{obj.url}: download failed: {exc!r}"))
-        self.seconds = time.monotonic() - started
-
-    def stop(self) -> None:
-        """Cancel the download if it is still running (COPY failed) and wait for the thread."""
-        self._args[3].cancel()
-        self._thread.join()
-
-
-def _bom_length(stream: IO[bytes]) -> int:
-    stream.seek(0)
-    return 3 if stream.read(3) == b"\xef\xbb\xbf" else 0
 
 
 def _elapsed(started: datetime.datetime) -> float:
@@ -379,14 +304,14 @@ class TransformPartition(PartitionTask):
         rows = db.read_partition(tx, source.target_table, source.date_column, self.source_columns)
         result = self.transform(rows, self.date)
         db.delete_partition(tx, self.date_column)
-        with temp_download(load_settings().temp_directory()) as tmp:
+        with temp_download(load_settings().temp_directory) as tmp:
             for row in result:
                 tmp.write(_csv_line(row))
-            tx.bytes = tmp.tell()
+            size = tmp.tell()
             tmp.seek(0)
             statement = q.copy_from_stdin(tx.target, self.target_columns, q.CsvFormat(header=False))
-            tx.rows = db.copy_stream(tx, statement, tmp, f"{self.task_family}({self.date})", 1024 * 1024)
-        tx.sources.append({"upstream": str(source.target_table), "rows_read": len(rows)})
+            copied = db.copy_stream(tx, statement, tmp, f"{self.task_family}({self.date})", load_settings().copy_buffer)
+        tx.add({"upstream": str(source.target_table), "rows_read": len(rows)}, copied, size)
         if tx.rows:
             self.check_rows(tx)
 

@@ -89,13 +89,6 @@ class _StopOnSecondRead(_Delegate):
         return self._inner.read(size)
 
 
-class _StopInCopy(_Delegate):
-    """The transaction's cursor, with COPYs that stop inside."""
-
-    def copy_expert(self, statement: Any, file: Any, size: int = 8192) -> Any:
-        return self._inner.copy_expert(statement, _StopOnSecondRead(file), size)
-
-
 class LoadFaulty(LoadPartition):
     """Objects ``d/<date>/*`` of ``[fault] bucket`` into ``[fault] table (id bigint, day date, v text)``."""
 
@@ -105,19 +98,13 @@ class LoadFaulty(LoadPartition):
     bucket = property(lambda self: fault().bucket)
     table = property(lambda self: fault().table)
 
-    def copy_object(self, tx: db.PartitionTransaction, s3: Any, obj: Any, statement: Any) -> tuple[int, Any]:
-        if _stops_at("download", self.date):
-            s3 = _StopInDownload(s3)
-        if not _stops_at("copy", self.date):
-            return super().copy_object(tx, s3, obj, statement)
-        cursor, tx.cursor = tx.cursor, _StopInCopy(tx.cursor)
-        try:
-            return super().copy_object(tx, s3, obj, statement)
-        finally:
-            tx.cursor = cursor
+    def s3_client(self) -> Any:
+        s3 = super().s3_client()
+        return _StopInDownload(s3) if _stops_at("download", self.date) else s3
 
-    def write_partition(self, tx: db.PartitionTransaction) -> None:
-        super().write_partition(tx)
+    def source_stream(self, obj: Any, stream: Any) -> Any:
+        return _StopOnSecondRead(stream) if _stops_at("copy", self.date) else stream
+
+    def before_commit(self, tx: db.PartitionTransaction) -> None:
         if _stops_at("commit", self.date):
-            db.write_marker(tx, self.marker_table, self.task_family, self.task_id)  # run() upserts it again
             checkpoint()

@@ -82,17 +82,12 @@ class HookedLoadTransactions(LoadTransactions):
         super().run()
         _trace("end", self.date)
 
-    def copy_object(self, tx: db.PartitionTransaction, s3: Any, obj: Any, statement: Any) -> tuple[int, Any]:
-        rows, fetched = super().copy_object(tx, s3, obj, statement)
+    def after_object(self, tx: db.PartitionTransaction, record: Any) -> None:
         if not getattr(self, "_paused", False) and _claim_pause(self.date):
             self._paused = True
-            tx.rows += rows  # what is in the open transaction so far, for the test to see
-            _pause(tx)
-            tx.rows -= rows
-        return rows, fetched
+            _pause(tx)  # tx.rows: what is in the open transaction so far, for the test to see
 
-    def write_partition(self, tx: db.PartitionTransaction) -> None:
-        super().write_partition(tx)
+    def after_copy(self, tx: db.PartitionTransaction) -> None:
         hold = float(os.environ.get("LP_HOOK_HOLD_S", "0"))
         if hold:
             time.sleep(hold)  # a slow load: keeps the connection and the lock for a while

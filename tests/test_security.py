@@ -281,10 +281,10 @@ def test_secrets_stay_out_of_logs_task_ids_luigid_and_markers(stack, tmp_path):
 def test_temp_files_are_private_and_in_the_configured_directory(stack, make_task, monkeypatch):
     """Every temporary file (downloads, and quarantine's decoded copy) is 0600, whatever the umask,
     lives in ``[load] temp_dir``, is named after this host and process, and is gone afterwards."""
-    import luigi_pipelines.tasks as tasks
+    import luigi_pipelines.objects as objects
 
     seen: list[tuple[str, int]] = []
-    real = tasks.temp_download
+    real = objects.temp_download
 
     @contextlib.contextmanager
     def watched(directory: str) -> Iterator[Any]:
@@ -293,7 +293,7 @@ def test_temp_files_are_private_and_in_the_configured_directory(stack, make_task
             seen.append((os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_mode & 0o777))
             yield tmp
 
-    monkeypatch.setattr(tasks, "temp_download", watched)
+    monkeypatch.setattr(objects, "temp_download", watched)
     stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\nbad,2019-02-01,y\n")
     stack.put("d/2019-02-01/b.csv.gz", gzip.compress(b"id,day,v\n2,2019-02-01,z\n"))
     old_umask = os.umask(0)

@@ -11,6 +11,7 @@ from luigi.execution_summary import LuigiStatusCode
 
 import luigi_pipelines.db as db
 from luigi_pipelines import CsvFormat, LoadError
+from luigi_pipelines.config import database_settings, s3_settings
 from tests.conftest import run_task
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
@@ -211,7 +212,7 @@ def test_concurrent_first_runs_create_tables_without_error(stack, make_task):
     cls = make_task()
 
     def prepare(_):
-        with db.connect() as conn:
+        with db.connect(database_settings()) as conn:
             cls(date=D1).prepare(conn)
         return True
 
@@ -250,10 +251,10 @@ def test_failure_explanation_is_the_short_message(stack, make_task):
 def test_shared_s3_client_follows_settings(stack):
     from luigi_pipelines.s3 import S3Client
 
-    first = S3Client.shared()
-    assert S3Client.shared() is first
+    first = S3Client.shared(s3_settings())
+    assert S3Client.shared(s3_settings()) is first
     stack.set_config("s3", "read_timeout", "7")
-    changed = S3Client.shared()
+    changed = S3Client.shared(s3_settings())
     assert changed is not first and changed.settings.read_timeout == 7
 
 
@@ -275,19 +276,18 @@ def test_managed_download_mode_loads_multipart_objects(stack, make_task):
 
 @pytest.mark.parametrize("mode", ["single", "managed"])
 def test_object_replaced_after_listing_fails_in_both_modes(stack, make_task, mode):
-    from luigi_pipelines import LoadPartition, SourceError
+    from luigi_pipelines import SourceError
 
     stack.set_config("s3", "download_mode", mode)
     stack.set_config("s3", "multipart_threshold_mb", "1")
     stack.set_config("s3", "multipart_chunksize_mb", "1")
     stack.put("d/2019-02-01/a.csv", big_csv(30_000) + "1,2019-02-01,old\n")
 
-    def replace_then_copy(self, tx, s3, obj, statement):
+    def replace_then_copy(self, tx, obj):
         stack.put(obj.key, big_csv(30_000) + "1,2019-02-01,new\n")  # same size: only the ETag tells
-        return LoadPartition.copy_object(self, tx, s3, obj, statement)
 
     with pytest.raises(SourceError, match="replaced after it was listed"):
-        make_task(copy_object=replace_then_copy)(date=D1).run()
+        make_task(before_object=replace_then_copy)(date=D1).run()
     assert stack.markers(f"{stack.schema}.t") == {}
 
 
@@ -307,12 +307,10 @@ def test_a_folder_key_alone_is_missing_data(stack, make_task):
 def test_server_options_of_the_user_are_kept(stack, monkeypatch):
     """Our keepalive options are added to PGOPTIONS (or the DSN's options), not put in their place."""
     monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=4321")
-    with db.connect() as conn, conn.cursor() as cur:
+    with db.connect(database_settings()) as conn, conn.cursor() as cur:
         cur.execute("SELECT current_setting('statement_timeout')")
         assert cur.fetchone() == ("4321ms",)
-    from luigi_pipelines.config import database
-
-    options = database().connect_kwargs()["options"]  # (a Unix socket shows no TCP settings, so read them here)
+    options = db.connect_kwargs(database_settings())["options"]  # (a Unix socket shows no TCP settings, so read them here)
     assert options.startswith("-c statement_timeout=4321 ") and "-c tcp_keepalives_idle=30" in options
 
 

@@ -1,0 +1,250 @@
+"""The per-object load pipeline: fetch → decode → COPY (or quarantine) → account, for one S3 object of a partition.
+
+``ObjectLoader.load`` takes one listed object inside an open partition transaction and returns an
+``ObjectRecord``, the one account of what the object contributed (rows, rejects, bytes, download
+and COPY seconds), which the marker stores in its source list. How an object's bytes become COPY
+input is a ``Decoder``'s business (``CsvDecoder`` today): a new format is a new decoder, not a new
+branch in the task. Nothing here imports luigi.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import gzip
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, Protocol
+
+from psycopg2 import sql
+
+from . import db, quarantine
+from . import sql as q
+from .errors import BadInputError, CopyAborted, LoadError, PipelineError
+from .files import DownloadCancelled, EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
+from .partitions import TableName, compression_for
+from .s3 import S3Client, S3Object
+from .settings import LoadSettings
+
+SupportsRead = db.SupportsRead
+
+logger = logging.getLogger("luigi-interface.luigi_pipelines")
+_MIB = 1024 * 1024
+
+
+@dataclass
+class ObjectRecord:
+    """What one source object contributed to its partition; ``as_marker`` is its entry in the marker."""
+
+    obj: S3Object
+    rows: int = 0
+    rejected: int = 0
+    download_s: float = 0.0
+    copy_s: float = 0.0
+    empty: str = ""  # why the object added no rows, if it had no data ("is empty (0 bytes)", ...)
+
+    def as_marker(self) -> dict[str, Any]:
+        return {
+            **self.obj.as_marker(),
+            "rows": self.rows,
+            "rejected": self.rejected,
+            "download_s": round(self.download_s, 4),
+            "copy_s": round(self.copy_s, 4),
+        }
+
+
+class Decoder(Protocol):
+    """How one format's objects become ``COPY ... FROM STDIN`` input."""
+
+    def copy_statement(self, table: TableName, columns: Sequence[q.Column]) -> sql.Composable:
+        """The COPY statement that reads what ``open`` returns."""
+
+    def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
+        """A reader of the object's data as COPY reads it (decompressed, decoded)."""
+
+    def check_copied(self, obj: S3Object, reader: SourceReader, rows: int) -> None:
+        """Raise ``LoadError`` if COPY took fewer (or more) rows than the object holds: an early end."""
+
+    def salvage(self, loader: ObjectLoader, obj: S3Object, raw: IO[bytes], first_error: BadInputError) -> int:
+        """Quarantine mode: copy the object's good rows around its bad ones; return the rows copied."""
+
+
+@dataclass(frozen=True)
+class CsvDecoder:
+    """CSV objects (gzip when the key ends in ``.gz``; a UTF-8 byte-order mark removed), parsed by PostgreSQL."""
+
+    fmt: q.CsvFormat = q.CsvFormat()
+
+    @property
+    def utf8(self) -> bool:
+        return self.fmt.encoding.upper().replace("-", "") == "UTF8"
+
+    def copy_statement(self, table: TableName, columns: Sequence[q.Column]) -> sql.Composable:
+        return q.copy_from_stdin(table, columns, self.fmt)
+
+    def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
+        return SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=self.utf8, quote=self.fmt.quote.encode())
+
+    def check_copied(self, obj: S3Object, reader: SourceReader, rows: int) -> None:
+        """Where the object has no quote character, every line is one record: COPY must have taken
+        them all. (With quotes a record may span lines; the ``\\.`` guard covers that case.)"""
+        if not reader.at_end():
+            raise LoadError(f"{obj.url}: COPY ended before the end of the object ({rows} rows copied); "
+                            f"nothing of the partition was kept")
+        records = reader.records_if_unquoted
+        if records is None:
+            return
+        expected = records - (1 if self.fmt.header else 0)
+        if rows != expected:
+            raise LoadError(
+                f"{obj.url}: COPY took {rows} rows but the object holds {expected} data lines: PostgreSQL "
+                f"stopped reading early; nothing of the partition was kept")
+
+    def salvage(self, loader: ObjectLoader, obj: S3Object, raw: IO[bytes], first_error: BadInputError) -> int:
+        """The segmented copy of ``quarantine`` over the object's decompressed bytes (a second temp file)."""
+        if first_error.line is None or (self.fmt.header and first_error.line == 1):
+            raise first_error  # a corrupt stream or a wrong header is not a bad row
+        tx = loader.tx
+        statement = q.copy_from_stdin(tx.target, loader.columns, dataclasses.replace(self.fmt, header=False))
+        with temp_download(loader.settings.temp_directory) as plain_file:
+            try:
+                plain = quarantine.decoded_copy(raw, compression_for(obj.key) == "gzip", plain_file)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise BadInputError(f"{obj.url}: corrupt or truncated gzip data: {exc}") from exc
+            except OSError as exc:
+                raise LoadError(f"{obj.url}: cannot write temporary file in {plain_file.name}: {exc}") from exc
+            lines = quarantine.LineFile(plain, first_offset=bom_length(plain) if self.utf8 else 0)
+            copier = quarantine.QuarantineCopy(
+                lines, obj.url, self.fmt.quote.encode(), self.fmt.escape.encode(), self.fmt.encoding,
+                lambda segment: db.copy_in_savepoint(
+                    tx, statement, EndMarkerGuard(segment, self.fmt.quote.encode()), obj.url, loader.settings.copy_buffer),
+                budget=loader.max_bad_rows - tx.rejected,
+            )
+            rows, rejects = copier.run(first_line=2 if self.fmt.header else 1)
+        loader.reject(obj, rejects)
+        return rows
+
+
+@dataclass
+class ObjectLoader:
+    """Loads the objects of one partition transaction, one at a time (see the module docstring).
+
+    ``source_stream(obj, reader)`` may wrap what COPY reads (a hook of the task: progress, faults).
+    """
+
+    tx: db.PartitionTransaction
+    s3: S3Client
+    decoder: Decoder
+    columns: Sequence[q.Column]
+    settings: LoadSettings
+    max_bad_rows: int = 0
+    empty_objects_ok: bool = True
+    source_stream: Callable[[S3Object, SupportsRead], SupportsRead] = lambda obj, stream: stream
+
+    def __post_init__(self) -> None:
+        self.statement = self.decoder.copy_statement(self.tx.target, self.columns)
+
+    def load(self, obj: S3Object) -> ObjectRecord:
+        """Copy one object into the open transaction and account for it in ``tx``."""
+        record = ObjectRecord(obj)
+        if obj.size == 0:  # COPY would reject the missing header line; an empty file simply has no rows
+            record.empty = "is empty (0 bytes)"
+        else:
+            self._copy(record)
+        if record.rows == 0 and not record.empty and record.rejected == 0:
+            record.empty = "has no data rows"
+        if record.empty:
+            self._no_rows(obj, record.empty)
+        self.tx.add(record.as_marker(), record.rows, obj.size)
+        return record
+
+    def _copy(self, record: ObjectRecord) -> None:
+        """Stream the object S3 → temporary file → COPY, the download running ahead on its own thread."""
+        obj = record.obj
+        with temp_download(self.settings.temp_directory) as tmp, \
+                concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="download") as pool:
+            growing = GrowingFile(tmp)
+            started = time.monotonic()
+            download = pool.submit(_download, self.s3, obj, tmp, growing, self.settings.temp_directory)
+            try:
+                reader = self.decoder.open(growing, obj)
+                if reader.is_empty():
+                    record.empty = "has no data after decompression and byte-order mark removal"
+                else:
+                    record.rows = self._copy_stream(record, reader, tmp, growing)
+            finally:
+                growing.cancel()  # a failed COPY stops the download; a finished one is not affected
+            fetched, record.download_s = download.result()  # the download's own error, if COPY hid it
+            record.obj = fetched
+            record.copy_s = time.monotonic() - started
+        logger.info("%s: %.1f MiB downloaded in %.2f s, %d rows copied in %.2f s (COPY starts with the "
+                    "download's first MiB)", obj.url, obj.size / _MIB, record.download_s, record.rows, record.copy_s)
+
+    def _copy_stream(self, record: ObjectRecord, reader: SourceReader, raw: IO[bytes], growing: GrowingFile) -> int:
+        obj = record.obj
+        stream = self.source_stream(obj, reader)
+        buffer = self.settings.copy_buffer
+        try:
+            if self.max_bad_rows <= 0:
+                outcome: int | BadInputError = db.copy_stream(self.tx, self.statement, stream, obj.url, buffer)
+            else:
+                outcome = db.copy_in_savepoint(self.tx, self.statement, stream, obj.url, buffer)
+        except CopyAborted:
+            if reader.error is not None:  # the reader's own error (a failed download, corrupt gzip data)
+                raise reader.error from None
+            raise
+        if not isinstance(outcome, BadInputError):
+            self.decoder.check_copied(obj, reader, outcome)
+            return outcome
+        growing.wait()  # the slow path needs the whole object
+        logger.warning("%s: %s; copying around bad rows (max_bad_rows=%d)", obj.url, outcome, self.max_bad_rows)
+        rejected_before = self.tx.rejected
+        rows = self.decoder.salvage(self, obj, raw, outcome)
+        record.rejected = self.tx.rejected - rejected_before
+        return rows
+
+    def reject(self, obj: S3Object, rejects: Sequence[quarantine.Reject]) -> None:
+        """Set ``rejects`` of ``obj`` aside in the rejects table; fail once the partition has too many."""
+        db.write_rejects(self.tx, self.settings.rejects, obj.key, rejects)
+        self.tx.rejected += len(rejects)
+        if self.tx.rejected > self.max_bad_rows:
+            first = rejects[0]
+            raise BadInputError(
+                f"{obj.url}: more than max_bad_rows={self.max_bad_rows} bad rows in {self.tx.target} {self.tx.date}; "
+                f"first in this object: line {first.line}: {first.error}"
+            )
+        logger.warning("%s: %d rows set aside in %s", obj.url, len(rejects), self.settings.rejects)
+
+    def _no_rows(self, obj: S3Object, why: str) -> None:
+        if not self.empty_objects_ok:
+            raise BadInputError(f"{obj.url}: the object {why} (empty_objects_ok is off)")
+        logger.warning("%s: the object %s; it adds no rows", obj.url, why)
+
+
+def _download(s3: S3Client, obj: S3Object, tmp: IO[bytes], growing: GrowingFile, temp_dir: str) -> tuple[S3Object, float]:
+    """The download thread: the object into ``tmp``, reported to ``growing`` as it lands.
+
+    Every way out ends ``growing`` (with the error, if any), so the COPY reading behind never waits
+    forever; the error is also the future's, so the caller sees it even when COPY ended first.
+    """
+    started = time.monotonic()
+    try:
+        fetched = s3.download(obj, tmp, on_flushed=growing.advance)
+        tmp.flush()
+    except DownloadCancelled:  # COPY failed first: its error is the one reported
+        growing.finish(LoadError(f"{obj.url}: download cancelled"))
+        return obj, time.monotonic() - started
+    except PipelineError as exc:
+        error: PipelineError = exc
+    except OSError as exc:  # e.g. ENOSPC in the temp directory
+        error = LoadError(f"{obj.url}: cannot write temporary file in {temp_dir}: {exc}")
+    except BaseException as exc:  # anything else still ends the reader's wait, and is reported
+        error = LoadError(f"{obj.url}: download failed: {exc!r}")
+    else:
+        growing.finish(size=os.fstat(tmp.fileno()).st_size)  # managed downloads report no progress
+        return fetched, time.monotonic() - started
+    growing.finish(error)
+    raise error
