@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,9 +21,7 @@ from luigi_pipelines.pipelines.transactions import LoadTransactions
 from .context import Bench
 from .data import MIB, Dataset
 from .measure import BenchError, ProcessRun, Stopwatch
-
-_TASK_LOG = re.compile(r"MiB downloaded in (?P<download>[\d.]+) s, (?P<rows>\d+) rows copied in (?P<copy>[\d.]+) s")
-_TASK_COMMIT = re.compile(r"committed \d+ rows, [\d.]+ MiB from \d+ objects in (?P<tx>[\d.]+) s")
+from .stack import MARKER
 
 
 @dataclass(frozen=True)
@@ -86,18 +83,24 @@ def method_b(bench: Bench, data: Dataset, table: TableName) -> LoadRun:
     config = bench.stack.config_file(f"b-{table.name}", str(table))
     run = bench.stack.luigi(["LoadTransactions", "--date", data.date.isoformat(), "--local-scheduler"], config,
                             bench.options.timeout_s)
-    return LoadRun("b", run.wall_s, data.size_bytes, data.rows, run.max_rss_bytes, run.cpu_s, task_parts(run))
+    return LoadRun("b", run.wall_s, data.size_bytes, data.rows, run.max_rss_bytes, run.cpu_s,
+                   task_parts(bench, table, data.date, run))
 
 
-def task_parts(run: ProcessRun) -> dict[str, float]:
-    """Where the task's time went, from its own log lines: download, COPY, the rest of the transaction."""
-    logged = _TASK_LOG.search(run.stderr)
-    committed = _TASK_COMMIT.search(run.stderr)
-    if not logged or not committed:
-        raise BenchError(f"the load task did not log its download/copy/commit lines:\n{run.tail()}")
-    # The task downloads and COPYs at once (COPY reads the temp file as it grows): its "copied in"
-    # time spans both, so the download is shown as a part of it, not next to it.
-    download, both, tx = float(logged["download"]), float(logged["copy"]), float(committed["tx"])
+def task_parts(bench: Bench, table: TableName, date: datetime.date, run: ProcessRun) -> dict[str, float]:
+    """Where the task's time went, from its marker row: download, COPY, the rest of the transaction.
+
+    The marker records each object's download and COPY seconds and the transaction's start and
+    finish. The task downloads and COPYs at once (COPY reads the temp file as it grows): an object's
+    COPY time spans both, so the download is shown as a part of it, not next to it.
+    """
+    found = bench.stack.query(q.select_marker(MARKER), (str(table), date))
+    if not found:
+        raise BenchError(f"no marker row for {table} {date}:\n{run.tail()}")
+    marker = dict(zip(q.MARKER_FIELDS, found[0], strict=True))
+    sources = marker["source_objects"]
+    download, both = sum(s["download_s"] for s in sources), sum(s["copy_s"] for s in sources)
+    tx = (marker["finished_at"] - marker["started_at"]).total_seconds()
     return {"download_s": download, "copy_s": both, "tx_other_s": max(tx - both, 0.0),
             "outside_tx_s": max(run.wall_s - tx, 0.0)}
 

@@ -24,7 +24,7 @@ from .errors import (
     copy_error_position,
     describe_bad_input,
 )
-from .partitions import TableName, lock_key
+from .partitions import ScopedTable, TableName, lock_key
 from .settings import DatabaseSettings
 
 logger = logging.getLogger(__name__)
@@ -120,22 +120,23 @@ def ensure_table(conn: psycopg2.extensions.connection, table: TableName, ddl: Se
 def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName, rejects: TableName) -> None:
     """The marker table and the rejects table beside it (one existence check on the common path)."""
     ensure_table(conn, rejects, [
-        q.create_marker_table(marker), q.create_rejects_table(rejects)])
+        q.create_marker_table(marker), q.create_marker_date_index(marker), q.create_rejects_table(rejects)])
 
 
 def completed_dates(
-    conn: psycopg2.extensions.connection, marker: TableName, target: TableName, dates: Iterable[datetime.date]
-) -> set[datetime.date]:
-    """Those of ``dates`` whose partition of ``target`` has a marker row: one query, any number of dates."""
+    conn: psycopg2.extensions.connection, marker: TableName, key: ScopedTable, dates: Iterable[datetime.date]
+) -> dict[datetime.date, str]:
+    """Those of ``dates`` whose partition of ``key`` has a marker row, with the task family that wrote
+    it: one query, any number of dates."""
     wanted = list(dates)
     if not wanted:
-        return set()
+        return {}
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(q.select_completed_dates(marker), (str(target), wanted))
-            return {row[0] for row in cur.fetchall()}
+            cur.execute(q.select_completed_dates(marker), (str(key), wanted))
+            return dict(cur.fetchall())
     except psycopg2.errors.UndefinedTable:
-        return set()  # no marker table yet: nothing has ever completed
+        return {}  # no marker table yet: nothing has ever completed
 
 
 @dataclass
@@ -143,7 +144,7 @@ class PartitionTransaction:
     """The state of one open partition transaction (see ``partition_transaction``)."""
 
     cursor: psycopg2.extensions.cursor
-    target: TableName
+    key: ScopedTable
     date: datetime.date
     previous: dict[str, Any] | None
     started_at: datetime.datetime
@@ -151,6 +152,10 @@ class PartitionTransaction:
     rows: int = 0
     rejected: int = 0
     bytes: int = 0
+
+    @property
+    def target(self) -> TableName:
+        return self.key.table
 
     def add(self, source: dict[str, Any], rows: int, size: int) -> None:
         """Account for one source (an S3 object, an upstream partition) in the marker to be written."""
@@ -168,7 +173,7 @@ class PartitionTransaction:
 def partition_transaction(
     conn: psycopg2.extensions.connection,
     marker: TableName,
-    target: TableName,
+    key: ScopedTable,
     date: datetime.date,
     lock_timeout_s: int = 0,
 ) -> Iterator[PartitionTransaction]:
@@ -182,11 +187,11 @@ def partition_transaction(
     with _transaction(conn), conn.cursor() as cur:
         if lock_timeout_s:
             cur.execute(q.set_local("lock_timeout"), (f"{lock_timeout_s}s",))
-        cur.execute(q.advisory_xact_lock(), lock_key(target, date))
-        cur.execute(q.select_marker(marker), (str(target), date))
+        cur.execute(q.advisory_xact_lock(), lock_key(key, date))
+        cur.execute(q.select_marker(marker), (str(key), date))
         row = cur.fetchone()
         previous = None if row is None else dict(zip(q.MARKER_FIELDS, row, strict=True))
-        yield PartitionTransaction(cur, target, date, previous, started)
+        yield PartitionTransaction(cur, key, date, previous, started)
 
 
 @contextmanager
@@ -206,8 +211,32 @@ def _transaction(conn: psycopg2.extensions.connection) -> Iterator[None]:
 
 
 def delete_partition(tx: PartitionTransaction, date_column: str) -> int:
-    tx.cursor.execute(q.delete_partition(tx.target, date_column), (tx.date,))
+    """Delete the partition's rows (of its scope only); returns how many there were."""
+    tx.cursor.execute(q.delete_partition(tx.target, date_column, tx.key.columns), _partition_params(tx))
     return tx.cursor.rowcount
+
+
+def _partition_params(tx: PartitionTransaction) -> tuple[Any, ...]:
+    return (tx.date, *(value for _, value in tx.key.scope))
+
+
+def keys_of_date(tx: PartitionTransaction, marker: TableName) -> dict[ScopedTable, str]:
+    """Every marker key of the table on ``tx.date`` (any scope), with the family that wrote it."""
+    tx.cursor.execute(q.select_keys_of_date(marker), (tx.date, str(tx.target)))
+    return {ScopedTable.parse(key): family for key, family in tx.cursor.fetchall()}
+
+
+def fill_columns(tx: PartitionTransaction, values: dict[str, str]) -> None:
+    """Give filled columns (see ``sql.create_table``) their values for the rest of this transaction."""
+    for column, value in values.items():
+        tx.cursor.execute(q.set_local(q.fill_setting(column)), (value,))
+
+
+def column_default(conn: psycopg2.extensions.connection, table: TableName, column: str) -> str | None:
+    with conn, conn.cursor() as cur:
+        cur.execute(q.column_default(), (str(table), column))
+        row = cur.fetchone()
+    return None if row is None else (row[0] or "")
 
 
 def read_partition(tx: PartitionTransaction, table: TableName, date_column: str, columns: Sequence[str]) -> tuple:
@@ -217,7 +246,7 @@ def read_partition(tx: PartitionTransaction, table: TableName, date_column: str,
 
 
 def count_partition(tx: PartitionTransaction, date_column: str) -> int:
-    tx.cursor.execute(q.count_partition(tx.target, date_column), (tx.date,))
+    tx.cursor.execute(q.count_partition(tx.target, date_column, tx.key.columns), _partition_params(tx))
     return int(tx.cursor.fetchone()[0])
 
 
@@ -260,14 +289,14 @@ def copy_in_savepoint(
 
 
 def delete_rejects(tx: PartitionTransaction, rejects: TableName) -> None:
-    tx.cursor.execute(q.delete_rejects(rejects), (str(tx.target), tx.date))
+    tx.cursor.execute(q.delete_rejects(rejects), (str(tx.key), tx.date))
 
 
 def write_rejects(tx: PartitionTransaction, rejects_table: TableName, key: str, rejects: Sequence[Any]) -> None:
     """Insert quarantined rows (objects with ``line``, ``raw`` and ``error``) for one source object."""
     tx.cursor.executemany(
         q.insert_reject(rejects_table),
-        [(str(tx.target), tx.date, key, r.line, r.raw, r.error) for r in rejects],
+        [(str(tx.key), tx.date, key, r.line, r.raw, r.error) for r in rejects],
     )
 
 
@@ -275,7 +304,7 @@ def write_marker(tx: PartitionTransaction, marker: TableName, task_family: str, 
     tx.cursor.execute(
         q.upsert_marker(marker),
         {
-            "target_table": str(tx.target),
+            "target_table": str(tx.key),
             "partition_date": tx.date,
             "task_family": task_family,
             "task_id": task_id,

@@ -1,9 +1,11 @@
-"""Pure partition arithmetic: a (table, date) pair to its S3 prefix, lock key and compression."""
+"""Pure partition arithmetic: a (table, scope, date) partition to its marker key, lock key, S3 prefix and compression."""
 from __future__ import annotations
 
 import datetime
 import re
+import urllib.parse
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -31,6 +33,54 @@ class TableName:
         return f"{self.schema}.{self.name}"
 
 
+@dataclass(frozen=True)
+class ScopedTable:
+    """A table, or the share of it that one source owns: the rows whose ``scope`` columns hold its values.
+
+    Several sources may feed one table (a feed per region, customer, shard): each declares a
+    different scope, e.g. ``{"region": "us"}``, and its load replaces only its own rows of a date.
+    ``str()`` is the partition's key in the marker table and the lock: the table name alone when
+    there is no scope (as before scopes existed), else ``schema.table/region=us``.
+    """
+
+    table: TableName
+    scope: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, table: TableName, scope: Mapping[str, str] | None = None) -> ScopedTable:
+        items = sorted((scope or {}).items())
+        for column, value in items:
+            check_identifier(column)
+            if not isinstance(value, str):
+                raise ValueError(f"scope {column!r}: the value must be a string, not {value!r}")
+        return cls(table, tuple(items))
+
+    @classmethod
+    def parse(cls, key: str) -> ScopedTable:
+        name, _, scope = key.partition("/")
+        pairs = (part.split("=", 1) for part in scope.split(",")) if scope else ()
+        return cls(TableName.parse(name), tuple((c, urllib.parse.unquote(v)) for c, v in pairs))
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(column for column, _ in self.scope)
+
+    def overlaps(self, other: ScopedTable) -> bool:
+        """Whether a load of one may delete rows of the other: another key of the same table, unless
+        both are scopes over the same columns (which split the table's rows between them)."""
+        if self.table != other.table or self == other:
+            return False
+        return not (self.scope and other.scope and self.columns == other.columns)
+
+    def describe(self) -> str:
+        return str(self.table) + (" where " + " and ".join(f"{c} = {v!r}" for c, v in self.scope) if self.scope else "")
+
+    def __str__(self) -> str:
+        if not self.scope:
+            return str(self.table)
+        return f"{self.table}/" + ",".join(f"{c}={urllib.parse.quote(v, safe='')}" for c, v in self.scope)
+
+
 def check_identifier(name: str) -> str:
     """Reject names that are not plain SQL identifiers (letters, digits, _ and $, at most 63 bytes).
 
@@ -47,11 +97,11 @@ def key_prefix(template: str, date: datetime.date) -> str:
     return template.format(date=date)
 
 
-def lock_key(table: TableName, date: datetime.date) -> tuple[int, int]:
+def lock_key(table: TableName | ScopedTable, date: datetime.date) -> tuple[int, int]:
     """The two int4 keys of ``pg_advisory_xact_lock`` for a partition.
 
-    The first is a CRC of the table name (a collision only makes two tables' loads of the same
-    date wait for each other), the second the date's ordinal, which is unique.
+    The first is a CRC of the table name and scope (a collision only makes two tables' loads of the
+    same date wait for each other), the second the date's ordinal, which is unique.
     """
     crc = zlib.crc32(str(table).encode())
     return crc - (1 << 32) if crc >= (1 << 31) else crc, date.toordinal()

@@ -67,9 +67,41 @@ def table_exists() -> sql.SQL:
     )
 
 
-def create_table(table: TableName, columns: Sequence[Column]) -> sql.Composed:
-    defs = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns)
-    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table_ident(table), defs)
+def create_table(table: TableName, columns: Sequence[Column], filled: Sequence[Column] = ()) -> sql.Composed:
+    """``CREATE TABLE IF NOT EXISTS t (<columns>, <filled> DEFAULT current_setting(...))``.
+
+    ``filled`` columns are not in the files: each load fills them with a value of its own through
+    the column's default (see ``fill_setting``), at COPY speed.
+    """
+    defs = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns]
+    defs += [sql.SQL("{} {} DEFAULT {}").format(sql.Identifier(c.name), sql.SQL(c.type), fill_default(c))
+             for c in filled]
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table_ident(table), sql.SQL(", ").join(defs))
+
+
+def fill_setting(column: str) -> str:
+    """The transaction-local setting whose value a load gives the filled column ``column``."""
+    return f"luigi_pipelines.{column.lower()}"
+
+
+def fill_default(column: Column) -> sql.Composed:
+    """``current_setting('luigi_pipelines.<column>', true)::<type>``: a filled column's default."""
+    return sql.SQL("(current_setting({}, true))::{}").format(sql.Literal(fill_setting(column.name)), sql.SQL(column.type))
+
+
+def add_fill_default(table: TableName, column: Column) -> sql.Composed:
+    """``ALTER TABLE t ALTER COLUMN c SET DEFAULT ...``: what a user runs to let an existing table be filled."""
+    return sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+        table_ident(table), sql.Identifier(column.name), fill_default(column))
+
+
+def column_default() -> sql.SQL:
+    """Parameters: schema-qualified table, column. The column's default expression (NULL: none or no column)."""
+    return sql.SQL(
+        "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_catalog.pg_attribute a "
+        "LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped"
+    )
 
 
 def create_date_index(table: TableName, date_column: str) -> sql.Composed:
@@ -79,9 +111,14 @@ def create_date_index(table: TableName, date_column: str) -> sql.Composed:
     )
 
 
-def delete_partition(table: TableName, date_column: str) -> sql.Composed:
-    """Parameter: the partition date."""
-    return sql.SQL("DELETE FROM {} WHERE {} = %s").format(table_ident(table), sql.Identifier(date_column))
+def _partition_rows(date_column: str, scope_columns: Sequence[str]) -> sql.Composed:
+    """``<date_column> = %s AND <scope column> = %s ...``: the rows of one partition."""
+    return sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in (date_column, *scope_columns))
+
+
+def delete_partition(table: TableName, date_column: str, scope_columns: Sequence[str] = ()) -> sql.Composed:
+    """Parameters: the partition date, then the scope's values. ``DELETE FROM t WHERE day = %s [AND region = %s]``."""
+    return sql.SQL("DELETE FROM {} WHERE {}").format(table_ident(table), _partition_rows(date_column, scope_columns))
 
 
 def select_partition(table: TableName, date_column: str, columns: Sequence[str]) -> sql.Composed:
@@ -96,9 +133,10 @@ def count_by_date(table: TableName, date_column: str) -> sql.Composed:
     return sql.SQL("SELECT {0}, count(*) FROM {1} GROUP BY {0}").format(sql.Identifier(date_column), table_ident(table))
 
 
-def count_partition(table: TableName, date_column: str) -> sql.Composed:
-    """Parameter: the partition date."""
-    return sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(table_ident(table), sql.Identifier(date_column))
+def count_partition(table: TableName, date_column: str, scope_columns: Sequence[str] = ()) -> sql.Composed:
+    """Parameters: the partition date, then the scope's values."""
+    return sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+        table_ident(table), _partition_rows(date_column, scope_columns))
 
 
 def copy_from_stdin(table: TableName, columns: Sequence[Column], fmt: CsvFormat) -> sql.Composed:
@@ -182,7 +220,8 @@ def insert_reject(rejects: TableName) -> sql.Composed:
 
 
 # What ``select_marker`` returns of a partition's marker row, in this order.
-MARKER_FIELDS = ("rows_loaded", "bytes_loaded", "source_objects", "started_at", "finished_at", "host", "task_id")
+MARKER_FIELDS = ("rows_loaded", "bytes_loaded", "source_objects", "started_at", "finished_at", "host", "task_id",
+                 "task_family")
 
 
 def select_marker(marker: TableName) -> sql.Composed:
@@ -192,10 +231,22 @@ def select_marker(marker: TableName) -> sql.Composed:
 
 
 def select_completed_dates(marker: TableName) -> sql.Composed:
-    """Parameters: target table, an array of dates. One query for any number of dates."""
+    """Parameters: marker key, an array of dates. One query for any number of dates: (date, task family)."""
     return sql.SQL(
-        "SELECT partition_date FROM {} WHERE target_table = %s AND partition_date = ANY(%s::date[])"
+        "SELECT partition_date, task_family FROM {} WHERE target_table = %s AND partition_date = ANY(%s::date[])"
     ).format(table_ident(marker))
+
+
+def select_keys_of_date(marker: TableName) -> sql.Composed:
+    """Parameters: partition date, table name. Every marker key (any scope) of the table on that date, with its family."""
+    return sql.SQL(
+        "SELECT target_table, task_family FROM {} WHERE partition_date = %s AND split_part(target_table, '/', 1) = %s"
+    ).format(table_ident(marker))
+
+
+def create_marker_date_index(marker: TableName) -> sql.Composed:
+    index = check_identifier(f"{marker.name}_date_idx"[:63])
+    return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (partition_date)").format(sql.Identifier(index), table_ident(marker))
 
 
 def select_marker_summary(marker: TableName) -> sql.Composed:

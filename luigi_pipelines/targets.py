@@ -6,7 +6,8 @@ import datetime
 import luigi
 
 from . import db
-from .partitions import TableName
+from .errors import ConfigurationError
+from .partitions import ScopedTable, TableName
 from .settings import DatabaseSettings
 
 
@@ -15,19 +16,33 @@ class PartitionMarkerTarget(luigi.Target):
 
     def __init__(
         self,
-        target: TableName,
+        target: ScopedTable,
         date: datetime.date,
         marker: TableName,
         settings: DatabaseSettings,
+        owner: str = "",
     ) -> None:
         self.target = target
         self.date = date
         self.marker = marker
         self.settings = settings
+        self.owner = owner  # the task family that writes it: a row written by another is an error, not "done"
 
     def exists(self) -> bool:
         with db.connect(self.settings) as conn:
-            return self.date in db.completed_dates(conn, self.marker, self.target, [self.date])
+            done = db.completed_dates(conn, self.marker, self.target, [self.date])
+        if self.date in done and self.owner:
+            check_owner(self.target, self.date, done[self.date], self.owner)
+        return self.date in done
 
     def __repr__(self) -> str:
         return f"PartitionMarkerTarget({self.target}, {self.date.isoformat()})"
+
+
+def check_owner(key: ScopedTable, date: datetime.date, family: str, task_family: str) -> None:
+    """A partition written by another task family is not ours to skip or to replace: say so."""
+    if family != task_family:
+        raise ConfigurationError(
+            f"{task_family} and {family} both load {key.describe()}: {family} loaded {date} already. Declare a "
+            f"different scope for each (e.g. scope = {{'region': 'us'}}), or, if {task_family} is {family} "
+            f"renamed, update task_family in the marker table")

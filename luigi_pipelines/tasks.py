@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import luigi
+import psycopg2.errors
 import psycopg2.extensions
 
 from . import db
@@ -16,12 +19,23 @@ from .db import SupportsRead
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
 from .files import sweep_stale, temp_download
 from .objects import CsvDecoder, Decoder, ObjectLoader, ObjectRecord
-from .partitions import TableName, key_prefix
+from .partitions import ScopedTable, TableName, key_prefix
 from .s3 import S3Client, S3Object
-from .targets import PartitionMarkerTarget
+from .settings import LoadSettings
+from .targets import PartitionMarkerTarget, check_owner
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
 _MIB = 1024 * 1024
+
+
+class PartitionDateParameter(luigi.DateParameter):
+    """luigi's ``DateParameter`` with a one-line error for a date that does not exist (``2019-02-30``)."""
+
+    def parse(self, s: str) -> datetime.date:
+        try:
+            return super().parse(s)
+        except ValueError as exc:
+            raise ValueError(f"--date {s!r} is not a date of the calendar (YYYY-MM-DD): {exc}") from None
 
 
 def _as_date(parameter: Any) -> datetime.date:
@@ -42,7 +56,7 @@ class PartitionTask(luigi.Task):
     ``date_column`` and ``columns`` and implement ``write_partition``.
     """
 
-    date = luigi.DateParameter(description="the partition date")
+    date = PartitionDateParameter(description="the partition date")
     force = luigi.BoolParameter(
         default=False, significant=False, description="reload the partition even if its marker says it is done"
     )
@@ -55,6 +69,10 @@ class PartitionTask(luigi.Task):
     date_column: ClassVar[str] = ""
     columns: ClassVar[Sequence[tuple[str, str]]] = ()
     create_table: ClassVar[bool] = True
+    # The rows of the table this task owns, when several sources feed one table: e.g.
+    # {"region": "us"}. Its loads replace only those rows, with a marker and a lock of their own.
+    # A scope column missing from ``columns`` (the files) is filled with the value by the load.
+    scope: ClassVar[dict[str, str]] = {}
 
     # -- declarations ---------------------------------------------------------------------------
 
@@ -65,18 +83,38 @@ class PartitionTask(luigi.Task):
         return TableName.parse(self.table)
 
     @property
+    def partition_key(self) -> ScopedTable:
+        """The table and scope this task's partitions belong to: the marker's and the lock's key."""
+        try:
+            return ScopedTable.of(self.target_table, self.scope)
+        except ValueError as exc:
+            raise ConfigurationError(f"{self.task_family}: scope {self.scope!r}: {exc}") from None
+
+    @property
     def target_columns(self) -> tuple[q.Column, ...]:
+        """The columns the source data holds, in its order (what COPY reads)."""
         cols = q.columns_of(self.columns)
         if self.date_column not in {c.name for c in cols}:
             raise ConfigurationError(f"{self.task_family}: date_column {self.date_column!r} is not among columns")
+        if not getattr(self, "check_partition_rows", True):
+            raise ConfigurationError(
+                f"{self.task_family}: check_partition_rows = False is no longer accepted: it committed rows of "
+                f"other dates into this partition, and the next load of those dates deleted them")
         return cols
+
+    @property
+    def filled_columns(self) -> tuple[q.Column, ...]:
+        """Columns of the table that are not in the data: scope columns, filled by each load with its value."""
+        present = {c.name for c in q.columns_of(self.columns)}
+        return tuple(q.Column(c, "text") for c in self.partition_key.columns if c not in present)
 
     @property
     def marker_table(self) -> TableName:
         return load_settings().marker
 
     def output(self) -> PartitionMarkerTarget:
-        return PartitionMarkerTarget(self.target_table, self.date, self.marker_table, database_settings())
+        return PartitionMarkerTarget(self.partition_key, self.date, self.marker_table, database_settings(),
+                                     owner=self.task_family)
 
     def complete(self) -> bool:
         return not self.force and super().complete()
@@ -95,7 +133,9 @@ class PartitionTask(luigi.Task):
         if probe.force:
             return []
         with db.connect(database_settings()) as conn:
-            done = db.completed_dates(conn, probe.marker_table, probe.target_table, map(_as_date, params))
+            done = db.completed_dates(conn, probe.marker_table, probe.partition_key, map(_as_date, params))
+        for day, family in done.items():
+            check_owner(probe.partition_key, day, family, probe.task_family)
         return [p for p in params if _as_date(p) in done]
 
     # -- the transaction ------------------------------------------------------------------------
@@ -106,30 +146,60 @@ class PartitionTask(luigi.Task):
             logger.warning("removed %s, left by a load process that was killed", path)
         with db.connect(database_settings()) as conn:
             self.prepare(conn)
-            with db.partition_transaction(
-                conn, self.marker_table, self.target_table, self.date, settings.lock_timeout_s
+            with describe_database_errors(self.partition_key, self.date, settings), db.partition_transaction(
+                conn, self.marker_table, self.partition_key, self.date, settings.lock_timeout_s
             ) as tx:
+                if tx.previous is not None:
+                    check_owner(tx.key, tx.date, tx.previous["task_family"], self.task_family)
                 if tx.done and not self.force:
-                    logger.info("%s %s: already loaded by %s; nothing to do", self.target_table, self.date,
+                    logger.info("%s %s: already loaded by %s; nothing to do", tx.key, self.date,
                                 tx.previous and tx.previous["task_id"])
                     return
+                self.check_neighbours(tx)
+                db.fill_columns(tx, dict(tx.key.scope))
                 self.write_partition(tx)
                 db.write_marker(tx, self.marker_table, self.task_family, self.task_id)
                 self.before_commit(tx)
-        logger.info("%s %s: committed %d rows, %.1f MiB from %d objects in %.1f s", self.target_table, self.date,
+        logger.info("%s %s: committed %d rows, %.1f MiB from %d objects in %.1f s", tx.key, self.date,
                     tx.rows, tx.bytes / _MIB, len(tx.sources), _elapsed(tx.started_at))
+
+    def check_neighbours(self, tx: db.PartitionTransaction) -> None:
+        """Refuse to load where another task's partition of the same table and date could lose rows to
+        our DELETE (an unscoped load next to scoped ones, or scopes over different columns)."""
+        for key, family in db.keys_of_date(tx, self.marker_table).items():
+            if key.overlaps(tx.key):
+                raise ConfigurationError(
+                    f"{self.task_family} loads {tx.key.describe()} for {tx.date}, but {family} already loaded "
+                    f"{key.describe()} for that date: a load of one would delete rows of the other. Give every "
+                    f"task that feeds {tx.target} a scope over the same columns (e.g. scope = {{'region': 'us'}})")
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
         """Create the marker table, and the target table if declared so, before the transaction."""
-        db.ensure_marker_table(conn, self.marker_table, load_settings().rejects)
+        settings = load_settings()
+        if not os.path.isdir(settings.temp_directory):
+            raise ConfigurationError(f"[load] temp_dir {settings.temp_directory} does not exist (or is not a "
+                                     f"directory): create it or point temp_dir elsewhere")
+        db.ensure_marker_table(conn, self.marker_table, settings.rejects)
         table = self.target_table
         if self.create_table:
             db.ensure_table(conn, table, [
-                q.create_table(table, self.target_columns),
+                q.create_table(table, self.target_columns, self.filled_columns),
                 q.create_date_index(table, self.date_column),
             ])
         elif not db.table_exists(conn, table):
             raise ConfigurationError(f"{self.task_family}: table {table} does not exist and create_table is off")
+        for column in self.filled_columns:
+            self._check_fill_default(conn, column)
+
+    def _check_fill_default(self, conn: psycopg2.extensions.connection, column: q.Column) -> None:
+        default = db.column_default(conn, self.target_table, column.name)
+        if default is None:
+            raise ConfigurationError(f"{self.task_family}: table {self.target_table} has no column {column.name!r} "
+                                     f"(a scope column, filled by each load): add it, text, with the default below")
+        if q.fill_setting(column.name) not in default:
+            fix = q.add_fill_default(self.target_table, column).as_string(conn)
+            raise ConfigurationError(f"{self.task_family}: column {column.name!r} of {self.target_table} is filled "
+                                     f"by each load through its default; run once: {fix}")
 
     # -- hooks: override these, not the methods above ------------------------------------------
 
@@ -193,7 +263,6 @@ class LoadPartition(PartitionTask):
     ready_key: ClassVar[str] = ""
     empty_partition_ok: ClassVar[bool] = False  # a date with no objects: missing data (False) or 0 rows (True)
     empty_objects_ok: ClassVar[bool] = True  # a 0-byte or header-only object: 0 rows (True) or an error (False)
-    check_partition_rows: ClassVar[bool] = True
 
     @property
     def prefix(self) -> str:
@@ -229,8 +298,7 @@ class LoadPartition(PartitionTask):
             record = loader.load(obj)
             self._report(f"copied {n} of {len(objects)} objects, {tx.rows} rows", round(100 * n / len(objects)))
             self.after_object(tx, record)
-        if self.check_partition_rows:
-            self.check_rows(tx)
+        self.check_rows(tx)
         self.after_copy(tx)
 
     def list_objects(self, s3: S3Client) -> list[S3Object]:
@@ -271,9 +339,35 @@ class LoadPartition(PartitionTask):
         if in_partition != tx.rows:
             keys = ", ".join(s["key"] for s in tx.sources)
             raise BadInputError(
-                f"{tx.target} {tx.date}: {tx.rows - in_partition} of {tx.rows} rows copied from s3://{self.bucket}/ "
-                f"({keys}) have {self.date_column} other than {tx.date}"
+                f"{tx.key.describe()} {tx.date}: {tx.rows - in_partition} of {tx.rows} rows copied from "
+                f"s3://{self.bucket}/ ({keys}) have {self.date_column} other than {tx.date}"
+                + "".join(f" or {c} other than {v!r}" for c, v in tx.key.scope)
             )
+
+
+@contextmanager
+def describe_database_errors(key: ScopedTable, date: datetime.date, settings: LoadSettings) -> Iterator[None]:
+    """Database errors that are not about the data become one line naming the partition and what to do."""
+    try:
+        yield
+    except psycopg2.errors.LockNotAvailable as exc:
+        raise LoadError(f"{key} {date}: another load of this partition holds its lock, and [load] lock_timeout_s "
+                        f"= {settings.lock_timeout_s} ran out: it is being loaded now; rerun later") from exc
+    except (psycopg2.errors.UndefinedColumn, psycopg2.errors.InvalidColumnReference,
+            psycopg2.errors.GeneratedAlways) as exc:
+        raise ConfigurationError(f"{key} {date}: {_primary(exc)}: the table does not match the declared columns "
+                                 f"(generated columns cannot be loaded; every declared column must exist): fix "
+                                 f"`columns` or the table") from exc
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise ConfigurationError(f"{key} {date}: {_primary(exc)}: grant the loading user the right") from exc
+    except (psycopg2.DatabaseError, psycopg2.InterfaceError) as exc:
+        if isinstance(exc, psycopg2.OperationalError):
+            raise LoadError(f"{key} {date}: database error: {_primary(exc)}; nothing was written: rerun") from exc
+        raise
+
+
+def _primary(exc: psycopg2.Error) -> str:
+    return (exc.diag.message_primary if exc.diag else None) or str(exc).strip().splitlines()[0]
 
 
 def _elapsed(started: datetime.datetime) -> float:

@@ -161,7 +161,7 @@ def test_bulk_complete_is_one_query_for_3650_dates(stack, make_task, counting):
     stack.execute(
         f"INSERT INTO {stack.marker_schema}.partition_marker (target_table, partition_date, task_family, task_id,"
         " rows_loaded, bytes_loaded, source_objects, started_at, finished_at, host)"
-        " SELECT %s, d, 'X', 'X', 0, 0, '[]', now(), now(), 'h' FROM unnest(%s::date[]) d", (f"{stack.schema}.t", days[::2]))
+        " SELECT %s, d, 'LoadT', 'X', 0, 0, '[]', now(), now(), 'h' FROM unnest(%s::date[]) d", (f"{stack.schema}.t", days[::2]))
     counting["connections"] = 0
     counting["cursor"].executed = []
     done = cls.bulk_complete(days)

@@ -30,7 +30,8 @@ def load_with_quarantine(bench: Bench, data: Dataset, label: str, expect_rows: i
             raise BenchError(f"quarantine load {label}: {loaded} rows, expected {expect_rows}")
     finally:
         stack.drop_table(table)
-    return LoadRun("bq", run.wall_s, data.size_bytes, data.rows, run.max_rss_bytes, run.cpu_s, task_parts(run))
+    return LoadRun("bq", run.wall_s, data.size_bytes, data.rows, run.max_rss_bytes, run.cpu_s,
+                   task_parts(bench, table, data.csv.date, run))
 
 
 def dirty_copy(bench: Bench, clean: Dataset) -> Dataset:

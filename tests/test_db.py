@@ -1,0 +1,137 @@
+"""``luigi_pipelines.db`` against the real PostgreSQL, without luigi: settings objects in, effects out."""
+from __future__ import annotations
+
+import datetime
+import io
+
+import psycopg2
+import pytest
+
+from luigi_pipelines import db
+from luigi_pipelines import sql as q
+from luigi_pipelines.errors import BadInputError, ConfigurationError, CopyAborted
+from luigi_pipelines.partitions import ScopedTable, TableName
+from luigi_pipelines.settings import DatabaseSettings
+
+pytestmark = pytest.mark.postgres
+
+D1 = datetime.date(2019, 2, 1)
+COLUMNS = q.columns_of([("id", "bigint"), ("day", "date"), ("v", "text")])
+
+
+@pytest.fixture
+def conn(pg_server, stack):
+    settings = DatabaseSettings(dsn=pg_server.dsn)
+    with db.connect(settings) as connection:
+        yield connection
+
+
+@pytest.fixture
+def tables(conn, stack):
+    target, marker = TableName(stack.schema, "t"), TableName(stack.marker_schema, "partition_marker")
+    db.ensure_marker_table(conn, marker, TableName(stack.marker_schema, "rejected_rows"))
+    db.ensure_table(conn, target, [q.create_table(target, COLUMNS, [q.Column("region", "text")])])
+    return target, marker
+
+
+def test_connect_kwargs_keep_the_users_options_and_add_keepalives(monkeypatch):
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=x")
+    kwargs = db.connect_kwargs(DatabaseSettings(host="h", keepalives_idle=5, keepalives_interval=2, keepalives_count=4))
+    assert kwargs["host"] == "h" and "port" not in kwargs  # unset values are left to libpq
+    assert kwargs["options"].startswith("-c search_path=x ") and "-c tcp_user_timeout=13000" in kwargs["options"]
+    assert kwargs["tcp_user_timeout"] == 13000
+    from_dsn = db.connect_kwargs(DatabaseSettings(dsn="host=h options='-c work_mem=1MB'"))
+    assert from_dsn["options"].startswith("-c work_mem=1MB ")
+
+
+def test_a_malformed_dsn_is_reported_without_its_text():
+    with pytest.raises(ConfigurationError) as caught, db.connect(DatabaseSettings(dsn="host=h password=s3cret x")):
+        pass
+    assert "s3cret" not in str(caught.value)
+
+
+def test_completed_dates_without_a_marker_table_is_empty(conn, stack):
+    missing = TableName(stack.marker_schema, "never_created")
+    assert db.completed_dates(conn, missing, ScopedTable.of(TableName("s", "t")), [D1]) == {}
+
+
+def test_a_partition_transaction_commits_once_or_not_at_all(conn, tables):
+    target, marker = tables
+    key = ScopedTable.of(target)
+    statement = q.copy_from_stdin(target, COLUMNS, q.CsvFormat(header=False))
+    with pytest.raises(RuntimeError), db.partition_transaction(conn, marker, key, D1) as tx:
+        db.copy_stream(tx, statement, io.BytesIO(b"9,2019-02-01,gone\n"), "src", 1024)
+        db.write_marker(tx, marker, "LoadT", "LoadT(2019-02-01)")
+        raise RuntimeError("boom")
+    assert db.completed_dates(conn, marker, key, [D1]) == {}
+    with db.partition_transaction(conn, marker, key, D1) as tx:
+        assert not tx.done
+        rows = db.copy_stream(tx, statement, io.BytesIO(b"1,2019-02-01,a\n2,2019-02-01,b\n"), "src", 1024)
+        tx.add({"key": "src"}, rows, 30)
+        db.write_marker(tx, marker, "LoadT", "LoadT(2019-02-01)")
+    assert db.completed_dates(conn, marker, key, [D1, D1 + datetime.timedelta(1)]) == {D1: "LoadT"}
+    with db.partition_transaction(conn, marker, key, D1) as tx:
+        assert tx.done and tx.previous["rows_loaded"] == 2 and tx.previous["source_objects"] == [{"key": "src"}]
+        assert db.count_partition(tx, "day") == 2
+
+
+def test_copy_errors_name_the_source_line_and_column(conn, tables):
+    target, marker = tables
+    statement = q.copy_from_stdin(target, COLUMNS, q.CsvFormat(header=False))
+    with db.partition_transaction(conn, marker, ScopedTable.of(target), D1) as tx:
+        outcome = db.copy_in_savepoint(tx, statement, io.BytesIO(b"1,2019-02-01,a\nx,2019-02-01,b\n"), "s3://b/k", 64)
+        assert isinstance(outcome, BadInputError)
+        assert str(outcome) == 's3://b/k line 2 column id: invalid input syntax for type bigint: "x"'
+        assert (outcome.line, outcome.column) == (2, "id")
+        assert db.count_partition(tx, "day") == 0  # the savepoint undid only that COPY
+
+        class Broken:
+            def read(self, size=-1):
+                raise OSError("disk gone")
+
+        with pytest.raises(CopyAborted, match="s3://b/k: COPY cancelled"):
+            db.copy_stream(tx, statement, Broken(), "s3://b/k", 64)
+
+
+def test_scoped_partitions_delete_and_count_only_their_rows(conn, tables):
+    target, marker = tables
+    eu, us = ScopedTable.of(target, {"region": "eu"}), ScopedTable.of(target, {"region": "us"})
+    statement = q.copy_from_stdin(target, COLUMNS, q.CsvFormat(header=False))
+    for key, body in ((eu, b"1,2019-02-01,a\n2,2019-02-01,b\n"), (us, b"3,2019-02-01,c\n")):
+        with db.partition_transaction(conn, marker, key, D1) as tx:
+            db.fill_columns(tx, dict(key.scope))
+            db.copy_stream(tx, statement, io.BytesIO(body), "src", 1024)
+            db.write_marker(tx, marker, f"Load{key.scope[0][1]}", "id")
+    with db.partition_transaction(conn, marker, us, D1) as tx:
+        assert db.count_partition(tx, "day") == 1
+        assert db.keys_of_date(tx, marker) == {eu: "Loadeu", us: "Loadus"}
+        assert db.delete_partition(tx, "day") == 1
+    with conn.cursor() as cur:
+        cur.execute(q.sql.SQL("SELECT region, count(*) FROM {} GROUP BY 1 ORDER BY 1").format(q.table_ident(target)))
+        assert cur.fetchall() == [("eu", 2)]
+    conn.rollback()
+
+
+def test_column_default_tells_a_filled_column_from_a_plain_one(conn, tables):
+    target, _ = tables
+    assert "luigi_pipelines.region" in db.column_default(conn, target, "region")
+    assert db.column_default(conn, target, "v") == ""
+    assert db.column_default(conn, target, "nope") is None
+
+
+def test_concurrent_ensure_table_calls_all_succeed(pg_server, stack):
+    import concurrent.futures
+
+    target = TableName(stack.schema, "raced")
+
+    def create(_):
+        with db.connect(DatabaseSettings(dsn=pg_server.dsn)) as c:
+            db.ensure_table(c, target, [q.create_table(target, COLUMNS)])
+        return True
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(create, range(16)))
+    with psycopg2.connect(pg_server.dsn) as c, c.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (str(target),))
+        assert cur.fetchone() == (True,)
+    c.close()
