@@ -77,8 +77,9 @@ class BenchStack:
         return path
 
     def luigi(self, args: Sequence[str], config: Path, timeout_s: float, ok_codes: Sequence[int] = (0,)) -> ProcessRun:
-        """The real ``luigi`` command line, from the project root, measured (wall time, peak RSS)."""
-        argv = [sys.executable, "-m", "luigi", "--module", PIPELINE_MODULE, *args]
+        """The real ``luigi`` command line (``args`` name the ``--module``), from the project root, measured
+        (wall time, peak RSS)."""
+        argv = [sys.executable, "-m", "luigi", *args]
         return run_measured(argv, {**self.env, "LUIGI_CONFIG_PATH": str(config)}, ROOT, timeout_s, ok_codes=ok_codes)
 
     def python(self, args: Sequence[str], config: Path, timeout_s: float) -> ProcessRun:

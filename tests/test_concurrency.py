@@ -13,6 +13,7 @@ from collections import Counter
 import boto3
 import pytest
 
+from luigi_pipelines.backfill import range_daily_args
 from luigi_pipelines.local import LocalS3, Luigid, wait_until
 from luigi_pipelines.partitions import TableName, lock_key
 from tests.scheduling_support import (
@@ -58,8 +59,8 @@ def test_eight_processes_same_range_load_each_date_once(stack, tmp_path):
         hooks.mkdir()
         go = tmp_path / "go"
         env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks), "LP_HOOK_HOLD_S": "0.05"}
-        luigi_args = ["--module", HOOKED_MODULE, "RangeDaily", "--of", HOOKED_TASK, "--start", START.isoformat(),
-                      "--stop", (START + datetime.timedelta(days=30)).isoformat(), "--local-scheduler"]
+        luigi_args = range_daily_args(HOOKED_MODULE, HOOKED_TASK, START, START + datetime.timedelta(days=30),
+                                      local_scheduler=True)
         procs = [start(f"p{n}", [sys.executable, "tests/start_together.py", str(go), *luigi_args], env, tmp_path)
                  for n in range(8)]
         crc = lock_key(TableName(stack.schema, "transaction"), START)[0]

@@ -24,6 +24,7 @@ import boto3
 import psycopg2
 import pytest
 
+from luigi_pipelines.backfill import range_daily_args
 from luigi_pipelines.local import LocalPostgres, LocalS3, ManagedProcess, wait_until
 from tests.conftest import ROOT
 
@@ -344,8 +345,8 @@ def test_postgres_restarted_mid_backfill_tasks_retried_final_state_exact(stack, 
         worker__keep_alive="true", worker__wait_interval="0.1", scheduler__retry_delay="1",
         scheduler__prune_on_get_work="true",
     )
-    backfill = ["--module", "tests.fault_tasks", "RangeDaily", "--of", "LoadFaulty", "--start", str(days[0]),
-                "--stop", str(days[-1] + datetime.timedelta(days=1)), "--local-scheduler"]
+    backfill = range_daily_args("tests.fault_tasks", "LoadFaulty", days[0], days[-1] + datetime.timedelta(days=1),
+                                local_scheduler=True)
     run = loader.start("copy", *backfill, fault_date=days[1])
     try:
         run.reached()

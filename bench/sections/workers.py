@@ -22,7 +22,7 @@ from luigi_pipelines.partitions import TableName
 from ..context import Bench
 from ..data import MIB, Dataset
 from ..measure import MB, BenchError
-from ..methods import range_daily_args
+from ..methods import load_range
 from ..report import Section, SectionResult, Table, Target
 from ..stack import MARKER, SCHEMA
 
@@ -70,8 +70,8 @@ def backfill(bench: Bench, workers: int, data: list[Dataset]) -> Backfill:
     start, days = data[0].date, len(data)
     bench.log(f"backfill of {days} partitions with {workers} worker(s) under luigid")
     with stack.luigid() as luigid:
-        empty = stack.luigi([*range_daily_args(start, 0), *luigid.scheduler_args], config, timeout)
-        full = stack.luigi([*range_daily_args(start, days), "--workers", str(workers), *luigid.scheduler_args],
+        empty = stack.luigi([*load_range(start, 0), *luigid.scheduler_args], config, timeout)
+        full = stack.luigi([*load_range(start, days, workers=workers), *luigid.scheduler_args],
                            config, timeout)
     return _result(bench, table, data, workers, full.wall_s, empty.wall_s, full.cpu_s, full.tail())
 
@@ -85,8 +85,8 @@ def backfill_processes(bench: Bench, processes: int, data: list[Dataset]) -> Bac
     start, days = data[0].date, len(data)
     bench.log(f"backfill of {days} partitions by {processes} processes of 1 worker under luigid")
     with stack.luigid() as luigid:
-        empty = stack.luigi([*range_daily_args(start, 0), *luigid.scheduler_args], config, timeout)
-        argv = [*range_daily_args(start, days), *luigid.scheduler_args]
+        empty = stack.luigi([*load_range(start, 0), *luigid.scheduler_args], config, timeout)
+        argv = [*load_range(start, days), *luigid.scheduler_args]
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(processes) as pool:
             # a process whose dates all ran elsewhere exits 25 or 10 (luigi's not_run / already_running)
@@ -141,9 +141,9 @@ def schedule_range(bench: Bench, start: datetime.date, days: int) -> Scheduling:
     config = stack.config_file("schedule", f"{SCHEMA}.schedule")
     bench.log(f"luigid: scheduling a {days}-day RangeDaily whose data is missing")
     with stack.luigid() as luigid:
-        empty = stack.luigi([*range_daily_args(start, 0), *luigid.scheduler_args], config, timeout)
+        empty = stack.luigi([*load_range(start, 0), *luigid.scheduler_args], config, timeout)
         before = luigid.memory_kib()
-        run = stack.luigi([*range_daily_args(start, days), *luigid.scheduler_args], config, timeout,
+        run = stack.luigi([*load_range(start, days), *luigid.scheduler_args], config, timeout,
                           ok_codes=(MISSING_DATA_RC,))
         after = luigid.memory_kib()
         pending = dict(Counter(t["name"] for t in luigid.tasks("PENDING").values()))
