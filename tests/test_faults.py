@@ -271,9 +271,9 @@ def test_backend_terminated_mid_copy_fails_clearly_then_retry_succeeds(stack, lo
 
 
 @pytest.fixture
-def own_s3() -> Iterator[LocalS3]:
+def own_s3(tmp_path) -> Iterator[LocalS3]:
     """An S3 server this test may stop and start again (on the same port)."""
-    server = LocalS3().start()
+    server = LocalS3(log=tmp_path / "moto.log").start()
     try:
         yield server
     finally:
