@@ -72,7 +72,8 @@ def http_get(url: str, netns: str | None = None, timeout: float = 10) -> bytes:
 
 
 def kill_process_group(proc: subprocess.Popen) -> int:
-    """SIGKILL ``proc`` and everything in its process group (it runs in a session of its own); its exit code."""
+    """SIGKILL ``proc``, if it still runs, with everything in its process group (it runs in a session of its own);
+    its exit code."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

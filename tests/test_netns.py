@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from luigi_pipelines.local import LocalPostgres, LocalS3, Luigid, wait_until
+from luigi_pipelines.local import LocalPostgres, LocalS3, Luigid, netns_prefix, wait_until
 from tests.conftest import PostgresServer
 from tests.scheduling_support import (
     HOOKED_TASK,
@@ -127,7 +127,7 @@ def _seed_in(netns: str, bucket: str) -> dict[datetime.date, int]:
         f" put=lambda k, b: c.put_object(Bucket='{bucket}', Key=k, Body=b))\n"
         "print(json.dumps({str(d): n for d, n in rows.items()}))\n"
     )
-    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], cwd=Path(__file__).parents[1],
+    out = subprocess.run([*netns_prefix(netns), sys.executable, "-c", code], cwd=Path(__file__).parents[1],
                          capture_output=True, text=True, check=True, timeout=120).stdout
     import json
 
