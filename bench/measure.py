@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from luigi_pipelines.local import kill_process_group
 
 MB = 1_000_000  # rates and memory are reported in decimal megabytes
 _WRAPPER = Path(__file__).resolve().parent / "peak_rss.py"
@@ -78,8 +79,7 @@ def _wait_bounded(proc: subprocess.Popen, timeout_s: float, argv: Sequence[str])
     try:
         proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_process_group(proc)
         raise BenchError(f"{' '.join(argv[:6])} ... killed after {timeout_s:.0f} s") from None
 
 

@@ -13,15 +13,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from luigi_pipelines import sql as q
+from luigi_pipelines.backfill import range_daily_args
 from luigi_pipelines.partitions import TableName
 from luigi_pipelines.pipelines.transactions import LoadTransactions
 
 from .context import Bench
 from .data import MIB, Dataset
 from .measure import BenchError, ProcessRun, Stopwatch
-from .stack import MARKER
+from .stack import MARKER, PIPELINE_MODULE
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,7 @@ def method_a2(bench: Bench, data: Dataset, table: TableName) -> LoadRun:
 def method_b(bench: Bench, data: Dataset, table: TableName) -> LoadRun:
     """``luigi --module bench.pipeline LoadTransactions --date D --local-scheduler`` in a fresh process."""
     config = bench.stack.config_file(f"b-{table.name}", str(table))
-    run = bench.stack.luigi(["LoadTransactions", "--date", data.date.isoformat(), "--local-scheduler"], config,
-                            bench.options.timeout_s)
+    run = bench.stack.luigi(load_one(data.date), config, bench.options.timeout_s)
     return LoadRun("b", run.wall_s, data.size_bytes, data.rows, run.max_rss_bytes, run.cpu_s,
                    task_parts(bench, table, data.date, run))
 
@@ -108,7 +109,8 @@ def task_parts(bench: Bench, table: TableName, date: datetime.date, run: Process
 def method_c(bench: Bench, data: Dataset, table: TableName) -> LoadRun:
     """luigi's CopyToTable over a csv reader of the local file, in a fresh ``luigi`` process."""
     config = bench.stack.config_file(f"c-{table.name}", str(table))
-    args = ["CopyTransactions", "--csv-path", str(data.csv.path), "--target-table", str(table), "--local-scheduler"]
+    args = ["--module", PIPELINE_MODULE, "CopyTransactions", "--csv-path", str(data.csv.path), "--target-table", str(table),
+            "--local-scheduler"]
     run = bench.stack.luigi(args, config, bench.options.timeout_s)
     return LoadRun("c", run.wall_s, data.size_bytes, data.rows, run.max_rss_bytes, run.cpu_s)
 
@@ -139,10 +141,15 @@ def measure(bench: Bench, method: str, data: Dataset, label: str = "") -> LoadRu
     return result
 
 
-def range_daily_args(start: datetime.date, days: int) -> list[str]:
-    """``RangeDaily --of LoadTransactions`` over ``days`` dates from ``start`` (0: an empty range)."""
-    stop = start + datetime.timedelta(days=days)
-    return ["RangeDaily", "--of", "LoadTransactions", "--start", start.isoformat(), "--stop", stop.isoformat()]
+def load_one(date: datetime.date, *extra: str) -> list[str]:
+    """``LoadTransactions`` of the bench pipeline for one ``date``, local scheduler, plus ``extra`` arguments."""
+    return ["--module", PIPELINE_MODULE, "LoadTransactions", "--date", date.isoformat(), "--local-scheduler", *extra]
+
+
+def load_range(start: datetime.date, days: int, **options: Any) -> list[str]:
+    """``RangeDaily --of LoadTransactions`` of the bench pipeline over ``days`` dates from ``start`` (0: an
+    empty range), with ``range_daily_args``'s ``options``."""
+    return range_daily_args(PIPELINE_MODULE, "LoadTransactions", start, start + datetime.timedelta(days=days), **options)
 
 
 def empty_luigi_run(bench: Bench) -> ProcessRun:
@@ -152,8 +159,8 @@ def empty_luigi_run(bench: Bench) -> ProcessRun:
     scheduling round: what every ``luigi`` command pays before its first partition.
     """
     config = bench.stack.config_file("empty", "bench.empty")
-    args = [*range_daily_args(datetime.date(2000, 1, 1), 0), "--local-scheduler"]
-    return bench.stack.luigi(args, config, bench.options.timeout_s)
+    return bench.stack.luigi(load_range(datetime.date(2000, 1, 1), 0, local_scheduler=True), config,
+                             bench.options.timeout_s)
 
 
 def empty_luigi_runs(bench: Bench) -> list[ProcessRun]:

@@ -3,16 +3,10 @@ helpers that point psql, the ``luigi`` command and luigid at them (per-run confi
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +17,11 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from luigi_pipelines import sql as q
-from luigi_pipelines.local import LocalPostgres, LocalS3, free_port
+from luigi_pipelines.local import LocalPostgres, LocalS3, Luigid
 from luigi_pipelines.partitions import TableName
 from luigi_pipelines.pipelines.transactions import LoadTransactions
 
-from .measure import BenchError, ProcessRun, run_measured
+from .measure import ProcessRun, run_measured
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root: luigi.cfg applies to commands run here
 PIPELINE_MODULE = "bench.pipeline"
@@ -62,11 +56,7 @@ class BenchStack:
 
     def server_pids(self) -> list[int | None]:
         """The PostgreSQL postmaster's and the moto server's process ids (None if not running)."""
-        try:
-            postmaster: int | None = int((self.pg.data / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            postmaster = None
-        return [postmaster, self.s3.proc.pid if self.s3.proc else None]
+        return [self.pg.pid, self.s3.pid if self.s3.returncode is None else None]
 
     # -- environment and configuration for child processes ------------------------------------------
 
@@ -87,13 +77,19 @@ class BenchStack:
         return path
 
     def luigi(self, args: Sequence[str], config: Path, timeout_s: float, ok_codes: Sequence[int] = (0,)) -> ProcessRun:
-        """The real ``luigi`` command line, from the project root, measured (wall time, peak RSS)."""
-        argv = [sys.executable, "-m", "luigi", "--module", PIPELINE_MODULE, *args]
+        """The real ``luigi`` command line (``args`` name the ``--module``), from the project root, measured
+        (wall time, peak RSS)."""
+        argv = [sys.executable, "-m", "luigi", *args]
         return run_measured(argv, {**self.env, "LUIGI_CONFIG_PATH": str(config)}, ROOT, timeout_s, ok_codes=ok_codes)
 
     def python(self, args: Sequence[str], config: Path, timeout_s: float) -> ProcessRun:
         """A fresh ``python`` child with the same environment as the luigi commands."""
         return run_measured([sys.executable, *args], {**self.env, "LUIGI_CONFIG_PATH": str(config)}, ROOT, timeout_s)
+
+    def luigid(self) -> Luigid:
+        """A fresh luigid for one measurement (no state carried over), run from the project root as the
+        luigi commands are; started and stopped by a ``with``."""
+        return Luigid(Path(tempfile.mkdtemp(prefix="luigid-", dir=self.work)), env=self.env, cwd=ROOT)
 
     def psql(self, args: Sequence[str], timeout_s: float, stdin: Path | None = None) -> ProcessRun:
         """The psql shipped with the server (same version), over the Unix socket."""
@@ -156,81 +152,3 @@ class BenchStack:
         env = self.s3.env
         return boto3.client("s3", endpoint_url=self.s3.endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
-
-
-class Luigid:
-    """A real ``luigid`` on 127.0.0.1 with its own state file and logs, stopped when the ``with`` ends."""
-
-    def __init__(self, work: Path, env: Mapping[str, str], startup_timeout_s: float = 30) -> None:
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="luigid-", dir=work))
-        self.env = dict(env)
-        self.startup_timeout_s = startup_timeout_s
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Luigid:
-        argv = [sys.executable, "-c", "from luigi.cmdline import luigid; luigid()", "--address", "127.0.0.1",
-                "--port", str(self.port), "--state-path", str(self.dir / "state.pickle"), "--logdir", str(self.dir)]
-        self.proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        self._wait_ready()
-        return self
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        delay = 0.02
-        while not self._answers():
-            if self.proc is not None and self.proc.poll() is not None:
-                raise BenchError(f"luigid exited with code {self.proc.returncode}; logs in {self.dir}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"luigid did not answer on {self.url} within {self.startup_timeout_s:.0f} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
-
-    def _answers(self) -> bool:
-        try:
-            self.rpc("task_list", {"status": "RUNNING"}, timeout_s=1)
-            return True
-        except urllib.error.HTTPError:
-            return True  # any HTTP answer means the server is up
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def rpc(self, method: str, arguments: Mapping[str, Any], timeout_s: float = 30) -> Any:
-        """One call of luigid's JSON API (what workers use), returning its ``response``."""
-        query = urllib.parse.urlencode({"data": json.dumps(dict(arguments))})
-        with urllib.request.urlopen(f"{self.url}/api/{method}?{query}", timeout=timeout_s) as reply:
-            return json.loads(reply.read())["response"]
-
-    def pending_by_family(self) -> dict[str, int]:
-        """How many PENDING tasks luigid holds, per task family."""
-        tasks = self.rpc("task_list", {"status": "PENDING", "upstream_status": "", "max_shown_tasks": 10**7})
-        counts: dict[str, int] = {}
-        for task in tasks.values():
-            counts[task["name"]] = counts.get(task["name"], 0) + 1
-        return counts
-
-    def memory_kib(self) -> dict[str, int]:
-        """luigid's current and peak resident set (``VmRSS``, ``VmHWM`` from /proc), in KiB."""
-        if self.proc is None:
-            return {}
-        found = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                found[key] = int(value.split()[0])
-        return found
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()  # our own child, by its pid
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)

@@ -92,6 +92,37 @@ class Scheduler:
     idle_s: int = DEFAULT_IDLE_S
 
 
+def range_daily_args(
+    module: str,
+    task: str,
+    start: datetime.date,
+    stop: datetime.date,
+    *,
+    now: datetime.datetime | None = None,
+    days_back: int | None = None,
+    workers: int | None = None,
+    task_limit: int | None = None,
+    reverse: bool = False,
+    local_scheduler: bool = False,
+) -> list[str]:
+    """luigi's arguments (what follows ``luigi`` or ``python -m luigi``) for ``RangeDaily`` of ``module.task``
+    over the dates ``[start, stop)``; an option left at None is left to luigi and its config::
+
+        --module M RangeDaily --of T --start 2019-02-01 --stop 2019-03-01 [--now EPOCH] [--days-back N]
+            [--workers N] [--task-limit N] [--reverse] [--local-scheduler]
+    """
+    args = ["--module", module, "RangeDaily", "--of", task, "--start", start.isoformat(), "--stop", stop.isoformat()]
+    for option, value in (("--now", int(now.timestamp()) if now else None), ("--days-back", days_back),
+                          ("--workers", workers), ("--task-limit", task_limit)):
+        if value is not None:
+            args += [option, str(value)]
+    if reverse:
+        args.append("--reverse")
+    if local_scheduler:
+        args.append("--local-scheduler")
+    return args
+
+
 def luigi_command(
     module: str,
     task: str,
@@ -104,21 +135,13 @@ def luigi_command(
     python: str = sys.executable,
 ) -> list[str]:
     """The real luigi command line of a backfill."""
-    cmd = [
-        python, "-m", "luigi", "--module", module, "RangeDaily", "--of", task,
-        "--start", win.start.isoformat(), "--stop", win.stop.isoformat(),
-        "--now", str(int(win.now.timestamp())),
+    cmd = [python, "-m", "luigi", *range_daily_args(
+        module, task, win.start, win.stop, now=win.now,
         # RangeDaily also drops dates more than its days_back before now: cover the window, whatever the config says.
-        "--days-back", str((win.today - win.start).days + 1),
-        "--workers", str(workers),
-    ]
-    if task_limit is not None:
-        cmd += ["--task-limit", str(task_limit)]
-    if reverse:
-        cmd += ["--reverse"]
-    if scheduler.local:
-        cmd += ["--local-scheduler"]
-    else:
+        days_back=(win.today - win.start).days + 1,
+        workers=workers, task_limit=task_limit, reverse=reverse, local_scheduler=scheduler.local,
+    )]
+    if not scheduler.local:
         if scheduler.host:
             cmd += ["--scheduler-host", scheduler.host]
         if scheduler.port:

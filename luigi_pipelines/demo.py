@@ -5,7 +5,6 @@ import contextlib
 import datetime
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import boto3
@@ -13,6 +12,7 @@ import psycopg2
 
 from . import db
 from . import sql as q
+from .backfill import Scheduler, Window, luigi_command
 from .local import LocalPostgres, LocalS3
 from .partitions import TableName, date_range
 from .sample import day_objects
@@ -38,12 +38,10 @@ def seed_bucket(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, st
     return count
 
 
-def backfill_command(start: datetime.date, stop: datetime.date, workers: int = 2) -> list[str]:
-    return [
-        sys.executable, "-m", "luigi", "--module", "luigi_pipelines.pipelines.transactions",
-        "RangeDaily", "--of", "LoadTransactions", "--start", start.isoformat(), "--stop", stop.isoformat(),
-        "--local-scheduler", "--workers", str(workers),
-    ]
+def backfill_command(start: datetime.date, stop: datetime.date, now: datetime.datetime, workers: int = 2) -> list[str]:
+    """luigi's RangeDaily of the example pipeline over ``[start, stop)``, as ``luigi-pipelines backfill`` builds it."""
+    return luigi_command("luigi_pipelines.pipelines.transactions", "LoadTransactions", Window(start, stop, now),
+                         Scheduler(local=True), workers)
 
 
 def show_loaded(dsn: str, per_date: bool = True) -> None:
@@ -69,7 +67,7 @@ def run(project_dir: Path | None = None) -> int:
         env = {**os.environ, **pg.env, **s3.env}
         print(f"local PostgreSQL on socket {pg.socket_dir}, local S3 on {s3.endpoint_url}")
         print(f"seeded {seed_bucket(s3.endpoint_url, s3.env)} objects for {DAYS} days from {START}")
-        cmd = backfill_command(START, stop)
+        cmd = backfill_command(START, stop, datetime.datetime.now(datetime.timezone.utc))
         print("\n$ luigi " + " ".join(cmd[3:]))
         first = subprocess.run(cmd, env=env, cwd=project_dir, capture_output=True, text=True)
         print(_summary(first.stderr) or first.stderr[-3000:])

@@ -61,8 +61,8 @@ def pg_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[LocalS3]:
-    with LocalS3() as server:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    with LocalS3(log=tmp_path_factory.mktemp("s3") / "moto.log") as server:  # kept with pytest's temp dirs
         yield server
 
 

@@ -1,25 +1,23 @@
-"""Helpers of the scheduler, concurrency and netns tests: a real luigid, worker processes, seeding and traces."""
+"""Helpers of the scheduler, concurrency and netns tests: luigid's test config, worker processes, seeding and traces.
+
+The servers themselves (luigid, S3, PostgreSQL) are ``luigi_pipelines.local``'s, as in the demo and the bench.
+"""
 from __future__ import annotations
 
 import configparser
 import datetime
 import json
-import os
-import re
-import signal
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg2
 
-from luigi_pipelines.local import free_port, stop_process_group
+from luigi_pipelines.local import ManagedProcess
 from luigi_pipelines.partitions import date_range
 from luigi_pipelines.sample import day_objects
 
@@ -27,22 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HOOKED_MODULE = "tests.scheduler_tasks"
 HOOKED_TASK = "HookedLoadTransactions"
 T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def netns_prefix(netns: str | None) -> list[str]:
-    return ["ip", "netns", "exec", netns] if netns else []
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -125,7 +107,7 @@ def read_paused(hook_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-# -- luigid ---------------------------------------------------------------------------------------------
+# -- luigid and worker processes -------------------------------------------------------------------------
 
 def luigid_config(path: Path, overrides: dict[str, dict[str, Any]]) -> Path:
     """``configs/luigid.cfg`` with ``overrides`` applied (the tests run the shipped file, with shorter delays)."""
@@ -141,121 +123,17 @@ def luigid_config(path: Path, overrides: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
-def http_get(url: str, netns: str | None = None, timeout: float = 10) -> bytes:
-    """GET ``url``, from inside network namespace ``netns`` if given (the test itself stays outside)."""
-    if netns is None:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
-            return reply.read()
-    code = "import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1], timeout=10).read())"
-    return subprocess.run([*netns_prefix(netns), sys.executable, "-c", code, url], check=True, capture_output=True,
-                          timeout=timeout + 10).stdout
-
-
-@dataclass
-class Luigid:
-    """A real luigid (``luigi.cmdline.luigid``) in its own directory, on ``host``:``port`` (inside ``netns``).
-
-    ``listen`` is the address it binds (default ``host``), e.g. 0.0.0.0 to serve other namespaces.
-    """
-
-    directory: Path
-    config: Path
-    host: str = "127.0.0.1"
-    port: int = 0
-    netns: str | None = None
-    listen: str | None = None
-    proc: subprocess.Popen | None = None
-    log: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.port = self.port or free_port(self.host)
-        self.log = self.directory / "luigid.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> Luigid:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "LUIGI_CONFIG_PATH": str(self.config)}
-        code = "import sys; from luigi.cmdline import luigid; luigid(sys.argv[1:])"
-        cmd = [*netns_prefix(self.netns), sys.executable, "-c", code, "--address", self.listen or self.host,
-               "--port", str(self.port), "--state-path", str(self.directory / "state.pickle")]
-        # cwd is its own directory, as on a scheduler host: only the given config applies, not ./luigi.cfg
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.directory, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        wait_until(self._ready, 30, f"luigid on {self.url}", interval=0.1)
-        return self
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"luigid exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-        try:
-            self.api("task_list", status="DONE")
-            return True
-        except (OSError, subprocess.CalledProcessError):
-            return False
-
-    def api(self, method: str, **data: Any) -> Any:
-        """Call luigid's HTTP API (``/api/<method>?data=<json>``); returns its ``response``."""
-        query = urllib.parse.urlencode({"data": json.dumps(data)})
-        return json.loads(http_get(f"{self.url}/api/{method}?{query}", self.netns))["response"]
-
-    def tasks(self, status: str, family: str | None = None) -> dict[str, dict[str, Any]]:
-        found = self.api("task_list", status=status, upstream_status="", search="")
-        return {tid: t for tid, t in found.items() if family is None or t["name"] == family}
-
-    def stop(self) -> None:
-        stop_process_group(self.proc)
-        self.proc = None
-
-    def __enter__(self) -> Luigid:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-# -- worker processes ------------------------------------------------------------------------------------
-
-@dataclass
-class Proc:
-    """One command started in its own session (so it and its children can be killed together)."""
-
-    name: str
-    proc: subprocess.Popen
-    log: Path
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
-
-
-def start(name: str, cmd: Sequence[str], env: dict[str, str], log_dir: Path, netns: str | None = None) -> Proc:
-    log = log_dir / f"{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*netns_prefix(netns), *cmd], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    return Proc(name, proc, log)
+def start(name: str, cmd: Sequence[str], env: dict[str, str], log_dir: Path, netns: str | None = None) -> ManagedProcess:
+    """A worker (or any command) from the project root, its output in ``log_dir/<name>.log``."""
+    return ManagedProcess(cmd, log_dir / f"{name}.log", name=name, env=env, cwd=ROOT, netns=netns).start()
 
 
 def backfill_command(*args: str, module: str = HOOKED_MODULE, task: str = HOOKED_TASK) -> list[str]:
+    """``luigi-pipelines backfill`` of the hooked task, with ``args`` as a user types them."""
     return [sys.executable, "-m", "luigi_pipelines.cli", "backfill", "--module", module, "--task", task, *args]
 
 
-def wait_all(procs: Sequence[Proc], timeout: float) -> dict[str, int]:
+def wait_all(procs: Sequence[ManagedProcess], timeout: float) -> dict[str, int]:
     """Every process's exit code; kills what is still running after ``timeout`` (and fails)."""
     deadline = time.monotonic() + timeout
     codes = {}
@@ -271,7 +149,7 @@ def wait_all(procs: Sequence[Proc], timeout: float) -> dict[str, int]:
     return codes
 
 
-def sample_while(procs: Sequence[Proc], probe: Callable[[Any], T], dsn: str, timeout: float,
+def sample_while(procs: Sequence[ManagedProcess], probe: Callable[[Any], T], dsn: str, timeout: float,
                  interval: float = 0.02) -> list[T]:
     """Call ``probe(cursor)`` on one PostgreSQL connection every ``interval`` s while any of ``procs`` runs."""
     samples = []
@@ -280,7 +158,7 @@ def sample_while(procs: Sequence[Proc], probe: Callable[[Any], T], dsn: str, tim
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            while any(p.proc.poll() is None for p in procs) and time.monotonic() < deadline:
+            while any(p.returncode is None for p in procs) and time.monotonic() < deadline:
                 samples.append(probe(cur))
                 time.sleep(interval)
     finally:
@@ -288,56 +166,6 @@ def sample_while(procs: Sequence[Proc], probe: Callable[[Any], T], dsn: str, tim
     return samples
 
 
-def describe(procs: Sequence[Proc]) -> str:
-    return "\n".join(f"--- {p.name} (exit {p.proc.returncode})\n{p.output()[-2500:]}" for p in procs)
+def describe(procs: Sequence[ManagedProcess]) -> str:
+    return "\n".join(f"--- {p.name} (exit {p.returncode})\n{p.output()[-2500:]}" for p in procs)
 
-
-# -- S3 -----------------------------------------------------------------------------------------------------
-
-class MotoServer:
-    """moto's S3 server on ``host`` (inside ``netns`` if given), its request log kept in ``log``."""
-
-    def __init__(self, log: Path, host: str = "127.0.0.1", netns: str | None = None, port: int | None = None) -> None:
-        self.host = host
-        self.netns = netns
-        self.port = port or free_port(host)
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> MotoServer:
-        listen = "0.0.0.0" if self.netns else self.host
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([*netns_prefix(self.netns), sys.executable, "-m", "moto.server", "-H", listen,
-                                          "-p", str(self.port)], stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        wait_until(self._ready, 30, f"moto on {self.endpoint_url}", interval=0.1)
-        return self
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"moto exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-        try:
-            http_get(self.endpoint_url + "/moto-api/", self.netns, timeout=2)
-            return True
-        except (OSError, subprocess.CalledProcessError):
-            return False
-
-    def object_gets(self, bucket: str) -> list[str]:
-        """The keys of every object GET the server answered (its werkzeug request log)."""
-        found = re.findall(rf'"GET /{re.escape(bucket)}/([^ ?"]+) HTTP', self.log.read_text(errors="replace"))
-        return found
-
-    def stop(self) -> None:
-        stop_process_group(self.proc)
-        self.proc = None
-
-    def __enter__(self) -> MotoServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -100,6 +100,13 @@ def test_luigi_command_for_luigid_and_for_a_local_scheduler():
     assert "--local-scheduler" not in central
 
 
+def test_range_daily_args_leave_unset_options_to_luigi():
+    assert bf.range_daily_args("pkg.mod", "LoadX", D(2019, 2, 1), D(2019, 3, 1)) == [
+        "--module", "pkg.mod", "RangeDaily", "--of", "LoadX", "--start", "2019-02-01", "--stop", "2019-03-01"]
+    assert bf.range_daily_args("m", "T", D(2019, 2, 1), D(2019, 2, 2), now=at("2019-03-10T05:00:00+02:00"),
+                               local_scheduler=True)[-3:] == ["--now", "1552186800", "--local-scheduler"]
+
+
 # -- the exit code ----------------------------------------------------------------------------------
 
 CODES = SimpleNamespace(already_running=10, missing_data=20, not_run=25, task_failed=30, scheduling_error=35,

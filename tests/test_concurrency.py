@@ -13,12 +13,12 @@ from collections import Counter
 import boto3
 import pytest
 
+from luigi_pipelines.backfill import range_daily_args
+from luigi_pipelines.local import LocalS3, Luigid, wait_until
 from luigi_pipelines.partitions import TableName, lock_key
 from tests.scheduling_support import (
     HOOKED_MODULE,
     HOOKED_TASK,
-    Luigid,
-    MotoServer,
     assert_exactly_once,
     backfill_command,
     describe,
@@ -29,7 +29,6 @@ from tests.scheduling_support import (
     start,
     table_counts,
     wait_all,
-    wait_until,
     worker_settings,
 )
 
@@ -48,7 +47,7 @@ def _advisory_waiters(cur, crc: int) -> int:
 def test_eight_processes_same_range_load_each_date_once(stack, tmp_path):
     """8 processes start the same 30-day RangeDaily at one instant: every date loaded once with exact rows,
     every process exits 0, the losers waited on the partition lock and never downloaded a byte."""
-    with MotoServer(tmp_path / "moto.log") as s3:
+    with LocalS3(log=tmp_path / "moto.log") as s3:
         client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
                               aws_access_key_id="k", aws_secret_access_key="s")
         client.create_bucket(Bucket=stack.bucket)
@@ -60,8 +59,8 @@ def test_eight_processes_same_range_load_each_date_once(stack, tmp_path):
         hooks.mkdir()
         go = tmp_path / "go"
         env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks), "LP_HOOK_HOLD_S": "0.05"}
-        luigi_args = ["--module", HOOKED_MODULE, "RangeDaily", "--of", HOOKED_TASK, "--start", START.isoformat(),
-                      "--stop", (START + datetime.timedelta(days=30)).isoformat(), "--local-scheduler"]
+        luigi_args = range_daily_args(HOOKED_MODULE, HOOKED_TASK, START, START + datetime.timedelta(days=30),
+                                      local_scheduler=True)
         procs = [start(f"p{n}", [sys.executable, "tests/start_together.py", str(go), *luigi_args], env, tmp_path)
                  for n in range(8)]
         crc = lock_key(TableName(stack.schema, "transaction"), START)[0]
@@ -100,14 +99,13 @@ def test_cron_runs_overlapping_a_manual_backfill(stack, tmp_path):
     overrides = {"scheduler": {"worker_disconnect_delay": 2, "retry_delay": 0.5}}
 
     with Luigid(directory, luigid_config(directory / "luigid.cfg", overrides)) as luigid:
-        on_luigid = ["--scheduler-host", luigid.host, "--scheduler-port", str(luigid.port)]
         manual = ["--start", START.isoformat(), "--stop", today.isoformat(), "--now", f"{today}T09:00:00Z"]
         procs = [
-            start("manual1", backfill_command(*manual, *on_luigid), env, tmp_path),
-            start("manual2", backfill_command(*manual, *on_luigid), env, tmp_path),
+            start("manual1", backfill_command(*manual, *luigid.scheduler_args), env, tmp_path),
+            start("manual2", backfill_command(*manual, *luigid.scheduler_args), env, tmp_path),
             start("cron_local1", backfill_command(*cron, "--local-scheduler"), env, tmp_path),
             start("cron_local2", backfill_command(*cron, "--local-scheduler"), env, tmp_path),
-            start("cron_luigid", backfill_command(*cron, *on_luigid), env, tmp_path),
+            start("cron_luigid", backfill_command(*cron, *luigid.scheduler_args), env, tmp_path),
         ]
         codes = wait_all(procs, 240)
 

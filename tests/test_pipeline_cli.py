@@ -4,10 +4,11 @@ from __future__ import annotations
 import datetime
 import subprocess
 import sys
-import time
+from typing import Any
 
 import pytest
 
+from luigi_pipelines.backfill import range_daily_args
 from luigi_pipelines.demo import seed_bucket
 from tests.conftest import ROOT
 
@@ -16,12 +17,12 @@ pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 # luigi's own defaults (what a project without a [retcode] section gets)
 _LUIGI_DEFAULT_RETCODES = "[retcode]\n" + "".join(
     f"{name} = 0\n" for name in ("already_running", "missing_data", "not_run", "task_failed", "scheduling_error"))
-MODULE = ["--module", "luigi_pipelines.pipelines.transactions"]
+D = datetime.date
 
 
-def range_daily(start: str, stop: str, *extra: str) -> list[str]:
-    return [*MODULE, "RangeDaily", "--of", "LoadTransactions", "--start", start, "--stop", stop,
-            "--local-scheduler", *extra]
+def range_daily(start: D, stop: D, module: str = "luigi_pipelines.pipelines.transactions",
+                task: str = "LoadTransactions", **options: Any) -> list[str]:
+    return range_daily_args(module, task, start, stop, local_scheduler=True, **options)
 
 
 def partition_counts(stack) -> dict[datetime.date, int]:
@@ -36,7 +37,7 @@ def test_example_pipeline_backfill_then_noop(stack, tmp_path):
     stack.set_config("transactions", "bucket", stack.bucket + "-x")
     cfg = stack.write_config(tmp_path / "test.cfg")
 
-    first = stack.luigi(*range_daily("2019-02-01", "2019-02-06", "--workers", "2"), config_file=cfg)
+    first = stack.luigi(*range_daily(D(2019, 2, 1), D(2019, 2, 6), workers=2), config_file=cfg)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "5 LoadTransactions" in first.stderr
     counts = partition_counts(stack)
@@ -45,7 +46,7 @@ def test_example_pipeline_backfill_then_noop(stack, tmp_path):
     assert counts == {day: m[0] for day, m in markers.items()}
     assert counts[datetime.date(2019, 2, 1)] == 500 + 20 * 1
 
-    second = stack.luigi(*range_daily("2019-02-01", "2019-02-06"), config_file=cfg)
+    second = stack.luigi(*range_daily(D(2019, 2, 1), D(2019, 2, 6)), config_file=cfg)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Did not run any tasks" in second.stderr
     assert partition_counts(stack) == counts
@@ -61,7 +62,7 @@ def test_example_pipeline_backfill_then_noop(stack, tmp_path):
 def test_missing_data_exits_nonzero(stack, tmp_path):
     """A date without objects is missing external data: nothing is written and cron sees exit 20."""
     cfg = stack.write_config(tmp_path / "test.cfg")
-    result = stack.luigi(*range_daily("2019-02-01", "2019-02-02"), config_file=cfg)
+    result = stack.luigi(*range_daily(D(2019, 2, 1), D(2019, 2, 2)), config_file=cfg)
     assert result.returncode == 20, result.stderr[-2000:]
     assert "does not exist (yet?)" in result.stderr
     assert stack.markers(f"{stack.schema}.transaction") == {}
@@ -72,14 +73,13 @@ def test_days_back_trap_old_dates_are_not_dropped(stack, tmp_path):
     seed_bucket(stack.s3.endpoint_url, stack.s3.env, bucket=stack.bucket + "-x", start=datetime.date(2019, 2, 1), days=3)
     stack.set_config("transactions", "bucket", stack.bucket + "-x")
     cfg = stack.write_config(tmp_path / "test.cfg")
-    now = str(int(time.mktime(datetime.date(2019, 9, 1).timetuple())))  # > 200 days after the range
+    now = datetime.datetime(2019, 9, 1, tzinfo=datetime.timezone.utc)  # > 200 days after the range
 
-    dropped = stack.luigi(*range_daily("2019-02-01", "2019-02-04", "--now", now, "--days-back", "100"),
-                          config_file=cfg)
+    dropped = stack.luigi(*range_daily(D(2019, 2, 1), D(2019, 2, 4), now=now, days_back=100), config_file=cfg)
     assert dropped.returncode == 0 and "Empty range" in dropped.stderr  # luigi's default: silently nothing
     assert stack.markers(f"{stack.schema}.transaction") == {}
 
-    loaded = stack.luigi(*range_daily("2019-02-01", "2019-02-04", "--now", now), config_file=cfg)
+    loaded = stack.luigi(*range_daily(D(2019, 2, 1), D(2019, 2, 4), now=now), config_file=cfg)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert sorted(stack.markers(f"{stack.schema}.transaction")) == [datetime.date(2019, 2, d) for d in (1, 2, 3)]
 
@@ -87,14 +87,12 @@ def test_days_back_trap_old_dates_are_not_dropped(stack, tmp_path):
 def test_no_bulk_complete_trap_exits_nonzero(stack, tmp_path):
     """A task with a path-less output and no bulk_complete crashes RangeDaily; luigi alone exits 0, we don't."""
     cfg = stack.write_config(tmp_path / "test.cfg")
-    result = stack.luigi("--module", "tests.trap_tasks", "RangeDaily", "--of", "NoBulkComplete",
-                         "--start", "2019-02-01", "--stop", "2019-02-03", "--local-scheduler", config_file=cfg)
+    trap = range_daily(D(2019, 2, 1), D(2019, 2, 3), "tests.trap_tasks", "NoBulkComplete")
+    result = stack.luigi(*trap, config_file=cfg)
     assert result.returncode == 35, result.stderr[-2000:]  # [retcode] scheduling_error
     assert "path" in result.stderr  # the AttributeError about the target having no path
 
-    plain = stack.luigi("--module", "tests.trap_tasks", "RangeDaily", "--of", "NoBulkComplete",
-                        "--start", "2019-02-01", "--stop", "2019-02-03", "--local-scheduler",
-                        config_file=stack.write_config(tmp_path / "plain.cfg", _LUIGI_DEFAULT_RETCODES))
+    plain = stack.luigi(*trap, config_file=stack.write_config(tmp_path / "plain.cfg", _LUIGI_DEFAULT_RETCODES))
     assert plain.returncode == 0  # the trap itself: without [retcode] the failure is invisible to cron
 
 

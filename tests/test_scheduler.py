@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from luigi_pipelines.local import Luigid, wait_until
 from luigi_pipelines.partitions import TableName, lock_key
 from tests.scheduling_support import (
     HOOKED_TASK,
-    Luigid,
     assert_exactly_once,
     backfill_command,
     describe,
@@ -28,7 +28,6 @@ from tests.scheduling_support import (
     start,
     table_counts,
     wait_all,
-    wait_until,
     worker_settings,
 )
 
@@ -53,10 +52,6 @@ def _window(days: int) -> list[str]:
     return ["--start", START.isoformat(), "--stop", (START + datetime.timedelta(days=days)).isoformat(), "--now", NOW]
 
 
-def _on(luigid: Luigid) -> list[str]:
-    return ["--scheduler-host", luigid.host, "--scheduler-port", str(luigid.port)]
-
-
 def _env(stack, cfg: Path, hook_dir: Path, name: str, **hooks: str) -> dict[str, str]:
     return {**stack.env(cfg), "LP_HOOK_DIR": str(hook_dir), "LP_WORKER_NAME": name, **hooks}
 
@@ -73,7 +68,7 @@ def test_three_workers_sixty_days_each_date_loaded_once(stack, tmp_path):
     hooks.mkdir()
 
     with _luigid(tmp_path) as luigid:
-        workers = [start(f"w{n}", backfill_command(*_window(60), *_on(luigid)),
+        workers = [start(f"w{n}", backfill_command(*_window(60), *luigid.scheduler_args),
                          _env(stack, cfg, hooks, f"w{n}", LP_HOOK_HOLD_S="0.02"), tmp_path) for n in (1, 2, 3)]
         codes = wait_all(workers, 240)
         done = _done_dates(luigid)
@@ -98,7 +93,7 @@ def test_worker_killed_mid_load_task_moves_to_another_worker(stack, tmp_path):
     hooks.mkdir()
 
     with _luigid(tmp_path) as luigid:
-        workers = {n: start(n, backfill_command(*_window(20), *_on(luigid)),
+        workers = {n: start(n, backfill_command(*_window(20), *luigid.scheduler_args),
                             _env(stack, cfg, hooks, n, LP_HOOK_PAUSE_DATE=victim_date), tmp_path)
                    for n in ("w1", "w2", "w3")}
         try:
@@ -164,7 +159,7 @@ def test_resource_cap_limits_concurrent_loads(stack, tmp_path, scheduler):
     if scheduler == "luigid":
         cfg = stack.write_config(tmp_path / "worker.cfg")
         with _luigid(tmp_path, postgres_loads=2) as luigid:
-            workers = [start(f"w{n}", backfill_command(*_window(10), *_on(luigid), "--workers", "2"),
+            workers = [start(f"w{n}", backfill_command(*_window(10), *luigid.scheduler_args, "--workers", "2"),
                              _env(stack, cfg, hooks, f"w{n}", **hold), tmp_path) for n in (1, 2, 3)]
             codes = wait_all(workers, 120)
     else:  # one process, its own scheduler: luigi.cfg's [resources] (here overridden) applies
@@ -188,7 +183,7 @@ def test_two_luigid_instances_same_range(stack, tmp_path):
     hooks.mkdir()
 
     with _luigid(tmp_path, "a") as a, _luigid(tmp_path, "b") as b:
-        workers = [start(f"{s}{n}", backfill_command(*_window(20), *_on(luigid)),
+        workers = [start(f"{s}{n}", backfill_command(*_window(20), *luigid.scheduler_args),
                          _env(stack, cfg, hooks, f"{s}{n}", LP_HOOK_HOLD_S="0.05"), tmp_path)
                    for s, luigid in (("a", a), ("b", b)) for n in (1, 2)]
         codes = wait_all(workers, 180)

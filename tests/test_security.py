@@ -11,8 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +23,8 @@ from luigi.execution_summary import LuigiStatusCode
 
 import luigi_pipelines
 from luigi_pipelines import CsvFormat
-from luigi_pipelines.local import LocalPostgres, LocalS3, free_port
+from luigi_pipelines.local import LocalPostgres, LocalS3, Luigid, free_port
 from tests.conftest import ROOT, run_task
-from tests.scheduling_support import wait_until
 
 D1 = datetime.date(2019, 2, 1)
 PACKAGE = Path(luigi_pipelines.__file__).parent
@@ -192,35 +189,6 @@ def test_csv_options_are_literals(stack, make_task, canary):
 # -- secrets --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def luigid(tmp: Path, env: dict[str, str]) -> Iterator[tuple[int, subprocess.Popen]]:
-    """A real luigid on 127.0.0.1 with its own state and log directory."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from luigi.cmdline import luigid; luigid()", "--address", "127.0.0.1",
-         "--port", str(port), "--state-path", str(tmp / "luigid.state"), "--logdir", str(tmp)],
-        env=env, cwd=ROOT, stdout=open(tmp / "luigid.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        def answers() -> bool:
-            assert proc.poll() is None, (tmp / "luigid.out").read_text()
-            return _luigid_api(port, "task_list", {"status": "DONE"}) is not None
-
-        wait_until(answers, 30, "luigid's API")
-        yield port, proc
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-def _luigid_api(port: int, method: str, data: dict[str, Any]) -> str | None:
-    url = f"http://127.0.0.1:{port}/api/{method}?data={urllib.parse.quote(json.dumps(data))}"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as reply:
-            return reply.read().decode()
-    except OSError:
-        return None
-
-
 @pytest.mark.postgres
 @pytest.mark.s3
 @pytest.mark.scheduler
@@ -244,11 +212,11 @@ def test_secrets_stay_out_of_logs_task_ids_luigid_and_markers(stack, tmp_path):
     stack.put("d/2019-02-02/a.csv", "id,day,v\n1,2019-02-02,x\n")
 
     outputs = []
-    with luigid(tmp_path, {**stack.env(good), **env}) as (port, _):
+    with Luigid(tmp_path, env={**stack.env(good), **env}, cwd=ROOT) as luigid:
         for cfg, day, code in ((good, "2019-02-01", 0), (unreachable, "2019-02-02", 35), (malformed, "2019-02-02", 35)):
             run = subprocess.run(
                 [sys.executable, "-m", "luigi", "--module", "tests.fault_tasks", "LoadFaulty", "--date", day,
-                 "--scheduler-host", "127.0.0.1", "--scheduler-port", str(port), "--log-level", "DEBUG"],
+                 *luigid.scheduler_args, "--log-level", "DEBUG"],
                 cwd=ROOT, env={**stack.env(cfg), **env}, capture_output=True, text=True, timeout=120)
             assert run.returncode == code, run.stderr[-3000:]
             outputs += [run.stdout, run.stderr]
@@ -257,10 +225,10 @@ def test_secrets_stay_out_of_logs_task_ids_luigid_and_markers(stack, tmp_path):
         assert ("luigi_pipelines.errors.ConfigurationError: [database] dsn is not a valid libpq connection string "
                 "(not shown: it may hold a password)") in outputs[-1]
         for status in ("DONE", "FAILED", "PENDING"):
-            outputs.append(_luigid_api(port, "task_list", {"status": status, "upstream_status": ""}) or "")
-        outputs.append(_luigid_api(port, "task_search", {"task_str": "Load"}) or "")
+            outputs.append(json.dumps(luigid.api("task_list", status=status, upstream_status="")))
+        outputs.append(json.dumps(luigid.api("task_search", task_str="Load")))
         assert "LoadFaulty" in outputs[-1]
-    assert (tmp_path / "luigid.state").exists()  # luigid saved its state on the way out: searched below
+    assert luigid.state_path.exists()  # luigid saved its state on the way out: searched below
     outputs += [p.read_text(errors="replace") for p in tmp_path.iterdir() if p.is_file() and p.suffix != ".cfg"]
     markers = stack.query(f"SELECT m::text FROM {stack.marker_schema}.partition_marker m")
     assert len(markers) == 1
@@ -351,13 +319,13 @@ def test_local_postgres_listens_on_a_unix_socket_only():
 
 @pytest.mark.s3
 def test_local_s3_listens_on_loopback_only(s3_server: LocalS3):
-    assert s3_server.proc is not None
-    addresses = listening_sockets(s3_server.proc.pid)
+    assert s3_server.pid is not None
+    addresses = listening_sockets(s3_server.pid)
     assert addresses and all(_loopback(ip) for ip, _ in addresses), addresses
 
 
 @pytest.mark.scheduler
-def test_luigid_as_the_tests_start_it_listens_on_loopback_only(tmp_path):
-    with luigid(tmp_path, dict(os.environ)) as (port, proc):
-        addresses = listening_sockets(proc.pid)
-    assert addresses and all(_loopback(ip) for ip, _ in addresses) and port in {p for _, p in addresses}, addresses
+def test_local_luigid_listens_on_loopback_only(tmp_path):
+    with Luigid(tmp_path, cwd=ROOT) as luigid:
+        addresses = listening_sockets(luigid.pid)
+    assert addresses and all(_loopback(ip) for ip, _ in addresses) and luigid.port in {p for _, p in addresses}, addresses

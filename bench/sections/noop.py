@@ -16,7 +16,7 @@ from luigi_pipelines.partitions import TableName
 
 from ..context import Bench
 from ..measure import BenchError, ProcessRun, median
-from ..methods import range_daily_args
+from ..methods import load_range
 from ..report import Section, SectionResult, Table, Target
 from ..stack import MARKER, SCHEMA
 
@@ -42,20 +42,16 @@ def mark_done(bench: Bench, target: TableName, start: datetime.date, days: int) 
     stack.execute(_INSERT_MARKERS.format(q.table_ident(MARKER)), {"target": str(target), "start": start, "last": last})
 
 
-def range_args(start: datetime.date, days: int) -> list[str]:
-    return [*range_daily_args(start, days), "--local-scheduler"]
-
-
 def run(bench: Bench) -> SectionResult:
-    days = bench.options.range_days
+    days, timeout = bench.options.range_days, bench.options.timeout_s
     mark_done(bench, TARGET, START, days)
     config = bench.stack.config_file("noop", str(TARGET))
     noop: list[ProcessRun] = []
     empty: list[ProcessRun] = []
     bench.log(f"no-op RangeDaily over {days} done dates and an empty range, {bench.options.noop_repeat} time(s) each")
     for _ in range(bench.options.noop_repeat):
-        noop.append(check_noop(bench.stack.luigi(range_args(START, days), config, bench.options.timeout_s)))
-        empty.append(bench.stack.luigi(range_args(START, 0), config, bench.options.timeout_s))
+        noop.append(check_noop(bench.stack.luigi(load_range(START, days, local_scheduler=True), config, timeout)))
+        empty.append(bench.stack.luigi(load_range(START, 0, local_scheduler=True), config, timeout))
     bench.log(f"probe: bulk_complete over {days} dates, complete() loop over {bench.options.complete_loop_days}")
     probe = run_probe(bench, config, days)
     noop_s, empty_s = median([r.wall_s for r in noop]), median([r.wall_s for r in empty])

@@ -8,7 +8,7 @@ from .. import methods
 from ..context import Bench
 from ..data import MIB, CsvFile, Dataset, upload
 from ..measure import BenchError, median, rate_mb_s
-from ..methods import LoadRun, task_parts
+from ..methods import LoadRun, load_one, task_parts
 from ..report import Section, SectionResult, Table, Target
 
 MAX_BAD_ROWS = 1000
@@ -23,8 +23,7 @@ def load_with_quarantine(bench: Bench, data: Dataset, label: str, expect_rows: i
     stack.checkpoint()
     try:
         config = stack.config_file(f"q-{table.name}", str(table))
-        run = stack.luigi(["LoadTransactions", "--date", data.csv.date.isoformat(), "--local-scheduler",
-                           "--max-bad-rows", str(MAX_BAD_ROWS)], config, bench.options.timeout_s)
+        run = stack.luigi(load_one(data.csv.date, "--max-bad-rows", str(MAX_BAD_ROWS)), config, bench.options.timeout_s)
         loaded = stack.count_rows(table)
         if loaded != expect_rows:
             raise BenchError(f"quarantine load {label}: {loaded} rows, expected {expect_rows}")

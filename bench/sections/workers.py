@@ -11,6 +11,7 @@ import concurrent.futures
 import datetime
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 from psycopg2 import sql
@@ -21,9 +22,9 @@ from luigi_pipelines.partitions import TableName
 from ..context import Bench
 from ..data import MIB, Dataset
 from ..measure import MB, BenchError
-from ..methods import range_daily_args
+from ..methods import load_range
 from ..report import Section, SectionResult, Table, Target
-from ..stack import MARKER, SCHEMA, Luigid
+from ..stack import MARKER, SCHEMA
 
 NO_DATA_START = datetime.date(1990, 1, 1)  # no objects exist for these dates: every load waits on missing data
 MISSING_DATA_RC = 20  # luigi.cfg [retcode] missing_data
@@ -62,19 +63,15 @@ class Backfill:
         return max((self.wall_s - self.empty_s) * self.workers - self.in_transaction_s, 0.0) / self.partitions
 
 
-def scheduler_args(luigid: Luigid) -> list[str]:
-    return ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid.port)]
-
-
 def backfill(bench: Bench, workers: int, data: list[Dataset]) -> Backfill:
     stack, timeout = bench.stack, bench.options.timeout_s
     table = stack.create_transaction_table(f"backfill_w{workers}")
     config = stack.config_file(f"backfill-w{workers}", str(table))
     start, days = data[0].date, len(data)
     bench.log(f"backfill of {days} partitions with {workers} worker(s) under luigid")
-    with Luigid(stack.work, stack.env) as luigid:
-        empty = stack.luigi([*range_daily_args(start, 0), *scheduler_args(luigid)], config, timeout)
-        full = stack.luigi([*range_daily_args(start, days), "--workers", str(workers), *scheduler_args(luigid)],
+    with stack.luigid() as luigid:
+        empty = stack.luigi([*load_range(start, 0), *luigid.scheduler_args], config, timeout)
+        full = stack.luigi([*load_range(start, days, workers=workers), *luigid.scheduler_args],
                            config, timeout)
     return _result(bench, table, data, workers, full.wall_s, empty.wall_s, full.cpu_s, full.tail())
 
@@ -87,9 +84,9 @@ def backfill_processes(bench: Bench, processes: int, data: list[Dataset]) -> Bac
     config = stack.config_file(f"backfill-p{processes}", str(table))
     start, days = data[0].date, len(data)
     bench.log(f"backfill of {days} partitions by {processes} processes of 1 worker under luigid")
-    with Luigid(stack.work, stack.env) as luigid:
-        empty = stack.luigi([*range_daily_args(start, 0), *scheduler_args(luigid)], config, timeout)
-        argv = [*range_daily_args(start, days), *scheduler_args(luigid)]
+    with stack.luigid() as luigid:
+        empty = stack.luigi([*load_range(start, 0), *luigid.scheduler_args], config, timeout)
+        argv = [*load_range(start, days), *luigid.scheduler_args]
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(processes) as pool:
             # a process whose dates all ran elsewhere exits 25 or 10 (luigi's not_run / already_running)
@@ -143,13 +140,13 @@ def schedule_range(bench: Bench, start: datetime.date, days: int) -> Scheduling:
     stack, timeout = bench.stack, bench.options.timeout_s
     config = stack.config_file("schedule", f"{SCHEMA}.schedule")
     bench.log(f"luigid: scheduling a {days}-day RangeDaily whose data is missing")
-    with Luigid(stack.work, stack.env) as luigid:
-        empty = stack.luigi([*range_daily_args(start, 0), *scheduler_args(luigid)], config, timeout)
+    with stack.luigid() as luigid:
+        empty = stack.luigi([*load_range(start, 0), *luigid.scheduler_args], config, timeout)
         before = luigid.memory_kib()
-        run = stack.luigi([*range_daily_args(start, days), *scheduler_args(luigid)], config, timeout,
+        run = stack.luigi([*load_range(start, days), *luigid.scheduler_args], config, timeout,
                           ok_codes=(MISSING_DATA_RC,))
         after = luigid.memory_kib()
-        pending = luigid.pending_by_family()
+        pending = dict(Counter(t["name"] for t in luigid.tasks("PENDING").values()))
     if pending.get("LoadTransactions") != days:
         raise BenchError(f"luigid holds {pending} pending tasks, expected {days} LoadTransactions:\n{run.tail()}")
     return Scheduling(days, True, run.wall_s, empty.wall_s, pending, before.get("VmRSS", 0), after.get("VmRSS", 0),
