@@ -232,11 +232,30 @@ def fill_columns(tx: PartitionTransaction, values: dict[str, str]) -> None:
         tx.cursor.execute(q.set_local(q.fill_setting(column)), (value,))
 
 
-def column_default(conn: psycopg2.extensions.connection, table: TableName, column: str) -> str | None:
+@dataclass(frozen=True)
+class ColumnInfo:
+    """What the catalog says of one column of a table: its default expression ("" if none), whether it is generated."""
+
+    default: str
+    generated: bool
+
+
+def column_info(conn: psycopg2.extensions.connection, table: TableName, column: str) -> ColumnInfo | None:
+    """The column's default and kind; None when the table has no such column."""
     with conn, conn.cursor() as cur:
-        cur.execute(q.column_default(), (str(table), column))
+        cur.execute(q.select_column(), (str(table), column))
         row = cur.fetchone()
-    return None if row is None else (row[0] or "")
+    return None if row is None else ColumnInfo(row[0] or "", bool(row[1]))
+
+
+def check_time_zone(conn: psycopg2.extensions.connection, zone: str) -> bool:
+    """Whether PostgreSQL knows the time zone ``zone``."""
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(q.check_time_zone(), (zone,))
+    except psycopg2.errors.InvalidParameterValue:
+        return False
+    return True
 
 
 def read_partition(tx: PartitionTransaction, table: TableName, date_column: str, columns: Sequence[str]) -> tuple:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import re
 import urllib.parse
 import zlib
@@ -95,6 +96,22 @@ def check_identifier(name: str) -> str:
 def key_prefix(template: str, date: datetime.date) -> str:
     """Render a key prefix template such as ``transactions/{date:%Y-%m-%d}/`` for one date."""
     return template.format(date=date)
+
+
+def prefixes_apart(template: str, hourly: bool = False) -> bool:
+    """Whether ``template`` gives every date (every hour, if ``hourly``) a prefix of its own that is not
+    the start of another's, tried over two years of dates (and two days of hours).
+
+    A load that takes its partition's date from the key (``date_from = partition_date()``) relies on
+    it: ``{date:%Y-%m}/`` would label a month's rows with each of its dates, and ``{date:%Y-%m-%-d}``
+    without a ``/`` would list the 10th to the 19th under the 1st.
+    """
+    start = datetime.datetime(2000, 1, 1)
+    times = {start + datetime.timedelta(days=n) for n in range(800)}
+    if hourly:
+        times |= {start + datetime.timedelta(hours=n) for n in range(48)}
+    rendered = sorted({template.format(date=t if hourly else t.date()) for t in times})
+    return len(rendered) == len(times) and not any(b.startswith(a) for a, b in itertools.pairwise(rendered))
 
 
 def lock_key(table: TableName | ScopedTable, date: datetime.date) -> tuple[int, int]:

@@ -67,16 +67,34 @@ def table_exists() -> sql.SQL:
     )
 
 
-def create_table(table: TableName, columns: Sequence[Column], filled: Sequence[Column] = ()) -> sql.Composed:
-    """``CREATE TABLE IF NOT EXISTS t (<columns>, <filled> DEFAULT current_setting(...))``.
+def create_table(table: TableName, columns: Sequence[Column], filled: Sequence[Column] = (),
+                 extra: Sequence[sql.Composable] = ()) -> sql.Composed:
+    """``CREATE TABLE IF NOT EXISTS t (<columns>, <filled> DEFAULT current_setting(...), <extra>)``.
 
     ``filled`` columns are not in the files: each load fills them with a value of its own through
-    the column's default (see ``fill_setting``), at COPY speed.
+    the column's default (see ``fill_setting``), at COPY speed. ``extra`` are further column
+    definitions (``generated_column``, ``column_with_default``).
     """
     defs = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns]
-    defs += [sql.SQL("{} {} DEFAULT {}").format(sql.Identifier(c.name), sql.SQL(c.type), fill_default(c))
-             for c in filled]
+    defs += [column_with_default(c, fill_default(c)) for c in filled]
+    defs += list(extra)
     return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table_ident(table), sql.SQL(", ").join(defs))
+
+
+def column_with_default(column: Column, default: sql.Composable) -> sql.Composed:
+    """``"c" type DEFAULT <default>``: a column definition."""
+    return sql.SQL("{} {} DEFAULT {}").format(sql.Identifier(column.name), sql.SQL(column.type), default)
+
+
+def generated_column(column: Column, expression: sql.Composable) -> sql.Composed:
+    """``"c" type GENERATED ALWAYS AS (<expression>) STORED``: computed by the table, left out of COPY."""
+    return sql.SQL("{} {} GENERATED ALWAYS AS ({}) STORED").format(sql.Identifier(column.name), sql.SQL(column.type),
+                                                                 expression)
+
+
+def add_column(table: TableName, definition: sql.Composable) -> sql.Composed:
+    """``ALTER TABLE t ADD COLUMN <definition>``: what a user runs to give an existing table a managed column."""
+    return sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(table_ident(table), definition)
 
 
 def fill_setting(column: str) -> str:
@@ -85,23 +103,37 @@ def fill_setting(column: str) -> str:
 
 
 def fill_default(column: Column) -> sql.Composed:
-    """``current_setting('luigi_pipelines.<column>', true)::<type>``: a filled column's default."""
-    return sql.SQL("(current_setting({}, true))::{}").format(sql.Literal(fill_setting(column.name)), sql.SQL(column.type))
+    """``NULLIF(current_setting('luigi_pipelines.<column>', true), '')::<type>``: a filled column's default.
+
+    Outside a load the setting is unset (NULL) or, in a session that ran a load, empty: both give NULL.
+    """
+    return sql.SQL("(NULLIF(current_setting({}, true), ''))::{}").format(
+        sql.Literal(fill_setting(column.name)), sql.SQL(column.type))
 
 
 def add_fill_default(table: TableName, column: Column) -> sql.Composed:
     """``ALTER TABLE t ALTER COLUMN c SET DEFAULT ...``: what a user runs to let an existing table be filled."""
+    return set_default(table, column, fill_default(column))
+
+
+def set_default(table: TableName, column: Column, default: sql.Composable) -> sql.Composed:
     return sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-        table_ident(table), sql.Identifier(column.name), fill_default(column))
+        table_ident(table), sql.Identifier(column.name), default)
 
 
-def column_default() -> sql.SQL:
-    """Parameters: schema-qualified table, column. The column's default expression (NULL: none or no column)."""
+def select_column() -> sql.SQL:
+    """Parameters: schema-qualified table, column. The column's default expression and whether it is
+    generated (``attgenerated = 's'``); no row when there is no such column."""
     return sql.SQL(
-        "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_catalog.pg_attribute a "
+        "SELECT pg_get_expr(d.adbin, d.adrelid), a.attgenerated = 's' FROM pg_catalog.pg_attribute a "
         "LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
         "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped"
     )
+
+
+def check_time_zone() -> sql.SQL:
+    """Parameter: a time zone name. Fails (``InvalidParameterValue``) unless PostgreSQL knows the zone."""
+    return sql.SQL("SELECT now() AT TIME ZONE %s")
 
 
 def create_date_index(table: TableName, date_column: str) -> sql.Composed:

@@ -18,8 +18,9 @@ from .config import database_settings, load_settings, s3_settings
 from .db import SupportsRead
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
 from .files import sweep_stale, temp_download
+from .layouts import FILES, DateSource, Lineage, TableLayout
 from .objects import CsvDecoder, Decoder, ObjectLoader, ObjectRecord
-from .partitions import ScopedTable, TableName, key_prefix
+from .partitions import ScopedTable, TableName, key_prefix, prefixes_apart
 from .s3 import S3Client, S3Object
 from .settings import LoadSettings
 from .targets import PartitionMarkerTarget, check_owner
@@ -69,6 +70,9 @@ class PartitionTask(luigi.Task):
     date_column: ClassVar[str] = ""
     columns: ClassVar[Sequence[tuple[str, str]]] = ()
     create_table: ClassVar[bool] = True
+    # Where each row's date comes from: a column of the files (FILES, the default), the partition's
+    # date (partition_date()), or a generated column (make_date(...), local_date(...), generated_column()).
+    date_from: ClassVar[DateSource] = FILES
     # The rows of the table this task owns, when several sources feed one table: e.g.
     # {"region": "us"}. Its loads replace only those rows, with a marker and a lock of their own.
     # A scope column missing from ``columns`` (the files) is filled with the value by the load.
@@ -93,20 +97,42 @@ class PartitionTask(luigi.Task):
     @property
     def target_columns(self) -> tuple[q.Column, ...]:
         """The columns the source data holds, in its order (what COPY reads)."""
-        cols = q.columns_of(self.columns)
-        if self.date_column not in {c.name for c in cols}:
-            raise ConfigurationError(f"{self.task_family}: date_column {self.date_column!r} is not among columns")
         if not getattr(self, "check_partition_rows", True):
             raise ConfigurationError(
                 f"{self.task_family}: check_partition_rows = False is no longer accepted: it committed rows of "
                 f"other dates into this partition, and the next load of those dates deleted them")
-        return cols
+        return self.layout.files
+
+    @property
+    def layout(self) -> TableLayout:
+        """Every column of the table by where its values come from: the files, the load, the table itself."""
+        files = q.columns_of(self.columns)
+        try:
+            return TableLayout.of(self.target_table, self.date_column, files, self.date_from,
+                                  self.scope_fills(files), self.lineage_columns())
+        except ValueError as exc:
+            raise ConfigurationError(f"{self.task_family}: {exc}") from None
 
     @property
     def filled_columns(self) -> tuple[q.Column, ...]:
-        """Columns of the table that are not in the data: scope columns, filled by each load with its value."""
-        present = {c.name for c in q.columns_of(self.columns)}
+        """Columns of the table that are not in the data and that each load fills with its value: scope
+        columns the files lack, the date with ``date_from = partition_date()``, lineage columns."""
+        return self.layout.filled
+
+    def scope_fills(self, files: Sequence[q.Column]) -> tuple[q.Column, ...]:
+        """The scope columns the files lack (text), which each load fills with the scope's value."""
+        present = {c.name for c in files}
         return tuple(q.Column(c, "text") for c in self.partition_key.columns if c not in present)
+
+    def lineage_columns(self) -> Lineage:
+        return Lineage()
+
+    def fill_values(self, tx: db.PartitionTransaction) -> dict[str, str]:
+        """The values of the filled columns for the whole transaction (lineage keys are set per object)."""
+        values = dict(tx.key.scope)
+        if self.date_from.filled:
+            values[self.date_column] = tx.date.isoformat()
+        return values
 
     @property
     def marker_table(self) -> TableName:
@@ -156,7 +182,7 @@ class PartitionTask(luigi.Task):
                                 tx.previous and tx.previous["task_id"])
                     return
                 self.check_neighbours(tx)
-                db.fill_columns(tx, dict(tx.key.scope))
+                db.fill_columns(tx, self.fill_values(tx))
                 self.write_partition(tx)
                 db.write_marker(tx, self.marker_table, self.task_family, self.task_id)
                 self.before_commit(tx)
@@ -180,26 +206,41 @@ class PartitionTask(luigi.Task):
             raise ConfigurationError(f"[load] temp_dir {settings.temp_directory} does not exist (or is not a "
                                      f"directory): create it or point temp_dir elsewhere")
         db.ensure_marker_table(conn, self.marker_table, settings.rejects)
-        table = self.target_table
-        if self.create_table:
-            db.ensure_table(conn, table, [
-                q.create_table(table, self.target_columns, self.filled_columns),
-                q.create_date_index(table, self.date_column),
-            ])
-        elif not db.table_exists(conn, table):
-            raise ConfigurationError(f"{self.task_family}: table {table} does not exist and create_table is off")
-        for column in self.filled_columns:
-            self._check_fill_default(conn, column)
+        layout = self.layout
+        if self.create_table and not self.date_from.own_ddl:
+            db.ensure_table(conn, layout.table, layout.create_statements())
+        elif not db.table_exists(conn, layout.table):
+            why = "date_from = generated_column(): create it with its generated date column" if self.create_table \
+                else "create_table is off"
+            raise ConfigurationError(f"{self.task_family}: table {layout.table} does not exist and {why}")
+        self._check_table(conn, layout)
 
-    def _check_fill_default(self, conn: psycopg2.extensions.connection, column: q.Column) -> None:
-        default = db.column_default(conn, self.target_table, column.name)
-        if default is None:
-            raise ConfigurationError(f"{self.task_family}: table {self.target_table} has no column {column.name!r} "
-                                     f"(a scope column, filled by each load): add it, text, with the default below")
-        if q.fill_setting(column.name) not in default:
-            fix = q.add_fill_default(self.target_table, column).as_string(conn)
-            raise ConfigurationError(f"{self.task_family}: column {column.name!r} of {self.target_table} is filled "
-                                     f"by each load through its default; run once: {fix}")
+    def _check_table(self, conn: psycopg2.extensions.connection, layout: TableLayout) -> None:
+        """An existing table must have what the layout adds to the files' columns, or the load would
+        leave those columns NULL: each problem is one error with the statement that fixes it."""
+        for default in layout.defaults:
+            info = db.column_info(conn, layout.table, default.column.name)
+            if info is not None and default.matches(info.default):
+                continue
+            fix = q.add_column(layout.table, q.column_with_default(default.column, default.expression)) if info is None \
+                else q.set_default(layout.table, default.column, default.expression)
+            raise ConfigurationError(f"{self.task_family}: column {default.column.name!r} of {layout.table} is filled "
+                                     f"by each load through its default; run once: {fix.as_string(conn)}")
+        if self.date_from.generated:
+            self._check_generated_date(conn, layout)
+
+    def _check_generated_date(self, conn: psycopg2.extensions.connection, layout: TableLayout) -> None:
+        info = db.column_info(conn, layout.table, layout.date_column)
+        if info is None or not info.generated:
+            fixes = [q.add_column(layout.table, q.generated_column(c, e)).as_string(conn) for c, e in layout.generated]
+            raise ConfigurationError(
+                f"{self.task_family}: {layout.table} {'has no' if info is None else 'has a plain'} column "
+                f"{layout.date_column!r}, but date_from = {self.date_from.describe()} needs a generated column"
+                + "".join(f"; run once{' (after dropping the old column)' if info else ''}: {fix}" for fix in fixes))
+        zone = self.date_from.zone
+        if zone and not db.check_time_zone(conn, zone):
+            raise ConfigurationError(f"{self.task_family}: {self.date_from.describe()}: PostgreSQL does not know the "
+                                     f"time zone {zone!r} (see pg_timezone_names)")
 
     # -- hooks: override these, not the methods above ------------------------------------------
 
@@ -277,6 +318,10 @@ class LoadPartition(PartitionTask):
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
         super().prepare(conn)
+        if self.date_from.filled and not prefixes_apart(self.key_prefix):
+            raise ConfigurationError(
+                f"{self.task_family}: key_prefix {self.key_prefix!r} does not give every date a prefix of its own (one "
+                f"that starts no other's), so date_from = partition_date() would give one object's rows several dates")
         self.s3_client()  # a new process (a forked worker) builds its client here, not under the lock
 
     decoder: ClassVar[Decoder | None] = None  # how objects become COPY input; default: CsvDecoder(csv)

@@ -112,11 +112,18 @@ def test_scoped_partitions_delete_and_count_only_their_rows(conn, tables):
     conn.rollback()
 
 
-def test_column_default_tells_a_filled_column_from_a_plain_one(conn, tables):
+def test_column_info_tells_a_filled_column_from_a_plain_and_a_generated_one(conn, tables, stack):
     target, _ = tables
-    assert "luigi_pipelines.region" in db.column_default(conn, target, "region")
-    assert db.column_default(conn, target, "v") == ""
-    assert db.column_default(conn, target, "nope") is None
+    assert "luigi_pipelines.region" in db.column_info(conn, target, "region").default
+    assert db.column_info(conn, target, "v") == db.ColumnInfo("", False)
+    assert db.column_info(conn, target, "nope") is None
+    stack.execute(f"ALTER TABLE {stack.schema}.t ADD COLUMN g date GENERATED ALWAYS AS (day + 1) STORED")
+    assert db.column_info(conn, target, "g").generated
+
+
+def test_check_time_zone(conn):
+    assert db.check_time_zone(conn, "America/New_York") and db.check_time_zone(conn, "UTC")
+    assert not db.check_time_zone(conn, "Mars/Olympus_Mons")
 
 
 def test_concurrent_ensure_table_calls_all_succeed(pg_server, stack):

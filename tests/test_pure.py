@@ -13,7 +13,7 @@ from luigi_pipelines.partitions import TableName
 
 def test_pure_modules_import_no_effects():
     code = (
-        "import sys; import luigi_pipelines.partitions, luigi_pipelines.sql, luigi_pipelines.errors, "
+        "import sys; import luigi_pipelines.partitions, luigi_pipelines.sql, luigi_pipelines.layouts, luigi_pipelines.errors, "
         "luigi_pipelines.sample; "
         "print(','.join(m for m in ('boto3', 'botocore', 'luigi') if m in sys.modules))"
     )
@@ -96,3 +96,12 @@ def test_copy_error_position(context, line, column):
 def test_describe_bad_input():
     msg = errors.describe_bad_input("s3://b/k.csv", errors.CopyErrorPosition(3, "amount"), "invalid input")
     assert msg == "s3://b/k.csv line 3 column amount: invalid input"
+
+
+def test_prefixes_apart_tells_templates_that_merge_dates_or_hours():
+    assert partitions.prefixes_apart("d/{date:%Y-%m-%d}/") and partitions.prefixes_apart("e/dt={date:%Y%m%d}/")
+    assert not partitions.prefixes_apart("d/{date:%Y-%m}/")  # a month's objects under each of its dates
+    assert not partitions.prefixes_apart("d/{date:%m-%d}/")  # the same day of every year
+    assert not partitions.prefixes_apart("d/{date:%Y-%-m-%-d}")  # 2019-1-1 is the start of 2019-1-10
+    assert partitions.prefixes_apart("h/{date:%Y/%m/%d/%H}/", hourly=True)
+    assert not partitions.prefixes_apart("h/{date:%Y/%m/%d}/", hourly=True)
