@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -118,9 +119,17 @@ def ensure_table(conn: psycopg2.extensions.connection, table: TableName, ddl: Se
 
 
 def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName, rejects: TableName) -> None:
-    """The marker table and the rejects table beside it (one existence check on the common path)."""
+    """The marker table and the rejects table beside it (two catalog reads on the common path).
+
+    A marker table made before markers had a ``load_id`` gets the column (nullable: no rewrite, old
+    rows keep NULL), once, under the DDL lock: no manual migration.
+    """
     ensure_table(conn, rejects, [
         q.create_marker_table(marker), q.create_marker_date_index(marker), q.create_rejects_table(rejects)])
+    if column_info(conn, marker, "load_id") is None:
+        with conn, conn.cursor() as cur:
+            cur.execute(q.advisory_xact_lock(), _DDL_LOCK)
+            cur.execute(q.add_marker_load_id(marker))
 
 
 def completed_dates(
@@ -152,6 +161,7 @@ class PartitionTransaction:
     rows: int = 0
     rejected: int = 0
     bytes: int = 0
+    load_id: uuid.UUID = field(default_factory=uuid.uuid4)  # this load's id: in the marker, and in lineage columns
 
     @property
     def target(self) -> TableName:
@@ -269,6 +279,15 @@ def count_partition(tx: PartitionTransaction, date_column: str) -> int:
     return int(tx.cursor.fetchone()[0])
 
 
+def count_outside_by_key(tx: PartitionTransaction, key_column: str, date_column: str, keys: Sequence[str]
+                         ) -> dict[str, int]:
+    """Of the objects ``keys`` (recorded in the lineage column ``key_column``), how many rows each put
+    outside the partition. A scan of the table: for an error message, not for the common path."""
+    tx.cursor.execute(q.count_outside_by_key(tx.target, key_column, date_column, tx.key.columns),
+                      (list(keys), *_partition_params(tx)))
+    return dict(tx.cursor.fetchall())
+
+
 def copy_stream(
     tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int
 ) -> int:
@@ -333,6 +352,7 @@ def write_marker(tx: PartitionTransaction, marker: TableName, task_family: str, 
             "source_objects": json.dumps(tx.sources),
             "started_at": tx.started_at,
             "host": socket.gethostname(),
+            "load_id": str(tx.load_id),
         },
     )
 

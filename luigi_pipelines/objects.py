@@ -143,6 +143,7 @@ class ObjectLoader:
     max_bad_rows: int = 0
     empty_objects_ok: bool = True
     source_stream: Callable[[S3Object, SupportsRead], SupportsRead] = lambda obj, stream: stream
+    key_column: str = ""  # a lineage column that gets each object's key (a setting given before its COPY)
 
     def __post_init__(self) -> None:
         self.statement = self.decoder.copy_statement(self.tx.target, self.columns)
@@ -153,6 +154,8 @@ class ObjectLoader:
         if obj.size == 0:  # COPY would reject the missing header line; an empty file simply has no rows
             record.empty = "is empty (0 bytes)"
         else:
+            if self.key_column:
+                db.fill_columns(self.tx, {self.key_column: obj.key})
             self._copy(record)
         if record.rows == 0 and not record.empty and record.rejected == 0:
             record.empty = "has no data rows"

@@ -171,6 +171,14 @@ def count_partition(table: TableName, date_column: str, scope_columns: Sequence[
         table_ident(table), _partition_rows(date_column, scope_columns))
 
 
+def count_outside_by_key(table: TableName, key_column: str, date_column: str, scope_columns: Sequence[str] = ()
+                         ) -> sql.Composed:
+    """Parameters: an array of object keys, the partition date, the scope's values. Per key (a lineage
+    column), how many of its rows are not in the partition: ``SELECT key, count(*) ... GROUP BY key``."""
+    return sql.SQL("SELECT {0}, count(*) FROM {1} WHERE {0} = ANY(%s) AND ({2}) IS NOT TRUE GROUP BY 1 ORDER BY 1").format(
+        sql.Identifier(key_column), table_ident(table), _partition_rows(date_column, scope_columns))
+
+
 def copy_from_stdin(table: TableName, columns: Sequence[Column], fmt: CsvFormat) -> sql.Composed:
     header: sql.Composable = sql.SQL("MATCH" if fmt.check_header else "true") if fmt.header else sql.SQL("false")
     options = sql.SQL(
@@ -205,21 +213,28 @@ def create_marker_table(marker: TableName) -> sql.Composed:
     started_at     timestamptz NOT NULL,
     finished_at    timestamptz NOT NULL,
     host           text        NOT NULL,
+    load_id        uuid,
     PRIMARY KEY (target_table, partition_date))"""
     ).format(table_ident(marker))
+
+
+def add_marker_load_id(marker: TableName) -> sql.Composed:
+    """``load_id`` came after the first marker tables: added to an existing one (nullable, so instantly)."""
+    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS load_id uuid").format(table_ident(marker))
 
 
 def upsert_marker(marker: TableName) -> sql.Composed:
     """Parameters, by name: the columns of the marker table; ``finished_at`` is the commit's clock."""
     return sql.SQL(
         """INSERT INTO {} (target_table, partition_date, task_family, task_id, rows_loaded, rows_rejected,
-                bytes_loaded, source_objects, started_at, finished_at, host)
+                bytes_loaded, source_objects, started_at, finished_at, host, load_id)
 VALUES (%(target_table)s, %(partition_date)s, %(task_family)s, %(task_id)s, %(rows_loaded)s, %(rows_rejected)s,
-        %(bytes_loaded)s, %(source_objects)s, %(started_at)s, clock_timestamp(), %(host)s)
+        %(bytes_loaded)s, %(source_objects)s, %(started_at)s, clock_timestamp(), %(host)s, %(load_id)s)
 ON CONFLICT (target_table, partition_date) DO UPDATE SET
     task_family = EXCLUDED.task_family, task_id = EXCLUDED.task_id, rows_loaded = EXCLUDED.rows_loaded,
     rows_rejected = EXCLUDED.rows_rejected, bytes_loaded = EXCLUDED.bytes_loaded, source_objects = EXCLUDED.source_objects,
-    started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, host = EXCLUDED.host"""
+    started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, host = EXCLUDED.host,
+    load_id = EXCLUDED.load_id"""
     ).format(table_ident(marker))
 
 

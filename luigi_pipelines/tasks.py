@@ -304,6 +304,9 @@ class LoadPartition(PartitionTask):
     ready_key: ClassVar[str] = ""
     empty_partition_ok: ClassVar[bool] = False  # a date with no objects: missing data (False) or 0 rows (True)
     empty_objects_ok: ClassVar[bool] = True  # a 0-byte or header-only object: 0 rows (True) or an error (False)
+    # Columns that say where each row came from, filled at COPY speed: the object's key, the load's id
+    # (the marker's load_id), the load's start, e.g. Lineage(key="source_key", load_id="load_id").
+    lineage: ClassVar[Lineage] = Lineage()
 
     @property
     def prefix(self) -> str:
@@ -326,6 +329,15 @@ class LoadPartition(PartitionTask):
 
     decoder: ClassVar[Decoder | None] = None  # how objects become COPY input; default: CsvDecoder(csv)
 
+    def lineage_columns(self) -> Lineage:
+        return self.lineage
+
+    def fill_values(self, tx: db.PartitionTransaction) -> dict[str, str]:
+        values = super().fill_values(tx)
+        if self.lineage.load_id:
+            values[self.lineage.load_id] = str(tx.load_id)
+        return values
+
     def write_partition(self, tx: db.PartitionTransaction) -> None:
         """List the date's objects, replace the partition's rows with theirs, check the dates."""
         s3 = self.s3_client()
@@ -336,7 +348,7 @@ class LoadPartition(PartitionTask):
         logger.info("%s %s: replacing %d rows with %d objects (%.1f MiB)", tx.target, tx.date, deleted,
                     len(objects), sum(o.size for o in objects) / _MIB)
         loader = ObjectLoader(tx, s3, self.decoder or CsvDecoder(self.csv), self.target_columns, settings,
-                              self.max_bad_rows, self.empty_objects_ok, self.source_stream)
+                              self.max_bad_rows, self.empty_objects_ok, self.source_stream, self.lineage.key)
         self.before_copy(tx)
         for n, obj in enumerate(objects, 1):
             self.before_object(tx, obj)
@@ -379,15 +391,21 @@ class LoadPartition(PartitionTask):
 
     def check_rows(self, tx: db.PartitionTransaction) -> None:
         """Every copied row must carry the partition's date, or a later load of another date would
-        delete or duplicate it."""
+        delete or duplicate it. The error names the objects that hold such rows."""
         in_partition = db.count_partition(tx, self.date_column)
-        if in_partition != tx.rows:
-            keys = ", ".join(s["key"] for s in tx.sources)
-            raise BadInputError(
-                f"{tx.key.describe()} {tx.date}: {tx.rows - in_partition} of {tx.rows} rows copied from "
-                f"s3://{self.bucket}/ ({keys}) have {self.date_column} other than {tx.date}"
-                + "".join(f" or {c} other than {v!r}" for c, v in tx.key.scope)
-            )
+        if in_partition == tx.rows:
+            return
+        keys = [s["key"] for s in tx.sources]
+        if self.lineage.key:  # exactly which objects, and how many rows each
+            counts = db.count_outside_by_key(tx, self.lineage.key, self.date_column, keys)
+            holders, hint = ", ".join(f"s3://{self.bucket}/{k} ({n})" for k, n in counts.items()), ""
+        else:
+            holders = f"s3://{self.bucket}/ ({', '.join(keys)})"
+            hint = "" if len(keys) < 2 else "; declare lineage = Lineage(key=...) to see which objects hold them"
+        raise BadInputError(
+            f"{tx.key.describe()} {tx.date}: {tx.rows - in_partition} of {tx.rows} rows copied from {holders} have "
+            f"{self.date_column} other than {tx.date}" + "".join(f" or {c} other than {v!r}" for c, v in tx.key.scope)
+            + hint)
 
 
 @contextmanager

@@ -178,3 +178,94 @@ def test_an_existing_table_with_a_plain_date_column_for_a_derived_date(stack, ma
     stack.execute(str(caught.value).split("run once: ")[1])
     assert run_task(load(date=D1)).status == SUCCESS
     assert stack.query(f"SELECT flight_date, id FROM {stack.schema}.t") == [(D1, 1)]
+
+
+# -- lineage columns and the marker's load_id ---------------------------------------------------------
+
+LINEAGE = lp.Lineage(key="source_key", load_id="load_id", loaded_at="loaded_at")
+
+
+def _marker(stack, table: str = "t") -> dict:
+    rows = stack.query(f"SELECT partition_date, load_id, started_at, finished_at FROM {stack.marker_schema}."
+                       f"partition_marker WHERE target_table = %s", (f"{stack.schema}.{table}",))
+    return {r[0]: r[1:] for r in rows}
+
+
+def test_lineage_columns_say_which_object_and_which_load_wrote_each_row(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\n2,2019-02-01,y\n")
+    stack.put("d/2019-02-01/b.csv", "id,day,v\n3,2019-02-01,z\nfour,2019-02-01,bad\n5,2019-02-01,w\n")
+    load = make_task(lineage=LINEAGE, max_bad_rows=1)  # b.csv's good rows take the quarantine path
+    assert run_task(load(date=D1)).status == SUCCESS
+    rows = stack.query(f"SELECT id, source_key, load_id::text, loaded_at FROM {stack.schema}.t ORDER BY id")
+    assert [(r[0], r[1]) for r in rows] == [(1, "d/2019-02-01/a.csv"), (2, "d/2019-02-01/a.csv"),
+                                            (3, "d/2019-02-01/b.csv"), (5, "d/2019-02-01/b.csv")]
+    load_id, started, finished = _marker(stack)[D1]
+    assert {r[2] for r in rows} == {load_id} and len(load_id) == 36
+    assert len({r[3] for r in rows}) == 1 and started <= rows[0][3] <= finished  # the transaction's start
+
+    stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\n")
+    assert run_task(load(date=D1, force=True)).status == SUCCESS
+    new_id = _marker(stack)[D1][0]
+    assert new_id != load_id
+    assert stack.query(f"SELECT DISTINCT load_id::text FROM {stack.schema}.t") == [(new_id,)]
+
+
+def test_with_a_lineage_key_rows_of_another_date_name_their_object_exactly(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\n")
+    stack.put("d/2019-02-01/b.csv", "id,day,v\n2,2019-02-02,y\n3,2019-02-03,z\n4,2019-02-01,w\n")
+    stack.put("d/2019-02-01/c.csv", "id,day,v\n5,2019-02-01,x\n")
+    with pytest.raises(BadInputError, match=r": 2 of 5 rows copied from s3://\S+/d/2019-02-01/b.csv \(2\) have day "
+                                             r"other than 2019-02-01$"):
+        make_task(lineage=lp.Lineage(key="source_key"))(date=D1).run()
+    with pytest.raises(BadInputError, match=r"declare lineage = Lineage\(key=...\) to see which objects hold them$"):
+        make_task()(date=D1).run()
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.t") == [(0,)]
+
+
+def test_an_existing_table_without_lineage_columns_gets_the_statements(stack, make_task):
+    stack.execute(f"CREATE SCHEMA {stack.schema}; CREATE TABLE {stack.schema}.t (id bigint, day date, v text, "
+                  f"loaded_at timestamptz)")
+    stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\n")
+    load = make_task(lineage=LINEAGE)
+    fixes = []
+    for _ in range(3):
+        with pytest.raises(ConfigurationError, match=r"is filled by each load through its default; run once: ") as e:
+            load(date=D1).run()
+        fixes.append(str(e.value).split("run once: ")[1])
+        stack.execute(fixes[-1])
+    assert fixes == [
+        f'ALTER TABLE "{stack.schema}"."t" ADD COLUMN "source_key" text DEFAULT '
+        "(NULLIF(current_setting('luigi_pipelines.source_key', true), ''))::text",
+        f'ALTER TABLE "{stack.schema}"."t" ADD COLUMN "load_id" uuid DEFAULT '
+        "(NULLIF(current_setting('luigi_pipelines.load_id', true), ''))::uuid",
+        f'ALTER TABLE "{stack.schema}"."t" ALTER COLUMN "loaded_at" SET DEFAULT now()',
+    ]
+    assert run_task(load(date=D1)).status == SUCCESS
+    assert stack.query(f"SELECT source_key, load_id IS NOT NULL, loaded_at IS NOT NULL FROM {stack.schema}.t") == [
+        ("d/2019-02-01/a.csv", True, True)]
+
+
+def test_a_table_with_more_columns_than_the_files_fills_them_from_their_defaults(stack, make_task):
+    stack.execute(f"CREATE SCHEMA {stack.schema}; CREATE TABLE {stack.schema}.t (serial_id bigserial, id bigint, "
+                  f"day date, v text, loaded_at timestamptz DEFAULT now(), note text)")
+    stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\n2,2019-02-01,y\n")
+    assert run_task(make_task(create_table=False)(date=D1)).status == SUCCESS
+    assert stack.query(f"SELECT serial_id, id, loaded_at IS NOT NULL, note FROM {stack.schema}.t ORDER BY id") == [
+        (1, 1, True, None), (2, 2, True, None)]
+
+
+def test_a_marker_table_from_before_load_ids_keeps_working(stack, make_task):
+    marker = f"{stack.marker_schema}.partition_marker"
+    stack.execute(f"CREATE SCHEMA {stack.marker_schema}")
+    old_shape = q.create_marker_table(TableName(stack.marker_schema, "partition_marker"))
+    with psycopg2.connect(stack.pg.dsn) as conn, conn.cursor() as cur:
+        cur.execute(old_shape)
+        cur.execute(f"ALTER TABLE {marker} DROP COLUMN load_id")  # the table as the previous release made it
+        cur.execute(f"INSERT INTO {marker} VALUES (%s, %s, 'LoadT', 'LoadT(date=2019-02-01)', 1, 0, 9, '[]', now(), "
+                    f"now(), 'h')", (f"{stack.schema}.t", D1))
+    conn.close()
+    load = make_task()
+    assert load(date=D1).complete() and load.bulk_complete([D1, D2]) == [D1]
+    stack.put("d/2019-02-02/a.csv", "id,day,v\n1,2019-02-02,x\n")
+    assert run_task(load(date=D2)).status == SUCCESS
+    assert {d: m[0] is not None for d, m in _marker(stack).items()} == {D1: False, D2: True}
