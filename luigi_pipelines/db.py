@@ -288,6 +288,12 @@ def count_outside_by_key(tx: PartitionTransaction, key_column: str, date_column:
     return dict(tx.cursor.fetchall())
 
 
+def execute(tx: PartitionTransaction, statement: q.sql.Composable) -> int:
+    """Run one statement in the transaction; returns its row count."""
+    tx.cursor.execute(statement)
+    return tx.cursor.rowcount
+
+
 def copy_stream(
     tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int
 ) -> int:

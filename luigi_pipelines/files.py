@@ -18,6 +18,7 @@ from .errors import BadInputError, PipelineError
 # A line that is exactly \. (before \n or \r\n), at the start of the data or after a \n.
 _END_MARKER_LINE = re.compile(rb"^\\\.(?=\r?\n)", re.MULTILINE)
 _END_MARKER_LAST = re.compile(rb"^\\\.(?=\r?\n|\r?\Z)", re.MULTILINE)
+_PEEK = 1024 * 1024  # the first chunk of an object, read before its COPY (is it empty? its header?)
 
 
 def _prefix(host: str, pid: int) -> str:
@@ -201,9 +202,26 @@ class SourceReader:
 
     def is_empty(self) -> bool:
         """Whether the object has no data at all once decompressed and without its byte-order mark."""
+        return not self._peek()
+
+    def first_line(self, limit: int = _PEEK) -> bytes:
+        """The first line of the data, without its line end, read ahead of COPY (which still gets it):
+        usually inside the first chunk, which ``is_empty`` has read already."""
+        peeked = self._peek()
+        while b"\n" not in peeked and len(peeked) < limit:
+            more = self._fetch(limit - len(peeked))
+            if not more:
+                break
+            peeked = self._peeked = peeked + more
+        line, newline, _ = peeked.partition(b"\n")
+        if not newline and len(peeked) >= limit:
+            raise BadInputError(f"{self.source}: the first line is longer than {limit // 1024} KiB: not a header")
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def _peek(self) -> bytes:
         if self._peeked is None:
-            self._peeked = self._decoded(1024 * 1024)
-        return not self._peeked
+            self._peeked = self._fetch(_PEEK)
+        return self._peeked
 
     def read(self, size: int = -1) -> bytes:
         return self._guard.read(size)
@@ -212,6 +230,9 @@ class SourceReader:
         if self._peeked is not None:
             data, self._peeked = self._peeked, None
             return data
+        return self._fetch(size)
+
+    def _fetch(self, size: int) -> bytes:
         try:
             data = self._stream.read(size)
         except PipelineError as exc:  # the download behind a GrowingFile failed

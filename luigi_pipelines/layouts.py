@@ -246,3 +246,25 @@ class TableLayout:
         extra = [*(q.generated_column(c, e) for c, e in self.generated),
                  *(q.column_with_default(d.column, d.expression) for d in self.defaults if d.stamped)]
         return [q.create_table(self.table, self.files, self.filled, extra), q.create_date_index(self.table, self.date_column)]
+
+
+def columns_by_header(names: Sequence[str], declared: Sequence[q.Column]) -> tuple[tuple[q.Column, ...], bool]:
+    """The columns of a file whose header says ``names``, in its order: each declared column where
+    the header names it, a text column ``luigi_pipelines_extra_<n>`` for each other one; and whether
+    there are such others (then the file goes through a staging table). Every declared column
+    must be named exactly once."""
+    wanted = {c.name: c for c in declared}
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise ValueError(f"the header lacks the declared column{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(map(repr, missing))} (it has {_listing(names)})")
+    doubled = sorted({n for n in names if n in wanted and names.count(n) > 1})
+    if doubled:
+        raise ValueError(f"the header names {', '.join(map(repr, doubled))} more than once")
+    columns = tuple(wanted.get(n) or q.Column(f"luigi_pipelines_extra_{i}", "text") for i, n in enumerate(names, 1))
+    return columns, len(names) > len(wanted)
+
+
+def _listing(names: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(repr(n[:64]) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -9,6 +9,7 @@ branch in the task. Nothing here imports luigi.
 from __future__ import annotations
 
 import concurrent.futures
+import csv
 import dataclasses
 import gzip
 import logging
@@ -19,12 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
+import psycopg2
 from psycopg2 import sql
 
 from . import db, quarantine
 from . import sql as q
 from .errors import BadInputError, CopyAborted, LoadError, PipelineError
 from .files import DownloadCancelled, EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
+from .layouts import columns_by_header
 from .partitions import TableName, compression_for
 from .s3 import S3Client, S3Object
 from .settings import LoadSettings
@@ -56,11 +59,24 @@ class ObjectRecord:
         }
 
 
+@dataclass(frozen=True)
+class CopyPlan:
+    """Where one object's COPY goes: straight into the table, or, when the file has columns the
+    table does not take, into a staging table (``sql.STAGE``) whose declared columns are then
+    inserted into the table. ``columns`` are what COPY fills, in the file's order."""
+
+    statement: sql.Composable
+    target: TableName
+    columns: tuple[q.Column, ...]
+    staged_into: TableName | None = None  # the table the staged rows go to
+    declared: tuple[q.Column, ...] = ()  # ... in these columns
+
+
 class Decoder(Protocol):
     """How one format's objects become ``COPY ... FROM STDIN`` input."""
 
-    def copy_statement(self, table: TableName, columns: Sequence[q.Column]) -> sql.Composable:
-        """The COPY statement that reads what ``open`` returns."""
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
+        """The COPY of one object (opened by ``open``) into ``table``'s declared ``columns``."""
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
         """A reader of the object's data as COPY reads it (decompressed, decoded)."""
@@ -82,8 +98,29 @@ class CsvDecoder:
     def utf8(self) -> bool:
         return self.fmt.encoding.upper().replace("-", "") == "UTF8"
 
-    def copy_statement(self, table: TableName, columns: Sequence[q.Column]) -> sql.Composable:
-        return q.copy_from_stdin(table, columns, self.fmt)
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
+        """By position, or (``by_name``) by the header's names: straight into the table when the file has
+        only declared columns, else through the staging table (one more write of the rows)."""
+        if not self.fmt.by_name:
+            return CopyPlan(q.copy_from_stdin(table, columns, self.fmt), table, tuple(columns))
+        try:
+            in_file, extra = columns_by_header(self.header(reader), columns)
+        except ValueError as exc:
+            raise BadInputError(f"{reader.source}: {exc}") from None
+        if not extra:
+            return CopyPlan(q.copy_from_stdin(table, in_file, self.fmt), table, in_file)
+        unchecked = dataclasses.replace(self.fmt, check_header=False)  # the stage names the extras by position
+        return CopyPlan(q.copy_from_stdin(q.STAGE, in_file, unchecked), q.STAGE, in_file, table, tuple(columns))
+
+    def header(self, reader: SourceReader) -> list[str]:
+        """The names in the object's header line."""
+        line = reader.first_line().decode(quarantine.python_codec(self.fmt.encoding), errors="replace")
+        doubled = self.fmt.escape == self.fmt.quote  # "" inside quotes, else an escape character
+        try:
+            return next(csv.reader([line], delimiter=self.fmt.delimiter, quotechar=self.fmt.quote, strict=True,
+                                   doublequote=doubled, escapechar=None if doubled else self.fmt.escape), [])
+        except csv.Error as exc:
+            raise BadInputError(f"{reader.source} line 1: the header cannot be read: {exc}") from None
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
         return SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=self.utf8, quote=self.fmt.quote.encode())
@@ -107,8 +144,8 @@ class CsvDecoder:
         """The segmented copy of ``quarantine`` over the object's decompressed bytes (a second temp file)."""
         if first_error.line is None or (self.fmt.header and first_error.line == 1):
             raise first_error  # a corrupt stream or a wrong header is not a bad row
-        tx = loader.tx
-        statement = q.copy_from_stdin(tx.target, loader.columns, dataclasses.replace(self.fmt, header=False))
+        tx, plan = loader.tx, loader.plan
+        statement = q.copy_from_stdin(plan.target, plan.columns, dataclasses.replace(self.fmt, header=False, by_name=False))
         with temp_download(loader.settings.temp_directory) as plain_file:
             try:
                 plain = quarantine.decoded_copy(raw, compression_for(obj.key) == "gzip", plain_file)
@@ -146,7 +183,7 @@ class ObjectLoader:
     key_column: str = ""  # a lineage column that gets each object's key (a setting given before its COPY)
 
     def __post_init__(self) -> None:
-        self.statement = self.decoder.copy_statement(self.tx.target, self.columns)
+        self.plan = CopyPlan(sql.SQL(""), self.tx.target, tuple(self.columns))  # the current object's, once known
 
     def load(self, obj: S3Object) -> ObjectRecord:
         """Copy one object into the open transaction and account for it in ``tx``."""
@@ -177,7 +214,8 @@ class ObjectLoader:
                 if reader.is_empty():
                     record.empty = "has no data after decompression and byte-order mark removal"
                 else:
-                    record.rows = self._copy_stream(record, reader, tmp, growing)
+                    self.plan = self.decoder.plan(self.tx.target, self.columns, reader)
+                    record.rows = self._staged(obj, lambda: self._copy_stream(record, reader, tmp, growing))
             finally:
                 growing.cancel()  # a failed COPY stops the download; a finished one is not affected
             fetched, record.download_s = download.result()  # the download's own error, if COPY hid it
@@ -186,15 +224,37 @@ class ObjectLoader:
         logger.info("%s: %.1f MiB downloaded in %.2f s, %d rows copied in %.2f s (COPY starts with the "
                     "download's first MiB)", obj.url, obj.size / _MIB, record.download_s, record.rows, record.copy_s)
 
+    def _staged(self, obj: S3Object, copy: Callable[[], int]) -> int:
+        """``copy()`` the object as ``self.plan`` says; a staged one then goes on to its table, all its rows.
+
+        Types are checked by the COPY into the stage (with the line); the table's own constraints
+        (NOT NULL, CHECK, keys) only by the INSERT, whose error can name the object but no line.
+        """
+        plan = self.plan
+        if plan.staged_into is None:
+            return copy()
+        db.execute(self.tx, q.create_stage(plan.columns))
+        rows = copy()
+        try:
+            moved = db.execute(self.tx, q.insert_from_stage(plan.staged_into, plan.declared))
+        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+            raise BadInputError(f"{obj.url}: {exc.diag.message_primary or exc} (in the INSERT from the staging table: "
+                                f"no line number)") from exc
+        if moved != rows:
+            raise LoadError(f"{obj.url}: {moved} of {rows} staged rows were inserted; nothing of the partition was kept")
+        db.execute(self.tx, q.drop_stage())
+        return rows
+
     def _copy_stream(self, record: ObjectRecord, reader: SourceReader, raw: IO[bytes], growing: GrowingFile) -> int:
         obj = record.obj
         stream = self.source_stream(obj, reader)
         buffer = self.settings.copy_buffer
+        statement = self.plan.statement
         try:
             if self.max_bad_rows <= 0:
-                outcome: int | BadInputError = db.copy_stream(self.tx, self.statement, stream, obj.url, buffer)
+                outcome: int | BadInputError = db.copy_stream(self.tx, statement, stream, obj.url, buffer)
             else:
-                outcome = db.copy_in_savepoint(self.tx, self.statement, stream, obj.url, buffer)
+                outcome = db.copy_in_savepoint(self.tx, statement, stream, obj.url, buffer)
         except CopyAborted:
             if reader.error is not None:  # the reader's own error (a failed download, corrupt gzip data)
                 raise reader.error from None

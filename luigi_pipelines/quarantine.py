@@ -232,11 +232,12 @@ class QuarantineCopy:
 
     def _reject(self, start: int, end: int, error: BadInputError) -> Reject:
         raw = self.lines.read_lines(start, end)[:_MAX_RAW]
-        text = raw.decode(_python_codec(self.encoding), errors="backslashreplace").replace("\x00", "\\x00")
+        text = raw.decode(python_codec(self.encoding), errors="backslashreplace").replace("\x00", "\\x00")
         return Reject(start, text.rstrip("\r\n"), error.reason or str(error))
 
 
-def _python_codec(pg_encoding: str) -> str:
+def python_codec(pg_encoding: str) -> str:
+    """The Python codec of a PostgreSQL encoding name (UTF-8 if Python has none like it)."""
     name = pg_encoding.lower().replace("-", "").replace("_", "")
     aliases = {"utf8": "utf-8", "latin1": "latin-1", "win1252": "cp1252", "sqlascii": "latin-1"}
     try:

@@ -27,6 +27,13 @@ class CsvFormat:
     escape: str = '"'
     null: str = ""
     encoding: str = "UTF8"
+    # Match the files' columns to the declared ones by the header's names: any order; file columns
+    # not declared are left out (through a staging table); a declared column the header lacks is an error.
+    by_name: bool = False
+
+    def __post_init__(self) -> None:
+        if self.by_name and not self.header:
+            raise ValueError("CsvFormat(by_name=True) needs header=True: without a header, columns go by position")
 
 
 @dataclass(frozen=True)
@@ -194,6 +201,25 @@ def copy_from_stdin(table: TableName, columns: Sequence[Column], fmt: CsvFormat)
     return sql.SQL("COPY {} ({}) FROM STDIN WITH ({})").format(
         table_ident(table), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns), options
     )
+
+
+STAGE = TableName("pg_temp", "luigi_pipelines_stage")  # where an object with undeclared columns is copied first
+
+
+def create_stage(columns: Sequence[Column]) -> sql.Composed:
+    """``CREATE TEMP TABLE luigi_pipelines_stage (<columns>) ON COMMIT DROP``: one object's file, all its columns."""
+    defs = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns]
+    return sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(sql.Identifier(STAGE.name), sql.SQL(", ").join(defs))
+
+
+def insert_from_stage(table: TableName, columns: Sequence[Column]) -> sql.Composed:
+    """``INSERT INTO t (<columns>) SELECT <columns> FROM pg_temp.luigi_pipelines_stage``: the declared ones."""
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(table_ident(table), names, names, table_ident(STAGE))
+
+
+def drop_stage() -> sql.Composed:
+    return sql.SQL("DROP TABLE {}").format(table_ident(STAGE))
 
 
 # -- the marker table --------------------------------------------------------------------------

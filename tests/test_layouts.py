@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime
+import gzip
+import io
 
 import psycopg2
 import pytest
@@ -10,6 +12,8 @@ from luigi.execution_summary import LuigiStatusCode
 import luigi_pipelines as lp
 from luigi_pipelines import BadInputError, ConfigurationError, layouts
 from luigi_pipelines import sql as q
+from luigi_pipelines.files import SourceReader
+from luigi_pipelines.objects import CsvDecoder
 from luigi_pipelines.partitions import TableName
 from tests.conftest import run_task
 
@@ -269,3 +273,71 @@ def test_a_marker_table_from_before_load_ids_keeps_working(stack, make_task):
     stack.put("d/2019-02-02/a.csv", "id,day,v\n1,2019-02-02,x\n")
     assert run_task(load(date=D2)).status == SUCCESS
     assert {d: m[0] is not None for d, m in _marker(stack).items()} == {D1: False, D2: True}
+
+
+# -- columns by the header's names ---------------------------------------------------------------------
+
+BY_NAME = lp.CsvFormat(by_name=True)
+
+
+def test_columns_by_header_name_in_any_order_with_extra_file_columns(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", "v,day,id\nx,2019-02-01,1\n")  # only declared columns: straight COPY
+    stack.put("d/2019-02-01/b.csv", "extra,v,id,day,more\n?,y,2,2019-02-01,!\n??,\"z,1\",3,2019-02-01,!!\n")
+    stack.put("d/2019-02-01/c.csv.gz", gzip.compress(b"\xef\xbb\xbfid,other,day,v\r\n4,o,2019-02-01,w\r\n"))
+    assert run_task(make_task(csv=BY_NAME)(date=D1)).status == SUCCESS
+    assert _rows(stack, "id, day, v") == [(1, D1, "x"), (2, D1, "y"), (3, D1, "z,1"), (4, D1, "w")]
+    sources = stack.markers(f"{stack.schema}.t")[D1][2]
+    assert [(s["key"], s["rows"]) for s in sources] == [("d/2019-02-01/a.csv", 1), ("d/2019-02-01/b.csv", 2),
+                                                        ("d/2019-02-01/c.csv.gz", 1)]
+    assert stack.query("SELECT count(*) FROM pg_class WHERE relname = 'luigi_pipelines_stage'") == [(0,)]
+
+
+def test_a_declared_column_missing_from_the_header_is_named(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", "v,day,id\nx,2019-02-01,1\n")
+    stack.put("d/2019-02-01/b.csv", "ID,day,value\n2,2019-02-01,y\n")
+    with pytest.raises(BadInputError, match=r"^s3://\S+/d/2019-02-01/b.csv: the header lacks the declared columns "
+                                             r"'id', 'v' \(it has 'ID', 'day', 'value'\)$"):
+        make_task(csv=BY_NAME)(date=D1).run()
+    stack.put("d/2019-02-01/b.csv", "id,day,v,id\n2,2019-02-01,y,3\n")
+    with pytest.raises(BadInputError, match=r"b.csv: the header names 'id' more than once$"):
+        make_task(csv=BY_NAME)(date=D1).run()
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.t") == [(0,)]
+
+
+def test_bad_rows_of_a_staged_object_keep_their_line_and_column(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", "note,id,day,v\nn,1,2019-02-01,x\nn,two,2019-02-01,y\nn,3,2019-02-01,z\n")
+    with pytest.raises(BadInputError, match=r"a.csv line 3 column id: invalid input syntax for type bigint: \"two\""):
+        make_task(csv=BY_NAME)(date=D1).run()
+    assert run_task(make_task(csv=BY_NAME)(date=D1, max_bad_rows=1)).status == SUCCESS
+    assert _rows(stack) == [(D1, 1, "x"), (D1, 3, "z")]
+    assert stack.query(f"SELECT line_number, raw_line FROM {stack.marker_schema}.rejected_rows") == [
+        (3, "n,two,2019-02-01,y")]
+
+
+def test_a_table_constraint_broken_by_a_staged_object_names_it(stack, make_task):
+    stack.execute(f"CREATE SCHEMA {stack.schema}; CREATE TABLE {stack.schema}.t (id bigint, day date, "
+                  f"v text NOT NULL)")
+    stack.put("d/2019-02-01/a.csv", "note,id,day,v\nn,1,2019-02-01,\n")
+    with pytest.raises(BadInputError, match=r'a.csv: null value in column "v" of relation "t" violates not-null '
+                                             r"constraint \(in the INSERT from the staging table: no line number\)$"):
+        make_task(csv=BY_NAME)(date=D1).run()
+
+
+def test_by_name_needs_a_header():
+    with pytest.raises(ValueError, match=r"by_name=True\) needs header=True"):
+        lp.CsvFormat(by_name=True, header=False)
+
+
+def test_the_header_is_read_with_the_files_delimiter_quote_and_escape():
+    def names(data: bytes, **fmt) -> list[str]:
+        reader = SourceReader(io.BytesIO(data), "s3://b/k.csv", None, strip_bom=True)
+        return CsvDecoder(lp.CsvFormat(**fmt)).header(reader)
+
+    assert names(b'\xef\xbb\xbfa;"b;c";d\r\n1;2;3\n', delimiter=";") == ["a", "b;c", "d"]
+    assert names(b"'x\\'y',z\n", quote="'", escape="\\") == ["x'y", "z"]
+    assert names(b"only,a,header") == ["only", "a", "header"]
+    with pytest.raises(BadInputError, match="k.csv: the first line is longer than 1024 KiB: not a header"):
+        names(b"x" * (1024 * 1024 + 1) + b"\n")
+    columns, extra = layouts.columns_by_header(["b", "x y", "a"], q.columns_of([("a", "text"), ("b", "int")]))
+    assert [(c.name, c.type) for c in columns] == [("b", "int"), ("luigi_pipelines_extra_2", "text"), ("a", "text")]
+    assert extra
