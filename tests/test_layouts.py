@@ -341,3 +341,64 @@ def test_the_header_is_read_with_the_files_delimiter_quote_and_escape():
     columns, extra = layouts.columns_by_header(["b", "x y", "a"], q.columns_of([("a", "text"), ("b", "int")]))
     assert [(c.name, c.type) for c in columns] == [("b", "int"), ("luigi_pipelines_extra_2", "text"), ("a", "text")]
     assert extra
+
+
+# -- the flights case: a public dataset's layout, loaded as delivered -----------------------------------
+
+FLIGHTS_HEADER = ("year,month,day,dep_time,sched_dep_time,dep_delay,arr_time,sched_arr_time,arr_delay,carrier,"
+                  "flight,tailnum,origin,dest,air_time,distance,hour,minute,time_hour")
+FLIGHT_DAYS = {datetime.date(2013, 1, 1): 40, datetime.date(2013, 1, 2): 55, datetime.date(2013, 1, 3): 61}
+
+
+def flights_csv(day: datetime.date, count: int) -> str:
+    """One day of nycflights13-like rows (as readr writes them: NA for missing, time_hour in UTC with Z);
+    every third flight leaves after 19:00 in New York, which is already the next day in UTC."""
+    lines = [FLIGHTS_HEADER]
+    for n in range(count):
+        hour, minute = (19 + n % 5, 5 * (n % 12)) if n % 3 == 0 else (5 + n % 14, 5 * (n % 12))
+        utc = datetime.datetime.combine(day, datetime.time(hour)) + datetime.timedelta(hours=5)  # EST is UTC-5
+        delay = "NA" if n % 7 == 0 else str(n % 40 - 5)
+        lines.append(f"{day.year},{day.month},{day.day},{hour * 100 + minute},{hour * 100 + minute},{delay},NA,"
+                     f"{(hour + 2) % 24 * 100},NA,{'UA' if n % 2 else 'B6'},{1000 + n},N{n:04d}X,JFK,LAX,NA,2475,"
+                     f"{hour},{minute},{utc:%Y-%m-%dT%H:00:00Z}")
+    return "\n".join(lines) + "\n"
+
+
+def flights_pipeline(make_task, stack, date_from: lp.DateSource):
+    """The pipeline of the README: a dozen declarative lines (bucket and schema are the test's)."""
+    return make_task(
+        __name__="LoadFlights",
+        bucket=stack.bucket,
+        key_prefix="flights/{date:%Y/%m/%d}/",
+        table=f"{stack.schema}.flights",
+        date_column="flight_date",
+        date_from=date_from,
+        columns=[("year", "smallint"), ("month", "smallint"), ("day", "smallint"), ("carrier", "text"),
+                 ("flight", "integer"), ("origin", "char(3)"), ("dest", "char(3)"), ("dep_delay", "integer"),
+                 ("time_hour", "timestamptz")],
+        csv=lp.CsvFormat(by_name=True, null="NA"),
+        lineage=lp.Lineage(key="source_key", load_id="load_id"),
+    )
+
+
+@pytest.mark.filterwarnings('ignore:Parameter "param_name" with value "None"')
+@pytest.mark.parametrize("date_from", [lp.make_date("year", "month", "day"), lp.local_date("time_hour", "America/New_York")],
+                         ids=["make_date", "local_date"])
+def test_flights_folder_per_day_load_as_delivered_with_exact_counts(stack, make_task, date_from):
+    from luigi.tools.range import RangeDaily
+
+    for day, count in FLIGHT_DAYS.items():
+        stack.put(f"flights/{day:%Y/%m/%d}/flights.csv", flights_csv(day, count))
+    load = flights_pipeline(make_task, stack, date_from)
+    backfill = RangeDaily(of=load, start=datetime.date(2013, 1, 1), stop=datetime.date(2013, 1, 4), now=1_400_000_000)
+    assert run_task(backfill).status == SUCCESS
+    counts = stack.query(f"SELECT flight_date, count(*), count(dep_delay), count(DISTINCT source_key) "
+                         f"FROM {stack.schema}.flights GROUP BY 1 ORDER BY 1")
+    assert counts == [(d, n, n - len(range(0, n, 7)), 1) for d, n in FLIGHT_DAYS.items()]
+    utc_dates = stack.query(f"SELECT count(*) FROM {stack.schema}.flights WHERE (time_hour AT TIME ZONE 'UTC')::date "
+                            f"<> flight_date")
+    assert utc_dates == [(sum(len(range(0, n, 3)) for n in FLIGHT_DAYS.values()),)]  # the evening flights
+    assert {d: m[0] for d, m in stack.markers(f"{stack.schema}.flights").items()} == FLIGHT_DAYS
+    assert load.bulk_complete(list(FLIGHT_DAYS)) == list(FLIGHT_DAYS)
+    assert run_task(backfill).status == SUCCESS  # a rerun: nothing to do
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.flights") == [(sum(FLIGHT_DAYS.values()),)]
