@@ -82,9 +82,9 @@ def object_key(date: datetime.date, name: str = "part-0000.csv") -> str:
     return f"transactions/{date.isoformat()}/{name}"
 
 
-def upload(client: Any, bucket: str, csv: CsvFile) -> Dataset:
-    """Put ``csv`` under its date's prefix, as one object (one PUT up to 5 GiB, like most producers)."""
-    key = object_key(csv.date)
+def upload(client: Any, bucket: str, csv: CsvFile, key: str = "") -> Dataset:
+    """Put ``csv`` under its date's prefix (or at ``key``), as one object (one PUT up to 5 GiB, like most producers)."""
+    key = key or object_key(csv.date)
     config = TransferConfig(multipart_threshold=5 * 1024 * MIB, max_concurrency=1)
     client.upload_file(str(csv.path), bucket, key, Config=config)
     return Dataset(csv, bucket, key)

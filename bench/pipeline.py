@@ -3,6 +3,7 @@
 It measures the shipped example pipeline unchanged: ``LoadTransactions`` is imported as is (its bucket
 and table come from the run's ``[transactions]`` config), next to ``RangeDaily`` and the baseline that
 luigi itself offers, ``CopyTransactions``: luigi's ``contrib.postgres.CopyToTable`` fed by a CSV reader.
+The ``layouts`` section loads the same rows through variants of ``LoadTransactions`` declared below.
 """
 from __future__ import annotations
 
@@ -14,7 +15,37 @@ import luigi
 from luigi.contrib.postgres import CopyToTable
 from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily ([core] autoload_range is off)
 
+import luigi_pipelines as lp
 from luigi_pipelines.pipelines.transactions import LoadTransactions  # measured as shipped
+
+NO_DATE_PREFIX = "transactions-nodate/{date:%Y-%m-%d}/"  # the same rows without their txn_date column
+
+
+class LoadTransactionsPathDate(LoadTransactions):
+    """The files have no date column: every row gets the partition's date (a filled column)."""
+
+    key_prefix = NO_DATE_PREFIX
+    columns = [c for c in LoadTransactions.columns if c[0] != "txn_date"]
+    date_from = lp.partition_date()
+
+
+class LoadTransactionsLineage(LoadTransactions):
+    """The plain files, and three lineage columns: the object's key, the load's id and its start."""
+
+    lineage = lp.Lineage(key="source_key", load_id="load_id", loaded_at="loaded_at")
+
+
+class LoadTransactionsByName(LoadTransactions):
+    """Columns by the header's names: every file column is declared, so COPY goes straight to the table."""
+
+    csv = lp.CsvFormat(null="", by_name=True)
+
+
+class LoadTransactionsStaged(LoadTransactions):
+    """Columns by the header's names, with the file's ``note`` column not declared: staged, then inserted."""
+
+    columns = [c for c in LoadTransactions.columns if c[0] != "note"]
+    csv = lp.CsvFormat(null="", by_name=True)
 
 
 class CopyTransactions(CopyToTable):
