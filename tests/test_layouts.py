@@ -206,6 +206,12 @@ def test_lineage_columns_say_which_object_and_which_load_wrote_each_row(stack, m
     load_id, started, finished = _marker(stack)[D1]
     assert {r[2] for r in rows} == {load_id} and len(load_id) == 36
     assert len({r[3] for r in rows}) == 1 and started <= rows[0][3] <= finished  # the transaction's start
+    which_file = stack.query(  # the README's query: a row's object, as the marker describes it
+        f"SELECT t.source_key, m.partition_date, o->>'etag', (o->>'rows')::int FROM {stack.schema}.t t "
+        f"JOIN {stack.marker_schema}.partition_marker m ON m.load_id = t.load_id "
+        f"CROSS JOIN jsonb_array_elements(m.source_objects) o WHERE t.id = 5 AND o->>'key' = t.source_key")
+    etag = stack.s3_client.head_object(Bucket=stack.bucket, Key="d/2019-02-01/b.csv")["ETag"].strip('"')
+    assert which_file == [("d/2019-02-01/b.csv", D1, etag, 2)]
 
     stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\n")
     assert run_task(load(date=D1, force=True)).status == SUCCESS
