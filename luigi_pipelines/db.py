@@ -148,6 +148,24 @@ def completed_dates(
         return {}  # no marker table yet: nothing has ever completed
 
 
+def completed_partitions(
+    conn: psycopg2.extensions.connection, marker: TableName, partitions: Iterable[tuple[ScopedTable, datetime.date]]
+) -> dict[tuple[ScopedTable, datetime.date], str]:
+    """Those of ``partitions`` (key, date) that have a marker row, with the task family that wrote it:
+    one query for any number of them (hourly partitions differ in their keys, daily ones in their dates)."""
+    wanted = set(partitions)
+    if not wanted:
+        return {}
+    keys = {str(key): key for key, _ in wanted}
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(q.select_completed_partitions(marker), (list(keys), sorted({d for _, d in wanted})))
+            found = {(keys[key], day): family for key, day, family in cur.fetchall()}
+    except psycopg2.errors.UndefinedTable:
+        return {}  # no marker table yet: nothing has ever completed
+    return {p: family for p, family in found.items() if p in wanted}
+
+
 @dataclass
 class PartitionTransaction:
     """The state of one open partition transaction (see ``partition_transaction``)."""

@@ -124,6 +124,11 @@ class _TableGenerated(DateSource):
 FILES: DateSource = _FromFiles()
 
 
+def file_column() -> DateSource:
+    """The date column is one of the files' columns (the default)."""
+    return FILES
+
+
 def partition_date() -> DateSource:
     """The files have no date: every row gets its partition's date (the task's ``date``), through the
     column's default, which reads a setting the load gives the transaction. Nothing is read per row."""

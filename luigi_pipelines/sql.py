@@ -310,6 +310,15 @@ def select_completed_dates(marker: TableName) -> sql.Composed:
     ).format(table_ident(marker))
 
 
+def select_completed_partitions(marker: TableName) -> sql.Composed:
+    """Parameters: an array of marker keys, an array of dates. Every (key, date, task family) of those
+    keys on those dates, one query (the caller keeps the pairs it asked for)."""
+    return sql.SQL(
+        "SELECT target_table, partition_date, task_family FROM {} "
+        "WHERE target_table = ANY(%s::text[]) AND partition_date = ANY(%s::date[])"
+    ).format(table_ident(marker))
+
+
 def select_keys_of_date(marker: TableName) -> sql.Composed:
     """Parameters: partition date, table name. Every marker key (any scope) of the table on that date, with its family."""
     return sql.SQL(

@@ -39,10 +39,10 @@ class PartitionDateParameter(luigi.DateParameter):
             raise ValueError(f"--date {s!r} is not a date of the calendar (YYYY-MM-DD): {exc}") from None
 
 
-def _as_date(parameter: Any) -> datetime.date:
-    """The date in one of ``bulk_complete``'s parameter tuples (a date, a 1-tuple or a dict)."""
+def _parameter_value(parameter: Any, name: str) -> Any:
+    """The partition's date (or hour) in one of ``bulk_complete``'s parameters (a value, a 1-tuple or a dict)."""
     if isinstance(parameter, dict):
-        return parameter["date"]
+        return parameter[name]
     if isinstance(parameter, (tuple, list)):
         return parameter[0]
     return parameter
@@ -59,7 +59,8 @@ class PartitionTask(luigi.Task):
 
     date = PartitionDateParameter(description="the partition date")
     force = luigi.BoolParameter(
-        default=False, significant=False, description="reload the partition even if its marker says it is done"
+        default=False, significant=False, positional=False,
+        description="reload the partition even if its marker says it is done"
     )
 
     # luigi's [resources] caps how many of these run at once across all workers of a luigid
@@ -89,10 +90,26 @@ class PartitionTask(luigi.Task):
     @property
     def partition_key(self) -> ScopedTable:
         """The table and scope this task's partitions belong to: the marker's and the lock's key."""
+        return self.partition_of(self.partition_value)[0]
+
+    # The luigi parameter that names the partition, and its value: the date (hourly tasks: the hour).
+    partition_parameter: ClassVar[str] = "date"
+
+    @property
+    def partition_value(self) -> Any:
+        return getattr(self, self.partition_parameter)
+
+    def partition_of(self, value: Any) -> tuple[ScopedTable, datetime.date]:
+        """The marker key and date of the partition ``value`` names (a date here; an hour for hourly tasks)."""
         try:
-            return ScopedTable.of(self.target_table, self.scope)
+            return ScopedTable.of(self.target_table, self.scope), value
         except ValueError as exc:
             raise ConfigurationError(f"{self.task_family}: scope {self.scope!r}: {exc}") from None
+
+    @classmethod
+    def partitions_of_date(cls, date: datetime.date) -> list[PartitionTask]:
+        """The tasks that together write ``date``: one (daily tasks) or 24 (hourly ones)."""
+        return [cls(date=date)]
 
     @property
     def target_columns(self) -> tuple[q.Column, ...]:
@@ -149,20 +166,23 @@ class PartitionTask(luigi.Task):
     def bulk_complete(cls, parameter_tuples: Iterable[Any]) -> list[Any]:
         """Those of ``parameter_tuples`` already complete, with one query on one connection.
 
-        ``RangeDaily`` passes ``cls`` as a ``functools.partial`` carrying its ``of_params``, so a
-        probe instance is built to read the declarations (and ``force``) the tasks would have.
+        ``RangeDaily`` (``RangeHourly``) passes ``cls`` as a ``functools.partial`` carrying its
+        ``of_params``, so a probe instance is built to read the declarations (and ``force``) the
+        tasks would have.
         """
         params = list(parameter_tuples)
         if not params:
             return []
-        probe = cls(date=_as_date(params[0]))
+        name = getattr(cls, "func", cls).partition_parameter
+        probe = cls(**{name: _parameter_value(params[0], name)})
         if probe.force:
             return []
+        wanted = [probe.partition_of(_parameter_value(p, name)) for p in params]
         with db.connect(database_settings()) as conn:
-            done = db.completed_dates(conn, probe.marker_table, probe.partition_key, map(_as_date, params))
-        for day, family in done.items():
-            check_owner(probe.partition_key, day, family, probe.task_family)
-        return [p for p in params if _as_date(p) in done]
+            done = db.completed_partitions(conn, probe.marker_table, wanted)
+        for (key, day), family in done.items():
+            check_owner(key, day, family, probe.task_family)
+        return [p for p, partition in zip(params, wanted, strict=True) if partition in done]
 
     # -- the transaction ------------------------------------------------------------------------
 
@@ -296,6 +316,7 @@ class LoadPartition(PartitionTask):
     max_bad_rows = luigi.IntParameter(
         default=0,
         significant=False,
+        positional=False,  # the partition's date (or hour) stays the first positional parameter, for luigi's ranges
         description="quarantine mode: up to this many bad rows per partition go to the rejects table and the "
         "good rows load; more fail the load. 0 (the default) is strict: any bad row fails it",
     )
@@ -312,7 +333,7 @@ class LoadPartition(PartitionTask):
     def prefix(self) -> str:
         if not self.bucket or "{date" not in self.key_prefix:
             raise ConfigurationError(f"{self.task_family} must declare bucket and a key_prefix containing {{date...}}")
-        return key_prefix(self.key_prefix, self.date)
+        return key_prefix(self.key_prefix, self.partition_value)
 
     def requires(self) -> Any:
         if self.empty_partition_ok and not self.ready_key:
@@ -408,6 +429,58 @@ class LoadPartition(PartitionTask):
             + hint)
 
 
+class LoadHourlyPartition(LoadPartition):
+    """Load one hour's S3 objects into PostgreSQL with COPY, exactly once: ``LoadPartition`` by the hour.
+
+    The task's parameter is ``date_hour`` (luigi's ``DateHourParameter``, ``--date-hour
+    2019-02-01T13``), so luigi's ``RangeHourly`` drives backfills, and ``bulk_complete`` answers for
+    any number of hours with one query. ``key_prefix`` must name the hour: ``date`` in the template
+    is the hour's datetime, e.g. ``"events/{date:%Y/%m/%d/%H}/"``.
+
+    An hour's partition is the rows whose ``date_column`` is the hour's date and whose
+    ``hour_column`` (default ``hour``) is its hour, 0-23. The hour column works like a scope column:
+    the marker key is ``schema.table/hour=13`` (``partition_date`` stays the date, so the marker
+    table keeps its shape), the lock and the DELETE cover that hour only, and when the files lack
+    the column each load fills it with the hour (a smallint). The one-transaction guarantee is the
+    same. A daily task can depend on the 24 hours of its date: ``partitions_of_date``
+    (``TransformPartition`` does it for an hourly ``upstream``).
+    """
+
+    date_hour = luigi.DateHourParameter(description="the partition's hour, e.g. 2019-02-01T13")
+    partition_parameter = "date_hour"
+    hour_column: ClassVar[str] = "hour"
+
+    @property
+    def date(self) -> datetime.date:  # type: ignore[override]  # a property: the parameter is date_hour
+        """The hour's date (the marker's ``partition_date``, the date column's value)."""
+        return self.date_hour.date()
+
+    def partition_of(self, value: datetime.datetime) -> tuple[ScopedTable, datetime.date]:
+        if self.hour_column in self.scope:
+            raise ConfigurationError(f"{self.task_family}: hour_column {self.hour_column!r} cannot be a scope column")
+        try:
+            key = ScopedTable.of(self.target_table, {**self.scope, self.hour_column: f"{value.hour:02d}"})
+        except ValueError as exc:
+            raise ConfigurationError(f"{self.task_family}: scope or hour_column: {exc}") from None
+        return key, value.date()
+
+    @classmethod
+    def partitions_of_date(cls, date: datetime.date) -> list[PartitionTask]:
+        return [cls(date_hour=datetime.datetime.combine(date, datetime.time(hour))) for hour in range(24)]
+
+    def scope_fills(self, files: Sequence[q.Column]) -> tuple[q.Column, ...]:
+        """Scope columns the files lack; the hour column among them is a smallint."""
+        return tuple(q.Column(c.name, "smallint") if c.name == self.hour_column else c
+                     for c in super().scope_fills(files))
+
+    def prepare(self, conn: psycopg2.extensions.connection) -> None:
+        if not prefixes_apart(self.key_prefix, hourly=True):
+            raise ConfigurationError(f"{self.task_family}: key_prefix {self.key_prefix!r} does not give every hour a "
+                                     f"prefix of its own (one that starts no other's): name the hour, e.g. "
+                                     f"'{{date:%Y/%m/%d/%H}}/'")
+        super().prepare(conn)
+
+
 @contextmanager
 def describe_database_errors(key: ScopedTable, date: datetime.date, settings: LoadSettings) -> Iterator[None]:
     """Database errors that are not about the data become one line naming the partition and what to do."""
@@ -453,11 +526,13 @@ class TransformPartition(PartitionTask):
     def transform(rows: tuple, date: datetime.date) -> Sequence[Sequence[Any]]:
         raise NotImplementedError
 
-    def requires(self) -> PartitionTask:
-        return self.upstream(date=self.date)
+    def requires(self) -> PartitionTask | list[PartitionTask]:
+        """The upstream partition of the same date; of an hourly upstream, the date's 24 hours."""
+        upstream = self.upstream.partitions_of_date(self.date)
+        return upstream[0] if len(upstream) == 1 else upstream
 
     def write_partition(self, tx: db.PartitionTransaction) -> None:
-        source = self.requires()
+        source = self.upstream.partitions_of_date(self.date)[0]  # its table and date column
         rows = db.read_partition(tx, source.target_table, source.date_column, self.source_columns)
         result = self.transform(rows, self.date)
         db.delete_partition(tx, self.date_column)
