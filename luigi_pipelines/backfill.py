@@ -31,6 +31,7 @@ import luigi.cmdline_parser
 import luigi.retcodes
 from luigi.tools.range import RangeDaily  # noqa: F401 - registered, so the command line below can be parsed here
 
+from . import defaults  # noqa: F401 - [retcode] as the luigi process sees it, from any directory
 from .partitions import date_range
 
 UTC = datetime.timezone.utc

@@ -5,7 +5,7 @@ import datetime
 
 import luigi
 
-from . import db
+from . import db, defaults  # noqa: F401 - importing defaults puts the package's luigi defaults in place
 from .config import database as database_settings
 from .partitions import TableName
 
