@@ -95,6 +95,12 @@ def add_fill_default(table: TableName, column: Column) -> sql.Composed:
         table_ident(table), sql.Identifier(column.name), fill_default(column))
 
 
+def add_filled_column(table: TableName, column: Column) -> sql.Composed:
+    """``ALTER TABLE t ADD COLUMN c <type> DEFAULT ...``: a filled column for an existing table."""
+    return sql.SQL("ALTER TABLE {} ADD COLUMN {} {} DEFAULT {}").format(
+        table_ident(table), sql.Identifier(column.name), sql.SQL(column.type), fill_default(column))
+
+
 def column_default() -> sql.SQL:
     """Parameters: schema-qualified table, column. The column's default expression (NULL: none or no column)."""
     return sql.SQL(

@@ -194,8 +194,9 @@ class PartitionTask(luigi.Task):
     def _check_fill_default(self, conn: psycopg2.extensions.connection, column: q.Column) -> None:
         default = db.column_default(conn, self.target_table, column.name)
         if default is None:
+            fix = q.add_filled_column(self.target_table, column).as_string(conn)
             raise ConfigurationError(f"{self.task_family}: table {self.target_table} has no column {column.name!r} "
-                                     f"(a scope column, filled by each load): add it, text, with the default below")
+                                     f"(a scope column, filled by each load); run once: {fix}")
         if q.fill_setting(column.name) not in default:
             fix = q.add_fill_default(self.target_table, column).as_string(conn)
             raise ConfigurationError(f"{self.task_family}: column {column.name!r} of {self.target_table} is filled "
