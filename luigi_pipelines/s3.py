@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
@@ -17,13 +17,18 @@ from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from .errors import SourceError
+from .partitions import KeyFilter
 from .settings import S3Settings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("luigi-interface.luigi_pipelines.s3")  # shown with luigi's own log
 # Environment variables boto3 reads when it builds a client (the shared-client cache keys on them).
 _SHARED: dict[tuple, S3Client] = {}
 _SESSIONS: dict[tuple, boto3.session.Session] = {}
 _MB = 1024 * 1024
+# Keys per listing request: S3's maximum. (SeaweedFS 4.48 may end a listing early after a page of
+# one key that is a folder marker, so pages of 1 are never asked for.)
+_PAGE = 1000
+_EVERY_DATA_KEY = KeyFilter()
 
 
 @dataclass(frozen=True)
@@ -89,27 +94,53 @@ class S3Client:
             return bool(self.client.meta.endpoint_url and "amazonaws.com" not in self.client.meta.endpoint_url)
         return mode == "single"
 
-    def list_objects(self, bucket: str, prefix: str) -> list[S3Object]:
-        """Every object under ``prefix`` (all pages), sorted by key; zero-size "folder" keys are skipped."""
-        found = []
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    if item["Key"].endswith("/"):
-                        continue
-                    found.append(S3Object(bucket, item["Key"], item["Size"], item["ETag"].strip('"')))
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise SourceError(f"s3://{bucket}/{prefix}: cannot list objects: {exc}") from exc
+    def list_objects(
+        self, bucket: str, prefix: str, keys: KeyFilter = _EVERY_DATA_KEY, page_size: int = _PAGE
+    ) -> list[S3Object]:
+        """The data objects under ``prefix`` (all pages), sorted by key: what ``keys`` does not skip.
+
+        A key ending in ``/`` that holds bytes is neither a folder marker nor a file name; it is
+        refused rather than skipped, so its bytes are never silently left out.
+        """
+        found, skipped = [], 0
+        for item in self._listing(bucket, prefix, page_size):
+            key, size = item["Key"], item["Size"]
+            reason = keys.skip_reason(prefix, key, size)
+            if reason is not None:
+                logger.debug("s3://%s/%s: not data, skipped: %s", bucket, key, reason)
+                skipped += 1
+            elif key.endswith("/"):
+                raise SourceError(f"s3://{bucket}/{key}: a key ending in '/' holds {size} bytes: it is neither a "
+                                  f"folder marker nor a file name; rename or delete it, then rerun")
+            else:
+                found.append(S3Object(bucket, key, size, item["ETag"].strip('"')))
+        if skipped:
+            logger.info("s3://%s/%s: %d listed keys are not data (folder markers, %s) and were skipped",
+                        bucket, prefix, skipped, ", ".join(keys.skip) or "no names")
         return sorted(found, key=lambda o: o.key)
 
-    def has_objects(self, bucket: str, prefix: str) -> bool:
-        """Whether at least one object lies under ``prefix`` (one request); "folder" keys do not count,
-        as ``list_objects`` skips them too."""
+    def has_objects(self, bucket: str, prefix: str, keys: KeyFilter = _EVERY_DATA_KEY, page_size: int = _PAGE) -> bool:
+        """Whether ``list_objects`` would find something under ``prefix``: pages are read until the first
+        key that ``keys`` does not skip, so folder markers or ``_SUCCESS`` listed first hide nothing.
+
+        A refused key (bytes under a name ending in ``/``) counts, so the load runs and says why it fails.
+        """
+        for item in self._listing(bucket, prefix, page_size):
+            reason = keys.skip_reason(prefix, item["Key"], item["Size"])
+            if reason is None:
+                return True
+            logger.debug("s3://%s/%s: not data, skipped: %s", bucket, item["Key"], reason)
+        return False
+
+    def _listing(self, bucket: str, prefix: str, page_size: int) -> Iterator[dict[str, Any]]:
+        """Every listed item under ``prefix``, page after page, as the server gives them (folder markers too)."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
         try:
-            reply = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=2)
+            for page in pages:
+                yield from page.get("Contents", [])
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise SourceError(f"s3://{bucket}/{prefix}: cannot list objects: {exc}") from exc
-        return any(not item["Key"].endswith("/") for item in reply.get("Contents", []))
 
     def exists(self, bucket: str, key: str) -> bool:
         """Whether the object ``key`` exists (one HEAD request)."""
