@@ -133,12 +133,23 @@ class S3Client:
         return False
 
     def _listing(self, bucket: str, prefix: str, page_size: int) -> Iterator[dict[str, Any]]:
-        """Every listed item under ``prefix``, page after page, as the server gives them (folder markers too)."""
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
+        """Every listed item under ``prefix``, page after page, as the server gives them (folder markers too).
+
+        SeaweedFS (4.48) says a listing is complete when a full page ends on a folder marker, even with
+        keys below it; such a page is therefore followed by one more request from after its last key.
+        """
+        more: dict[str, str] = {}
         try:
-            for page in pages:
-                yield from page.get("Contents", [])
+            while True:
+                reply = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=page_size, **more)
+                items = reply.get("Contents", [])
+                yield from items
+                if reply.get("IsTruncated"):
+                    more = {"ContinuationToken": reply["NextContinuationToken"]}
+                elif len(items) == page_size and items[-1]["Key"].endswith("/"):
+                    more = {"StartAfter": items[-1]["Key"]}
+                else:
+                    return
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise SourceError(f"s3://{bucket}/{prefix}: cannot list objects: {exc}") from exc
 

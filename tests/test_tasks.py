@@ -304,28 +304,6 @@ def test_a_folder_key_alone_is_missing_data(stack, make_task):
     assert run_task(make_task()(date=D1)).status == LuigiStatusCode.MISSING_EXT
 
 
-def test_folder_markers_listed_first_do_not_hide_a_date(stack, make_task):
-    """Issue 8.3: the two markers fill a 2-key listing page; the date still has data and loads."""
-    stack.put("d/2019-02-01/", b"")
-    stack.put("d/2019-02-01/part/", b"")
-    stack.put("d/2019-02-01/part/a.csv", csv("1,2019-02-01,x"))
-    assert run_task(make_task()(date=D1)).status == SUCCESS
-    assert loaded_keys(stack) == ["d/2019-02-01/part/a.csv"]
-
-
-def test_a_key_ending_in_slash_that_holds_bytes_is_refused(stack, make_task):
-    from luigi_pipelines import SourceError
-
-    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
-    body = csv("2,2019-02-01,hidden")
-    stack.put("d/2019-02-01/x/", body)
-    with pytest.raises(SourceError) as caught:
-        make_task()(date=D1).run()
-    assert str(caught.value) == (f"s3://{stack.bucket}/d/2019-02-01/x/: a key ending in '/' holds {len(body)} bytes: it is "
-                                 f"neither a folder marker nor a file name; rename or delete it, then rerun")
-    assert stack.markers(f"{stack.schema}.t") == {}
-
-
 def test_server_options_of_the_user_are_kept(stack, monkeypatch):
     """Our keepalive options are added to PGOPTIONS (or the DSN's options), not put in their place."""
     monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=4321")
