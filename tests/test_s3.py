@@ -1,6 +1,6 @@
 """The S3 behaviours this project depends on (``luigi_pipelines.s3``), each run against moto's server and
 against SeaweedFS, a real S3 server: listing pages, folder markers, ETag pinning, single and ranged GETs,
-odd key names, and the addressing style botocore sends."""
+a body stream that breaks mid-read, odd key names, and the addressing style botocore sends."""
 from __future__ import annotations
 
 import datetime
@@ -17,6 +17,7 @@ from luigi_pipelines import SourceError
 from luigi_pipelines.config import s3_settings
 from luigi_pipelines.s3 import S3Client
 from tests.conftest import Stack, run_task
+from tests.cutting_proxy import CuttingProxy
 from tests.seaweed import SeaweedS3, weed_binary, weed_version
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
@@ -209,6 +210,73 @@ def test_an_object_changed_after_listing_fails_the_load(s3, make_task, mode, cha
         make_task(before_object=change(s3))(date=D1).run()
     assert re.fullmatch(re.escape(f"s3://{s3.bucket}/{PREFIX}a b+é.csv: the object was ") + reason, str(caught.value))
     assert s3.markers(f"{s3.schema}.t") == {}
+    assert s3.temp_files() == []
+
+
+# -- a body stream that breaks ------------------------------------------------------------------------
+
+def _object_get(bucket: str, key: str) -> Any:
+    """Whether a request head is the GET of ``bucket/key`` (path style, as sent to 127.0.0.1)."""
+    line = f"GET /{bucket}/{key} ".encode()
+    return lambda head: head.startswith(line)
+
+
+@pytest.fixture
+def cut_stream(s3: Stack) -> Iterator[Any]:
+    """Start a ``CuttingProxy`` to the test's server and point ``[s3] endpoint_url`` at it."""
+    proxies: list[CuttingProxy] = []
+
+    def start(key: str, cuts: int, cut_after: int = 200_000) -> CuttingProxy:
+        proxy = CuttingProxy(s3.s3.endpoint_url, _object_get(s3.bucket, key), cut_after, cuts).__enter__()
+        proxies.append(proxy)
+        s3.set_config("s3", "endpoint_url", proxy.endpoint_url)
+        s3.set_config("s3", "download_mode", "single")
+        s3.set_config("s3", "read_chunk_kb", "64")
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.__exit__()
+
+
+def test_a_broken_stream_resumes_from_the_byte_it_reached(s3, make_task, cut_stream, caplog):
+    body = big_csv(20_000)
+    s3.put(PREFIX + "a.csv", body)
+    etag = s3.s3_client.head_object(Bucket=s3.bucket, Key=PREFIX + "a.csv")["ETag"].strip('"')
+    proxy = cut_stream("d/2019-02-01/a.csv", cuts=2)
+    with caplog.at_level(logging.WARNING, logger=S3_LOG):
+        assert run_task(make_task()(date=D1)).status == SUCCESS
+    assert ids(s3) == list(range(20_000))
+    assert proxy.done_cuts == 2
+    warnings = [r.getMessage() for r in caplog.records if r.name == S3_LOG]
+    assert len(warnings) == 2, warnings
+    reached = []
+    for attempt, warning in enumerate(warnings, 2):
+        match = re.fullmatch(re.escape(f"s3://{s3.bucket}/{PREFIX}a.csv: the download broke after ") + r"(\d+)"
+                             + re.escape(f" of {len(body)} bytes (") + r"\w+Error: .+" + r"\); resuming from byte (\d+), attempt "
+                             + f"{attempt} of 5", warning)
+        assert match and match.group(1) == match.group(2), warning
+        reached.append(int(match.group(1)))
+    assert 0 < reached[0] < reached[1] < len(body)
+    gets = [head.lower() for head in proxy.heads if _object_get(s3.bucket, PREFIX + "a.csv")(head)]
+    assert len(gets) == 3
+    assert b"range:" not in gets[0]
+    for head, start in zip(gets[1:], reached, strict=True):
+        assert f"range: bytes={start}-\r\n".encode() in head and f"if-match: {etag}\r\n".encode() in head
+
+
+def test_a_stream_broken_more_often_than_allowed_fails_and_loads_nothing(s3, make_task, cut_stream):
+    s3.set_config("s3", "max_attempts", "3")
+    body = big_csv(20_000)
+    s3.put(PREFIX + "a.csv", body)
+    proxy = cut_stream("d/2019-02-01/a.csv", cuts=10)
+    with pytest.raises(SourceError) as caught:
+        make_task()(date=D1).run()
+    expected = (re.escape(f"s3://{s3.bucket}/{PREFIX}a.csv: download failed: the stream broke 3 times, the last after ")
+                + r"\d+" + re.escape(f" of {len(body)} bytes: ") + r"\w+Error: .+")
+    assert re.fullmatch(expected, str(caught.value)), str(caught.value)
+    assert proxy.done_cuts == 3
+    assert s3.markers(f"{s3.schema}.t") == {} and ids(s3) == []
     assert s3.temp_files() == []
 
 
