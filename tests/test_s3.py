@@ -7,7 +7,6 @@ import datetime
 import logging
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -287,7 +286,7 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize("style", ["path", "virtual"])
-def test_addressing_style_is_what_botocore_sends(s3, style, tmp_path: Path):
+def test_addressing_style_is_what_botocore_sends(s3, style):
     """``[s3] addressing_style`` reaches botocore: path style puts the bucket in the path (and works on both
     servers); virtual puts it in the host name, which needs DNS for <bucket>.<endpoint host>, so that
     request is stopped before it leaves."""
