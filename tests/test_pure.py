@@ -50,6 +50,34 @@ def test_compression_by_suffix():
     assert partitions.compression_for("a/b.csv") is None
 
 
+def test_key_filter_skips_markers_and_conventional_names():
+    every = partitions.KeyFilter()
+    prefix = "d/2019-02-01/"
+    assert every.skip_reason(prefix, "d/2019-02-01/a.csv", 10) is None
+    assert every.skip_reason(prefix, "d/2019-02-01/part/a.csv", 10) is None
+    assert every.skip_reason(prefix, "d/2019-02-01/", 0) == "a folder marker"
+    assert every.skip_reason(prefix, "d/2019-02-01/part/", 0) == "a folder marker"
+    assert every.skip_reason(prefix, "d/2019-02-01/x/", 5) is None  # bytes under a folder name: the listing refuses it
+    for key, name, glob in [("_SUCCESS", "_SUCCESS", "_*"), ("_temporary/0/part-0.csv", "_temporary", "_*"),
+                            (".part-0.csv.crc", ".part-0.csv.crc", ".*"), ("part-0.csv.crc", "part-0.csv.crc", "*.crc"),
+                            ("sub/.hidden", ".hidden", ".*")]:
+        assert every.skip_reason(prefix, prefix + key, 3) == f"its name {name!r} matches {glob!r}"
+    assert partitions.KeyFilter(skip=()).skip_reason(prefix, prefix + "_SUCCESS", 0) is None
+
+
+def test_key_filter_globs_match_the_key_after_the_prefix():
+    csv = partitions.KeyFilter(("*.csv", "*.csv.gz"))
+    assert csv.skip_reason("d/2019-02-01/", "d/2019-02-01/part/a.csv.gz", 1) is None  # * also matches /
+    assert csv.skip_reason("d/2019-02-01/", "d/2019-02-01/a.csv.bak", 1) == "not matched by keys ('*.csv', '*.csv.gz')"
+    # a prefix cut inside a name: the globs see the rest of the name, the conventions the whole name
+    exact = partitions.KeyFilter((".csv",))
+    assert exact.skip_reason("logs/2019-02-01", "logs/2019-02-01.csv", 1) is None
+    assert exact.skip_reason("logs/2019-02-01", "logs/2019-02-01_old.csv", 1) is not None
+    assert exact.skip_reason("logs/2019-02-01", "logs/2019-02-01.csv.bak", 1) is not None
+    assert partitions.KeyFilter(("*.csv",)).skip_reason("logs/_2019-02-01", "logs/_2019-02-01.csv", 1) == \
+        "its name '_2019-02-01.csv' matches '_*'"
+
+
 def test_column_types_are_checked():
     assert q.Column("amount", "numeric(12,2)").type == "numeric(12,2)"
     assert q.Column("ts", "timestamp with time zone")
