@@ -73,7 +73,9 @@ near_types = st.one_of(
     column_types(st.just(""), st.text(st.characters(whitelist_categories=["Nd"]), min_size=1, max_size=2)),  # other digits
 )
 SAFE_TYPE = re.compile(r"[A-Za-z0-9_ ,()\[\]]+")  # nothing that ends a statement, quotes or comments
-literal_text = st.text(st.characters(blacklist_characters="\x00"))  # a SQL string cannot hold a NUL
+# Often a character that matters in SQL; never NUL, which a SQL string cannot hold.
+sql_characters = st.one_of(st.sampled_from("'\\\";-\n"), st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"))
+literal_text = st.lists(sql_characters, max_size=8).map("".join)
 
 
 @pytest.fixture(scope="module")
