@@ -32,7 +32,7 @@ def test_describe_bad_input():
 _FIRST = string.ascii_letters + "_"
 identifiers = st.builds(str.__add__, st.sampled_from(_FIRST), st.text(_FIRST + string.digits + "$", max_size=62))
 # Long reasons too: PostgreSQL quotes a bad value in full, and a field can be megabytes.
-reasons = st.one_of(st.text(max_size=400), st.integers(295, 305).map("r".__mul__),
+reasons = st.one_of(st.text(max_size=400), st.sampled_from([299, 300, 301]).map("r".__mul__),
                     st.builds(str.__mul__, st.text(min_size=1, max_size=10), st.integers(1, 200_000)))
 
 
