@@ -2,7 +2,7 @@
 import string
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from luigi_pipelines import errors
@@ -28,6 +28,7 @@ def test_describe_bad_input():
 
 
 # -- properties ------------------------------------------------------------------------------------
+# (deadline=None throughout: on a shared machine a slow example is not a failure)
 
 _FIRST = string.ascii_letters + "_"
 identifiers = st.builds(str.__add__, st.sampled_from(_FIRST), st.text(_FIRST + string.digits + "$", max_size=62))
@@ -36,6 +37,7 @@ reasons = st.one_of(st.text(max_size=400), st.sampled_from([299, 300, 301]).map(
                     st.builds(str.__mul__, st.text(min_size=1, max_size=10), st.integers(1, 200_000)))
 
 
+@settings(deadline=None)
 @given(identifiers, st.integers(0, 2**63 - 1), st.none() | identifiers, st.none() | st.text())
 def test_copy_error_position_reads_any_line_and_column(table, line, column, detail):
     """PostgreSQL's CONTEXT: ``COPY <table>, line <n>[, column <name>][: <the bad data>]``."""
@@ -51,11 +53,13 @@ near_contexts = st.builds(
     identifiers, st.integers(0, 10**6))
 
 
+@settings(deadline=None)
 @given(st.one_of(near_contexts, st.text().filter(lambda t: "COPY " not in t)))
 def test_copy_error_position_of_other_text_is_unknown(context):
     assert errors.copy_error_position(context) == errors.CopyErrorPosition(None, None)
 
 
+@settings(deadline=None)
 @given(st.text(max_size=200), st.none() | st.integers(1, 10**12), st.none() | identifiers, reasons)
 def test_describe_bad_input_is_bounded_and_keeps_short_reasons_whole(source, line, column, reason):
     message = errors.describe_bad_input(source, errors.CopyErrorPosition(line, column), reason)
