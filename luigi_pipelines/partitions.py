@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")  # fullmatch: re's $ would also pass a final newline
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def check_identifier(name: str) -> str:
     Identifiers are always quoted by psycopg2.sql as well; this check turns a configuration
     mistake (or an injection attempt) into a clear error instead of a strangely named table.
     """
-    if not isinstance(name, str) or not _IDENTIFIER.match(name) or len(name.encode()) > 63:
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name) or len(name.encode()) > 63:
         raise ValueError(f"{name!r} is not a valid SQL identifier (letters, digits, _ and $; at most 63 bytes)")
     return name
 
