@@ -6,9 +6,14 @@ It adds three things to the raw ``luigi --module M RangeDaily --of T ...`` that 
   yesterday, UTC), and the clock is read once and handed to luigi as ``--now``;
 - with a central scheduler, the worker flags that let several workers share a backfill
   (``--worker-keep-alive`` with an idle limit, so a worker waits while others still load);
-- an exit code that means what cron needs: luigi's own code, except that the two codes luigi gives
-  a worker merely because *other* workers ran some of the tasks (``[retcode] already_running`` and
-  ``not_run``) become 0 when every date the run was responsible for is loaded afterwards.
+- an exit code that means what cron needs: 0 only when, after the run, one query (the task class's
+  ``bulk_complete``) finds every date the run was asked for loaded, whatever luigi returned. luigi's
+  own non-zero code is kept, except that the two codes luigi gives a worker merely because *other*
+  workers ran some of its tasks (``[retcode] already_running`` and ``not_run``) become 0 when every
+  date is loaded; when luigi says 0 but dates are missing, the code is ``STILL_MISSING`` (21).
+
+The dates asked for are the whole window (the task limit handed to luigi is the window's length),
+or with ``--task-limit N`` the dates luigi's own ``RangeDaily`` picks for the same command line.
 """
 from __future__ import annotations
 
@@ -22,12 +27,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import luigi.cmdline_parser
 import luigi.retcodes
+from luigi.tools.range import RangeDaily  # noqa: F401 - registered, so the command line below can be parsed here
 
+from . import defaults  # noqa: F401 - [retcode] as the luigi process sees it, from any directory
 from .partitions import date_range
 
 UTC = datetime.timezone.utc
 DEFAULT_IDLE_S = 300
+# Exit code of a run after which dates it was asked for are still not loaded although luigi exited 0
+# (or the check could not be made). Distinct from every code of luigi's [retcode].
+STILL_MISSING = 21
 
 
 @dataclass(frozen=True)
@@ -152,14 +163,15 @@ def luigi_command(
     return cmd + list(extra)
 
 
-def responsible_dates(
-    win: Window, missing_before: Sequence[datetime.date], task_limit: int | None, reverse: bool
-) -> list[datetime.date]:
-    """The dates a run must have loaded: all of the window, or the first ``task_limit`` missing ones as RangeDaily picks them."""
-    if task_limit is None:
-        return win.dates()
-    ordered = sorted(missing_before, reverse=reverse)
-    return ordered[:task_limit]
+def scheduled_dates(cmd: Sequence[str]) -> list[datetime.date]:
+    """The dates luigi's own ``RangeDaily`` requires for the luigi command line ``cmd``, as the run will see them.
+
+    The arguments from ``--module`` on are parsed by luigi's own command-line parser and the ``RangeDaily``
+    task it builds is asked for its ``requires()``: its task limit, direction, ``days_back`` and config apply
+    exactly as in the run (one ``bulk_complete`` query), instead of a copy of its slicing here.
+    """
+    with luigi.cmdline_parser.CmdlineParser.global_instance(list(cmd[cmd.index("--module"):])) as parsed:
+        return sorted(task.date for task in parsed.get_task_obj().requires())
 
 
 def cooperation_codes(codes: Any) -> set[int]:
@@ -171,15 +183,30 @@ def cooperation_codes(codes: Any) -> set[int]:
     return {codes.already_running, codes.not_run} - failures - {0}
 
 
+def format_dates(dates: Sequence[datetime.date], shown: int = 10) -> str:
+    """``"3 (2019-01-01, 2019-01-02, 2019-01-05)"``: how many, and the first ``shown`` of them."""
+    if not dates:
+        return "0"
+    more = " ..." if len(dates) > shown else ""
+    return f"{len(dates)} ({', '.join(d.isoformat() for d in dates[:shown])}{more})"
+
+
 def judge(code: int, cooperation: set[int], still_missing: Callable[[], list[datetime.date]]) -> tuple[int, str]:
-    """The exit code of the backfill from luigi's ``code``, and a line saying why if it differs."""
-    if code not in cooperation:
-        return code, ""
-    missing = still_missing()
+    """The exit code of the backfill from luigi's ``code``, and a line saying why if it differs or dates are missing.
+
+    ``still_missing`` (one query) is asked whatever luigi returned: 0 only when it finds nothing missing.
+    """
+    try:
+        missing = still_missing()
+    except Exception as exc:  # the database cannot say: nothing is confirmed loaded
+        result = code or STILL_MISSING
+        return result, f"luigi exited {code}; checking which dates are loaded failed ({exc}): exit {result}"
     if missing:
-        shown = ", ".join(d.isoformat() for d in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        return code, f"luigi exited {code} and {len(missing)} dates are not loaded ({shown}): exit {code}"
-    return 0, f"luigi exited {code} because other workers ran some of the tasks; every date is loaded: exit 0"
+        result = code or STILL_MISSING
+        return result, f"luigi exited {code} and dates asked for are not loaded: {format_dates(missing)}: exit {result}"
+    if code in cooperation:
+        return 0, f"luigi exited {code} because other workers ran some of the tasks; every date is loaded: exit 0"
+    return code, ""
 
 
 def task_class(module: str, name: str) -> Any:
@@ -217,7 +244,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--module", default="luigi_pipelines.pipelines.transactions", help="pipeline module")
     parser.add_argument("--task", default="LoadTransactions", help="load task class in the module")
     parser.add_argument("--workers", type=int, default=1, help="parallel tasks in this process (default 1)")
-    parser.add_argument("--task-limit", type=int, help="schedule at most this many missing dates (oldest first)")
+    parser.add_argument("--task-limit", type=int,
+                        help="schedule at most this many missing dates, oldest first (default: the whole window)")
     parser.add_argument("--reverse", action="store_true", help="newest dates first (with --task-limit: the newest)")
     where = parser.add_argument_group("scheduler (default: luigid from [core] default_scheduler_host/port)")
     where.add_argument("--local-scheduler", action="store_true", help="no luigid: this process schedules alone")
@@ -238,19 +266,20 @@ def main(args: argparse.Namespace) -> int:
         print(f"luigi-pipelines backfill: {exc}", file=sys.stderr)
         return 2
     scheduler = Scheduler(args.local_scheduler, args.scheduler_host, args.scheduler_port, args.idle_timeout)
-    cmd = luigi_command(args.module, args.task, win, scheduler, args.workers, args.task_limit, args.reverse,
+    # luigi's own task_limit (50 without a [RangeDaily] section) would quietly cut the window: give it explicitly.
+    task_limit = len(win.dates()) if args.task_limit is None else args.task_limit
+    cmd = luigi_command(args.module, args.task, win, scheduler, args.workers, task_limit, args.reverse,
                         args.luigi_args)
     print(f"backfill [{win.start}, {win.stop}) at {win.now:%Y-%m-%dT%H:%M:%SZ}: luigi {' '.join(cmd[3:])}",
           file=sys.stderr, flush=True)
     if args.dry_run:
         return 0
-    before = incomplete(args.module, args.task, win.dates()) if args.task_limit is not None else []
+    wanted = win.dates() if args.task_limit is None else scheduled_dates(cmd)
     code = _run(cmd)
     if args.raw_exit_code:
         return code
-    dates = responsible_dates(win, before, args.task_limit, args.reverse)
     code, why = judge(code, cooperation_codes(luigi.retcodes.retcode()),
-                      lambda: incomplete(args.module, args.task, dates))
+                      lambda: incomplete(args.module, args.task, wanted))
     if why:
         print(f"luigi-pipelines backfill: {why}", file=sys.stderr)
     return code

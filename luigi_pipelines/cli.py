@@ -31,18 +31,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     with db.connect(database_settings()) as conn:
         rows = db.marker_summary(conn, probe.marker_table, probe.target_table)
     wanted = date_range(args.start, args.stop) if args.start and args.stop else []
-    done = {r[0] for r in rows}
     wanted_set = set(wanted)
     shown = [r for r in rows if not wanted or r[0] in wanted_set]
     print(f"{probe.target_table}: {len(shown)} partitions loaded")
     print(f"{'date':<12}{'rows':>12}{'MiB':>10}{'objects':>9}  finished")
     for day, loaded, size, objects, finished, host in shown:
         print(f"{day.isoformat():<12}{loaded:>12}{size / 2**20:>10.1f}{objects:>9}  {finished:%Y-%m-%d %H:%M:%S%z} {host}")
-    missing = [d for d in wanted if d not in done]
+    # What is missing is decided as backfill decides it: the task class's bulk_complete, one query.
+    missing = backfill_command.incomplete(args.module, args.task, wanted)
     if wanted:
-        print(f"missing in [{args.start}, {args.stop}): {len(missing)}"
-              + (f" ({', '.join(d.isoformat() for d in missing[:10])}{' ...' if len(missing) > 10 else ''})"
-                 if missing else ""))
+        print(f"missing in [{args.start}, {args.stop}): {backfill_command.format_dates(missing)}")
     return 1 if missing else 0
 
 

@@ -13,6 +13,7 @@ from typing import TypeVar
 import luigi
 from luigi.parameter import ParameterVisibility
 
+from . import defaults  # noqa: F401 - importing it puts the package's luigi defaults (defaults.cfg) in place
 from .settings import DatabaseSettings, LoadSettings, S3Settings
 
 T = TypeVar("T")

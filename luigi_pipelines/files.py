@@ -195,7 +195,8 @@ class SourceReader:
         self._guard = EndMarkerGuard(_Decoded(self), quote)
         self._peeked: bytes | None = None
         self.bytes_read = 0
-        self.lines_read = 0  # line ends (\n, \r\n or a lone \r) handed to COPY
+        self.lines_read = 0  # \n line ends handed to COPY
+        self._lone_cr = 0  # \r line ends not followed by \n, counted until a quote is seen
         self.saw_quote = False
         self.last_byte = b""
         self.error: PipelineError | None = None
@@ -252,10 +253,13 @@ class SourceReader:
     def _account(self, data: bytes) -> None:
         if not data:
             return
-        crlf = data.count(b"\r\n") + (self.last_byte == b"\r" and data[:1] == b"\n")
-        self.lines_read += data.count(b"\n") + data.count(b"\r") - crlf
-        self.saw_quote = self.saw_quote or self._quote in data
         self.bytes_read += len(data)
+        self.lines_read += data.count(b"\n")
+        if not self.saw_quote:  # the record count below only matters while no quote was seen
+            self.saw_quote = self._quote in data
+            if b"\r" in data:  # lone \r line ends (old Mac files); a \r\n is already counted by its \n
+                crlf = data.count(b"\r\n") + (self.last_byte == b"\r" and data[:1] == b"\n")
+                self._lone_cr += data.count(b"\r") - crlf
         self.last_byte = data[-1:]
 
     def at_end(self) -> bool:
@@ -268,7 +272,7 @@ class SourceReader:
         (a quoted field may span lines, so only a parser could count them)."""
         if self.saw_quote:
             return None
-        return self.lines_read + (1 if self.last_byte not in (b"", b"\n", b"\r") else 0)
+        return self.lines_read + self._lone_cr + (1 if self.last_byte not in (b"", b"\n", b"\r") else 0)
 
 
 class _Decoded:

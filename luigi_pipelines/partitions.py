@@ -1,4 +1,5 @@
-"""Pure partition arithmetic: a (table, scope, date) partition to its marker key, lock key, S3 prefix and compression."""
+"""Pure partition arithmetic: a (table, scope, date) partition to its marker key, lock key, S3 prefix and
+compression, and which keys are data."""
 from __future__ import annotations
 
 import datetime
@@ -8,8 +9,9 @@ import urllib.parse
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")  # fullmatch: re's $ would also pass a final newline
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def check_identifier(name: str) -> str:
     Identifiers are always quoted by psycopg2.sql as well; this check turns a configuration
     mistake (or an injection attempt) into a clear error instead of a strangely named table.
     """
-    if not isinstance(name, str) or not _IDENTIFIER.match(name) or len(name.encode()) > 63:
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name) or len(name.encode()) > 63:
         raise ValueError(f"{name!r} is not a valid SQL identifier (letters, digits, _ and $; at most 63 bytes)")
     return name
 
@@ -122,6 +124,46 @@ def lock_key(table: TableName | ScopedTable, date: datetime.date) -> tuple[int, 
     """
     crc = zlib.crc32(str(table).encode())
     return crc - (1 << 32) if crc >= (1 << 31) else crc, date.toordinal()
+
+
+# Names that by convention are not data: what Hadoop and Spark write beside their output files
+# (_SUCCESS, _temporary/..., _metadata, .part-00000.crc) and hidden dot-files. Hadoop's input
+# formats skip the same ("_" and "." prefixed names).
+CONVENTIONAL_SKIPS = ("_*", ".*", "*.crc")
+
+
+@dataclass(frozen=True)
+class KeyFilter:
+    """Which keys listed under a partition's prefix are its data objects.
+
+    The existence check and the load listing both ask this one filter, so they cannot disagree.
+    A key is skipped when it is
+
+    - a folder marker: 0 bytes and ending in ``/`` (what S3 consoles' "Create folder" makes);
+    - named by convention as not data: any name below the prefix's folder matching one of ``skip``
+      (fnmatch globs on each ``/``-separated name; by default ``_*``, ``.*``, ``*.crc``);
+    - not matched by ``patterns``, when some are given: fnmatch globs on the key relative to the
+      prefix (``*`` also matches ``/``). ``()`` takes every key.
+
+    >>> KeyFilter(("*.csv",)).skip_reason("d/2019-02-01/", "d/2019-02-01/_SUCCESS", 0)
+    "its name '_SUCCESS' matches '_*'"
+    """
+
+    patterns: tuple[str, ...] = ()
+    skip: tuple[str, ...] = CONVENTIONAL_SKIPS
+
+    def skip_reason(self, prefix: str, key: str, size: int) -> str | None:
+        """Why ``key`` (of ``size`` bytes, listed under ``prefix``) is not a data object, or None if it is one."""
+        if key.endswith("/") and size == 0:
+            return "a folder marker"
+        folder = prefix[: prefix.rfind("/") + 1]  # a prefix cut inside a name is judged by the whole name
+        for name in key[len(folder):].split("/"):
+            for glob in self.skip:
+                if fnmatchcase(name, glob):
+                    return f"its name {name!r} matches {glob!r}"
+        if self.patterns and not any(fnmatchcase(key[len(prefix):], glob) for glob in self.patterns):
+            return f"not matched by keys {self.patterns!r}"
+        return None
 
 
 def compression_for(key: str) -> str | None:

@@ -13,12 +13,13 @@ adds at most one failed segment (up to ``chunk_bytes``, 8 MiB) and a COPY of the
 from __future__ import annotations
 
 import bisect
-import codecs
 import gzip
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
+
+from psycopg2.extensions import encodings
 
 from .errors import BadInputError
 
@@ -237,10 +238,9 @@ class QuarantineCopy:
 
 
 def python_codec(pg_encoding: str) -> str:
-    """The Python codec of a PostgreSQL encoding name (UTF-8 if Python has none like it)."""
-    name = pg_encoding.lower().replace("-", "").replace("_", "")
-    aliases = {"utf8": "utf-8", "latin1": "latin-1", "win1252": "cp1252", "sqlascii": "latin-1"}
-    try:
-        return codecs.lookup(aliases.get(name, name)).name
-    except LookupError:
-        return "utf-8"
+    """Python's codec for a PostgreSQL encoding name, from psycopg2's own map (``WIN1251`` → ``cp1251``).
+
+    Names are normalized as psycopg2 does (``win-1251``, ``EUC_JP``); an unknown one falls back to UTF-8,
+    though PostgreSQL has already refused it by then.
+    """
+    return encodings.get(pg_encoding.replace("-", "").replace("_", "").upper(), "utf_8")

@@ -4,26 +4,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 import boto3
 import botocore.config
 import botocore.exceptions
+import urllib3.exceptions
 from boto3.s3.transfer import TransferConfig
 from s3transfer.exceptions import S3DownloadFailedError
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from .errors import SourceError
+from .partitions import KeyFilter
 from .settings import S3Settings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("luigi-interface.luigi_pipelines.s3")  # shown with luigi's own log
 # Environment variables boto3 reads when it builds a client (the shared-client cache keys on them).
 _SHARED: dict[tuple, S3Client] = {}
 _SESSIONS: dict[tuple, boto3.session.Session] = {}
 _MB = 1024 * 1024
+_PAGE = 1000  # keys per listing request: S3's maximum
+_EVERY_DATA_KEY = KeyFilter()
 
 
 @dataclass(frozen=True)
@@ -89,27 +93,64 @@ class S3Client:
             return bool(self.client.meta.endpoint_url and "amazonaws.com" not in self.client.meta.endpoint_url)
         return mode == "single"
 
-    def list_objects(self, bucket: str, prefix: str) -> list[S3Object]:
-        """Every object under ``prefix`` (all pages), sorted by key; zero-size "folder" keys are skipped."""
-        found = []
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    if item["Key"].endswith("/"):
-                        continue
-                    found.append(S3Object(bucket, item["Key"], item["Size"], item["ETag"].strip('"')))
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise SourceError(f"s3://{bucket}/{prefix}: cannot list objects: {exc}") from exc
+    def list_objects(
+        self, bucket: str, prefix: str, keys: KeyFilter = _EVERY_DATA_KEY, page_size: int = _PAGE
+    ) -> list[S3Object]:
+        """The data objects under ``prefix`` (all pages), sorted by key: what ``keys`` does not skip.
+
+        A key ending in ``/`` that holds bytes is neither a folder marker nor a file name; it is
+        refused rather than skipped, so its bytes are never silently left out.
+        """
+        found, skipped = [], 0
+        for item in self._listing(bucket, prefix, page_size):
+            key, size = item["Key"], item["Size"]
+            reason = keys.skip_reason(prefix, key, size)
+            if reason is not None:
+                logger.debug("s3://%s/%s: not data, skipped: %s", bucket, key, reason)
+                skipped += 1
+            elif key.endswith("/"):
+                raise SourceError(f"s3://{bucket}/{key}: a key ending in '/' holds {size} bytes: it is neither a "
+                                  f"folder marker nor a file name; rename or delete it, then rerun")
+            else:
+                found.append(S3Object(bucket, key, size, item["ETag"].strip('"')))
+        if skipped:
+            logger.info("s3://%s/%s: %d listed keys are not data (folder markers, %s) and were skipped",
+                        bucket, prefix, skipped, ", ".join(keys.skip) or "no names")
         return sorted(found, key=lambda o: o.key)
 
-    def has_objects(self, bucket: str, prefix: str) -> bool:
-        """Whether at least one object lies under ``prefix`` (one request); "folder" keys do not count,
-        as ``list_objects`` skips them too."""
+    def has_objects(self, bucket: str, prefix: str, keys: KeyFilter = _EVERY_DATA_KEY, page_size: int = _PAGE) -> bool:
+        """Whether ``list_objects`` would find something under ``prefix``: pages are read until the first
+        key that ``keys`` does not skip, so folder markers or ``_SUCCESS`` listed first hide nothing.
+
+        A refused key (bytes under a name ending in ``/``) counts, so the load runs and says why it fails.
+        """
+        for item in self._listing(bucket, prefix, page_size):
+            reason = keys.skip_reason(prefix, item["Key"], item["Size"])
+            if reason is None:
+                return True
+            logger.debug("s3://%s/%s: not data, skipped: %s", bucket, item["Key"], reason)
+        return False
+
+    def _listing(self, bucket: str, prefix: str, page_size: int) -> Iterator[dict[str, Any]]:
+        """Every listed item under ``prefix``, page after page, as the server gives them (folder markers too).
+
+        SeaweedFS (4.48) says a listing is complete when a full page ends on a folder marker, even with
+        keys below it; such a page is therefore followed by one more request from after its last key.
+        """
+        more: dict[str, str] = {}
         try:
-            reply = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=2)
+            while True:
+                reply = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=page_size, **more)
+                items = reply.get("Contents", [])
+                yield from items
+                if reply.get("IsTruncated"):
+                    more = {"ContinuationToken": reply["NextContinuationToken"]}
+                elif len(items) == page_size and items[-1]["Key"].endswith("/"):
+                    more = {"StartAfter": items[-1]["Key"]}
+                else:
+                    return
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise SourceError(f"s3://{bucket}/{prefix}: cannot list objects: {exc}") from exc
-        return any(not item["Key"].endswith("/") for item in reply.get("Contents", []))
 
     def exists(self, bucket: str, key: str) -> bool:
         """Whether the object ``key`` exists (one HEAD request)."""
@@ -130,7 +171,8 @@ class S3Client:
         The download is pinned to the listed ETag, in both modes, so an object replaced or deleted
         since it was listed fails clearly instead of loading data that does not match the marker.
         With one streamed GET, ``on_flushed(total)`` is called after each chunk is written and
-        flushed, so a reader can follow the file as it grows.
+        flushed, so a reader can follow the file as it grows, and a stream that breaks mid-read is
+        resumed from the byte it reached (s3transfer retries its ranged GETs itself).
         """
         start = fileobj.tell()
         try:
@@ -156,17 +198,61 @@ class S3Client:
     def _download_single(
         self, obj: S3Object, fileobj: IO[bytes], on_flushed: Callable[[int], None] | None
     ) -> S3Object:
-        reply = self.client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag)
-        body = reply["Body"]
-        written = 0
-        with body:  # (StreamingBody's __enter__ returns the raw stream, without iter_chunks)
-            for chunk in body.iter_chunks(self.settings.read_chunk_kb * 1024):
+        """One streamed GET pinned to the listed ETag. A body stream that breaks mid-read is resumed from
+        the byte it reached (``Range: bytes=N-`` with the same ``IfMatch``), in at most ``max_attempts``
+        GETs in all, each resumption logged as a warning; as s3transfer does, but without fetching
+        again what is already written (and already read by COPY)."""
+        attempts = max(1, self.settings.max_attempts)
+        written, version_id = 0, None
+        for attempt in range(1, attempts + 1):
+            reply = self._get_from(obj, written)
+            version_id = version_id or reply.get("VersionId")
+            try:
+                written = self._write_body(reply["Body"], fileobj, written, on_flushed)
+                break
+            except _StreamBroken as broken:
+                written = broken.written
+                if written == obj.size:  # it broke after the last byte: nothing is missing
+                    break
+                if attempt == attempts:
+                    raise SourceError(f"{obj.url}: download failed: the stream broke {attempts} times, the last after "
+                                      f"{written} of {obj.size} bytes: {broken.reason}") from broken.cause
+                logger.warning("%s: the download broke after %d of %d bytes (%s); resuming from byte %d, attempt %d of %d",
+                               obj.url, written, obj.size, broken.reason, written, attempt + 1, attempts)
+        return dataclasses.replace(obj, version_id=version_id)
+
+    def _get_from(self, obj: S3Object, start: int) -> dict[str, Any]:
+        """GET the listed version of ``obj`` from byte ``start`` on."""
+        if not start:
+            return self.client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag)
+        try:
+            reply = self.client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag, Range=f"bytes={start}-")
+        except botocore.exceptions.BotoCoreError as exc:  # (a ClientError, e.g. ETag changed, is described by download)
+            raise SourceError(f"{obj.url}: download failed after {start} of {obj.size} bytes: {exc}") from exc
+        content_range = str(reply.get("ContentRange", ""))
+        if not content_range.startswith(f"bytes {start}-"):
+            reply["Body"].close()
+            raise SourceError(f"{obj.url}: the server answered a GET from byte {start} with Content-Range "
+                              f"{content_range!r}; the download cannot resume")
+        return reply
+
+    def _write_body(self, body: Any, fileobj: IO[bytes], written: int, on_flushed: Callable[[int], None] | None) -> int:
+        """Append ``body`` to ``fileobj``; returns the total written so far. A stream that breaks raises
+        ``_StreamBroken``; an error of ``fileobj`` or ``on_flushed`` (a full disk, a cancel) passes unchanged."""
+        chunk_size = self.settings.read_chunk_kb * 1024
+        with body:  # (StreamingBody's __enter__ returns the raw stream, so ``body`` itself is read)
+            while True:
+                try:
+                    chunk = body.read(chunk_size)  # b"" at the end, after botocore checked the length
+                except _STREAM_BREAKS as exc:
+                    raise _StreamBroken(written, exc) from exc
+                if not chunk:
+                    return written
                 fileobj.write(chunk)
                 written += len(chunk)
                 if on_flushed is not None:
                     fileobj.flush()
                     on_flushed(written)
-        return dataclasses.replace(obj, version_id=reply.get("VersionId"))
 
     def _download_managed(self, obj: S3Object, fileobj: IO[bytes]) -> S3Object:
         config = TransferConfig(
@@ -180,6 +266,32 @@ class S3Client:
             future = manager.download(obj.bucket, obj.key, fileobj, subscribers=[_KnownObject(obj)])
             future.result()
         return obj
+
+
+class _StreamBroken(Exception):
+    """A GET's body stream broke after ``written`` bytes of the object were in the file."""
+
+    def __init__(self, written: int, cause: BaseException) -> None:
+        super().__init__(written, cause)
+        self.written = written
+        self.cause = cause
+
+    @property
+    def reason(self) -> str:
+        """e.g. ``IncompleteReadError: 199456 read, but total bytes expected is 1148899.`` (counts of this GET)."""
+        return f"{type(self.cause).__name__}: {self.cause}"
+
+
+# What reading a body raises when its connection breaks or stalls: botocore wraps urllib3's errors in
+# ReadTimeoutError and ResponseStreamingError and checks the length itself (IncompleteReadError).
+_STREAM_BREAKS = (
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.IncompleteReadError,
+    urllib3.exceptions.ProtocolError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 class _KnownObject(BaseSubscriber):

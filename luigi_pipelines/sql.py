@@ -13,7 +13,8 @@ from psycopg2 import sql
 
 from .partitions import TableName, check_identifier
 
-_COLUMN_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?( with(out)? time zone)?(\[\])?$")
+# fullmatch, and ASCII digits and spaces only: re's $ would also pass a final newline, \d and \s any script's
+_COLUMN_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_ ]*(\( *[0-9]+ *(, *[0-9]+ *)?\))?( with(out)? time zone)?(\[\])?")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Column:
 
     def __post_init__(self) -> None:
         check_identifier(self.name)
-        if not _COLUMN_TYPE.match(self.type):
+        if not _COLUMN_TYPE.fullmatch(self.type):
             raise ValueError(f"column {self.name!r}: {self.type!r} is not an accepted SQL type")
 
 

@@ -20,7 +20,7 @@ from .errors import BadInputError, ConfigurationError, LoadError, PipelineError,
 from .files import sweep_stale, temp_download
 from .layouts import FILES, DateSource, Lineage, TableLayout
 from .objects import CsvDecoder, Decoder, ObjectLoader, ObjectRecord
-from .partitions import ScopedTable, TableName, key_prefix, prefixes_apart
+from .partitions import CONVENTIONAL_SKIPS, KeyFilter, ScopedTable, TableName, key_prefix, prefixes_apart
 from .s3 import S3Client, S3Object
 from .settings import LoadSettings
 from .targets import PartitionMarkerTarget, check_owner
@@ -242,10 +242,13 @@ class PartitionTask(luigi.Task):
             info = db.column_info(conn, layout.table, default.column.name)
             if info is not None and default.matches(info.default):
                 continue
-            fix = q.add_column(layout.table, q.column_with_default(default.column, default.expression)) if info is None \
-                else q.set_default(layout.table, default.column, default.expression)
-            raise ConfigurationError(f"{self.task_family}: column {default.column.name!r} of {layout.table} is filled "
-                                     f"by each load through its default; run once: {fix.as_string(conn)}")
+            if info is None:
+                fix = q.add_column(layout.table, q.column_with_default(default.column, default.expression))
+                problem = f"table {layout.table} has no column {default.column.name!r}, which each load fills"
+            else:
+                fix = q.set_default(layout.table, default.column, default.expression)
+                problem = f"column {default.column.name!r} of {layout.table} is filled by each load through its default"
+            raise ConfigurationError(f"{self.task_family}: {problem}; run once: {fix.as_string(conn)}")
         if self.date_from.generated:
             self._check_generated_date(conn, layout)
 
@@ -289,17 +292,23 @@ class PartitionTask(luigi.Task):
 
 
 class S3PartitionExists(luigi.ExternalTask):
-    """A partition's data is in S3: some object under the prefix, or the producer's ready key."""
+    """A partition's data is in S3: some data object under the prefix, or the producer's ready key.
+
+    "Data object" means what the load would list: the same ``KeyFilter`` decides both.
+    """
 
     bucket = luigi.Parameter(description="S3 bucket")
     prefix = luigi.Parameter(description="key prefix of the partition's objects")
     ready_key = luigi.Parameter(default="", description="a key under the prefix written last by the producer")
+    keys = luigi.ListParameter(default=(), description="fnmatch globs on the key after the prefix; empty: every key")
+    skip_keys = luigi.ListParameter(
+        default=CONVENTIONAL_SKIPS, description="fnmatch globs of names below the prefix that are not data")
 
     def complete(self) -> bool:
         s3 = S3Client.shared(s3_settings())
         if self.ready_key:
             return s3.exists(self.bucket, self.prefix + self.ready_key)
-        return s3.has_objects(self.bucket, self.prefix)
+        return s3.has_objects(self.bucket, self.prefix, KeyFilter(tuple(self.keys), tuple(self.skip_keys)))
 
 
 class LoadPartition(PartitionTask):
@@ -308,6 +317,7 @@ class LoadPartition(PartitionTask):
     Declare ``bucket``, ``key_prefix`` (a template with ``{date}``, e.g.
     ``"transactions/{date:%Y-%m-%d}/"``), ``table``, ``columns``, ``date_column`` and, if the files
     differ from the defaults, ``csv``. Objects ending in ``.gz`` are decompressed on the fly.
+    ``keys`` and ``skip_keys`` select the data objects among the keys under the prefix (``KeyFilter``).
     """
 
     bucket: ClassVar[str] = ""
@@ -328,17 +338,34 @@ class LoadPartition(PartitionTask):
     # Columns that say where each row came from, filled at COPY speed: the object's key, the load's id
     # (the marker's load_id), the load's start, e.g. Lineage(key="source_key", load_id="load_id").
     lineage: ClassVar[Lineage] = Lineage()
+    # fnmatch globs on the key after the prefix, e.g. ("*.csv", "*.csv.gz"); () takes every key. Needed
+    # when key_prefix does not end at "/" ("logs/{date:%Y-%m-%d}" also lists logs/2019-02-01_old.csv).
+    keys: ClassVar[Sequence[str]] = ()
+    # names below the prefix that are never data (_SUCCESS, _temporary/..., *.crc, dot-files); () loads them too
+    skip_keys: ClassVar[Sequence[str]] = CONVENTIONAL_SKIPS
 
     @property
     def prefix(self) -> str:
+        """The date's key prefix; one cut inside a name needs ``keys`` to say which names are data."""
         if not self.bucket or "{date" not in self.key_prefix:
             raise ConfigurationError(f"{self.task_family} must declare bucket and a key_prefix containing {{date...}}")
-        return key_prefix(self.key_prefix, self.partition_value)
+        prefix = key_prefix(self.key_prefix, self.partition_value)
+        if not prefix.endswith("/") and not self.keys:
+            raise ConfigurationError(
+                f"{self.task_family}: key_prefix {self.key_prefix!r} gives {prefix!r}, which does not end at '/', so "
+                f"it also lists keys such as {prefix}_old.csv or {prefix}.csv.bak: end it with '/' or declare "
+                f"keys = (...), fnmatch globs of the data keys after the prefix (e.g. ('.csv',))")
+        return prefix
+
+    @property
+    def key_filter(self) -> KeyFilter:
+        return KeyFilter(tuple(self.keys), tuple(self.skip_keys))
 
     def requires(self) -> Any:
         if self.empty_partition_ok and not self.ready_key:
             return []
-        return S3PartitionExists(bucket=self.bucket, prefix=self.prefix, ready_key=self.ready_key)
+        return S3PartitionExists(bucket=self.bucket, prefix=self.prefix, ready_key=self.ready_key,
+                                 keys=tuple(self.keys), skip_keys=tuple(self.skip_keys))
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
         super().prepare(conn)
@@ -380,8 +407,10 @@ class LoadPartition(PartitionTask):
         self.after_copy(tx)
 
     def list_objects(self, s3: S3Client) -> list[S3Object]:
-        """The date's objects to load (the ready key left out); none is an error unless declared fine."""
-        objects = [o for o in s3.list_objects(self.bucket, self.prefix) if o.key != self.prefix + self.ready_key]
+        """The date's data objects to load (``key_filter``; the ready key left out); none is an error unless
+        declared fine."""
+        listed = s3.list_objects(self.bucket, self.prefix, self.key_filter)
+        objects = [o for o in listed if o.key != self.prefix + self.ready_key]
         if not objects and not self.empty_partition_ok:
             raise SourceError(f"s3://{self.bucket}/{self.prefix}: no objects to load")
         return objects

@@ -5,7 +5,10 @@ The servers themselves (luigid, S3, PostgreSQL) are ``luigi_pipelines.local``'s,
 from __future__ import annotations
 
 import configparser
+import csv
 import datetime
+import gzip
+import io
 import json
 import subprocess
 import sys
@@ -35,10 +38,17 @@ def seed_days(stack: Any, start: datetime.date, days: int, rows: int = 40, parts
     expected = {}
     for day in date_range(start, start + datetime.timedelta(days=days)):
         n = rows + day.day  # a different count per date, so a date loaded into another's place shows
+        expected[day] = 0
         for key, body in day_objects(day, rows=n, parts=parts).items():
             (put or stack.put)(key, body)
-        expected[day] = n
+            expected[day] += csv_data_rows(body)
     return expected
+
+
+def csv_data_rows(body: bytes) -> int:
+    """The records after the header line of a CSV object (gzipped or not), as the test put it."""
+    text = (gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body).decode()
+    return sum(1 for _ in csv.reader(io.StringIO(text))) - 1
 
 
 def table_counts(stack: Any) -> dict[datetime.date, int]:

@@ -109,20 +109,42 @@ def test_range_daily_args_leave_unset_options_to_luigi():
 
 # -- the exit code ----------------------------------------------------------------------------------
 
+# What luigi itself defaults to, i.e. what a run gets where no luigi.cfg of ours is read.
+LUIGI_OWN_DEFAULTS = ("[RangeDaily]\ntask_limit = 50\ndays_back = 100\n[retcode]\n"
+                      + "".join(f"{name} = 0\n" for name in ("already_running", "missing_data", "not_run",
+                                                              "task_failed", "scheduling_error")))
+
 CODES = SimpleNamespace(already_running=10, missing_data=20, not_run=25, task_failed=30, scheduling_error=35,
                         unhandled_exception=40)
 
 
-def test_judge_turns_codes_of_shared_work_into_0_only_when_everything_is_loaded():
+def test_judge_gives_0_only_when_every_date_asked_for_is_loaded():
     coop = bf.cooperation_codes(CODES)
     assert coop == {10, 25}
+    assert bf.judge(0, coop, lambda: []) == (0, "")
     assert bf.judge(25, coop, lambda: [])[0] == 0
     assert bf.judge(10, coop, lambda: [])[0] == 0
     code, why = bf.judge(25, coop, lambda: [D(2019, 1, 2)])
-    assert code == 25 and "2019-01-02" in why
-    for failure in (20, 30, 35, 40, 137):  # never asked whether the data is there: a failure stays a failure
-        assert bf.judge(failure, coop, lambda: pytest.fail("checked"))[0] == failure
-    assert bf.judge(0, coop, lambda: pytest.fail("checked")) == (0, "")
+    assert code == 25 and "1 (2019-01-02)" in why
+    for failure in (20, 30, 35, 40, 137):  # a failure stays a failure, and names what is missing
+        assert bf.judge(failure, coop, lambda: [])[0] == failure
+        code, why = bf.judge(failure, coop, lambda: [D(2019, 1, 2), D(2019, 1, 3)])
+        assert code == failure and "2 (2019-01-02, 2019-01-03)" in why
+
+
+def test_judge_when_luigi_exits_0_with_dates_missing():
+    """luigi's 0 is not trusted: a task limit, a days_back or a [retcode] of 0 can all hide missing dates."""
+    coop = bf.cooperation_codes(CODES)
+    code, why = bf.judge(0, coop, lambda: [D(2019, 1, d) for d in range(1, 13)])
+    assert code == bf.STILL_MISSING == 21
+    assert "12 (2019-01-01, 2019-01-02" in why and "2019-01-10 ..." in why and "exit 21" in why
+
+    def unreachable() -> list[D]:
+        raise OSError("connection refused")
+
+    assert bf.judge(0, coop, unreachable)[0] == 21  # nothing confirmed: not 0
+    code, why = bf.judge(30, coop, unreachable)
+    assert code == 30 and "connection refused" in why
 
 
 def test_cooperation_codes_exclude_codes_shared_with_failures():
@@ -131,12 +153,37 @@ def test_cooperation_codes_exclude_codes_shared_with_failures():
     assert bf.cooperation_codes(luigi.retcodes.retcode()) == {10, 25}  # what luigi.cfg sets
 
 
-def test_responsible_dates_follow_range_daily_task_limit():
-    win = bf.window(at("2019-03-10T05:00:00Z"), days_back=6)
-    missing = [D(2019, 3, 4), D(2019, 3, 6), D(2019, 3, 8), D(2019, 3, 9)]
-    assert bf.responsible_dates(win, missing, None, False) == win.dates()
-    assert bf.responsible_dates(win, missing, 2, False) == [D(2019, 3, 4), D(2019, 3, 6)]
-    assert set(bf.responsible_dates(win, missing, 2, True)) == {D(2019, 3, 8), D(2019, 3, 9)}
+class _EvenDaysDone(luigi.Task):
+    """A task RangeDaily can range over without a database: the even days of the month are complete."""
+
+    date = luigi.DateParameter()
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples):
+        return [p for p in parameter_tuples if p.day % 2 == 0]
+
+
+@pytest.mark.parametrize(("task_limit", "reverse", "expected"), [
+    (2, False, [D(2019, 3, 3), D(2019, 3, 5)]),
+    (2, True, [D(2019, 3, 7), D(2019, 3, 9)]),
+    (10, False, [D(2019, 3, 3), D(2019, 3, 5), D(2019, 3, 7), D(2019, 3, 9)]),
+])
+def test_scheduled_dates_are_what_luigi_range_daily_picks(task_limit, reverse, expected):
+    """With --task-limit, the dates a run is asked for are luigi's own choice for the same command line."""
+    win = bf.window(at("2019-03-10T05:00:00Z"), days_back=8)  # Mar 2-9: Mar 3, 5, 7, 9 are missing
+    cmd = bf.luigi_command(__name__, "_EvenDaysDone", win, bf.Scheduler(local=True), task_limit=task_limit,
+                           reverse=reverse)
+    assert bf.scheduled_dates(cmd) == expected
+
+
+def test_backfill_hands_luigi_the_whole_window_as_task_limit(capsys):
+    """Without --task-limit luigi's RangeDaily would fall back to [RangeDaily] task_limit (50 by luigi's default)."""
+    assert cli_main(["backfill", "--start", "2018-01-01", "--now", "2019-03-10T05:00:00Z", "--dry-run",
+                     "--local-scheduler"]) == 0
+    assert "--task-limit 433 " in capsys.readouterr().err  # 2018-01-01 .. 2019-03-09
+    assert cli_main(["backfill", "--days-back", "400", "--task-limit", "7", "--now", "2019-03-10T05:00:00Z",
+                     "--dry-run", "--local-scheduler"]) == 0
+    assert "--task-limit 7 " in capsys.readouterr().err
 
 
 # -- the command end to end -------------------------------------------------------------------------
@@ -165,6 +212,48 @@ def test_backfill_days_back_picks_up_late_data(stack, tmp_path):
     assert table_counts(stack) == {d: n for d, n in expected.items() if D(2019, 2, 6) <= d <= D(2019, 2, 8)}
     markers = stack.markers(f"{stack.schema}.transaction")
     assert sorted(markers) == [D(2019, 2, 6), D(2019, 2, 7), D(2019, 2, 8)]
+
+
+def _run_backfill(stack, cfg, cwd, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", "backfill", *args], cwd=cwd,
+                          env=stack.env(cfg), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+@pytest.mark.slow
+def test_backfill_loads_the_whole_window_whatever_luigi_defaults_to(stack, tmp_path):
+    """Run where luigi finds none of our config (its own task_limit 50, every [retcode] 0), a 60-day backfill
+    loads all 60 dates and exits 0; it used to load 50 and exit 0."""
+    expected = seed_days(stack, D(2019, 1, 1), 60, rows=3, parts=1)
+    cfg = stack.write_config(tmp_path / "user.cfg", LUIGI_OWN_DEFAULTS)
+    result = _run_backfill(stack, cfg, tmp_path, "--start", "2019-01-01", "--stop", "2019-03-02",
+                           "--now", "2019-03-02T05:00:00Z", "--local-scheduler")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert table_counts(stack) == expected
+    assert sorted(stack.markers(f"{stack.schema}.transaction")) == sorted(expected)
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_backfill_never_exits_0_with_dates_missing(stack, tmp_path):
+    """luigi exits 0 for missing data when [retcode] missing_data is 0 (luigi's default); backfill asks the
+    database and exits 21, naming the date, and 0 once the date is loaded."""
+    seed_days(stack, D(2019, 2, 1), 3, rows=3, parts=1)
+    cfg = stack.write_config(tmp_path / "user.cfg", LUIGI_OWN_DEFAULTS)
+    window = ["--start", "2019-02-01", "--stop", "2019-02-05", "--now", "2019-02-05T05:00:00Z", "--local-scheduler"]
+    first = _run_backfill(stack, cfg, tmp_path, *window)
+    assert first.returncode == 21, first.stderr[-3000:]
+    assert "luigi exited 0 and dates asked for are not loaded: 1 (2019-02-04): exit 21" in first.stderr
+    assert sorted(table_counts(stack)) == [D(2019, 2, 1), D(2019, 2, 2), D(2019, 2, 3)]
+
+    limited = _run_backfill(stack, cfg, tmp_path, *window, "--task-limit", "1")
+    assert limited.returncode == 21 and "1 (2019-02-04)" in limited.stderr  # the one date it was asked for
+
+    seed_days(stack, D(2019, 2, 4), 1, rows=3, parts=1)
+    second = _run_backfill(stack, cfg, tmp_path, *window)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert sorted(table_counts(stack)) == [D(2019, 2, d) for d in range(1, 5)]
 
 
 def test_dry_run_prints_the_luigi_command(capsys):

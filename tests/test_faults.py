@@ -291,7 +291,9 @@ def _beyond_socket_buffers() -> int:
 def test_s3_stopped_mid_download_fails_clearly_then_succeeds(stack, tmp_path, own_s3):
     # [s3] read_chunk_kb makes the download stop after its first 64 KiB of an object far larger than
     # the socket buffers hold, so the rest can only come from the server we are about to stop.
-    loader = make_loader(stack, tmp_path, env={"AWS_ENDPOINT_URL": own_s3.endpoint_url}, s3__read_chunk_kb="64")
+    # max_attempts=2: one resumed GET (which finds the endpoint gone), one botocore retry of it
+    loader = make_loader(stack, tmp_path, env={"AWS_ENDPOINT_URL": own_s3.endpoint_url}, s3__read_chunk_kb="64",
+                         s3__max_attempts="2")
     count = _beyond_socket_buffers() // 100
     body = rows(D1, range(1, count + 1), pad=100)
     assert len(body) > _beyond_socket_buffers()
@@ -313,8 +315,10 @@ def test_s3_stopped_mid_download_fails_clearly_then_succeeds(stack, tmp_path, ow
         run.process.kill()
     assert code == 30, log[-3000:]
     assert re.fullmatch(
-        re.escape(f"luigi_pipelines.errors.SourceError: s3://{stack.bucket}/d/2019-03-01/a.csv: download failed: ")
-        + r"\d+ read, but total bytes expected is \d+\.", final_error(log)), log[-3000:]
+        re.escape(f"luigi_pipelines.errors.SourceError: s3://{stack.bucket}/d/2019-03-01/a.csv: download failed after ")
+        + rf"\d+ of {len(body)} bytes: Could not connect to the endpoint URL: .+", final_error(log)), log[-3000:]
+    assert re.search(r"a\.csv: the download broke after \d+ of \d+ bytes \(.+\); resuming from byte \d+, attempt 2 of 2",
+                     log), log[-3000:]
     assert loader.partition(D1) == ([], None)
     assert stack.temp_files() == []
 

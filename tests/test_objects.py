@@ -166,3 +166,14 @@ def test_end_marker_guard_quotes_only_whole_backslash_dot_lines(size):
         while chunk := guard.read(size):
             out += chunk
         assert out == expected, (data, size)
+
+
+@pytest.mark.parametrize("body", [
+    b"id,day,v\r1,2019-02-01,x\r2,2019-02-01,y\r",      # old Mac line ends
+    b"id,day,v\r\n1,2019-02-01,x\r\n2,2019-02-01,y",    # CRLF, no final line end
+    b"id,day,v\n1,2019-02-01,x\n2,2019-02-01,y\n",
+], ids=["cr", "crlf-unterminated", "lf"])
+def test_the_line_count_check_agrees_with_every_line_ending(stack, make_task, body):
+    stack.put("d/2019-02-01/a.csv", body)
+    assert run_task(make_task()(date=D1)).status == SUCCESS
+    assert [r[0] for r in rows(stack)] == [1, 2]

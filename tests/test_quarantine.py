@@ -8,7 +8,7 @@ import io
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
-from luigi_pipelines import BadInputError
+from luigi_pipelines import BadInputError, CsvFormat
 from luigi_pipelines.quarantine import LineFile, record_bounds
 from tests.conftest import run_task
 
@@ -142,6 +142,21 @@ def test_many_bad_rows_across_chunks(stack, make_task, monkeypatch):
     assert run_task(make_task()(date=D1, max_bad_rows=10)).status == LuigiStatusCode.SUCCESS
     assert ids(stack) == [n for n in range(1, 301) if n % 37]
     assert [line for _, line, _, _ in rejects(stack)] == [2 * n for n in range(37, 301, 37)]
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+@pytest.mark.parametrize("encoding, codec, text", [
+    ("WIN1251", "cp1251", "Привет"), ("KOI8R", "koi8_r", "Привет"), ("EUC_JP", "euc_jp", "日本語"),
+    ("win-1252", "cp1252", "€uro"), ("LATIN1", "latin-1", "café"),
+])
+def test_rejected_rows_keep_their_text_in_the_source_encoding(stack, make_task, encoding, codec, text):
+    """The rejects table shows a bad row as it reads in the object's encoding (PostgreSQL's name for it)."""
+    stack.put("d/2019-02-01/a.csv", f"id,day,v\n1,2019-02-01,{text}\n{text},2019-02-01,x\n".encode(codec))
+    task = make_task(csv=CsvFormat(encoding=encoding))(date=D1, max_bad_rows=1)
+    assert run_task(task).status == LuigiStatusCode.SUCCESS
+    assert stack.query(f"SELECT v FROM {stack.schema}.t") == [(text,)]
+    assert [(line, raw) for _, line, raw, _ in rejects(stack)] == [(3, f"{text},2019-02-01,x")]
 
 
 def test_line_after_finds_the_next_line_start():

@@ -99,6 +99,19 @@ def test_an_existing_table_without_the_fill_default_gets_the_statement_to_run(st
     assert table(stack) == [(1, "eu1", "eu"), (2, "eu2", "eu")]
 
 
+def test_an_existing_table_without_the_scope_column_gets_the_statement_to_run(stack, make_task):
+    stack.execute(f"CREATE SCHEMA {stack.schema}")
+    stack.execute(f"CREATE TABLE {stack.schema}.t (id bigint, day date, v text)")
+    put_feeds(stack)
+    with pytest.raises(ConfigurationError) as caught:
+        feed(make_task, "eu")(date=D1).run()
+    fix = str(caught.value).split("run once: ")[1]
+    assert fix.startswith(f'ALTER TABLE "{stack.schema}"."t" ADD COLUMN "region" text DEFAULT ')
+    stack.execute(fix)
+    assert run_task(feed(make_task, "eu")(date=D1)).status == SUCCESS
+    assert table(stack) == [(1, "eu1", "eu"), (2, "eu2", "eu")]
+
+
 def test_scoped_table_keys_round_trip_and_overlap():
     t = TableName("s", "t")
     us, eu = ScopedTable.of(t, {"region": "us"}), ScopedTable.of(t, {"region": "e/u,=%"})

@@ -325,3 +325,74 @@ def test_ready_key_holds_a_date_until_the_producer_is_done(stack, make_task):
     assert [r[0] for r in stack.query(f"SELECT id FROM {stack.schema}.t ORDER BY id")] == [1, 2]
     keys = [s["key"] for s in stack.markers(f"{stack.schema}.t")[D1][2]]
     assert keys == ["d/2019-02-01/a.csv", "d/2019-02-01/b.csv"]  # the ready key itself is not data
+
+
+def loaded_keys(stack) -> list[str]:
+    return [s["key"] for s in stack.markers(f"{stack.schema}.t")[D1][2]]
+
+
+def test_a_key_prefix_cut_inside_a_name_needs_keys(stack, make_task):
+    from luigi_pipelines import ConfigurationError
+
+    stack.put("logs/2019-02-01.csv", csv("1,2019-02-01,x"))
+    stack.put("logs/2019-02-01_old.csv", csv("2,2019-02-01,old"))
+    task = make_task(key_prefix="logs/{date:%Y-%m-%d}")(date=D1)
+    with pytest.raises(ConfigurationError, match=r"key_prefix 'logs/\{date:%Y-%m-%d\}' gives 'logs/2019-02-01', "
+                                                 r"which does not end at '/', so it also lists keys such as "
+                                                 r"logs/2019-02-01_old.csv"):
+        task.requires()
+    assert run_task(task).status == LuigiStatusCode.SCHEDULING_FAILED
+    assert stack.markers(f"{stack.schema}.t") == {}
+
+
+def test_keys_take_the_date_s_files_not_its_prefix_siblings(stack, make_task):
+    stack.put("logs/2019-02-01.csv", csv("1,2019-02-01,x"))
+    stack.put("logs/2019-02-01_old.csv", csv("2,2019-02-01,old"))
+    stack.put("logs/2019-02-01.csv.bak", csv("3,2019-02-01,bak"))
+    stack.put("logs/2019-02-02.csv", csv("4,2019-02-02,next"))
+    cls = make_task(key_prefix="logs/{date:%Y-%m-%d}", keys=(".csv", ".csv.gz"))
+    assert run_task(cls(date=D1)).status == SUCCESS
+    assert stack.query(f"SELECT id, v FROM {stack.schema}.t") == [(1, "x")]
+    assert loaded_keys(stack) == ["logs/2019-02-01.csv"]
+
+
+def test_the_existence_check_applies_the_same_keys(stack, make_task):
+    """Only a sibling that keys does not take: the date's data is missing, as the listing would say."""
+    stack.put("logs/2019-02-01_old.csv", csv("2,2019-02-01,old"))
+    stack.put("d/2019-02-01/notes.txt", "not a csv")
+    for cls in (make_task(key_prefix="logs/{date:%Y-%m-%d}", keys=(".csv",)), make_task(keys=("*.csv",))):
+        assert run_task(cls(date=D1)).status == LuigiStatusCode.MISSING_EXT
+    assert stack.markers(f"{stack.schema}.t") == {}
+
+
+CONVENTIONAL = {  # what Hadoop/Spark writers leave beside the data, each of which would fail the load
+    "_SUCCESS": b"",
+    "_temporary/0/part-00001.csv": b"half written,",
+    ".part-00000.csv.crc": b"\x00crc",
+    "part-00000.csv.crc": b"\x00crc",
+    "_metadata": b"\x01\x02",
+}
+
+
+def test_conventional_non_data_keys_are_skipped_and_logged(stack, make_task, caplog):
+    import logging
+
+    for key, body in CONVENTIONAL.items():
+        stack.put("d/2019-02-01/" + key, body)
+    stack.put("d/2019-02-01/part-00000.csv", csv("1,2019-02-01,x"))
+    with caplog.at_level(logging.DEBUG, logger="luigi-interface.luigi_pipelines.s3"):
+        assert run_task(make_task()(date=D1)).status == SUCCESS
+    assert loaded_keys(stack) == ["d/2019-02-01/part-00000.csv"]
+    messages = [r.getMessage() for r in caplog.records]
+    prefix = f"s3://{stack.bucket}/d/2019-02-01/"
+    assert f"{prefix}_temporary/0/part-00001.csv: not data, skipped: its name '_temporary' matches '_*'" in messages
+    assert f"{prefix}part-00000.csv.crc: not data, skipped: its name 'part-00000.csv.crc' matches '*.crc'" in messages
+    assert f"{prefix}: 5 listed keys are not data (folder markers, _*, .*, *.crc) and were skipped" in messages
+
+
+def test_only_conventional_keys_is_missing_data_and_skip_keys_can_take_them(stack, make_task):
+    stack.put("d/2019-02-01/_SUCCESS", b"")
+    stack.put("d/2019-02-01/_temporary/0/_part.csv", csv("1,2019-02-01,x"))
+    assert run_task(make_task()(date=D1)).status == LuigiStatusCode.MISSING_EXT
+    assert run_task(make_task(skip_keys=("_SUCCESS",))(date=D1)).status == SUCCESS
+    assert loaded_keys(stack) == ["d/2019-02-01/_temporary/0/_part.csv"]

@@ -29,12 +29,15 @@ def test_daily_account_totals_is_pure_and_deterministic():
 @pytest.mark.postgres
 @pytest.mark.s3
 def test_summarize_transactions_end_to_end(stack):
-    from luigi_pipelines.demo import seed_bucket
     from luigi_pipelines.pipelines.transactions import SummarizeTransactions
+    from luigi_pipelines.sample import csv_bytes, transaction_lines
 
-    seed_bucket(stack.s3.endpoint_url, stack.s3.env, bucket=stack.bucket, start=D1, days=1)
+    lines = transaction_lines(D1, first_id=1, count=137)
+    stack.put(f"transactions/{D1}/part-0000.csv", csv_bytes(lines[:100]))
+    stack.put(f"transactions/{D1}/part-0001.csv.gz", csv_bytes(lines[100:], compress=True))
     stack.set_config("transactions", "totals_table", f"{stack.schema}.totals")
     assert run_task(SummarizeTransactions(date=D1)).status == LuigiStatusCode.SUCCESS
+    assert stack.markers(f"{stack.schema}.transaction")[D1][0] == len(lines)
     expected = stack.query(
         f"SELECT txn_date, account, currency, count(*), sum(coalesce(amount, 0)) FROM {stack.schema}.transaction "
         "GROUP BY 1, 2, 3 ORDER BY 2, 3")
@@ -42,7 +45,7 @@ def test_summarize_transactions_end_to_end(stack):
     assert got == expected and len(got) > 10
     marker = stack.markers(f"{stack.schema}.totals")[D1]
     assert marker[0] == len(got)
-    assert marker[2] == [{"upstream": f"{stack.schema}.transaction", "rows_read": 520}]
+    assert marker[2] == [{"upstream": f"{stack.schema}.transaction", "rows_read": len(lines)}]
 
     before = stack.markers(f"{stack.schema}.totals")
     assert run_task(SummarizeTransactions(date=D1)).status == LuigiStatusCode.SUCCESS

@@ -2,6 +2,8 @@
 import luigi
 from luigi.tools.range import RangeDaily  # noqa: F401
 
+import luigi_pipelines.defaults  # noqa: F401 - the package's [retcode] and [RangeDaily], as a pipeline module gets them
+
 
 class _NoPathTarget(luigi.Target):
     def exists(self) -> bool:

@@ -1,0 +1,121 @@
+"""The README's commands as a user pastes them: the pipeline example run in a fresh clone, and no luigi
+command that silently needs a luigid nobody started."""
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from luigi_pipelines.partitions import date_range
+from tests.conftest import ROOT
+
+README = ROOT / "README.md"
+
+
+def blocks(language: str) -> list[str]:
+    """The fenced code blocks of the README in ``language``, in order."""
+    return re.findall(rf"^```{language}\n(.*?)^```$", README.read_text(), flags=re.DOTALL | re.MULTILINE)
+
+
+def commands(block: str) -> list[list[str]]:
+    """The shell commands of a block, as words, without comments."""
+    return [words for line in block.splitlines() if (words := shlex.split(line, comments=True))]
+
+
+def test_luigi_commands_say_which_scheduler_they_use():
+    """Without --local-scheduler luigi asks luigid on 127.0.0.1:8082; with none there it retries for a minute
+    and exits 40. Every luigi or backfill command in the README either says --local-scheduler or follows a
+    `make scheduler` in the same block."""
+    checked = 0
+    for block in blocks("sh"):
+        if "make scheduler" in block:
+            continue
+        for words in commands(block):
+            program = Path(words[0]).name
+            if program == "luigi" or (program == "luigi-pipelines" and words[1] == "backfill"):
+                assert "--local-scheduler" in words, shlex.join(words)
+                checked += 1
+    assert checked >= 3
+
+
+def _pipeline_example() -> tuple[str, str, str]:
+    """The python block declaring LoadOrders, the path its first line names, and the sh block that uses it."""
+    python = next(b for b in blocks("python") if "class LoadOrders(" in b)
+    first = python.splitlines()[0]
+    assert first.startswith("# ") and first.endswith(".py"), first
+    shell = next(b for b in blocks("sh") if "my_pipelines.orders" in b)
+    return python, first[2:], shell
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+def _load(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location("readme_orders", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.LoadOrders
+
+
+def _seed(stack: Any, task: Any, days: list[datetime.date]) -> dict[datetime.date, int]:
+    """Objects of each day as the example declares them (its key prefix, delimiter and header); rows per day."""
+    expected = {}
+    delimiter = task.csv.delimiter
+    for day in days:
+        rows = [delimiter.join(name for name, _ in task.columns)]
+        rows += [delimiter.join((str(day.toordinal() * 100 + n), day.isoformat(), f"c{n}", f"{n}.50"))
+                 for n in range(day.day % 5 + 1)]
+        stack.put(task.key_prefix.format(date=day) + "part-0.csv", "\n".join(rows) + "\n")
+        expected[day] = len(rows) - 1
+    return expected
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+@pytest.mark.slow
+def test_pipeline_example_runs_as_pasted_into_a_fresh_clone(stack, tmp_path):
+    """The python block saved where its first line says, in a clone (luigi.cfg and a .venv); the sh block run
+    in order by bash -e against the test's PostgreSQL and S3. Only the bucket and table names differ."""
+    python, module_path, shell = _pipeline_example()
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    shutil.copy(ROOT / "luigi.cfg", clone / "luigi.cfg")
+    (clone / ".venv").symlink_to(ROOT / ".venv")
+    table = f"{stack.schema}.orders"
+    source = _replace_once(python, '"acme-exports"', f'"{stack.bucket}"')
+    source = _replace_once(source, '"sales.orders"', f'"{table}"')
+    module = clone / module_path
+    module.parent.mkdir(parents=True)
+    module.write_text(source)
+
+    backfill = next(words for words in commands(shell) if "RangeDaily" in words)
+    start, stop = (datetime.date.fromisoformat(backfill[backfill.index(f) + 1]) for f in ("--start", "--stop"))
+    expected = _seed(stack, _load(module), date_range(start, stop))
+
+    env = stack.env(stack.write_config(tmp_path / "test.cfg"))  # PG*, AWS*, marker schema in LUIGI_CONFIG_PATH
+    del env["PYTHONPATH"]
+    venv_bin = str(ROOT / ".venv" / "bin")
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)  # not activated
+    result = subprocess.run(["bash", "-e", "-x", "-c", shell], cwd=clone, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    loaded = dict(stack.query(f'SELECT order_date, count(*) FROM "{stack.schema}".orders GROUP BY 1'))
+    assert loaded == expected
+    markers = stack.markers(table)
+    assert {day: m[0] for day, m in markers.items()} == expected
+    reloaded = next(words for words in commands(shell) if "--force" in words)
+    forced = datetime.date.fromisoformat(reloaded[reloaded.index("--date") + 1])
+    assert max(markers, key=lambda day: markers[day][3]) == forced  # the --force reload came last
+    assert f"missing in [{start}, {stop}): 0" in result.stdout
