@@ -118,3 +118,26 @@ def test_a_daily_task_depends_on_the_24_hours_of_its_date(stack, make_hourly):
     assert run_task(task).status == SUCCESS
     assert stack.query(f"SELECT count(*) FROM {stack.marker_schema}.partition_marker") == [(25,)]
     assert stack.query(f"SELECT hour, n FROM {stack.schema}.per_hour ORDER BY 1") == [(h, 1) for h in range(24)]
+
+
+def test_range_hourly_through_the_luigi_command_across_midnight(stack, tmp_path):
+    """Hours older than luigi's 100-day hours_back and more than 50 of them: the package's [RangeHourly]
+    defaults schedule them all; a missing hour is missing data (exit 20) until it arrives."""
+    hours = [hour(22, datetime.date(2019, 1, 31)) + datetime.timedelta(hours=n) for n in range(60)]
+    for h in hours[:-1]:
+        stack.put(f"events/{h:%Y/%m/%d/%H}/a.csv", f"id,kind\n{h.day * 100 + h.hour},k\n")
+    cfg = stack.write_config(tmp_path / "test.cfg")
+    args = ["--module", "tests.hourly_tasks", "RangeHourly", "--of", "LoadHourlyEvents", "--start",
+            f"{hours[0]:%Y-%m-%dT%H}", "--stop", f"{hours[-1] + datetime.timedelta(hours=1):%Y-%m-%dT%H}",
+            "--local-scheduler"]
+    first = stack.luigi(*args, config_file=cfg)
+    assert first.returncode == 20, first.stderr[-3000:]  # the last hour has no objects yet
+    table = f"{stack.schema}.transaction"
+    assert stack.query(f"SELECT count(*), count(DISTINCT (day, hour)) FROM {table}") == [(59, 59)]
+    assert stack.query(f"SELECT min(day), max(day) FROM {table}") == [(datetime.date(2019, 1, 31),
+                                                                       datetime.date(2019, 2, 3))]
+    stack.put(f"events/{hours[-1]:%Y/%m/%d/%H}/a.csv", "id,kind\n1,late\n")
+    second = stack.luigi(*args, config_file=cfg)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "- 1 LoadHourlyEvents(date_hour=2019-02-03T09)" in second.stderr, second.stderr[-1500:]  # that hour only
+    assert stack.query(f"SELECT count(*) FROM {table}") == [(60,)]
