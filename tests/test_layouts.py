@@ -100,7 +100,7 @@ def test_an_existing_table_with_a_plain_date_column_gets_the_statement_for_a_pat
         load(date=D1).run()
     fix = str(caught.value).split("run once: ")[1]
     assert fix == (f'ALTER TABLE "{stack.schema}"."t" ALTER COLUMN "day" SET DEFAULT '
-                   "(NULLIF(current_setting('luigi_pipelines.day', true), ''))::date")
+                   "(current_setting('luigi_pipelines.day', true))::date")
     stack.execute(fix)
     assert run_task(load(date=D1)).status == SUCCESS
     assert _rows(stack) == [(D1, 1, "a")]
@@ -246,9 +246,9 @@ def test_an_existing_table_without_lineage_columns_gets_the_statements(stack, ma
         stack.execute(fixes[-1])
     assert fixes == [
         f'ALTER TABLE "{stack.schema}"."t" ADD COLUMN "source_key" text DEFAULT '
-        "(NULLIF(current_setting('luigi_pipelines.source_key', true), ''))::text",
+        "(current_setting('luigi_pipelines.source_key', true))::text",
         f'ALTER TABLE "{stack.schema}"."t" ADD COLUMN "load_id" uuid DEFAULT '
-        "(NULLIF(current_setting('luigi_pipelines.load_id', true), ''))::uuid",
+        "(current_setting('luigi_pipelines.load_id', true))::uuid",
         f'ALTER TABLE "{stack.schema}"."t" ALTER COLUMN "loaded_at" SET DEFAULT now()',
     ]
     assert run_task(load(date=D1)).status == SUCCESS

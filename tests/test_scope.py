@@ -93,7 +93,7 @@ def test_an_existing_table_without_the_fill_default_gets_the_statement_to_run(st
         load_eu(date=D1).run()
     fix = str(caught.value).split("run once: ")[1]
     assert fix == (f'ALTER TABLE "{stack.schema}"."t" ALTER COLUMN "region" SET DEFAULT '
-                   "(NULLIF(current_setting('luigi_pipelines.region', true), ''))::text")
+                   "(current_setting('luigi_pipelines.region', true))::text")
     stack.execute(fix)
     assert run_task(load_eu(date=D1)).status == SUCCESS
     assert table(stack) == [(1, "eu1", "eu"), (2, "eu2", "eu")]
