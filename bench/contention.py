@@ -57,6 +57,11 @@ def _server_s(pid: int | None) -> float:
     return _process_s(pid) + sum(_process_s(child, with_children=False) for child in _children_of(pid))
 
 
+def server_cpu_s(pid: int | None) -> float:
+    """CPU seconds a server (PostgreSQL's postmaster) and its children, live or reaped, have used so far."""
+    return _server_s(pid)
+
+
 def sample(server_pids: Iterable[int | None]) -> CpuSample | None:
     """A snapshot of the machine's and our CPU time, or None where /proc is missing."""
     if not Path("/proc/stat").exists():
