@@ -127,9 +127,13 @@ def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName,
     ensure_table(conn, rejects, [
         q.create_marker_table(marker), q.create_marker_date_index(marker), q.create_rejects_table(rejects)])
     if column_info(conn, marker, "load_id") is None:
-        with conn, conn.cursor() as cur:
-            cur.execute(q.advisory_xact_lock(), _DDL_LOCK)
-            cur.execute(q.add_marker_load_id(marker))
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(q.advisory_xact_lock(), _DDL_LOCK)
+                cur.execute(q.add_marker_load_id(marker))
+        except psycopg2.errors.InsufficientPrivilege:
+            raise ConfigurationError(f"the marker table {marker} predates load_id and this user may not add it: "
+                                     f"its owner runs once: {q.add_marker_load_id(marker).as_string(conn)}") from None
 
 
 def completed_dates(
