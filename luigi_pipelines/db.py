@@ -37,6 +37,7 @@ class SupportsRead(Protocol):
 # CREATE ... IF NOT EXISTS run by many processes at once never trips over the catalog's unique indexes.
 _DDL_LOCK = (0x6C70, 0x0DD1)
 _SAVEPOINT = "luigi_pipelines_copy"
+_READ_CURSOR = "luigi_pipelines_upstream"
 
 
 @contextmanager
@@ -239,10 +240,37 @@ def column_default(conn: psycopg2.extensions.connection, table: TableName, colum
     return None if row is None else (row[0] or "")
 
 
-def read_partition(tx: PartitionTransaction, table: TableName, date_column: str, columns: Sequence[str]) -> tuple:
-    """The rows of ``table``'s partition of ``tx.date`` as a tuple of tuples (immutable input for a transform)."""
-    tx.cursor.execute(q.select_partition(table, date_column, columns), (tx.date,))
-    return tuple(tx.cursor.fetchall())
+@dataclass
+class PartitionRows:
+    """The rows of an upstream partition as a one-pass iterator of tuples, counted as they are read."""
+
+    cursor: psycopg2.extensions.cursor
+    read: int = 0
+
+    def __iter__(self) -> Iterator[tuple]:
+        for row in self.cursor:
+            self.read += 1
+            yield row
+
+
+@contextmanager
+def read_partition(tx: PartitionTransaction, upstream: ScopedTable, date_column: str, columns: Sequence[str],
+                   batch_rows: int = 10_000) -> Iterator[PartitionRows]:
+    """The rows of ``upstream``'s partition of ``tx.date``, in ``tx``'s transaction, through a server-side
+    (named) cursor that fetches ``batch_rows`` at a time: memory stays bounded by the batch, whatever the
+    partition's size. The rows are tuples (immutable input for a pure transform); the cursor is closed
+    when the block ends."""
+    statement = q.select_partition(upstream.table, date_column, columns, upstream.columns)
+    with tx.cursor.connection.cursor(name=_READ_CURSOR) as cursor:
+        cursor.itersize = batch_rows
+        cursor.execute(statement, (tx.date, *(value for _, value in upstream.scope)))
+        yield PartitionRows(cursor)
+
+
+def insert_from_query(tx: PartitionTransaction, statement: q.sql.Composable, params: dict[str, Any]) -> int:
+    """Run a set-based transform's ``INSERT ... SELECT`` (``sql.insert_from_query``); returns the rows inserted."""
+    tx.cursor.execute(statement, params)
+    return tx.cursor.rowcount
 
 
 def count_partition(tx: PartitionTransaction, date_column: str) -> int:

@@ -121,11 +121,42 @@ def delete_partition(table: TableName, date_column: str, scope_columns: Sequence
     return sql.SQL("DELETE FROM {} WHERE {}").format(table_ident(table), _partition_rows(date_column, scope_columns))
 
 
-def select_partition(table: TableName, date_column: str, columns: Sequence[str]) -> sql.Composed:
-    """Parameter: the partition date. The rows of one partition, in a stable order."""
+def select_partition(table: TableName, date_column: str, columns: Sequence[str],
+                     scope_columns: Sequence[str] = ()) -> sql.Composed:
+    """Parameters: the partition date, then the scope's values. The rows of one partition, in a stable order::
+
+        SELECT "a", "b" FROM "s"."t" WHERE "day" = %s [AND "region" = %s] ORDER BY "a", "b"
+    """
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    return sql.SQL("SELECT {} FROM {} WHERE {} = %s ORDER BY {}").format(
-        cols, table_ident(table), sql.Identifier(date_column), cols)
+    return sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {}").format(
+        cols, table_ident(table), _partition_rows(date_column, scope_columns), cols)
+
+
+# The name under which a set-based transform's query sees the upstream partition (see ``insert_from_query``).
+UPSTREAM = "upstream"
+
+
+def scope_placeholder(column: str) -> str:
+    """The name of the query parameter that carries the upstream scope's value of ``column``."""
+    return f"upstream_{column}"
+
+
+def insert_from_query(target: TableName, columns: Sequence[Column], upstream: TableName, date_column: str,
+                      source_columns: Sequence[str], scope_columns: Sequence[str], query: sql.Composable) -> sql.Composed:
+    """Named parameters: ``date``, ``upstream_<scope column>`` and whatever ``query`` uses. A set-based transform::
+
+        WITH "upstream" AS (SELECT "a", "b" FROM "s"."t" WHERE "day" = %(date)s [AND "region" = %(upstream_region)s])
+        INSERT INTO "s"."target" ("day", "a", "n") <query>
+
+    ``query`` (a ``psycopg2.sql.Composable``) reads the relation ``upstream``: the upstream partition's
+    ``source_columns``, nothing else of that table.
+    """
+    where = sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(p))
+        for c, p in ((date_column, "date"), *((c, scope_placeholder(c)) for c in scope_columns)))
+    return sql.SQL("WITH {} AS (SELECT {} FROM {} WHERE {}) INSERT INTO {} ({}) {}").format(
+        sql.Identifier(UPSTREAM), sql.SQL(", ").join(sql.Identifier(c) for c in source_columns), table_ident(upstream),
+        where, table_ident(target), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns), query)
 
 
 def count_by_date(table: TableName, date_column: str) -> sql.Composed:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import luigi
 import psycopg2.errors
 import psycopg2.extensions
+from psycopg2 import sql
 
 from . import db
 from . import sql as q
@@ -381,13 +382,20 @@ class TransformPartition(PartitionTask):
     ``transform`` (a pure function ``(rows, date) -> rows``, wrapped in ``staticmethod``), and
     ``table``, ``date_column`` and ``columns`` of the result. Reading the upstream partition,
     replacing this one and writing the marker happen in one transaction, like a load.
+
+    ``rows`` is a one-pass iterator of tuples, in the order of ``source_columns``, read from the
+    database ``read_batch_rows`` at a time through a server-side cursor; the function may return a
+    list or yield its rows, which go to a temporary file and then to one COPY. So memory stays
+    bounded by a batch (plus whatever the function itself keeps, e.g. one entry per group), not by
+    the partition. For a transform that SQL can say, ``SqlTransformPartition`` does it in the server.
     """
 
     upstream: ClassVar[type[PartitionTask]]
     source_columns: ClassVar[Sequence[str]] = ()
+    read_batch_rows: ClassVar[int] = 10_000
 
     @staticmethod
-    def transform(rows: tuple, date: datetime.date) -> Sequence[Sequence[Any]]:
+    def transform(rows: Iterator[tuple[Any, ...]], date: datetime.date) -> Iterable[Sequence[Any]]:
         raise NotImplementedError
 
     def requires(self) -> PartitionTask:
@@ -395,23 +403,66 @@ class TransformPartition(PartitionTask):
 
     def write_partition(self, tx: db.PartitionTransaction) -> None:
         source = self.requires()
-        rows = db.read_partition(tx, source.target_table, source.date_column, self.source_columns)
-        result = self.transform(rows, self.date)
+        settings = load_settings()
         db.delete_partition(tx, self.date_column)
-        with temp_download(load_settings().temp_directory) as tmp:
-            for row in result:
-                tmp.write(_csv_line(row))
+        with temp_download(settings.temp_directory) as tmp:
+            with db.read_partition(tx, source.partition_key, source.date_column, self.source_columns,
+                                   self.read_batch_rows) as rows:
+                for row in self.transform(iter(rows), self.date):
+                    tmp.write(_csv_line(row))
             size = tmp.tell()
             tmp.seek(0)
             statement = q.copy_from_stdin(tx.target, self.target_columns, q.CsvFormat(header=False))
-            copied = db.copy_stream(tx, statement, tmp, f"{self.task_family}({self.date})", load_settings().copy_buffer)
-        tx.add({"upstream": str(source.target_table), "rows_read": len(rows)}, copied, size)
+            copied = db.copy_stream(tx, statement, tmp, f"{self.task_family}({self.date})", settings.copy_buffer)
+        tx.add({"upstream": str(source.partition_key), "rows_read": rows.read}, copied, size)
         if tx.rows:
             self.check_rows(tx)
 
     def check_rows(self, tx: db.PartitionTransaction) -> None:
         if db.count_partition(tx, self.date_column) != tx.rows:
             raise LoadError(f"{self.task_family}: transform returned rows whose {self.date_column} is not {tx.date}")
+
+
+class SqlTransformPartition(TransformPartition):
+    """A transform that the database runs: ``INSERT ... SELECT`` of a declared query, in the same transaction.
+
+    Declare ``upstream``, ``source_columns``, ``table``, ``date_column`` and ``columns`` as for
+    ``TransformPartition``, and instead of a function a ``query``: a ``psycopg2.sql.Composable``
+    SELECT over the relation ``upstream`` (the upstream partition, its ``source_columns`` only),
+    whose columns are ``columns`` in order. Values come in as named placeholders, never as text:
+    ``sql.Placeholder("date")`` is the partition date, and ``query_parameters()`` may add more;
+    names are ``sql.Identifier``. E.g.::
+
+        query = sql.SQL("SELECT {}, account, count(*) FROM upstream GROUP BY account").format(sql.Placeholder("date"))
+
+    No row passes through Python: rows go from the upstream table to this one inside the server.
+    """
+
+    query: ClassVar[sql.Composable | None] = None
+
+    def query_parameters(self) -> dict[str, Any]:
+        """Hook: values for the query's ``sql.Placeholder(name)``s besides ``date`` (the partition date)."""
+        return {}
+
+    def write_partition(self, tx: db.PartitionTransaction) -> None:
+        source = self.requires()
+        key = source.partition_key
+        statement = q.insert_from_query(tx.target, self.target_columns, key.table, source.date_column,
+                                        self.source_columns, key.columns, self.declared_query())
+        params = {**self.query_parameters(), "date": tx.date,
+                  **{q.scope_placeholder(column): value for column, value in key.scope}}
+        db.delete_partition(tx, self.date_column)
+        inserted = db.insert_from_query(tx, statement, params)
+        tx.add({"upstream": str(key), "query": True}, inserted, 0)
+        if tx.rows:
+            self.check_rows(tx)
+
+    def declared_query(self) -> sql.Composable:
+        if not isinstance(self.query, sql.Composable):
+            raise ConfigurationError(
+                f"{self.task_family}: query must be a psycopg2.sql.Composable (sql.SQL(...) with names as "
+                f"sql.Identifier and values as sql.Placeholder), not {type(self.query).__name__}")
+        return self.query
 
 
 def _csv_line(row: Sequence[Any]) -> bytes:
