@@ -142,6 +142,14 @@ class PartitionTask(luigi.Task):
     # -- the transaction ------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Write the partition once (``write_once``); a failed attempt is put on record before it is raised."""
+        try:
+            self.write_once()
+        except Exception as exc:
+            self.record_failure(exc)
+            raise
+
+    def write_once(self) -> None:
         settings = load_settings()
         for path in sweep_stale(settings.temp_directory):
             logger.warning("removed %s, left by a load process that was killed", path)
@@ -160,9 +168,26 @@ class PartitionTask(luigi.Task):
                 db.fill_columns(tx, dict(tx.key.scope))
                 self.write_partition(tx)
                 db.write_marker(tx, self.marker_table, self.task_family, self.task_id)
+                db.clear_failure(tx, settings.failures)
                 self.before_commit(tx)
         logger.info("%s %s: committed %d rows, %.1f MiB from %d objects in %.1f s", tx.key, self.date,
                     tx.rows, tx.bytes / _MIB, len(tx.sources), _elapsed(tx.started_at))
+
+    def record_failure(self, exc: BaseException) -> None:
+        """Put the failed attempt on record (class, one line, S3 key, host, time) in the failures table, on a
+        short connection of its own: the transaction rolled back, so nothing else remembers it."""
+        try:
+            key, failures = self.partition_key, load_settings().failures
+            failure = db.Failure(key, self.date, self.task_family, self.task_id, type(exc).__name__,
+                                 one_line(str(exc) or repr(exc)), self.failed_source())
+        except Exception as cannot:  # a declaration or config error: what failed is reported, not this
+            logger.warning("%s %s: the failed attempt is not on record: %s", self.task_family, self.date, cannot)
+            return
+        db.record_failure(database_settings(), failures, failure)
+
+    def failed_source(self) -> str | None:
+        """The S3 key of the object being loaded when the attempt failed, if any."""
+        return None
 
     def check_neighbours(self, tx: db.PartitionTransaction) -> None:
         """Refuse to load where another task's partition of the same table and date could lose rows to
@@ -180,7 +205,7 @@ class PartitionTask(luigi.Task):
         if not os.path.isdir(settings.temp_directory):
             raise ConfigurationError(f"[load] temp_dir {settings.temp_directory} does not exist (or is not a "
                                      f"directory): create it or point temp_dir elsewhere")
-        db.ensure_marker_table(conn, self.marker_table, settings.rejects)
+        db.ensure_marker_table(conn, self.marker_table, settings.rejects, settings.failures)
         table = self.target_table
         if self.create_table:
             db.ensure_table(conn, table, [
@@ -264,6 +289,7 @@ class LoadPartition(PartitionTask):
     ready_key: ClassVar[str] = ""
     empty_partition_ok: ClassVar[bool] = False  # a date with no objects: missing data (False) or 0 rows (True)
     empty_objects_ok: ClassVar[bool] = True  # a 0-byte or header-only object: 0 rows (True) or an error (False)
+    _object_in_progress: str | None = None  # the key being loaded, named in the failure record
 
     @property
     def prefix(self) -> str:
@@ -295,12 +321,17 @@ class LoadPartition(PartitionTask):
                               self.max_bad_rows, self.empty_objects_ok, self.source_stream)
         self.before_copy(tx)
         for n, obj in enumerate(objects, 1):
+            self._object_in_progress = obj.key
             self.before_object(tx, obj)
             record = loader.load(obj)
             self._report(f"copied {n} of {len(objects)} objects, {tx.rows} rows", round(100 * n / len(objects)))
             self.after_object(tx, record)
+        self._object_in_progress = None
         self.check_rows(tx)
         self.after_copy(tx)
+
+    def failed_source(self) -> str | None:
+        return self._object_in_progress
 
     def list_objects(self, s3: S3Client) -> list[S3Object]:
         """The date's objects to load (the ready key left out); none is an error unless declared fine."""
@@ -365,6 +396,12 @@ def describe_database_errors(key: ScopedTable, date: datetime.date, settings: Lo
         if isinstance(exc, psycopg2.OperationalError):
             raise LoadError(f"{key} {date}: database error: {_primary(exc)}; nothing was written: rerun") from exc
         raise
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` on one line (whitespace runs made one space), at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _primary(exc: psycopg2.Error) -> str:
