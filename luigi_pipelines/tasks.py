@@ -4,7 +4,9 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import textwrap
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -75,6 +77,11 @@ class PartitionTask(luigi.Task):
     # A scope column missing from ``columns`` (the files) is filled with the value by the load.
     scope: ClassVar[dict[str, str]] = {}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_status: str | None = None  # the last progress message sent to luigid
+        self._object_in_progress: str | None = None  # the S3 key being loaded, named in the failure record
+
     # -- declarations ---------------------------------------------------------------------------
 
     @property
@@ -143,9 +150,11 @@ class PartitionTask(luigi.Task):
 
     def run(self) -> None:
         """Write the partition once (``write_once``); a failed attempt is put on record before it is raised."""
+        self._last_status = self._object_in_progress = None  # luigi reuses an instance for the same parameters
         try:
             self.write_once()
         except Exception as exc:
+            self._report(f"{self._last_status or 'failed'}; {ROLLED_BACK}", 0)
             self.record_failure(exc)
             raise
 
@@ -235,14 +244,37 @@ class PartitionTask(luigi.Task):
         Raising here rolls everything back. E.g. a final consistency check against another table."""
 
     def on_failure(self, exception: BaseException) -> str:
-        """What luigid shows for a failure: our errors' one-line message, not a traceback that may
-        repeat a multi-megabyte bad value from PostgreSQL's error detail."""
-        if isinstance(exception, PipelineError):
-            return f"{type(exception).__name__}: {str(exception)[:2000]}"
-        return str(super().on_failure(exception))
+        """What luigid shows for a failure, on short lines: what was not loaded, the S3 object, the line and
+        column, the reason, what to do. Never a traceback of our own errors, which may repeat a
+        multi-megabyte bad value from PostgreSQL's error detail; other exceptions keep luigi's traceback."""
+        head = f"{type(exception).__name__}: {self.describe_partition()} not loaded; {ROLLED_BACK}"
+        if not isinstance(exception, PipelineError):
+            return f"{head}\n{super().on_failure(exception)}"
+        source = self.failed_url()
+        reason = _reason(exception, source)
+        lines = [head]
+        if source:
+            lines.append(f"  object:  {source}")
+        where = _where(exception)
+        if where:
+            lines.append(f"  where:   {where}")
+        lines += _field("reason", reason[:_MAX_REASON] + ("…" if len(reason) > _MAX_REASON else ""))
+        lines += _field("to do", _TO_DO.get(type(exception), _TO_DO[LoadError]))
+        return "\n".join(lines)
+
+    def describe_partition(self) -> str:
+        try:
+            return f"{self.partition_key} {self.date}"
+        except PipelineError:  # the declaration itself is what failed
+            return f"{self.task_family} {self.date}"
+
+    def failed_url(self) -> str | None:
+        """Where the failed attempt's data came from, if one source is to blame (see ``failed_source``)."""
+        return self.failed_source()
 
     def _report(self, message: str, percent: int) -> None:
         """Progress for luigid's UI; a no-op when run() is called outside a luigi worker."""
+        self._last_status = message
         if callable(self.set_status_message):
             self.set_status_message(message)
         if callable(self.set_progress_percentage):
@@ -289,7 +321,6 @@ class LoadPartition(PartitionTask):
     ready_key: ClassVar[str] = ""
     empty_partition_ok: ClassVar[bool] = False  # a date with no objects: missing data (False) or 0 rows (True)
     empty_objects_ok: ClassVar[bool] = True  # a 0-byte or header-only object: 0 rows (True) or an error (False)
-    _object_in_progress: str | None = None  # the key being loaded, named in the failure record
 
     @property
     def prefix(self) -> str:
@@ -317,14 +348,16 @@ class LoadPartition(PartitionTask):
         db.delete_rejects(tx, settings.rejects)
         logger.info("%s %s: replacing %d rows with %d objects (%.1f MiB)", tx.target, tx.date, deleted,
                     len(objects), sum(o.size for o in objects) / _MIB)
+        progress = ProgressReport(self._report, objects)
         loader = ObjectLoader(tx, s3, self.decoder or CsvDecoder(self.csv), self.target_columns, settings,
-                              self.max_bad_rows, self.empty_objects_ok, self.source_stream)
+                              self.max_bad_rows, self.empty_objects_ok, self.source_stream, progress.read)
         self.before_copy(tx)
         for n, obj in enumerate(objects, 1):
             self._object_in_progress = obj.key
             self.before_object(tx, obj)
+            progress.start(n, obj, tx.rows)
             record = loader.load(obj)
-            self._report(f"copied {n} of {len(objects)} objects, {tx.rows} rows", round(100 * n / len(objects)))
+            progress.done(n, obj, tx.rows)
             self.after_object(tx, record)
         self._object_in_progress = None
         self.check_rows(tx)
@@ -332,6 +365,10 @@ class LoadPartition(PartitionTask):
 
     def failed_source(self) -> str | None:
         return self._object_in_progress
+
+    def failed_url(self) -> str | None:
+        key = self.failed_source()
+        return f"s3://{self.bucket}/{key}" if key else None
 
     def list_objects(self, s3: S3Client) -> list[S3Object]:
         """The date's objects to load (the ready key left out); none is an error unless declared fine."""
@@ -396,6 +433,73 @@ def describe_database_errors(key: ScopedTable, date: datetime.date, settings: Lo
         if isinstance(exc, psycopg2.OperationalError):
             raise LoadError(f"{key} {date}: database error: {_primary(exc)}; nothing was written: rerun") from exc
         raise
+
+
+ROLLED_BACK = "rolled back: nothing kept; the partition is as before"
+_MAX_REASON = 1500
+_TO_DO: dict[type, str] = {
+    BadInputError: "fix or replace the object in S3 and rerun (with --force if the date was loaded before), "
+                   "or let max_bad_rows set bad rows aside",
+    SourceError: "check the object (or the date's objects) in S3, then rerun",
+    ConfigurationError: "fix the task's declaration or the configuration, then rerun",
+    LoadError: "rerun; nothing needs cleaning up first",
+}
+
+
+def _reason(exc: BaseException, source: str | None) -> str:
+    """The error's reason without the object and position that the other lines already give."""
+    reason = getattr(exc, "reason", None)
+    if reason:
+        return str(reason)
+    text = one_line(str(exc), limit=100_000)
+    if source and text.startswith(source + ": "):
+        return text[len(source) + 2:]
+    return text
+
+
+def _where(exc: BaseException) -> str:
+    line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+    return ", ".join(part for part in (f"line {line}" if line else "", f"column {column}" if column else "") if part)
+
+
+def _field(name: str, text: str, width: int = 88) -> list[str]:
+    """``  name:    text`` wrapped to short lines, continued under the text."""
+    label = f"  {name + ':':<8} "
+    wrapped = textwrap.wrap(text, width - len(label), break_long_words=True, break_on_hyphens=False) or [""]
+    return [label + wrapped[0], *(" " * len(label) + rest for rest in wrapped[1:])]
+
+
+class ProgressReport:
+    """A partition's progress for luigid, by bytes of the objects as COPY reads them: after each object,
+    and within one at most when 5 points were gained or 2 s have passed (each report is a call to luigid)."""
+
+    def __init__(self, report: Callable[[str, int], None], objects: Sequence[S3Object],
+                 clock: Callable[[], float] = time.monotonic, every_s: float = 2.0, step: int = 5) -> None:
+        self._report, self._clock, self._every_s, self._step = report, clock, every_s, step
+        self.count, self.total = len(objects), sum(o.size for o in objects)
+        self.finished = 0  # bytes of the objects done
+        self._n, self._rows, self._last_percent, self._last_at = 0, 0, 0, clock()
+
+    def start(self, n: int, obj: S3Object, rows: int) -> None:
+        self._n, self._rows = n, rows
+
+    def read(self, obj: S3Object, position: int) -> None:
+        percent = self._percent(self.finished + position)
+        if percent - self._last_percent < self._step and self._clock() - self._last_at < self._every_s:
+            return
+        self._send(f"copying object {self._n} of {self.count} ({obj.key}): {position / _MIB:.1f} of "
+                   f"{obj.size / _MIB:.1f} MiB; {self._rows} rows before it", percent)
+
+    def done(self, n: int, obj: S3Object, rows: int) -> None:
+        self.finished += obj.size
+        self._send(f"copied {n} of {self.count} objects, {rows} rows", self._percent(self.finished))
+
+    def _percent(self, copied: int) -> int:
+        return min(100, round(100 * copied / self.total)) if self.total else 100
+
+    def _send(self, message: str, percent: int) -> None:
+        self._last_percent, self._last_at = percent, self._clock()
+        self._report(message, percent)
 
 
 def one_line(text: str, limit: int = 500) -> str:
