@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import backfill as backfill_command
 from . import status as status_command
@@ -16,14 +17,17 @@ from . import status as status_command
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    return demo.run()
+    return demo.run(html=args.html)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="luigi-pipelines", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the example backfill on a local PostgreSQL and S3 it starts itself")
+    demo = sub.add_parser("demo", help="run the example backfill on a local PostgreSQL and S3 it starts itself, "
+                          "and show the status calendar")
+    demo.add_argument("--html", type=Path, default=Path("demo-status.html"),
+                      help="where to write the status page (default: demo-status.html in the current directory)")
     demo.set_defaults(func=cmd_demo)
 
     status = sub.add_parser(

@@ -38,8 +38,8 @@ def text(calendars: Sequence[Calendar], color: bool = False, listed: int = 10) -
 
 
 def _text_one(cal: Calendar, color: bool, listed: int) -> str:
-    lines = [f"{cal.task}  {cal.key}  [{cal.start}, {cal.stop})", "         " + "".join(
-        str(d // 10) if d % 10 == 0 else " " for d in range(1, 32)), "         " + "".join(
+    lines = [f"{cal.task}  {cal.key}  [{cal.start}, {cal.stop})", ("         " + "".join(
+        str(d // 10) if d % 10 == 0 else " " for d in range(1, 32))).rstrip(), "         " + "".join(
         str(d % 10) for d in range(1, 32))]
     by_date = {d.date: d for d in cal.days}
     for year, month in _months(cal.start, cal.stop):
@@ -82,10 +82,12 @@ def _problem_lines(cal: Calendar, listed: int) -> list[str]:
     lines = []
     failed = cal.of(FAILED)
     for day in failed[:listed]:
-        key = f" [{day.s3_key}]" if day.s3_key else ""
         kept = "; the previous load is kept" if day.kept_previous else ""
-        lines.append(f"  failed  {day.date}  {day.error_class}: {_short(day.error or '', 120)}{key} "
-                     f"({day.failed_host}, {_when(day.failed_at)}, {day.attempts} attempt{_s(day.attempts)}{kept})")
+        lines.append(f"  failed  {day.date}  {day.error_class} on {day.failed_host}, {_when(day.failed_at)}, "
+                     f"{day.attempts} attempt{_s(day.attempts)}{kept}")
+        lines.append(f"          {_short(day.error or '', 200)}")
+        if day.s3_key and day.s3_key not in (day.error or ""):
+            lines.append(f"          object: {day.s3_key}")
     if len(failed) > listed:
         lines.append(f"  ... and {len(failed) - listed} more failed dates (--json or --html lists them all)")
     missing = cal.of(MISSING)
@@ -96,7 +98,7 @@ def _problem_lines(cal: Calendar, listed: int) -> list[str]:
 
 
 def _short(message: str, limit: int) -> str:
-    return message if len(message) <= limit else message[: limit - 1] + "…"
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def _when(moment: datetime.datetime | None) -> str:

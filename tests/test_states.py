@@ -77,15 +77,16 @@ def test_terminal_calendar_a_line_per_month_a_mark_per_day():
         [failure(D(2019, 2, 3))]))
     lines = views.text([cal]).splitlines()
     assert lines[0] == "LoadT  s.t  [2019-01-30, 2019-03-02)"
-    assert lines[1].rstrip() == "                  1         2         3"
+    assert lines[1] == "                  1         2         3"
     assert lines[2] == "         1234567890123456789012345678901"
     assert lines[3] == "2019-01  " + " " * 29 + "##"
     assert lines[4] == "2019-02  #RX##." + "#" * 22
     assert lines[5] == "2019-03  #"
     assert "# loaded" in lines[6] and "R loaded, rows rejected" in lines[6] and "X failed" in lines[6]
     assert lines[7] == "  31 dates: 29 loaded (1 with 1 rows rejected), 1 failed, 1 missing; 200 rows, 6.0 MiB loaded"
-    assert lines[8].startswith("  failed  2019-02-03  BadInputError: s3://b/k.csv line 3: bad [k.csv] (w2, ")
-    assert lines[9] == "  missing 1: 2019-02-06"
+    assert lines[8] == "  failed  2019-02-03  BadInputError on w2, 2019-03-01 02:00:00 UTC, 2 attempts"
+    assert lines[9] == "          s3://b/k.csv line 3: bad"  # names the object: no line of its own
+    assert lines[10] == "  missing 1: 2019-02-06"
     assert "\x1b[" not in "\n".join(lines)
     colored = views.text([cal], color=True)
     assert "\x1b[1;31mX\x1b[0m" in colored and "\x1b[32m#\x1b[0m" in colored
