@@ -176,8 +176,8 @@ class PartitionTask(luigi.Task):
                 self.check_neighbours(tx)
                 db.fill_columns(tx, dict(tx.key.scope))
                 self.write_partition(tx)
-                db.write_marker(tx, self.marker_table, self.task_family, self.task_id)
                 db.clear_failure(tx, settings.failures)
+                db.write_marker(tx, self.marker_table, self.task_family, self.task_id)
                 self.before_commit(tx)
         logger.info("%s %s: committed %d rows, %.1f MiB from %d objects in %.1f s", tx.key, self.date,
                     tx.rows, tx.bytes / _MIB, len(tx.sources), _elapsed(tx.started_at))
