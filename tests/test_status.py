@@ -100,6 +100,8 @@ def test_exit_codes_and_the_default_window(stack, seeded):
     recorded = status(stack, seeded)  # no window: from the first to the last date on record
     assert recorded.returncode == 30
     assert recorded.stdout.splitlines()[0].endswith("[2019-02-01, 2019-02-07)")
+    days_back = status(stack, seeded, "--days-back", "8", "--now", "2019-02-09T12:00:00")  # the 8 days before today
+    assert days_back.returncode == 30 and days_back.stdout.splitlines()[0].endswith("[2019-02-01, 2019-02-09)")
     bad = status(stack, seeded, "--stop", "2019-02-04")
     assert bad.returncode == 2 and "--stop needs --start" in bad.stderr
 
