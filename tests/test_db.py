@@ -29,7 +29,8 @@ def conn(pg_server, stack):
 @pytest.fixture
 def tables(conn, stack):
     target, marker = TableName(stack.schema, "t"), TableName(stack.marker_schema, "partition_marker")
-    db.ensure_marker_table(conn, marker, TableName(stack.marker_schema, "rejected_rows"))
+    db.ensure_marker_table(conn, marker, TableName(stack.marker_schema, "rejected_rows"),
+                           TableName(stack.marker_schema, "partition_failure"))
     db.ensure_table(conn, target, [q.create_table(target, COLUMNS, [q.Column("region", "text")])])
     return target, marker
 
