@@ -140,10 +140,12 @@ class PartitionTask(luigi.Task):
         probe = cls(date=_as_date(params[0]))
         if probe.force:
             return []
+        key, family = probe.partition_key, probe.task_family  # (read once: a property per date cost 20 µs)
         with db.connect(database_settings()) as conn:
-            done = db.completed_dates(conn, probe.marker_table, probe.partition_key, map(_as_date, params))
-        for day, family in done.items():
-            check_owner(probe.partition_key, day, family, probe.task_family)
+            done = db.completed_dates(conn, probe.marker_table, key, map(_as_date, params))
+        for day, owner in done.items():
+            if owner != family:
+                check_owner(key, day, owner, family)
         return [p for p in params if _as_date(p) in done]
 
     # -- the transaction ------------------------------------------------------------------------
