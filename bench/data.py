@@ -72,6 +72,20 @@ def write_csv(path: Path, date: datetime.date, size_bytes: int) -> CsvFile:
     return CsvFile(date, path, written, rows)
 
 
+def write_csv_rows(path: Path, date: datetime.date, rows: int) -> CsvFile:
+    """Write exactly ``rows`` of ``date``'s transactions (and a header line) to ``path``."""
+    tails = _chunk_tails(date)
+    first_id = date.toordinal() * _IDS_PER_DATE
+    done = 0
+    with open(path, "wb") as f:
+        written = f.write(HEADER.encode() + b"\n")
+        while done < rows:
+            take = min(len(tails), rows - done)
+            written += f.write(b"".join(b"%d%s" % (first_id + done + n, tail) for n, tail in enumerate(tails[:take])))
+            done += take
+    return CsvFile(date, path, written, rows)
+
+
 def _cut_after_line(chunk: bytes, at_least: int) -> bytes:
     end = chunk.find(b"\n", max(at_least - 1, 0))
     return chunk if end < 0 else chunk[: end + 1]

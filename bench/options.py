@@ -21,6 +21,7 @@ class Options:
     scheduler_range_days: int = 3650  # tasks handed to luigid at once
     scheduler_pilot_days: int = 365  # a smaller range measured first, to project the full one
     scheduler_budget_s: float = 150  # measure the full range only if projected within this (0: always)
+    transform_rows: int = 1_000_000  # rows of the upstream partition the transforms read
     timeout_s: float = 1800  # bound on any single command
 
     @property
@@ -38,6 +39,7 @@ QUICK = Options(
     worker_counts=(1, 2),
     scheduler_pilot_days=30,
     scheduler_budget_s=10,
+    transform_rows=20_000,
     timeout_s=300,
 )
 

@@ -1,22 +1,27 @@
 """The luigi module the benchmark's commands load (``luigi --module bench.pipeline ...``).
 
-It measures the shipped example pipeline unchanged: ``LoadTransactions`` is imported as is (its bucket
-and table come from the run's ``[transactions]`` config), next to ``RangeDaily`` and the baseline that
-luigi itself offers, ``CopyTransactions``: luigi's ``contrib.postgres.CopyToTable`` fed by a CSV reader.
+It measures the shipped example pipeline unchanged: ``LoadTransactions`` and ``SummarizeTransactions``
+are imported as is (bucket and tables come from the run's ``[transactions]`` config), next to
+``RangeDaily`` and the baseline that luigi itself offers, ``CopyTransactions``: luigi's
+``contrib.postgres.CopyToTable`` fed by a CSV reader. The transform section adds the same summary in
+SQL, a row-for-row transform, and that transform holding its whole input first (the control).
 The ``layouts`` section loads the same rows through variants of ``LoadTransactions`` declared below.
 """
 from __future__ import annotations
 
 import csv
+import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import luigi
 from luigi.contrib.postgres import CopyToTable
 from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily ([core] autoload_range is off)
+from psycopg2 import sql
 
 import luigi_pipelines as lp
-from luigi_pipelines.pipelines.transactions import LoadTransactions  # measured as shipped
+from luigi_pipelines.pipelines.transactions import LoadTransactions, SummarizeTransactions  # measured as shipped
 
 NO_DATE_PREFIX = "transactions-nodate/{date:%Y-%m-%d}/"  # the same rows without their txn_date column
 
@@ -89,3 +94,45 @@ class CopyTransactions(CopyToTable):
             next(reader)  # the header
             for row in reader:
                 yield [value if value != "" else None for value in row]
+
+
+class SummarizeTransactionsInSql(lp.SqlTransformPartition):
+    """``SummarizeTransactions`` as one ``INSERT ... SELECT`` in the server."""
+
+    upstream = LoadTransactions
+    source_columns = ["account", "currency", "amount"]
+    query = sql.SQL("SELECT {}, account, currency, count(*), sum(coalesce(amount, 0)) FROM upstream "
+                    "GROUP BY account, currency").format(sql.Placeholder("date"))
+    table = "bench.transform_totals_sql"
+    date_column = "txn_date"
+    columns = SummarizeTransactions.columns
+
+
+def amounts_in_cents(rows: Iterable[tuple[Any, ...]], date: datetime.date) -> Iterator[tuple[Any, ...]]:
+    """Every transaction again, its amount in cents: as many rows out as in, yielded one by one."""
+    for id_, day, amount in rows:
+        yield id_, day, None if amount is None else int(amount * 100)
+
+
+def amounts_in_cents_held(rows: Iterable[tuple[Any, ...]], date: datetime.date) -> Iterator[tuple[Any, ...]]:
+    """The same after holding the whole partition in a tuple: what reading it into memory costs (the control)."""
+    held = tuple(rows)
+    yield from amounts_in_cents(held, date)
+
+
+class CentsTransactions(lp.TransformPartition):
+    """A row-for-row transform: 1 M rows in, 1 M rows out, streamed on both sides."""
+
+    upstream = LoadTransactions
+    source_columns = ["id", "txn_date", "amount"]
+    transform = staticmethod(amounts_in_cents)
+    table = "bench.transform_cents"
+    date_column = "txn_date"
+    columns = [("id", "bigint"), ("txn_date", "date"), ("cents", "bigint")]
+
+
+class CentsTransactionsHeld(CentsTransactions):
+    """``CentsTransactions`` with a function that holds its whole input first."""
+
+    transform = staticmethod(amounts_in_cents_held)
+    table = "bench.transform_cents_held"

@@ -33,6 +33,7 @@ _PUBLIC = {
     "LoadPartition": "tasks",
     "PartitionTask": "tasks",
     "S3PartitionExists": "tasks",
+    "SqlTransformPartition": "tasks",
     "TransformPartition": "tasks",
 }
 

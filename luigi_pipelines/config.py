@@ -107,6 +107,9 @@ class load(luigi.Config):  # noqa: N801
     rejects_table = luigi.Parameter(
         default="rejected_rows", description="table (in marker_schema) of rows set aside by max_bad_rows"
     )
+    failures_table = luigi.Parameter(
+        default="partition_failure", description="table (in marker_schema) of each partition's last failed attempt"
+    )
     lock_timeout_s = luigi.IntParameter(
         default=0, description="give up waiting for another loader's partition lock after this long (0: wait)"
     )

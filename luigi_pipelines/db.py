@@ -1,6 +1,7 @@
 """PostgreSQL effects: connections, race-free DDL, the partition transaction, COPY and marker reads and writes."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -38,6 +39,7 @@ class SupportsRead(Protocol):
 # CREATE ... IF NOT EXISTS run by many processes at once never trips over the catalog's unique indexes.
 _DDL_LOCK = (0x6C70, 0x0DD1)
 _SAVEPOINT = "luigi_pipelines_copy"
+_READ_CURSOR = "luigi_pipelines_upstream"
 
 
 @contextmanager
@@ -118,14 +120,17 @@ def ensure_table(conn: psycopg2.extensions.connection, table: TableName, ddl: Se
             cur.execute(statement)
 
 
-def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName, rejects: TableName) -> None:
-    """The marker table and the rejects table beside it (two catalog reads on the common path).
+def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName, rejects: TableName,
+                        failures: TableName) -> None:
+    """The marker table and the rejects and failures tables beside it (two catalog reads on the common
+    path: the newest of those tables, so a database made before it existed gets it too, and the marker's
+    ``load_id`` column).
 
     A marker table made before markers had a ``load_id`` gets the column (nullable: no rewrite, old
     rows keep NULL), once, under the DDL lock: no manual migration.
     """
-    ensure_table(conn, rejects, [
-        q.create_marker_table(marker), q.create_marker_date_index(marker), q.create_rejects_table(rejects)])
+    ensure_table(conn, failures, [q.create_marker_table(marker), q.create_marker_date_index(marker),
+                                  q.create_rejects_table(rejects), q.create_failures_table(failures)])
     if column_info(conn, marker, "load_id") is None:
         try:
             with conn, conn.cursor() as cur:
@@ -290,10 +295,37 @@ def check_time_zone(conn: psycopg2.extensions.connection, zone: str) -> bool:
     return True
 
 
-def read_partition(tx: PartitionTransaction, table: TableName, date_column: str, columns: Sequence[str]) -> tuple:
-    """The rows of ``table``'s partition of ``tx.date`` as a tuple of tuples (immutable input for a transform)."""
-    tx.cursor.execute(q.select_partition(table, date_column, columns), (tx.date,))
-    return tuple(tx.cursor.fetchall())
+@dataclass
+class PartitionRows:
+    """The rows of an upstream partition as a one-pass iterator of tuples, counted as they are read."""
+
+    cursor: psycopg2.extensions.cursor
+    read: int = 0
+
+    def __iter__(self) -> Iterator[tuple]:
+        for row in self.cursor:
+            self.read += 1
+            yield row
+
+
+@contextmanager
+def read_partition(tx: PartitionTransaction, upstream: ScopedTable, date_column: str, columns: Sequence[str],
+                   batch_rows: int = 10_000) -> Iterator[PartitionRows]:
+    """The rows of ``upstream``'s partition of ``tx.date``, in ``tx``'s transaction, through a server-side
+    (named) cursor that fetches ``batch_rows`` at a time: memory stays bounded by the batch, whatever the
+    partition's size. The rows are tuples (immutable input for a pure transform); the cursor is closed
+    when the block ends."""
+    statement = q.select_partition(upstream.table, date_column, columns, upstream.columns)
+    with tx.cursor.connection.cursor(name=_READ_CURSOR) as cursor:
+        cursor.itersize = batch_rows
+        cursor.execute(statement, (tx.date, *(value for _, value in upstream.scope)))
+        yield PartitionRows(cursor)
+
+
+def insert_from_query(tx: PartitionTransaction, statement: q.sql.Composable, params: dict[str, Any]) -> int:
+    """Run a set-based transform's ``INSERT ... SELECT`` (``sql.insert_from_query``); returns the rows inserted."""
+    tx.cursor.execute(statement, params)
+    return tx.cursor.rowcount
 
 
 def count_partition(tx: PartitionTransaction, date_column: str) -> int:
@@ -383,6 +415,84 @@ def write_marker(tx: PartitionTransaction, marker: TableName, task_family: str, 
             "load_id": str(tx.load_id),
         },
     )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed attempt at a partition, as the failures table records it (the server adds the time)."""
+
+    key: ScopedTable
+    date: datetime.date
+    task_family: str
+    task_id: str
+    error_class: str
+    message: str  # one line
+    s3_key: str | None = None
+    host: str = field(default_factory=socket.gethostname)
+
+
+def record_failure(settings: DatabaseSettings, failures: TableName, failure: Failure, timeout_s: int = 2) -> bool:
+    """Write ``failure`` on a connection of its own, in autocommit: the load's transaction has rolled back,
+    so this is the only trace of the attempt. Connecting and waiting for a lock are each bounded by
+    ``timeout_s``, the statement by a second more; its own errors are logged, never raised (they must not hide the load's
+    error). Returns whether it was written."""
+    bounded = dataclasses.replace(settings, connect_timeout=max(2, min(settings.connect_timeout, timeout_s)),
+                                  application_name=f"{settings.application_name} failure record")
+    try:
+        with connect(bounded) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(q.set_session("lock_timeout"), (f"{timeout_s}s",))
+                cur.execute(q.set_session("statement_timeout"), (f"{timeout_s + 1}s",))
+                cur.execute(q.upsert_failure(failures), {
+                    "target_table": str(failure.key), "partition_date": failure.date,
+                    "task_family": failure.task_family, "task_id": failure.task_id,
+                    "error_class": failure.error_class, "message": failure.message, "s3_key": failure.s3_key,
+                    "host": failure.host})
+        return True
+    except Exception as exc:  # whatever it is, the load's own error is the one to report
+        logger.warning("%s %s: could not record the failed attempt in %s: %s", failure.key, failure.date, failures,
+                       str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return False
+
+
+def clear_failure(tx: PartitionTransaction, failures: TableName) -> None:
+    """Forget the partition's failed attempts: called by a successful load, inside its transaction."""
+    tx.cursor.execute(q.delete_failure(failures), (str(tx.key), tx.date))
+
+
+def _rows_of_window(conn: psycopg2.extensions.connection, statement: q.sql.Composable, key: ScopedTable,
+                    start: datetime.date, stop: datetime.date, fields: Sequence[str]) -> list[dict[str, Any]]:
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statement, (str(key), start, stop))
+            return [dict(zip(fields, row, strict=True)) for row in cur.fetchall()]
+    except psycopg2.errors.UndefinedTable:
+        return []  # nothing recorded yet
+
+
+def marker_window(conn: psycopg2.extensions.connection, marker: TableName, key: ScopedTable,
+                  start: datetime.date, stop: datetime.date) -> list[dict[str, Any]]:
+    """The marker rows of ``key`` in ``[start, stop)``, summarised (``sql.MARKER_WINDOW_FIELDS``)."""
+    return _rows_of_window(conn, q.select_marker_window(marker), key, start, stop, q.MARKER_WINDOW_FIELDS)
+
+
+def failures_window(conn: psycopg2.extensions.connection, failures: TableName, key: ScopedTable,
+                    start: datetime.date, stop: datetime.date) -> list[dict[str, Any]]:
+    """The failure rows of ``key`` in ``[start, stop)`` (``sql.FAILURE_FIELDS``)."""
+    return _rows_of_window(conn, q.select_failures(failures), key, start, stop, q.FAILURE_FIELDS)
+
+
+def recorded_span(conn: psycopg2.extensions.connection, marker: TableName, failures: TableName,
+                  key: ScopedTable) -> tuple[datetime.date, datetime.date] | None:
+    """The first and last date of ``key`` with a marker or a failure row; None if there is none."""
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(q.select_recorded_span(marker, failures), (str(key), str(key)))
+            first, last = cur.fetchone()
+    except psycopg2.errors.UndefinedTable:
+        return None
+    return None if first is None else (first, last)
 
 
 def marker_summary(conn: psycopg2.extensions.connection, marker: TableName, target: TableName) -> list[tuple]:

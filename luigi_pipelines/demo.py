@@ -1,10 +1,13 @@
-"""The embedded demo: a local PostgreSQL and S3, 30 days of sample data, a RangeDaily backfill and its no-op rerun."""
+"""The embedded demo: a local PostgreSQL and S3, 30 days of sample data, a RangeDaily backfill and its no-op rerun,
+two late days (one with bad rows, one broken), daily summaries, and the status calendar (terminal and HTML)."""
 from __future__ import annotations
 
 import contextlib
 import datetime
 import os
 import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import boto3
@@ -15,13 +18,17 @@ from . import sql as q
 from .backfill import Scheduler, Window, luigi_command
 from .local import LocalPostgres, LocalS3
 from .partitions import TableName, date_range
-from .sample import day_objects
+from .sample import HEADER, csv_bytes, day_objects, transaction_lines
 
 BUCKET = "example-transactions"
 TABLE = "public.transaction"  # the example pipeline's defaults, which the demo does not change
 MARKER_SCHEMA = "luigi_pipelines"
 START = datetime.date(2019, 2, 1)
 DAYS = 30
+LATE = (START + datetime.timedelta(days=DAYS), START + datetime.timedelta(days=DAYS + 1))  # rows rejected; broken
+SHOWN_DAYS = DAYS + 4  # the status window: the two late days, then two days without data
+PIPELINE = "luigi_pipelines.pipelines.transactions"
+HTML = Path("demo-status.html")  # written in the current directory
 
 
 def seed_bucket(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, start: datetime.date = START,
@@ -38,10 +45,30 @@ def seed_bucket(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, st
     return count
 
 
-def backfill_command(start: datetime.date, stop: datetime.date, now: datetime.datetime, workers: int = 2) -> list[str]:
+def seed_late_days(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET) -> None:
+    """The two late days: the first with 2 bad rows among good ones, the second with a header that does not match."""
+    client = boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    rejects, broken = LATE
+    lines = transaction_lines(rejects, rejects.toordinal() * 100_000, 600)
+    lines[100], lines[400] = "x" + lines[100], lines[400].replace(",EUR,", ",EUR,extra,").replace(",USD,", ",USD,extra,")
+    client.put_object(Bucket=bucket, Key=f"transactions/{rejects}/part-0000.csv", Body=csv_bytes(lines))
+    body = csv_bytes(transaction_lines(broken, broken.toordinal() * 100_000, 600), header=False)
+    client.put_object(Bucket=bucket, Key=f"transactions/{broken}/part-0000.csv",
+                      Body=HEADER.replace("account", "acct").encode() + b"\n" + body)
+
+
+def backfill_command(start: datetime.date, stop: datetime.date, now: datetime.datetime, workers: int = 2,
+                     task: str = "LoadTransactions", extra: Sequence[str] = ()) -> list[str]:
     """luigi's RangeDaily of the example pipeline over ``[start, stop)``, as ``luigi-pipelines backfill`` builds it."""
-    return luigi_command("luigi_pipelines.pipelines.transactions", "LoadTransactions", Window(start, stop, now),
-                         Scheduler(local=True), workers)
+    return luigi_command(PIPELINE, task, Window(start, stop, now), Scheduler(local=True), workers, extra=extra)
+
+
+def status_command(start: datetime.date, stop: datetime.date, html: Path) -> list[str]:
+    """``luigi-pipelines status`` of the load and the summary over ``[start, stop)``, writing ``html``."""
+    return [sys.executable, "-m", "luigi_pipelines.cli", "status", "--module", PIPELINE, "--task", "LoadTransactions",
+            "--task", "SummarizeTransactions", "--start", start.isoformat(), "--stop", stop.isoformat(),
+            "--html", str(html)]
 
 
 def show_loaded(dsn: str, per_date: bool = True) -> None:
@@ -60,26 +87,45 @@ def show_loaded(dsn: str, per_date: bool = True) -> None:
           f"{sum(in_table.values())} in the table")
 
 
-def run(project_dir: Path | None = None) -> int:
-    """The whole demo; returns a process exit code."""
+def run(project_dir: Path | None = None, html: Path = HTML) -> int:
+    """The whole demo; returns a process exit code: 0 when every step ended as the demo expects."""
     stop = START + datetime.timedelta(days=DAYS)
+    now = datetime.datetime.now(datetime.timezone.utc)
     with LocalPostgres() as pg, LocalS3() as s3:
         env = {**os.environ, **pg.env, **s3.env}
         print(f"local PostgreSQL on socket {pg.socket_dir}, local S3 on {s3.endpoint_url}")
         print(f"seeded {seed_bucket(s3.endpoint_url, s3.env)} objects for {DAYS} days from {START}")
-        cmd = backfill_command(START, stop, datetime.datetime.now(datetime.timezone.utc))
-        print("\n$ luigi " + " ".join(cmd[3:]))
-        first = subprocess.run(cmd, env=env, cwd=project_dir, capture_output=True, text=True)
-        print(_summary(first.stderr) or first.stderr[-3000:])
-        print(f"exit code {first.returncode}\n")
+        codes = [_luigi("", backfill_command(START, stop, now), env, project_dir)]
         show_loaded(pg.dsn)
-        print("\n$ the same command again (every date is done: nothing runs)")
-        second = subprocess.run(cmd, env=env, cwd=project_dir, capture_output=True, text=True)
-        print(_summary(second.stderr) or second.stderr[-3000:])
-        print(f"exit code {second.returncode}")
+        codes.append(_luigi("the same command again (every date is done: nothing runs)",
+                            backfill_command(START, stop, now), env, project_dir))
         show_loaded(pg.dsn, per_date=False)
+        seed_late_days(s3.endpoint_url, s3.env)
+        late = _luigi(f"two late days: {LATE[0]} with 2 bad rows (up to 5 may be set aside), {LATE[1]} with a "
+                      f"header that does not match (expected to fail: exit 30)",
+                      backfill_command(LATE[0], LATE[1] + datetime.timedelta(days=1), now,
+                                       extra=["--LoadTransactions-max-bad-rows", "5"]), env, project_dir)
+        codes.append(_luigi("daily totals per account of the loaded days (SummarizeTransactions)",
+                            backfill_command(START, LATE[1], now, task="SummarizeTransactions"), env, project_dir))
+        print(f"\n$ luigi-pipelines status ... --start {START} --stop {START + datetime.timedelta(days=SHOWN_DAYS)}"
+              f" --html {html}  (exit 30 expected: {LATE[1]} failed)", flush=True)
+        shown = subprocess.run(status_command(START, START + datetime.timedelta(days=SHOWN_DAYS), html), env=env,
+                               cwd=project_dir)
+        print(f"exit code {shown.returncode}")
     print("stopped the local PostgreSQL and S3")
-    return first.returncode or second.returncode
+    expected = [0, 0, 0] == codes and late == 30 and shown.returncode == 30
+    return 0 if expected else 1
+
+
+def _luigi(title: str, cmd: list[str], env: dict[str, str], cwd: Path | None) -> int:
+    """Run one luigi command, print its execution summary and exit code; return the code."""
+    if title:
+        print(f"\n$ {title}")
+    print("$ luigi " + " ".join(cmd[3:]))
+    result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    print(_summary(result.stderr) or result.stderr[-3000:])
+    print(f"exit code {result.returncode}\n", flush=True)
+    return result.returncode
 
 
 def _summary(log: str) -> str:

@@ -9,7 +9,7 @@ import socket
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -82,8 +82,9 @@ class GrowingFile:
     first megabyte instead of after the last one, without the object ever being held in memory.
     """
 
-    def __init__(self, fileobj: IO[bytes]) -> None:
+    def __init__(self, fileobj: IO[bytes], on_read: Callable[[int], None] | None = None) -> None:
         self._fd = fileobj.fileno()
+        self._on_read = on_read  # called with the bytes read so far, after each read (progress)
         self._cond = threading.Condition()
         self._written = 0
         self._done = False
@@ -125,6 +126,8 @@ class GrowingFile:
             end = self._written if size < 0 else min(self._written, self._pos + size)
         data = os.pread(self._fd, end - self._pos, self._pos)
         self._pos += len(data)
+        if self._on_read is not None and data:
+            self._on_read(self._pos)
         return data
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import dataclasses
+import functools
 import gzip
 import logging
 import os
@@ -169,7 +170,8 @@ class CsvDecoder:
 class ObjectLoader:
     """Loads the objects of one partition transaction, one at a time (see the module docstring).
 
-    ``source_stream(obj, reader)`` may wrap what COPY reads (a hook of the task: progress, faults).
+    ``source_stream(obj, reader)`` may wrap what COPY reads (a hook of the task: progress, faults);
+    ``on_read(obj, n)`` hears that COPY has read ``n`` bytes of the object as stored (progress).
     """
 
     tx: db.PartitionTransaction
@@ -180,6 +182,7 @@ class ObjectLoader:
     max_bad_rows: int = 0
     empty_objects_ok: bool = True
     source_stream: Callable[[S3Object, SupportsRead], SupportsRead] = lambda obj, stream: stream
+    on_read: Callable[[S3Object, int], None] | None = None
     key_column: str = ""  # a lineage column that gets each object's key (a setting given before its COPY)
 
     def __post_init__(self) -> None:
@@ -206,7 +209,7 @@ class ObjectLoader:
         obj = record.obj
         with temp_download(self.settings.temp_directory) as tmp, \
                 concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="download") as pool:
-            growing = GrowingFile(tmp)
+            growing = GrowingFile(tmp, None if self.on_read is None else functools.partial(self.on_read, obj))
             started = time.monotonic()
             download = pool.submit(_download, self.s3, obj, tmp, growing, self.settings.temp_directory)
             try:

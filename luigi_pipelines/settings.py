@@ -72,10 +72,11 @@ class LoadSettings:
     marker_schema: str = "luigi_pipelines"
     marker_table: str = "partition_marker"
     rejects_table: str = "rejected_rows"
+    failures_table: str = "partition_failure"
     lock_timeout_s: int = 0
 
     def __post_init__(self) -> None:
-        for name in (self.marker_schema, self.marker_table, self.rejects_table):
+        for name in (self.marker_schema, self.marker_table, self.rejects_table, self.failures_table):
             check_identifier(name)
 
     @property
@@ -85,6 +86,10 @@ class LoadSettings:
     @property
     def rejects(self) -> TableName:
         return TableName(self.marker_schema, self.rejects_table)
+
+    @property
+    def failures(self) -> TableName:
+        return TableName(self.marker_schema, self.failures_table)
 
     @property
     def temp_directory(self) -> str:

@@ -162,11 +162,42 @@ def delete_partition(table: TableName, date_column: str, scope_columns: Sequence
     return sql.SQL("DELETE FROM {} WHERE {}").format(table_ident(table), _partition_rows(date_column, scope_columns))
 
 
-def select_partition(table: TableName, date_column: str, columns: Sequence[str]) -> sql.Composed:
-    """Parameter: the partition date. The rows of one partition, in a stable order."""
+def select_partition(table: TableName, date_column: str, columns: Sequence[str],
+                     scope_columns: Sequence[str] = ()) -> sql.Composed:
+    """Parameters: the partition date, then the scope's values. The rows of one partition, in a stable order::
+
+        SELECT "a", "b" FROM "s"."t" WHERE "day" = %s [AND "region" = %s] ORDER BY "a", "b"
+    """
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    return sql.SQL("SELECT {} FROM {} WHERE {} = %s ORDER BY {}").format(
-        cols, table_ident(table), sql.Identifier(date_column), cols)
+    return sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {}").format(
+        cols, table_ident(table), _partition_rows(date_column, scope_columns), cols)
+
+
+# The name under which a set-based transform's query sees the upstream partition (see ``insert_from_query``).
+UPSTREAM = "upstream"
+
+
+def scope_placeholder(column: str) -> str:
+    """The name of the query parameter that carries the upstream scope's value of ``column``."""
+    return f"upstream_{column}"
+
+
+def insert_from_query(target: TableName, columns: Sequence[Column], upstream: TableName, date_column: str,
+                      source_columns: Sequence[str], scope_columns: Sequence[str], query: sql.Composable) -> sql.Composed:
+    """Named parameters: ``date``, ``upstream_<scope column>`` and whatever ``query`` uses. A set-based transform::
+
+        WITH "upstream" AS (SELECT "a", "b" FROM "s"."t" WHERE "day" = %(date)s [AND "region" = %(upstream_region)s])
+        INSERT INTO "s"."target" ("day", "a", "n") <query>
+
+    ``query`` (a ``psycopg2.sql.Composable``) reads the relation ``upstream``: the upstream partition's
+    ``source_columns``, nothing else of that table.
+    """
+    where = sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(p))
+        for c, p in ((date_column, "date"), *((c, scope_placeholder(c)) for c in scope_columns)))
+    return sql.SQL("WITH {} AS (SELECT {} FROM {} WHERE {}) INSERT INTO {} ({}) {}").format(
+        sql.Identifier(UPSTREAM), sql.SQL(", ").join(sql.Identifier(c) for c in source_columns), table_ident(upstream),
+        where, table_ident(target), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns), query)
 
 
 def count_by_date(table: TableName, date_column: str) -> sql.Composed:
@@ -294,6 +325,77 @@ def insert_reject(rejects: TableName) -> sql.Composed:
     ).format(table_ident(rejects))
 
 
+def create_failures_table(failures: TableName) -> sql.Composed:
+    """The last failed attempt of each partition not loaded since: written outside the load's transaction
+    (which rolled back), deleted by the next successful load inside its own."""
+    return sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {} (
+    target_table   text        NOT NULL,
+    partition_date date        NOT NULL,
+    task_family    text        NOT NULL,
+    task_id        text        NOT NULL,
+    error_class    text        NOT NULL,
+    message        text        NOT NULL,
+    s3_key         text,
+    host           text        NOT NULL,
+    failed_at      timestamptz NOT NULL,
+    attempts       integer     NOT NULL DEFAULT 1,
+    PRIMARY KEY (target_table, partition_date))"""
+    ).format(table_ident(failures))
+
+
+def upsert_failure(failures: TableName) -> sql.Composed:
+    """Parameters, by name: the columns but ``failed_at`` (the server's clock) and ``attempts`` (counted)."""
+    return sql.SQL(
+        """INSERT INTO {0} AS f (target_table, partition_date, task_family, task_id, error_class, message, s3_key, host,
+                failed_at)
+VALUES (%(target_table)s, %(partition_date)s, %(task_family)s, %(task_id)s, %(error_class)s, %(message)s, %(s3_key)s,
+        %(host)s, clock_timestamp())
+ON CONFLICT (target_table, partition_date) DO UPDATE SET
+    task_family = EXCLUDED.task_family, task_id = EXCLUDED.task_id, error_class = EXCLUDED.error_class,
+    message = EXCLUDED.message, s3_key = EXCLUDED.s3_key, host = EXCLUDED.host, failed_at = EXCLUDED.failed_at,
+    attempts = f.attempts + 1"""
+    ).format(table_ident(failures))
+
+
+def delete_failure(failures: TableName) -> sql.Composed:
+    """Parameters: target table key, partition date."""
+    return sql.SQL("DELETE FROM {} WHERE target_table = %s AND partition_date = %s").format(table_ident(failures))
+
+
+# What ``select_failures`` returns per row, in this order.
+FAILURE_FIELDS = ("partition_date", "task_family", "error_class", "message", "s3_key", "host", "failed_at", "attempts")
+
+
+def select_failures(failures: TableName) -> sql.Composed:
+    """Parameters: target table key, first date, stop date (exclusive). The failure rows of a window."""
+    return sql.SQL("SELECT {} FROM {} WHERE target_table = %s AND partition_date >= %s AND partition_date < %s "
+                   "ORDER BY partition_date").format(
+        sql.SQL(", ").join(sql.Identifier(f) for f in FAILURE_FIELDS), table_ident(failures))
+
+
+# What ``select_marker_window`` returns per row, in this order.
+MARKER_WINDOW_FIELDS = ("partition_date", "rows_loaded", "rows_rejected", "bytes_loaded", "objects", "seconds",
+                        "finished_at", "host", "task_family")
+
+
+def select_marker_window(marker: TableName) -> sql.Composed:
+    """Parameters: target table key, first date, stop date (exclusive). The marker rows of a window, summarised."""
+    return sql.SQL(
+        "SELECT partition_date, rows_loaded, rows_rejected, bytes_loaded, jsonb_array_length(source_objects), "
+        "extract(epoch FROM finished_at - started_at)::float8, finished_at, host, task_family "
+        "FROM {} WHERE target_table = %s AND partition_date >= %s AND partition_date < %s ORDER BY partition_date"
+    ).format(table_ident(marker))
+
+
+def select_recorded_span(marker: TableName, failures: TableName) -> sql.Composed:
+    """Parameters: target table key, twice. The first and last date with a marker or a failure row."""
+    return sql.SQL(
+        "SELECT min(d), max(d) FROM (SELECT partition_date FROM {} WHERE target_table = %s UNION ALL "
+        "SELECT partition_date FROM {} WHERE target_table = %s) AS recorded (d)"
+    ).format(table_ident(marker), table_ident(failures))
+
+
 # What ``select_marker`` returns of a partition's marker row, in this order.
 MARKER_FIELDS = ("rows_loaded", "bytes_loaded", "source_objects", "started_at", "finished_at", "host", "task_id",
                  "task_family")
@@ -349,6 +451,11 @@ def advisory_xact_lock() -> sql.SQL:
 def set_local(setting: str) -> sql.Composed:
     """Parameter: the value. ``SELECT set_config('<setting>', %s, true)``: a setting for this transaction only."""
     return sql.SQL("SELECT set_config({}, %s, true)").format(sql.Literal(setting))
+
+
+def set_session(setting: str) -> sql.Composed:
+    """Parameter: the value. ``SELECT set_config('<setting>', %s, false)``: a setting for the rest of the session."""
+    return sql.SQL("SELECT set_config({}, %s, false)").format(sql.Literal(setting))
 
 
 def savepoint(name: str) -> sql.Composed:

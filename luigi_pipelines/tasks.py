@@ -4,13 +4,16 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import textwrap
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import luigi
 import psycopg2.errors
 import psycopg2.extensions
+from psycopg2 import sql
 
 from . import db
 from . import sql as q
@@ -79,6 +82,11 @@ class PartitionTask(luigi.Task):
     # A scope column missing from ``columns`` (the files) is filled with the value by the load.
     scope: ClassVar[dict[str, str]] = {}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_status: str | None = None  # the last progress message sent to luigid
+        self._object_in_progress: str | None = None  # the S3 key being loaded, named in the failure record
+
     # -- declarations ---------------------------------------------------------------------------
 
     @property
@@ -105,6 +113,16 @@ class PartitionTask(luigi.Task):
             return ScopedTable.of(self.target_table, self.scope), value
         except ValueError as exc:
             raise ConfigurationError(f"{self.task_family}: scope {self.scope!r}: {exc}") from None
+
+    def partitions_of(self, values: Sequence[Any]) -> list[tuple[ScopedTable, datetime.date]]:
+        """``partition_of`` of many values at once (``bulk_complete``): the key is read once, not per date."""
+        key = self.partition_key
+        return [(key, value) for value in values]
+
+    @property
+    def day_key(self) -> ScopedTable:
+        """The rows of a whole date of this task's table and scope (of an hourly task: all its hours)."""
+        return self.partition_key
 
     @classmethod
     def partitions_of_date(cls, date: datetime.date) -> list[PartitionTask]:
@@ -177,16 +195,28 @@ class PartitionTask(luigi.Task):
         probe = cls(**{name: _parameter_value(params[0], name)})
         if probe.force:
             return []
-        wanted = [probe.partition_of(_parameter_value(p, name)) for p in params]
+        wanted = probe.partitions_of([_parameter_value(p, name) for p in params])
+        family = probe.task_family
         with db.connect(database_settings()) as conn:
             done = db.completed_partitions(conn, probe.marker_table, wanted)
-        for (key, day), family in done.items():
-            check_owner(key, day, family, probe.task_family)
+        for (key, day), owner in done.items():
+            if owner != family:
+                check_owner(key, day, owner, family)
         return [p for p, partition in zip(params, wanted, strict=True) if partition in done]
 
     # -- the transaction ------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Write the partition once (``write_once``); a failed attempt is put on record before it is raised."""
+        self._last_status = self._object_in_progress = None  # luigi reuses an instance for the same parameters
+        try:
+            self.write_once()
+        except Exception as exc:
+            self._report(f"{self._last_status or 'failed'}; {ROLLED_BACK}", 0)
+            self.record_failure(exc)
+            raise
+
+    def write_once(self) -> None:
         settings = load_settings()
         for path in sweep_stale(settings.temp_directory):
             logger.warning("removed %s, left by a load process that was killed", path)
@@ -204,10 +234,27 @@ class PartitionTask(luigi.Task):
                 self.check_neighbours(tx)
                 db.fill_columns(tx, self.fill_values(tx))
                 self.write_partition(tx)
+                db.clear_failure(tx, settings.failures)
                 db.write_marker(tx, self.marker_table, self.task_family, self.task_id)
                 self.before_commit(tx)
         logger.info("%s %s: committed %d rows, %.1f MiB from %d objects in %.1f s", tx.key, self.date,
                     tx.rows, tx.bytes / _MIB, len(tx.sources), _elapsed(tx.started_at))
+
+    def record_failure(self, exc: BaseException) -> None:
+        """Put the failed attempt on record (class, one line, S3 key, host, time) in the failures table, on a
+        short connection of its own: the transaction rolled back, so nothing else remembers it."""
+        try:
+            key, failures = self.partition_key, load_settings().failures
+            failure = db.Failure(key, self.date, self.task_family, self.task_id, type(exc).__name__,
+                                 one_line(str(exc) or repr(exc)), self.failed_source())
+        except Exception as cannot:  # a declaration or config error: what failed is reported, not this
+            logger.warning("%s %s: the failed attempt is not on record: %s", self.task_family, self.date, cannot)
+            return
+        db.record_failure(database_settings(), failures, failure)
+
+    def failed_source(self) -> str | None:
+        """The S3 key of the object being loaded when the attempt failed, if any."""
+        return None
 
     def check_neighbours(self, tx: db.PartitionTransaction) -> None:
         """Refuse to load where another task's partition of the same table and date could lose rows to
@@ -225,7 +272,7 @@ class PartitionTask(luigi.Task):
         if not os.path.isdir(settings.temp_directory):
             raise ConfigurationError(f"[load] temp_dir {settings.temp_directory} does not exist (or is not a "
                                      f"directory): create it or point temp_dir elsewhere")
-        db.ensure_marker_table(conn, self.marker_table, settings.rejects)
+        db.ensure_marker_table(conn, self.marker_table, settings.rejects, settings.failures)
         layout = self.layout
         if self.create_table and not self.date_from.own_ddl:
             db.ensure_table(conn, layout.table, layout.create_statements())
@@ -273,14 +320,37 @@ class PartitionTask(luigi.Task):
         Raising here rolls everything back. E.g. a final consistency check against another table."""
 
     def on_failure(self, exception: BaseException) -> str:
-        """What luigid shows for a failure: our errors' one-line message, not a traceback that may
-        repeat a multi-megabyte bad value from PostgreSQL's error detail."""
-        if isinstance(exception, PipelineError):
-            return f"{type(exception).__name__}: {str(exception)[:2000]}"
-        return str(super().on_failure(exception))
+        """What luigid shows for a failure, on short lines: what was not loaded, the S3 object, the line and
+        column, the reason, what to do. Never a traceback of our own errors, which may repeat a
+        multi-megabyte bad value from PostgreSQL's error detail; other exceptions keep luigi's traceback."""
+        head = f"{type(exception).__name__}: {self.describe_partition()} not loaded; {ROLLED_BACK}"
+        if not isinstance(exception, PipelineError):
+            return f"{head}\n{super().on_failure(exception)}"
+        source = self.failed_url()
+        reason = _reason(exception, source)
+        lines = [head]
+        if source:
+            lines.append(f"  object:  {source}")
+        where = _where(exception)
+        if where:
+            lines.append(f"  where:   {where}")
+        lines += _field("reason", reason[:_MAX_REASON] + ("…" if len(reason) > _MAX_REASON else ""))
+        lines += _field("to do", _TO_DO.get(type(exception), _TO_DO[LoadError]))
+        return "\n".join(lines)
+
+    def describe_partition(self) -> str:
+        try:
+            return f"{self.partition_key} {self.date}"
+        except PipelineError:  # the declaration itself is what failed
+            return f"{self.task_family} {self.date}"
+
+    def failed_url(self) -> str | None:
+        """Where the failed attempt's data came from, if one source is to blame (see ``failed_source``)."""
+        return self.failed_source()
 
     def _report(self, message: str, percent: int) -> None:
         """Progress for luigid's UI; a no-op when run() is called outside a luigi worker."""
+        self._last_status = message
         if callable(self.set_status_message):
             self.set_status_message(message)
         if callable(self.set_progress_percentage):
@@ -395,16 +465,28 @@ class LoadPartition(PartitionTask):
         db.delete_rejects(tx, settings.rejects)
         logger.info("%s %s: replacing %d rows with %d objects (%.1f MiB)", tx.target, tx.date, deleted,
                     len(objects), sum(o.size for o in objects) / _MIB)
+        progress = ProgressReport(self._report, objects)
         loader = ObjectLoader(tx, s3, self.decoder or CsvDecoder(self.csv), self.target_columns, settings,
-                              self.max_bad_rows, self.empty_objects_ok, self.source_stream, self.lineage.key)
+                              self.max_bad_rows, self.empty_objects_ok, self.source_stream, progress.read,
+                              key_column=self.lineage.key)
         self.before_copy(tx)
         for n, obj in enumerate(objects, 1):
+            self._object_in_progress = obj.key
             self.before_object(tx, obj)
+            progress.start(n, obj, tx.rows)
             record = loader.load(obj)
-            self._report(f"copied {n} of {len(objects)} objects, {tx.rows} rows", round(100 * n / len(objects)))
+            progress.done(n, obj, tx.rows)
             self.after_object(tx, record)
+        self._object_in_progress = None
         self.check_rows(tx)
         self.after_copy(tx)
+
+    def failed_source(self) -> str | None:
+        return self._object_in_progress
+
+    def failed_url(self) -> str | None:
+        key = self.failed_source()
+        return f"s3://{self.bucket}/{key}" if key else None
 
     def list_objects(self, s3: S3Client) -> list[S3Object]:
         """The date's data objects to load (``key_filter``; the ready key left out); none is an error unless
@@ -493,6 +575,14 @@ class LoadHourlyPartition(LoadPartition):
             raise ConfigurationError(f"{self.task_family}: scope or hour_column: {exc}") from None
         return key, value.date()
 
+    def partitions_of(self, values: Sequence[Any]) -> list[tuple[ScopedTable, datetime.date]]:
+        keys = {hour: self.partition_of(datetime.datetime(2000, 1, 1, hour))[0] for hour in range(24)}
+        return [(keys[value.hour], value.date()) for value in values]
+
+    @property
+    def day_key(self) -> ScopedTable:
+        return ScopedTable.of(self.target_table, self.scope)
+
     @classmethod
     def partitions_of_date(cls, date: datetime.date) -> list[PartitionTask]:
         return [cls(date_hour=datetime.datetime.combine(date, datetime.time(hour))) for hour in range(24)]
@@ -531,6 +621,79 @@ def describe_database_errors(key: ScopedTable, date: datetime.date, settings: Lo
         raise
 
 
+ROLLED_BACK = "rolled back: nothing kept; the partition is as before"
+_MAX_REASON = 1500
+_TO_DO: dict[type, str] = {
+    BadInputError: "fix or replace the object in S3 and rerun (with --force if the date was loaded before), "
+                   "or let max_bad_rows set bad rows aside",
+    SourceError: "check the object (or the date's objects) in S3, then rerun",
+    ConfigurationError: "fix the task's declaration or the configuration, then rerun",
+    LoadError: "rerun; nothing needs cleaning up first",
+}
+
+
+def _reason(exc: BaseException, source: str | None) -> str:
+    """The error's reason without the object and position that the other lines already give."""
+    reason = getattr(exc, "reason", None)
+    if reason:
+        return str(reason)
+    text = one_line(str(exc), limit=100_000)
+    if source and text.startswith(source + ": "):
+        return text[len(source) + 2:]
+    return text
+
+
+def _where(exc: BaseException) -> str:
+    line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+    return ", ".join(part for part in (f"line {line}" if line else "", f"column {column}" if column else "") if part)
+
+
+def _field(name: str, text: str, width: int = 88) -> list[str]:
+    """``  name:    text`` wrapped to short lines, continued under the text."""
+    label = f"  {name + ':':<8} "
+    wrapped = textwrap.wrap(text, width - len(label), break_long_words=True, break_on_hyphens=False) or [""]
+    return [label + wrapped[0], *(" " * len(label) + rest for rest in wrapped[1:])]
+
+
+class ProgressReport:
+    """A partition's progress for luigid, by bytes of the objects as COPY reads them: after each object,
+    and within one at most when 5 points were gained or 2 s have passed (each report is a call to luigid)."""
+
+    def __init__(self, report: Callable[[str, int], None], objects: Sequence[S3Object],
+                 clock: Callable[[], float] = time.monotonic, every_s: float = 2.0, step: int = 5) -> None:
+        self._report, self._clock, self._every_s, self._step = report, clock, every_s, step
+        self.count, self.total = len(objects), sum(o.size for o in objects)
+        self.finished = 0  # bytes of the objects done
+        self._n, self._rows, self._last_percent, self._last_at = 0, 0, 0, clock()
+
+    def start(self, n: int, obj: S3Object, rows: int) -> None:
+        self._n, self._rows = n, rows
+
+    def read(self, obj: S3Object, position: int) -> None:
+        percent = self._percent(self.finished + position)
+        if percent - self._last_percent < self._step and self._clock() - self._last_at < self._every_s:
+            return
+        self._send(f"copying object {self._n} of {self.count} ({obj.key}): {position / _MIB:.1f} of "
+                   f"{obj.size / _MIB:.1f} MiB; {self._rows} rows before it", percent)
+
+    def done(self, n: int, obj: S3Object, rows: int) -> None:
+        self.finished += obj.size
+        self._send(f"copied {n} of {self.count} objects, {rows} rows", self._percent(self.finished))
+
+    def _percent(self, copied: int) -> int:
+        return min(100, round(100 * copied / self.total)) if self.total else 100
+
+    def _send(self, message: str, percent: int) -> None:
+        self._last_percent, self._last_at = percent, self._clock()
+        self._report(message, percent)
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` on one line (whitespace runs made one space), at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _primary(exc: psycopg2.Error) -> str:
     return (exc.diag.message_primary if exc.diag else None) or str(exc).strip().splitlines()[0]
 
@@ -546,13 +709,20 @@ class TransformPartition(PartitionTask):
     ``transform`` (a pure function ``(rows, date) -> rows``, wrapped in ``staticmethod``), and
     ``table``, ``date_column`` and ``columns`` of the result. Reading the upstream partition,
     replacing this one and writing the marker happen in one transaction, like a load.
+
+    ``rows`` is a one-pass iterator of tuples, in the order of ``source_columns``, read from the
+    database ``read_batch_rows`` at a time through a server-side cursor; the function may return a
+    list or yield its rows, which go to a temporary file and then to one COPY. So memory stays
+    bounded by a batch (plus whatever the function itself keeps, e.g. one entry per group), not by
+    the partition. For a transform that SQL can say, ``SqlTransformPartition`` does it in the server.
     """
 
     upstream: ClassVar[type[PartitionTask]]
     source_columns: ClassVar[Sequence[str]] = ()
+    read_batch_rows: ClassVar[int] = 10_000
 
     @staticmethod
-    def transform(rows: tuple, date: datetime.date) -> Sequence[Sequence[Any]]:
+    def transform(rows: Iterator[tuple[Any, ...]], date: datetime.date) -> Iterable[Sequence[Any]]:
         raise NotImplementedError
 
     def requires(self) -> PartitionTask | list[PartitionTask]:
@@ -560,25 +730,72 @@ class TransformPartition(PartitionTask):
         upstream = self.upstream.partitions_of_date(self.date)
         return upstream[0] if len(upstream) == 1 else upstream
 
+    def upstream_task(self) -> PartitionTask:
+        """One upstream task of the date: its table, date column and ``day_key`` say which rows to read."""
+        return self.upstream.partitions_of_date(self.date)[0]
+
     def write_partition(self, tx: db.PartitionTransaction) -> None:
-        source = self.upstream.partitions_of_date(self.date)[0]  # its table and date column
-        rows = db.read_partition(tx, source.target_table, source.date_column, self.source_columns)
-        result = self.transform(rows, self.date)
+        source = self.upstream_task()
+        settings = load_settings()
         db.delete_partition(tx, self.date_column)
-        with temp_download(load_settings().temp_directory) as tmp:
-            for row in result:
-                tmp.write(_csv_line(row))
+        with temp_download(settings.temp_directory) as tmp:
+            with db.read_partition(tx, source.day_key, source.date_column, self.source_columns,
+                                   self.read_batch_rows) as rows:
+                for row in self.transform(iter(rows), self.date):
+                    tmp.write(_csv_line(row))
             size = tmp.tell()
             tmp.seek(0)
             statement = q.copy_from_stdin(tx.target, self.target_columns, q.CsvFormat(header=False))
-            copied = db.copy_stream(tx, statement, tmp, f"{self.task_family}({self.date})", load_settings().copy_buffer)
-        tx.add({"upstream": str(source.target_table), "rows_read": len(rows)}, copied, size)
+            copied = db.copy_stream(tx, statement, tmp, f"{self.task_family}({self.date})", settings.copy_buffer)
+        tx.add({"upstream": str(source.partition_key), "rows_read": rows.read}, copied, size)
         if tx.rows:
             self.check_rows(tx)
 
     def check_rows(self, tx: db.PartitionTransaction) -> None:
         if db.count_partition(tx, self.date_column) != tx.rows:
             raise LoadError(f"{self.task_family}: transform returned rows whose {self.date_column} is not {tx.date}")
+
+
+class SqlTransformPartition(TransformPartition):
+    """A transform that the database runs: ``INSERT ... SELECT`` of a declared query, in the same transaction.
+
+    Declare ``upstream``, ``source_columns``, ``table``, ``date_column`` and ``columns`` as for
+    ``TransformPartition``, and instead of a function a ``query``: a ``psycopg2.sql.Composable``
+    SELECT over the relation ``upstream`` (the upstream partition, its ``source_columns`` only),
+    whose columns are ``columns`` in order. Values come in as named placeholders, never as text:
+    ``sql.Placeholder("date")`` is the partition date, and ``query_parameters()`` may add more;
+    names are ``sql.Identifier``. E.g.::
+
+        query = sql.SQL("SELECT {}, account, count(*) FROM upstream GROUP BY account").format(sql.Placeholder("date"))
+
+    No row passes through Python: rows go from the upstream table to this one inside the server.
+    """
+
+    query: ClassVar[sql.Composable | None] = None
+
+    def query_parameters(self) -> dict[str, Any]:
+        """Hook: values for the query's ``sql.Placeholder(name)``s besides ``date`` (the partition date)."""
+        return {}
+
+    def write_partition(self, tx: db.PartitionTransaction) -> None:
+        source = self.upstream_task()
+        key = source.day_key
+        statement = q.insert_from_query(tx.target, self.target_columns, key.table, source.date_column,
+                                        self.source_columns, key.columns, self.declared_query())
+        params = {**self.query_parameters(), "date": tx.date,
+                  **{q.scope_placeholder(column): value for column, value in key.scope}}
+        db.delete_partition(tx, self.date_column)
+        inserted = db.insert_from_query(tx, statement, params)
+        tx.add({"upstream": str(key), "query": True}, inserted, 0)
+        if tx.rows:
+            self.check_rows(tx)
+
+    def declared_query(self) -> sql.Composable:
+        if not isinstance(self.query, sql.Composable):
+            raise ConfigurationError(
+                f"{self.task_family}: query must be a psycopg2.sql.Composable (sql.SQL(...) with names as "
+                f"sql.Identifier and values as sql.Placeholder), not {type(self.query).__name__}")
+        return self.query
 
 
 def _csv_line(row: Sequence[Any]) -> bytes:

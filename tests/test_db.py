@@ -29,7 +29,8 @@ def conn(pg_server, stack):
 @pytest.fixture
 def tables(conn, stack):
     target, marker = TableName(stack.schema, "t"), TableName(stack.marker_schema, "partition_marker")
-    db.ensure_marker_table(conn, marker, TableName(stack.marker_schema, "rejected_rows"))
+    db.ensure_marker_table(conn, marker, TableName(stack.marker_schema, "rejected_rows"),
+                           TableName(stack.marker_schema, "partition_failure"))
     db.ensure_table(conn, target, [q.create_table(target, COLUMNS, [q.Column("region", "text")])])
     return target, marker
 
@@ -146,22 +147,24 @@ def test_concurrent_ensure_table_calls_all_succeed(pg_server, stack):
 
 def test_an_old_marker_table_the_user_may_not_alter_gets_the_statement_for_its_owner(conn, stack, pg_server):
     marker, rejects = TableName(stack.marker_schema, "partition_marker"), TableName(stack.marker_schema, "rejected_rows")
+    failures = TableName(stack.marker_schema, "partition_failure")
     role = f"lp_loader_{stack.marker_schema[5:]}"
     stack.execute(f"CREATE SCHEMA {stack.marker_schema}")
     with conn, conn.cursor() as cur:
         cur.execute(q.create_marker_table(marker))
         cur.execute(q.create_rejects_table(rejects))
+        cur.execute(q.create_failures_table(failures))
         cur.execute(f"ALTER TABLE {marker} DROP COLUMN load_id")  # as the previous release made it
         cur.execute(f"CREATE ROLE {role} LOGIN")
         cur.execute(f"GRANT USAGE ON SCHEMA {stack.marker_schema} TO {role}")
         cur.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {stack.marker_schema} TO {role}")
     try:
         with db.connect(DatabaseSettings(dsn=pg_server.dsn, user=role)) as loader, pytest.raises(ConfigurationError) as e:
-            db.ensure_marker_table(loader, marker, rejects)
+            db.ensure_marker_table(loader, marker, rejects, failures)
         assert str(e.value) == (f"the marker table {marker} predates load_id and this user may not add it: its owner "
                                 f'runs once: ALTER TABLE "{marker.schema}"."partition_marker" ADD COLUMN IF NOT EXISTS '
                                 f"load_id uuid")
-        db.ensure_marker_table(conn, marker, rejects)  # the owner (here) adds it
+        db.ensure_marker_table(conn, marker, rejects, failures)  # the owner (here) adds it
         assert db.column_info(conn, marker, "load_id") is not None
     finally:
         stack.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")

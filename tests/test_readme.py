@@ -118,4 +118,5 @@ def test_pipeline_example_runs_as_pasted_into_a_fresh_clone(stack, tmp_path):
     reloaded = next(words for words in commands(shell) if "--force" in words)
     forced = datetime.date.fromisoformat(reloaded[reloaded.index("--date") + 1])
     assert max(markers, key=lambda day: markers[day][3]) == forced  # the --force reload came last
-    assert f"missing in [{start}, {stop}): 0" in result.stdout
+    days = len(date_range(start, stop))
+    assert f"{days} dates: {days} loaded, 0 failed, 0 missing" in result.stdout  # status, exit 0 (bash -e)

@@ -181,3 +181,15 @@ def test_tables_are_created_under_exactly_their_names(conn, table, date_column, 
             assert cur.fetchone()[0] == 0
     finally:
         conn.rollback()
+
+
+def test_set_based_transform_statement_quotes_names_and_binds_values():
+    query = sql.SQL("SELECT {}, a FROM upstream").format(sql.Placeholder("date"))
+    stmt = q.insert_from_query(TableName("s", "out"), [q.Column("day", "date"), q.Column("a", "text")],
+                               TableName("s", "in"), "day", ["a"], ["region"], query)
+    parts = _flatten(stmt)
+    assert parts[:2] == [sql.SQL("WITH "), sql.Identifier("upstream")]
+    assert sql.Identifier("s", "in") in parts and sql.Identifier("s", "out") in parts
+    assert sql.Placeholder("date") in parts and sql.Placeholder("upstream_region") in parts
+    assert parts[-3:] == _flatten(query)  # the declared query comes last, as declared
+    assert not any(isinstance(p, sql.Literal) for p in parts)  # values only ever as parameters

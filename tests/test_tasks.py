@@ -244,8 +244,16 @@ def test_failure_explanation_is_the_short_message(stack, make_task):
     with pytest.raises(LoadError) as caught:
         task.run()
     explanation = task.on_failure(caught.value)
-    assert explanation.startswith("BadInputError: s3://") and "line 3 column id" in explanation
-    assert len(explanation) < 2100
+    lines = explanation.splitlines()
+    assert lines[0] == (f"BadInputError: {stack.schema}.t 2019-02-01 not loaded; rolled back: nothing kept; the "
+                        "partition is as before")
+    assert lines[1] == f"  object:  s3://{stack.bucket}/d/2019-02-01/a.csv"
+    assert lines[2] == "  where:   line 3, column id"
+    assert lines[3].startswith('  reason:  invalid input syntax for type bigint: "xxxxx') and len(lines[3]) == 88
+    assert lines[-3].endswith("xxx…")  # the 1 MB value, cut
+    assert lines[-2:] == ["  to do:   fix or replace the object in S3 and rerun (with --force if the date was",
+                          "           loaded before), or let max_bad_rows set bad rows aside"]
+    assert len(explanation) < 2100 and max(len(line) for line in lines[1:]) <= 88
 
 
 def test_shared_s3_client_follows_settings(stack):

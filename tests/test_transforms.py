@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from luigi.execution_summary import LuigiStatusCode
+from psycopg2 import sql
 
 from luigi_pipelines.transforms import daily_account_totals
 from tests.conftest import run_task
@@ -51,3 +52,165 @@ def test_summarize_transactions_end_to_end(stack):
     assert run_task(SummarizeTransactions(date=D1)).status == LuigiStatusCode.SUCCESS
     assert stack.markers(f"{stack.schema}.totals") == before  # rerun: a no-op
     assert stack.temp_files() == []
+
+
+def _upstream(make_task, **attrs):
+    """A load task of table ``t (id bigint, day date, v text)`` (``make_task``'s default), as an upstream."""
+    return make_task(**attrs)
+
+
+def _transform_task(stack, upstream, base=None, **attrs):
+    from luigi_pipelines import TransformPartition
+
+    declared = {"upstream": upstream, "source_columns": ["id", "v"], "table": f"{stack.schema}.derived",
+                "date_column": "day", "columns": [("day", "date"), ("id", "bigint"), ("v", "text")],
+                "__module__": __name__}
+    declared.update(attrs)
+    return type(attrs.pop("__name__", "DeriveT"), (base or TransformPartition,), declared)
+
+
+def _backend_query(stack) -> str:
+    """What the loading connection (application_name luigi_pipelines) is running or ran last."""
+    found = stack.query("SELECT query FROM pg_stat_activity WHERE application_name = 'luigi_pipelines' "
+                        "AND pid <> pg_backend_pid() AND state <> 'idle'")
+    return found[0][0] if found else ""
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_transform_reads_the_upstream_partition_in_batches_and_streams_its_result(stack, make_task):
+    """The function gets a one-pass iterator that a server-side cursor fills batch by batch, and may yield."""
+    n = 2_500
+    stack.put("d/2019-02-01/a.csv", "id,day,v\n" + "".join(f"{i},2019-02-01,v{i}\n" for i in range(n)))
+    stack.put("d/2019-02-02/a.csv", "id,day,v\n1,2019-02-02,other day\n")
+    seen: dict[str, object] = {"fetches": []}
+
+    def upper(rows, date):
+        seen["type"] = type(rows)
+        for n_read, (id_, v) in enumerate(rows):
+            if n_read % 1000 == 0:
+                seen["fetches"].append(_backend_query(stack))  # type: ignore[union-attr]
+            yield (date, id_, v.upper())
+
+    upstream = _upstream(make_task)
+    assert run_task(upstream(date=datetime.date(2019, 2, 2))).status == LuigiStatusCode.SUCCESS
+    task = _transform_task(stack, upstream, transform=staticmethod(upper), read_batch_rows=300)
+    assert run_task(task(date=D1)).status == LuigiStatusCode.SUCCESS
+
+    assert not hasattr(seen["type"], "__len__")  # an iterator, not a list held in memory
+    assert seen["fetches"] and all(q == 'FETCH FORWARD 300 FROM "luigi_pipelines_upstream"' for q in seen["fetches"])
+    got = stack.query(f"SELECT day, id, v FROM {stack.schema}.derived ORDER BY id")
+    assert got == [(D1, i, f"V{i}") for i in sorted(range(n))]  # 2019-02-02's row is not read
+    marker = stack.markers(f"{stack.schema}.derived")[D1]
+    assert marker[0] == n and marker[2] == [{"upstream": f"{stack.schema}.t", "rows_read": n}]
+    assert stack.temp_files() == []
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_failing_transform_rolls_back_and_keeps_the_previous_partition(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\n2,2019-02-01,y\n")
+    upstream = _upstream(make_task)
+
+    def copy_rows(rows, date):
+        return [(date, id_, v) for id_, v in rows]
+
+    def half_then_fail(rows, date):
+        for id_, _ in rows:
+            yield (date, id_, "new")
+            raise ValueError("transform failed half way")
+
+    assert run_task(_transform_task(stack, upstream, transform=staticmethod(copy_rows))(date=D1)).status \
+        == LuigiStatusCode.SUCCESS
+    before = stack.query(f"SELECT * FROM {stack.schema}.derived ORDER BY id")
+    failing = _transform_task(stack, upstream, transform=staticmethod(half_then_fail))(date=D1, force=True)
+    with pytest.raises(ValueError, match="half way"):
+        failing.run()
+    assert stack.query(f"SELECT * FROM {stack.schema}.derived ORDER BY id") == before == [(D1, 1, "x"), (D1, 2, "y")]
+    assert stack.temp_files() == []
+
+
+SUMMARY = sql.SQL("SELECT {date}, v, count(*), sum(id) FROM upstream GROUP BY v").format(date=sql.Placeholder("date"))
+
+
+def _summary_in_python(rows, date):
+    totals: dict[str, tuple[int, int]] = {}
+    for id_, v in rows:
+        count, total = totals.get(v, (0, 0))
+        totals[v] = (count + 1, total + id_)
+    return [(date, v, count, total) for v, (count, total) in sorted(totals.items())]
+
+
+SUMMARY_COLUMNS = [("day", "date"), ("v", "text"), ("n", "bigint"), ("total", "numeric")]
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_sql_transform_equals_the_python_one_and_reads_only_its_scope(stack, make_task):
+    """INSERT ... SELECT over the upstream partition: the same rows as the pure function, of the upstream's
+    scope and date only, in one transaction with the marker."""
+    from luigi_pipelines import SqlTransformPartition
+
+    stack.put("eu/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,a\n2,2019-02-01,a\n3,2019-02-01,b\n")
+    stack.put("us/2019-02-01/a.csv", "id,day,v\n10,2019-02-01,a\n")
+    stack.put("eu/2019-02-02/a.csv", "id,day,v\n20,2019-02-02,a\n")
+    eu = _upstream(make_task, __name__="LoadEu", key_prefix="eu/{date:%Y-%m-%d}/", scope={"region": "eu"})
+    us = _upstream(make_task, __name__="LoadUs", key_prefix="us/{date:%Y-%m-%d}/", scope={"region": "us"})
+    for task in (us(date=D1), eu(date=datetime.date(2019, 2, 2))):
+        assert run_task(task).status == LuigiStatusCode.SUCCESS
+
+    in_sql = _transform_task(stack, eu, SqlTransformPartition, __name__="SumInSql", query=SUMMARY,
+                             table=f"{stack.schema}.sums_sql", columns=SUMMARY_COLUMNS)
+    in_python = _transform_task(stack, eu, __name__="SumInPython", transform=staticmethod(_summary_in_python),
+                                table=f"{stack.schema}.sums_py", columns=SUMMARY_COLUMNS)
+    assert run_task(in_sql(date=D1)).status == LuigiStatusCode.SUCCESS  # runs the eu upstream first
+    assert run_task(in_python(date=D1)).status == LuigiStatusCode.SUCCESS
+
+    got = stack.query(f"SELECT * FROM {stack.schema}.sums_sql ORDER BY v")
+    assert got == [(D1, "a", 2, 3), (D1, "b", 1, 3)]  # not the us row (10), not 2019-02-02's (20)
+    assert got == stack.query(f"SELECT * FROM {stack.schema}.sums_py ORDER BY v")
+    key = f"{stack.schema}.t/region=eu"
+    marker = stack.markers(f"{stack.schema}.sums_sql")[D1]
+    assert marker[0] == 2 and marker[2] == [{"upstream": key, "query": True}]
+    before = stack.markers(f"{stack.schema}.sums_sql")
+    assert run_task(in_sql(date=D1)).status == LuigiStatusCode.SUCCESS
+    assert stack.markers(f"{stack.schema}.sums_sql") == before  # rerun: a no-op
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_sql_transform_values_are_parameters_and_a_text_query_is_refused(stack, make_task):
+    from luigi_pipelines import ConfigurationError, SqlTransformPartition
+
+    stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,a\n")
+    upstream = _upstream(make_task)
+    hostile = "x'); DROP TABLE upstream; --"
+    labelled = sql.SQL("SELECT {}, {} || v, id FROM upstream").format(sql.Placeholder("date"), sql.Placeholder("label"))
+    task = _transform_task(stack, upstream, SqlTransformPartition, query=labelled,
+                           columns=[("day", "date"), ("v", "text"), ("id", "bigint")],
+                           query_parameters=lambda self: {"label": hostile})
+    assert run_task(task(date=D1)).status == LuigiStatusCode.SUCCESS
+    assert stack.query(f"SELECT v FROM {stack.schema}.derived") == [(hostile + "a",)]  # data, not SQL
+
+    as_text = _transform_task(stack, upstream, SqlTransformPartition, __name__="AsText",
+                              query="SELECT %(date)s, v, id FROM upstream", table=f"{stack.schema}.other",
+                              columns=[("day", "date"), ("v", "text"), ("id", "bigint")])
+    with pytest.raises(ConfigurationError, match="query must be a psycopg2.sql.Composable"):
+        as_text(date=D1).run()
+    assert stack.markers(f"{stack.schema}.other") == {}
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_sql_transform_rows_of_another_date_roll_back(stack, make_task):
+    from luigi_pipelines import LoadError, SqlTransformPartition
+
+    stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,a\n")
+    wrong_day = sql.SQL("SELECT {} + 1, v, id FROM upstream").format(sql.Placeholder("date"))
+    task = _transform_task(stack, _upstream(make_task), SqlTransformPartition, query=wrong_day,
+                           columns=[("day", "date"), ("v", "text"), ("id", "bigint")])
+    assert run_task(task(date=D1)).status == LuigiStatusCode.FAILED
+    with pytest.raises(LoadError, match="day is not 2019-02-01"):
+        task(date=D1).run()
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.derived") == [(0,)]
+    assert stack.markers(f"{stack.schema}.derived") == {}

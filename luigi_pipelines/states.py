@@ -1,0 +1,133 @@
+"""Pure: the state of each date of a pipeline (loaded, failed, missing) from its marker rows, its failure rows
+and the dates its ``bulk_complete`` finds not loaded; the totals of a window and the status exit code.
+
+Nothing here reads a database or a clock: ``luigi_pipelines.status`` gathers the rows, ``views`` renders
+what this module decides.
+"""
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+LOADED = "loaded"
+FAILED = "failed"
+MISSING = "missing"
+STATES = (LOADED, FAILED, MISSING)
+
+# Exit codes of ``luigi-pipelines status``: the meanings they have in luigi's [retcode] table and for
+# ``backfill`` (21: dates asked for are not loaded; 30: a task failed), so one table explains both.
+EXIT_ALL_LOADED = 0
+EXIT_MISSING = 21
+EXIT_FAILED = 30
+
+
+@dataclass(frozen=True)
+class DateState:
+    """One date of a pipeline: its state and what the marker and the failure record say about it."""
+
+    date: datetime.date
+    state: str
+    rows: int | None = None  # from the marker: the partition's rows, None when it has no marker row
+    rejected: int = 0
+    bytes: int | None = None
+    objects: int | None = None
+    seconds: float | None = None
+    finished_at: datetime.datetime | None = None
+    host: str | None = None
+    error_class: str | None = None  # from the failure record, when the last attempt failed
+    error: str | None = None
+    s3_key: str | None = None
+    failed_at: datetime.datetime | None = None
+    failed_host: str | None = None
+    attempts: int | None = None
+
+    @property
+    def kept_previous(self) -> bool:
+        """A failed reload: the last attempt failed, and the partition loaded before it is still there."""
+        return self.state == FAILED and self.rows is not None
+
+
+@dataclass(frozen=True)
+class Totals:
+    dates: int
+    loaded: int
+    failed: int
+    missing: int
+    with_rejects: int  # loaded dates with rows rejected (quarantine mode)
+    rejected: int
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """One pipeline (a task class and its marker key) over the dates ``[start, stop)``."""
+
+    task: str
+    key: str
+    start: datetime.date
+    stop: datetime.date
+    days: tuple[DateState, ...]
+
+    @property
+    def totals(self) -> Totals:
+        loaded = [d for d in self.days if d.state == LOADED]
+        return Totals(
+            dates=len(self.days), loaded=len(loaded), failed=self.count(FAILED), missing=self.count(MISSING),
+            with_rejects=sum(1 for d in loaded if d.rejected), rejected=sum(d.rejected for d in loaded),
+            rows=sum(d.rows or 0 for d in loaded), bytes=sum(d.bytes or 0 for d in loaded))
+
+    def count(self, state: str) -> int:
+        return sum(1 for d in self.days if d.state == state)
+
+    def of(self, state: str) -> list[DateState]:
+        return [d for d in self.days if d.state == state]
+
+
+def date_states(
+    dates: Iterable[datetime.date],
+    not_loaded: Iterable[datetime.date],
+    markers: Iterable[Mapping[str, Any]],
+    failures: Iterable[Mapping[str, Any]],
+) -> tuple[DateState, ...]:
+    """The state of each of ``dates``.
+
+    ``not_loaded`` decides loaded or not (the task's ``bulk_complete``, as ``backfill`` decides it);
+    ``markers`` and ``failures`` are rows of the marker and failures tables (``sql.MARKER_WINDOW_FIELDS``,
+    ``sql.FAILURE_FIELDS``). A date is **failed** when its last attempt failed: a failure row for a
+    date not loaded, or one newer than the date's marker (a reload that failed; the earlier load is
+    kept). A failure row older than the marker (an attempt that failed while another succeeded) is
+    history, not state. Otherwise a date not loaded is **missing** (no data yet, or never run), and
+    the rest are **loaded**.
+    """
+    pending = set(not_loaded)
+    by_date = {m["partition_date"]: m for m in markers}
+    failed = {f["partition_date"]: f for f in failures}
+    return tuple(_state(day, day in pending, by_date.get(day), failed.get(day)) for day in dates)
+
+
+def _state(day: datetime.date, pending: bool, marker: Mapping[str, Any] | None,
+           failure: Mapping[str, Any] | None) -> DateState:
+    last_failed = failure is not None and (
+        pending or marker is None or failure["failed_at"] > marker["finished_at"])
+    state = FAILED if last_failed else MISSING if pending else LOADED
+    details: dict[str, Any] = {}
+    if marker is not None and not pending:
+        details.update(rows=marker["rows_loaded"], rejected=marker["rows_rejected"], bytes=marker["bytes_loaded"],
+                       objects=marker["objects"], seconds=marker["seconds"], finished_at=marker["finished_at"],
+                       host=marker["host"])
+    if last_failed and failure is not None:
+        details.update(error_class=failure["error_class"], error=failure["message"], s3_key=failure["s3_key"],
+                       failed_at=failure["failed_at"], failed_host=failure["host"], attempts=failure["attempts"])
+    return DateState(day, state, **details)
+
+
+def exit_code(calendars: Sequence[Calendar]) -> int:
+    """30 if any date's last attempt failed, else 21 if any date is missing, else 0."""
+    if any(c.count(FAILED) for c in calendars):
+        return EXIT_FAILED
+    if any(c.count(MISSING) for c in calendars):
+        return EXIT_MISSING
+    return EXIT_ALL_LOADED

@@ -1,0 +1,111 @@
+"""Failed attempts on record: written outside the rolled-back transaction, never in the load's way, and
+cleared by the next success inside its own transaction (``luigi_pipelines.partition_failure``)."""
+from __future__ import annotations
+
+import datetime
+import logging
+import socket
+import time
+
+import psycopg2
+import pytest
+from luigi.execution_summary import LuigiStatusCode
+
+from luigi_pipelines import BadInputError, db
+from luigi_pipelines.config import database_settings
+from luigi_pipelines.local import free_port
+from luigi_pipelines.partitions import ScopedTable, TableName
+from tests.conftest import run_task
+
+pytestmark = [pytest.mark.postgres, pytest.mark.s3]
+D1 = datetime.date(2019, 2, 1)
+GOOD = "id,day,v\n1,2019-02-01,x\n"
+BAD = "id,day,v\n1,2019-02-01,x\nfour,2019-02-01,y\n"
+
+
+def failures(stack) -> list[tuple]:
+    if not stack.has_table(stack.marker_schema, "partition_failure"):
+        return []
+    return stack.query(f"SELECT target_table, partition_date, task_family, error_class, message, s3_key, host, "
+                       f"failed_at, attempts FROM {stack.marker_schema}.partition_failure")
+
+
+def test_a_failed_load_is_on_record_and_the_next_success_clears_it(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", GOOD)
+    stack.put("d/2019-02-01/b.csv", BAD)
+    cls = make_task()
+    before = stack.query("SELECT clock_timestamp()")[0][0]
+    assert run_task(cls(date=D1)).status == LuigiStatusCode.FAILED
+
+    [(key, day, family, error_class, message, s3_key, host, failed_at, attempts)] = failures(stack)
+    assert (key, day, family, error_class, s3_key, host, attempts) == (
+        f"{stack.schema}.t", D1, "LoadT", "BadInputError", "d/2019-02-01/b.csv", socket.gethostname(), 1)
+    assert message == f"s3://{stack.bucket}/d/2019-02-01/b.csv line 3 column id: invalid input syntax for type " \
+                      'bigint: "four"'
+    assert before < failed_at < stack.query("SELECT clock_timestamp()")[0][0]
+    assert stack.markers(f"{stack.schema}.t") == {}  # the load itself rolled back
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.t") == [(0,)]
+
+    assert run_task(cls(date=D1)).status == LuigiStatusCode.FAILED
+    assert [r[-1] for r in failures(stack)] == [2]  # attempts since the last success
+
+    stack.put("d/2019-02-01/b.csv", "id,day,v\n2,2019-02-01,y\n")
+    assert run_task(cls(date=D1)).status == LuigiStatusCode.SUCCESS
+    assert failures(stack) == []
+    assert stack.markers(f"{stack.schema}.t")[D1][0] == 2
+
+
+def test_the_record_is_cleared_inside_the_success_transaction(stack, make_task):
+    """Until the commit, another session still sees the failure; a success that fails at the last moment
+    leaves the record (now of its own failure)."""
+    stack.put("d/2019-02-01/a.csv", BAD)
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == LuigiStatusCode.FAILED
+    stack.put("d/2019-02-01/a.csv", GOOD)
+    seen = {}
+
+    def look_then_fail(self, tx):
+        tx.cursor.execute(f"SELECT count(*) FROM {stack.marker_schema}.partition_failure")
+        seen["inside"] = tx.cursor.fetchone()[0]
+        seen["outside"] = len(failures(stack))
+        raise RuntimeError("before_commit refuses")
+
+    with pytest.raises(RuntimeError, match="refuses"):
+        make_task(before_commit=look_then_fail)(date=D1).run()
+    assert seen == {"inside": 0, "outside": 1}
+    [row] = failures(stack)
+    assert row[3:5] == ("RuntimeError", "before_commit refuses") and row[5] is None and row[-1] == 2
+    assert stack.markers(f"{stack.schema}.t") == {}
+
+
+def test_recording_never_blocks_nor_hides_the_error(stack, make_task, caplog):
+    """The failures table locked by someone else: the record gives up after its 2 s lock timeout, says so in
+    the log, and the load's own error is what the caller gets."""
+    stack.put("d/2019-02-01/a.csv", BAD)
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == LuigiStatusCode.FAILED  # creates the tables, one record
+    locker = psycopg2.connect(stack.pg.dsn)
+    try:
+        with locker.cursor() as cur:
+            cur.execute(f"LOCK TABLE {stack.marker_schema}.partition_failure IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING), pytest.raises(BadInputError, match="line 3 column id"):
+            cls(date=D1).run()
+        took = time.monotonic() - started
+    finally:
+        locker.rollback()
+        locker.close()
+    assert took < 10, took
+    assert "could not record the failed attempt" in caplog.text and "lock timeout" in caplog.text
+    assert [r[-1] for r in failures(stack)] == [1]  # the second attempt is not on record, and nothing broke
+
+
+def test_an_unreachable_database_is_logged_not_raised(stack, caplog):
+    failure = db.Failure(ScopedTable.of(TableName(stack.schema, "t")), D1, "LoadT", "LoadT(2019-02-01)", "LoadError",
+                         "boom")
+    closed = database_settings().__class__(host="127.0.0.1", port=str(free_port()), dbname="test", user="postgres")
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        assert db.record_failure(closed, TableName(stack.marker_schema, "partition_failure"), failure) is False
+    assert time.monotonic() - started < 10
+    assert "could not record the failed attempt" in caplog.text and "Connection refused" in caplog.text
