@@ -9,7 +9,7 @@ import socket
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -286,3 +286,9 @@ class _Decoded:
 
     def read(self, size: int = -1) -> bytes:
         return self._reader._decoded(size)
+
+
+def csv_line(row: Sequence[Any]) -> bytes:
+    """One CSV line for COPY: NULL as an empty unquoted field, every other value quoted."""
+    fields = ("" if v is None else '"' + str(v).replace('"', '""') + '"' for v in row)
+    return (",".join(fields) + "\n").encode()

@@ -4,10 +4,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import textwrap
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import luigi
@@ -20,12 +17,12 @@ from . import sql as q
 from .config import database_settings, load_settings, s3_settings
 from .db import SupportsRead
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
-from .files import sweep_stale, temp_download
+from .files import csv_line, sweep_stale, temp_download
 from .layouts import FILES, DateSource, Lineage, TableLayout
 from .objects import CsvDecoder, Decoder, ObjectLoader, ObjectRecord
 from .partitions import CONVENTIONAL_SKIPS, KeyFilter, ScopedTable, TableName, key_prefix, prefixes_apart
+from .reporting import ROLLED_BACK, ProgressReport, failure_text, one_line
 from .s3 import S3Client, S3Object
-from .settings import LoadSettings
 from .targets import PartitionMarkerTarget, check_owner
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
@@ -222,7 +219,7 @@ class PartitionTask(luigi.Task):
             logger.warning("removed %s, left by a load process that was killed", path)
         with db.connect(database_settings()) as conn:
             self.prepare(conn)
-            with describe_database_errors(self.partition_key, self.date, settings), db.partition_transaction(
+            with db.describe_errors(self.partition_key, self.date, settings.lock_timeout_s), db.partition_transaction(
                 conn, self.marker_table, self.partition_key, self.date, settings.lock_timeout_s
             ) as tx:
                 if tx.previous is not None:
@@ -326,17 +323,7 @@ class PartitionTask(luigi.Task):
         head = f"{type(exception).__name__}: {self.describe_partition()} not loaded; {ROLLED_BACK}"
         if not isinstance(exception, PipelineError):
             return f"{head}\n{super().on_failure(exception)}"
-        source = self.failed_url()
-        reason = _reason(exception, source)
-        lines = [head]
-        if source:
-            lines.append(f"  object:  {source}")
-        where = _where(exception)
-        if where:
-            lines.append(f"  where:   {where}")
-        lines += _field("reason", reason[:_MAX_REASON] + ("…" if len(reason) > _MAX_REASON else ""))
-        lines += _field("to do", _TO_DO.get(type(exception), _TO_DO[LoadError]))
-        return "\n".join(lines)
+        return failure_text(head, exception, self.failed_url())
 
     def describe_partition(self) -> str:
         try:
@@ -600,104 +587,6 @@ class LoadHourlyPartition(LoadPartition):
         super().prepare(conn)
 
 
-@contextmanager
-def describe_database_errors(key: ScopedTable, date: datetime.date, settings: LoadSettings) -> Iterator[None]:
-    """Database errors that are not about the data become one line naming the partition and what to do."""
-    try:
-        yield
-    except psycopg2.errors.LockNotAvailable as exc:
-        raise LoadError(f"{key} {date}: another load of this partition holds its lock, and [load] lock_timeout_s "
-                        f"= {settings.lock_timeout_s} ran out: it is being loaded now; rerun later") from exc
-    except (psycopg2.errors.UndefinedColumn, psycopg2.errors.InvalidColumnReference,
-            psycopg2.errors.GeneratedAlways) as exc:
-        raise ConfigurationError(f"{key} {date}: {_primary(exc)}: the table does not match the declared columns "
-                                 f"(generated columns cannot be loaded; every declared column must exist): fix "
-                                 f"`columns` or the table") from exc
-    except psycopg2.errors.InsufficientPrivilege as exc:
-        raise ConfigurationError(f"{key} {date}: {_primary(exc)}: grant the loading user the right") from exc
-    except (psycopg2.DatabaseError, psycopg2.InterfaceError) as exc:
-        if isinstance(exc, psycopg2.OperationalError):
-            raise LoadError(f"{key} {date}: database error: {_primary(exc)}; nothing was written: rerun") from exc
-        raise
-
-
-ROLLED_BACK = "rolled back: nothing kept; the partition is as before"
-_MAX_REASON = 1500
-_TO_DO: dict[type, str] = {
-    BadInputError: "fix or replace the object in S3 and rerun (with --force if the date was loaded before), "
-                   "or let max_bad_rows set bad rows aside",
-    SourceError: "check the object (or the date's objects) in S3, then rerun",
-    ConfigurationError: "fix the task's declaration or the configuration, then rerun",
-    LoadError: "rerun; nothing needs cleaning up first",
-}
-
-
-def _reason(exc: BaseException, source: str | None) -> str:
-    """The error's reason without the object and position that the other lines already give."""
-    reason = getattr(exc, "reason", None)
-    if reason:
-        return str(reason)
-    text = one_line(str(exc), limit=100_000)
-    if source and text.startswith(source + ": "):
-        return text[len(source) + 2:]
-    return text
-
-
-def _where(exc: BaseException) -> str:
-    line, column = getattr(exc, "line", None), getattr(exc, "column", None)
-    return ", ".join(part for part in (f"line {line}" if line else "", f"column {column}" if column else "") if part)
-
-
-def _field(name: str, text: str, width: int = 88) -> list[str]:
-    """``  name:    text`` wrapped to short lines, continued under the text."""
-    label = f"  {name + ':':<8} "
-    wrapped = textwrap.wrap(text, width - len(label), break_long_words=True, break_on_hyphens=False) or [""]
-    return [label + wrapped[0], *(" " * len(label) + rest for rest in wrapped[1:])]
-
-
-class ProgressReport:
-    """A partition's progress for luigid, by bytes of the objects as COPY reads them: after each object,
-    and within one at most when 5 points were gained or 2 s have passed (each report is a call to luigid)."""
-
-    def __init__(self, report: Callable[[str, int], None], objects: Sequence[S3Object],
-                 clock: Callable[[], float] = time.monotonic, every_s: float = 2.0, step: int = 5) -> None:
-        self._report, self._clock, self._every_s, self._step = report, clock, every_s, step
-        self.count, self.total = len(objects), sum(o.size for o in objects)
-        self.finished = 0  # bytes of the objects done
-        self._n, self._rows, self._last_percent, self._last_at = 0, 0, 0, clock()
-
-    def start(self, n: int, obj: S3Object, rows: int) -> None:
-        self._n, self._rows = n, rows
-
-    def read(self, obj: S3Object, position: int) -> None:
-        percent = self._percent(self.finished + position)
-        if percent - self._last_percent < self._step and self._clock() - self._last_at < self._every_s:
-            return
-        self._send(f"copying object {self._n} of {self.count} ({obj.key}): {position / _MIB:.1f} of "
-                   f"{obj.size / _MIB:.1f} MiB; {self._rows} rows before it", percent)
-
-    def done(self, n: int, obj: S3Object, rows: int) -> None:
-        self.finished += obj.size
-        self._send(f"copied {n} of {self.count} objects, {rows} rows", self._percent(self.finished))
-
-    def _percent(self, copied: int) -> int:
-        return min(100, round(100 * copied / self.total)) if self.total else 100
-
-    def _send(self, message: str, percent: int) -> None:
-        self._last_percent, self._last_at = percent, self._clock()
-        self._report(message, percent)
-
-
-def one_line(text: str, limit: int = 500) -> str:
-    """``text`` on one line (whitespace runs made one space), at most ``limit`` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _primary(exc: psycopg2.Error) -> str:
-    return (exc.diag.message_primary if exc.diag else None) or str(exc).strip().splitlines()[0]
-
-
 def _elapsed(started: datetime.datetime) -> float:
     return (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
 
@@ -742,7 +631,7 @@ class TransformPartition(PartitionTask):
             with db.read_partition(tx, source.day_key, source.date_column, self.source_columns,
                                    self.read_batch_rows) as rows:
                 for row in self.transform(iter(rows), self.date):
-                    tmp.write(_csv_line(row))
+                    tmp.write(csv_line(row))
             size = tmp.tell()
             tmp.seek(0)
             statement = q.copy_from_stdin(tx.target, self.target_columns, q.CsvFormat(header=False))
@@ -796,9 +685,3 @@ class SqlTransformPartition(TransformPartition):
                 f"{self.task_family}: query must be a psycopg2.sql.Composable (sql.SQL(...) with names as "
                 f"sql.Identifier and values as sql.Placeholder), not {type(self.query).__name__}")
         return self.query
-
-
-def _csv_line(row: Sequence[Any]) -> bytes:
-    """One CSV line for COPY: NULL as an empty unquoted field, every other value quoted."""
-    fields = ("" if v is None else '"' + str(v).replace('"', '""') + '"' for v in row)
-    return (",".join(fields) + "\n").encode()
