@@ -1,7 +1,9 @@
 """What a load tells people while it runs and when it fails: luigid's progress and its short failure text."""
 from __future__ import annotations
 
+import logging
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -9,6 +11,7 @@ from .errors import BadInputError, ConfigurationError, LoadError, SourceError
 from .s3 import S3Object
 
 _MIB = 1024 * 1024
+logger = logging.getLogger("luigi-interface.luigi_pipelines")
 
 ROLLED_BACK = "rolled back: nothing kept; the partition is as before"
 _MAX_REASON = 1500
@@ -60,7 +63,13 @@ def _field(name: str, text: str, width: int = 88) -> list[str]:
 
 class ProgressReport:
     """A partition's progress for luigid, by bytes of the objects as COPY reads them: after each object,
-    and within one at most when 5 points were gained or 2 s have passed (each report is a call to luigid)."""
+    and within one at most when 5 points were gained or 2 s have passed.
+
+    Each report is a call to luigid, and ``read`` runs on COPY's path: so reports are handed to a
+    thread of their own, which sends the latest one (older ones not yet sent are dropped). COPY never
+    waits for luigid. Use it as a context manager: leaving the block sends what is pending and stops
+    the thread, on every path.
+    """
 
     def __init__(self, report: Callable[[str, int], None], objects: Sequence[S3Object],
                  clock: Callable[[], float] = time.monotonic, every_s: float = 2.0, step: int = 5) -> None:
@@ -68,6 +77,22 @@ class ProgressReport:
         self.count, self.total = len(objects), sum(o.size for o in objects)
         self.finished = 0  # bytes of the objects done
         self._n, self._rows, self._last_percent, self._last_at = 0, 0, 0, clock()
+        self._cond = threading.Condition()
+        self._pending: tuple[str, int] | None = None
+        self._sending = self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ProgressReport:
+        self._thread = threading.Thread(target=self._sender, name="luigid progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
 
     def start(self, n: int, obj: S3Object, rows: int) -> None:
         self._n, self._rows = n, rows
@@ -88,7 +113,24 @@ class ProgressReport:
 
     def _send(self, message: str, percent: int) -> None:
         self._last_percent, self._last_at = percent, self._clock()
-        self._report(message, percent)
+        if self._thread is None:  # not started as a context manager: report in line
+            self._report(message, percent)
+            return
+        with self._cond:
+            self._pending = (message, percent)
+            self._cond.notify_all()
+
+    def _sender(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._closed)
+                if self._pending is None:
+                    return  # closed, and everything sent
+                (message, percent), self._pending = self._pending, None
+            try:
+                self._report(message, percent)
+            except Exception as exc:  # progress is never worth failing a load for
+                logger.warning("could not report progress to the scheduler: %s", exc)
 
 
 def one_line(text: str, limit: int = 500) -> str:

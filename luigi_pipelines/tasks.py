@@ -452,18 +452,18 @@ class LoadPartition(PartitionTask):
         db.delete_rejects(tx, settings.rejects)
         logger.info("%s %s: replacing %d rows with %d objects (%.1f MiB)", tx.target, tx.date, deleted,
                     len(objects), sum(o.size for o in objects) / _MIB)
-        progress = ProgressReport(self._report, objects)
-        loader = ObjectLoader(tx, s3, self.decoder or CsvDecoder(self.csv), self.target_columns, settings,
-                              self.max_bad_rows, self.empty_objects_ok, self.source_stream, progress.read,
-                              key_column=self.lineage.key)
-        self.before_copy(tx)
-        for n, obj in enumerate(objects, 1):
-            self._object_in_progress = obj.key
-            self.before_object(tx, obj)
-            progress.start(n, obj, tx.rows)
-            record = loader.load(obj)
-            progress.done(n, obj, tx.rows)
-            self.after_object(tx, record)
+        with ProgressReport(self._report, objects) as progress:
+            loader = ObjectLoader(tx, s3, self.decoder or CsvDecoder(self.csv), self.target_columns, settings,
+                                  self.max_bad_rows, self.empty_objects_ok, self.source_stream, progress.read,
+                                  key_column=self.lineage.key)
+            self.before_copy(tx)
+            for n, obj in enumerate(objects, 1):
+                self._object_in_progress = obj.key
+                self.before_object(tx, obj)
+                progress.start(n, obj, tx.rows)
+                record = loader.load(obj)
+                progress.done(n, obj, tx.rows)
+                self.after_object(tx, record)
         self._object_in_progress = None
         self.check_rows(tx)
         self.after_copy(tx)

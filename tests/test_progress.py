@@ -112,3 +112,26 @@ def test_luigid_shows_progress_inside_an_object_and_a_failed_load_as_rolled_back
     assert stack.markers(f"{stack.schema}.transaction").keys() == {D1}
     [(error_class, key)] = stack.query(f"SELECT error_class, s3_key FROM {stack.marker_schema}.partition_failure")
     assert (error_class, key) == ("BadInputError", f"transactions/{D2}/part-0000.csv")
+
+
+def test_reports_go_out_on_their_own_thread_and_copy_never_waits_for_luigid():
+    """A slow luigid (here: a report call that blocks) delays no read; the latest report wins, and leaving
+    the block sends what is pending."""
+    import threading
+
+    gate, sent = threading.Event(), []
+
+    def slow_report(message: str, percent: int) -> None:
+        gate.wait(10)
+        sent.append(percent)
+
+    objects = [S3Object("b", "k/a.csv", 100 * MIB, "e1")]
+    clock = [0.0]
+    with ProgressReport(slow_report, objects, lambda: clock[0]) as progress:
+        progress.start(1, objects[0], 0)
+        for mib in range(1, 101):  # 20 reports due; the first blocks in luigid
+            progress.read(objects[0], mib * MIB)
+        assert sent == []  # every read returned although no report got through
+        progress.done(1, objects[0], 10)
+        gate.set()
+    assert sent[-1] == 100 and len(sent) <= 3  # the first, maybe one in between, then the latest
