@@ -65,11 +65,14 @@ class ProgressReport:
     """A partition's progress for luigid, by bytes of the objects as COPY reads them: after each object,
     and within one at most when 5 points were gained or 2 s have passed.
 
-    Each report is a call to luigid, and ``read`` runs on COPY's path: so reports are handed to a
-    thread of their own, which sends the latest one (older ones not yet sent are dropped). COPY never
-    waits for luigid. Use it as a context manager: leaving the block sends what is pending and stops
-    the thread, on every path.
+    Each report is two calls to luigid (message and percentage), which cost the worker CPU, and
+    ``read`` runs on COPY's path: so reports are handed to a thread of their own, which sends the
+    latest one at most once a second (``send_every_s``; those in between are dropped). COPY never
+    waits for luigid, and a 10 MiB object costs a report or two, not twenty. Use it as a context
+    manager: leaving the block sends what is pending and stops the thread, on every path.
     """
+
+    send_every_s = 1.0
 
     def __init__(self, report: Callable[[str, int], None], objects: Sequence[S3Object],
                  clock: Callable[[], float] = time.monotonic, every_s: float = 2.0, step: int = 5) -> None:
@@ -121,12 +124,20 @@ class ProgressReport:
             self._cond.notify_all()
 
     def _sender(self) -> None:
+        """Send the latest report, at most one per ``send_every_s`` (what comes between is dropped); when
+        the block ends, what is pending goes at once."""
+        last_sent = float("-inf")
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending is not None or self._closed)
+                if not self._closed:
+                    self._cond.wait(max(0.0, last_sent + self.send_every_s - time.monotonic()))
                 if self._pending is None:
-                    return  # closed, and everything sent
+                    if self._closed:
+                        return  # closed, and everything sent
+                    continue
                 (message, percent), self._pending = self._pending, None
+            last_sent = time.monotonic()
             try:
                 self._report(message, percent)
             except Exception as exc:  # progress is never worth failing a load for

@@ -79,8 +79,10 @@ def test_luigid_shows_progress_inside_an_object_and_a_failed_load_as_rolled_back
         try:
             wait_until(lambda: (pause / "paused").exists() or worker.returncode is not None, 120, "the load to pause")
             assert (pause / "paused").exists(), describe([worker])
-            [running] = luigid.tasks("RUNNING", TASK).values()
-            # half of the only object read: before, luigid said nothing until the object was done
+            # half of the only object read: before, luigid said nothing until the object was done (reports
+            # go out at most once a second, on their own thread: the latest one arrives while COPY waits)
+            running = wait_until(lambda: next((t for t in luigid.tasks("RUNNING", TASK).values()
+                                               if t["progress_percentage"] >= 40), None), 10, "the report of half")
             assert running["params"]["date"] == str(D1)
             assert 40 <= running["progress_percentage"] <= 50, running
             assert running["status_message"].startswith(
