@@ -15,6 +15,7 @@ class Options:
     range_days: int = 3650  # dates of the no-op RangeDaily rerun
     noop_repeat: int = 3  # runs of each no-op / empty-range command; the median is reported
     complete_loop_days: int = 365  # dates of the per-date complete() loop (extrapolated to range_days)
+    stale_days: int = 365  # loaded, unchanged dates of the reload_changed stale check
     backfill_days: int = 60  # partitions of the multi-worker backfill
     backfill_mib: float = 10.0  # size of each of those partitions (small ones measure only per-task overhead)
     worker_counts: tuple[int, ...] = (1, 2, 4)

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib
+import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -115,14 +118,17 @@ def range_daily_args(
     task_limit: int | None = None,
     reverse: bool = False,
     local_scheduler: bool = False,
+    of_params: dict[str, Any] | None = None,
 ) -> list[str]:
     """luigi's arguments (what follows ``luigi`` or ``python -m luigi``) for ``RangeDaily`` of ``module.task``
     over the dates ``[start, stop)``; an option left at None is left to luigi and its config::
 
-        --module M RangeDaily --of T --start 2019-02-01 --stop 2019-03-01 [--now EPOCH] [--days-back N]
-            [--workers N] [--task-limit N] [--reverse] [--local-scheduler]
+        --module M RangeDaily --of T --start 2019-02-01 --stop 2019-03-01 [--of-params JSON] [--now EPOCH]
+            [--days-back N] [--workers N] [--task-limit N] [--reverse] [--local-scheduler]
     """
     args = ["--module", module, "RangeDaily", "--of", task, "--start", start.isoformat(), "--stop", stop.isoformat()]
+    if of_params:  # parameters of every task of the range, and of the probe its bulk_complete builds
+        args += ["--of-params", json.dumps(of_params, sort_keys=True)]
     for option, value in (("--now", int(now.timestamp()) if now else None), ("--days-back", days_back),
                           ("--workers", workers), ("--task-limit", task_limit)):
         if value is not None:
@@ -144,6 +150,7 @@ def luigi_command(
     reverse: bool = False,
     extra: Sequence[str] = (),
     python: str = sys.executable,
+    reload_changed: bool = False,
 ) -> list[str]:
     """The real luigi command line of a backfill."""
     cmd = [python, "-m", "luigi", *range_daily_args(
@@ -151,6 +158,7 @@ def luigi_command(
         # RangeDaily also drops dates more than its days_back before now: cover the window, whatever the config says.
         days_back=(win.today - win.start).days + 1,
         workers=workers, task_limit=task_limit, reverse=reverse, local_scheduler=scheduler.local,
+        of_params={"reload_changed": True} if reload_changed else None,
     )]
     if not scheduler.local:
         if scheduler.host:
@@ -214,11 +222,17 @@ def task_class(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def incomplete(module: str, task: str, dates: Sequence[datetime.date]) -> list[datetime.date]:
-    """Those of ``dates`` whose partition is not loaded: the task class's ``bulk_complete``, one query."""
+def incomplete(module: str, task: str, dates: Sequence[datetime.date], reload_changed: bool = False
+               ) -> list[datetime.date]:
+    """Those of ``dates`` whose partition is not loaded: the task class's ``bulk_complete``, one query. With
+    ``reload_changed``, also those whose sources changed since they were loaded (as ``RangeDaily`` asks it)."""
     if not dates:
         return []
-    done = set(task_class(module, task).bulk_complete(list(dates)))
+    cls = task_class(module, task)
+    if reload_changed:
+        done = set(cls.bulk_complete.__func__(functools.partial(cls, reload_changed=True), list(dates)))
+    else:
+        done = set(cls.bulk_complete(list(dates)))
     return [d for d in dates if d not in done]
 
 
@@ -247,6 +261,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-limit", type=int,
                         help="schedule at most this many missing dates, oldest first (default: the whole window)")
     parser.add_argument("--reverse", action="store_true", help="newest dates first (with --task-limit: the newest)")
+    parser.add_argument("--reload-changed", action="store_true",
+                        help="also reload loaded dates whose sources changed since (S3 objects added, removed or "
+                        "replaced; an upstream reloaded): one S3 listing per loaded date")
     where = parser.add_argument_group("scheduler (default: luigid from [core] default_scheduler_host/port)")
     where.add_argument("--local-scheduler", action="store_true", help="no luigid: this process schedules alone")
     where.add_argument("--scheduler-host", help="luigid host")
@@ -269,8 +286,8 @@ def main(args: argparse.Namespace) -> int:
     # luigi's own task_limit (50 without a [RangeDaily] section) would quietly cut the window: give it explicitly.
     task_limit = len(win.dates()) if args.task_limit is None else args.task_limit
     cmd = luigi_command(args.module, args.task, win, scheduler, args.workers, task_limit, args.reverse,
-                        args.luigi_args)
-    print(f"backfill [{win.start}, {win.stop}) at {win.now:%Y-%m-%dT%H:%M:%SZ}: luigi {' '.join(cmd[3:])}",
+                        args.luigi_args, reload_changed=args.reload_changed)
+    print(f"backfill [{win.start}, {win.stop}) at {win.now:%Y-%m-%dT%H:%M:%SZ}: luigi {shlex.join(cmd[3:])}",
           file=sys.stderr, flush=True)
     if args.dry_run:
         return 0
@@ -279,7 +296,7 @@ def main(args: argparse.Namespace) -> int:
     if args.raw_exit_code:
         return code
     code, why = judge(code, cooperation_codes(luigi.retcodes.retcode()),
-                      lambda: incomplete(args.module, args.task, wanted))
+                      lambda: incomplete(args.module, args.task, wanted, args.reload_changed))
     if why:
         print(f"luigi-pipelines backfill: {why}", file=sys.stderr)
     return code

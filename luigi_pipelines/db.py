@@ -175,6 +175,43 @@ def completed_partitions(
     return {p: family for p, family in found.items() if p in wanted}
 
 
+@dataclass(frozen=True)
+class MarkerSources:
+    """What a marker row says its partition was made from (``source_objects``) and by which load."""
+
+    sources: list[dict[str, Any]]
+    load_id: str | None
+
+
+def marker_sources(conn: psycopg2.extensions.connection, marker: TableName,
+                   partitions: Iterable[tuple[ScopedTable, datetime.date]]) -> dict[tuple[ScopedTable, datetime.date],
+                                                                                     MarkerSources]:
+    """The marker rows' sources and load ids of those of ``partitions`` that have one: one query."""
+    try:
+        with conn, conn.cursor() as cur:
+            return _marker_sources(cur, marker, partitions)
+    except psycopg2.errors.UndefinedTable:
+        return {}  # no marker table yet: nothing has ever completed
+
+
+def upstream_markers(tx: PartitionTransaction, marker: TableName, partitions: Iterable[tuple[ScopedTable, datetime.date]]
+                     ) -> dict[tuple[ScopedTable, datetime.date], MarkerSources]:
+    """``marker_sources`` read inside ``tx`` (a transform reads its upstream's load ids before its rows)."""
+    return _marker_sources(tx.cursor, marker, partitions)
+
+
+def _marker_sources(cur: psycopg2.extensions.cursor, marker: TableName,
+                    partitions: Iterable[tuple[ScopedTable, datetime.date]]
+                    ) -> dict[tuple[ScopedTable, datetime.date], MarkerSources]:
+    wanted = set(partitions)
+    if not wanted:
+        return {}
+    keys = {str(key): key for key, _ in wanted}
+    cur.execute(q.select_marker_sources(marker), (list(keys), sorted({d for _, d in wanted})))
+    found = {(keys[key], day): MarkerSources(sources, load_id) for key, day, sources, load_id in cur.fetchall()}
+    return {p: m for p, m in found.items() if p in wanted}
+
+
 @dataclass
 class PartitionTransaction:
     """The state of one open partition transaction (see ``partition_transaction``)."""

@@ -423,6 +423,19 @@ def select_completed_partitions(marker: TableName) -> sql.Composed:
     ).format(table_ident(marker))
 
 
+def select_marker_sources(marker: TableName) -> sql.Composed:
+    """Parameters: an array of marker keys, an array of dates. What each of those partitions was made from and
+    the load that made it (``NULL`` in a marker table made before ``load_id``), one query::
+
+        SELECT target_table, partition_date, source_objects, to_jsonb(m) ->> 'load_id' FROM marker AS m
+        WHERE target_table = ANY(%s::text[]) AND partition_date = ANY(%s::date[])
+    """
+    return sql.SQL(
+        "SELECT target_table, partition_date, source_objects, to_jsonb(m) ->> 'load_id' FROM {} AS m "
+        "WHERE target_table = ANY(%s::text[]) AND partition_date = ANY(%s::date[])"
+    ).format(table_ident(marker))
+
+
 def select_keys_of_date(marker: TableName) -> sql.Composed:
     """Parameters: partition date, table name. Every marker key (any scope) of the table on that date, with its family."""
     return sql.SQL(

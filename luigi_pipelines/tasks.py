@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from .db import SupportsRead
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
 from .files import csv_line, sweep_stale, temp_download
 from .layouts import FILES, DateSource, Lineage, TableLayout
+from .manifests import UPSTREAM_LOADS, objects_change, recorded_upstream_loads, upstream_change
 from .objects import CsvDecoder, Decoder, ObjectLoader, ObjectRecord
 from .partitions import CONVENTIONAL_SKIPS, KeyFilter, ScopedTable, TableName, key_prefix, prefixes_apart
 from .reporting import ROLLED_BACK, ProgressReport, failure_text, one_line
@@ -61,6 +63,11 @@ class PartitionTask(luigi.Task):
     force = luigi.BoolParameter(
         default=False, significant=False, positional=False,
         description="reload the partition even if its marker says it is done"
+    )
+    reload_changed = luigi.BoolParameter(
+        default=False, significant=False, positional=False,
+        description="also count a loaded partition as not done when its sources changed since it was written "
+        "(S3 objects added, removed or replaced; an upstream partition reloaded), so that it is reloaded"
     )
 
     # luigi's [resources] caps how many of these run at once across all workers of a luigid
@@ -122,9 +129,14 @@ class PartitionTask(luigi.Task):
         return self.partition_key
 
     @classmethod
-    def partitions_of_date(cls, date: datetime.date) -> list[PartitionTask]:
-        """The tasks that together write ``date``: one (daily tasks) or 24 (hourly ones)."""
-        return [cls(date=date)]
+    def partition_values_of_date(cls, date: datetime.date) -> list[Any]:
+        """The partition values (``partition_parameter``) of ``date``: the date, or its 24 hours."""
+        return [date]
+
+    @classmethod
+    def partitions_of_date(cls, date: datetime.date, **params: Any) -> list[PartitionTask]:
+        """The tasks that together write ``date``: one (daily tasks) or 24 (hourly ones), with ``params``."""
+        return [cls(**{cls.partition_parameter: value}, **params) for value in cls.partition_values_of_date(date)]
 
     @property
     def target_columns(self) -> tuple[q.Column, ...]:
@@ -175,7 +187,9 @@ class PartitionTask(luigi.Task):
                                      owner=self.task_family)
 
     def complete(self) -> bool:
-        return not self.force and super().complete()
+        if self.force or not super().complete():
+            return False
+        return not (self.reload_changed and self.stale_values([self.partition_value]))
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[Any]) -> list[Any]:
@@ -199,7 +213,31 @@ class PartitionTask(luigi.Task):
         for (key, day), owner in done.items():
             if owner != family:
                 check_owner(key, day, owner, family)
-        return [p for p, partition in zip(params, wanted, strict=True) if partition in done]
+        complete = [p for p, partition in zip(params, wanted, strict=True) if partition in done]
+        if probe.reload_changed and complete:
+            stale = probe.stale_values([_parameter_value(p, name) for p in complete])
+            complete = [p for p in complete if _parameter_value(p, name) not in stale]
+        return complete
+
+    def stale_values(self, values: Sequence[Any]) -> set[Any]:
+        """Those of ``values`` (partitions of this task that have a marker) whose sources changed since their
+        marker was written, or whose marker is gone: one marker query, then ``changed_sources``."""
+        partitions = self.partitions_of(values)
+        with db.connect(database_settings()) as conn:
+            recorded = db.marker_sources(conn, self.marker_table, partitions)
+        gone = {v for v, p in zip(values, partitions, strict=True) if p not in recorded}
+        present = [(v, recorded[p].sources) for v, p in zip(values, partitions, strict=True) if p in recorded]
+        return gone | (self.changed_sources(present) if present else set())
+
+    def changed_sources(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> set[Any]:
+        """Of (value, the marker's ``source_objects``) pairs, the values whose sources differ now. Here none:
+        a task that cannot tell (a plain ``PartitionTask``) is never stale."""
+        return set()
+
+    def source_change(self, tx: db.PartitionTransaction) -> str:
+        """How the partition's sources differ from ``tx.previous`` (the marker), checked inside ``tx``; ``""`` if
+        they do not (or this task cannot tell)."""
+        return ""
 
     # -- the transaction ------------------------------------------------------------------------
 
@@ -224,7 +262,7 @@ class PartitionTask(luigi.Task):
             ) as tx:
                 if tx.previous is not None:
                     check_owner(tx.key, tx.date, tx.previous["task_family"], self.task_family)
-                if tx.done and not self.force:
+                if tx.done and not self.force and not self.changed_under_lock(tx):
                     logger.info("%s %s: already loaded by %s; nothing to do", tx.key, self.date,
                                 tx.previous and tx.previous["task_id"])
                     return
@@ -236,6 +274,17 @@ class PartitionTask(luigi.Task):
                 self.before_commit(tx)
         logger.info("%s %s: committed %d rows, %.1f MiB from %d objects in %.1f s", tx.key, self.date,
                     tx.rows, tx.bytes / _MIB, len(tx.sources), _elapsed(tx.started_at))
+
+    def changed_under_lock(self, tx: db.PartitionTransaction) -> bool:
+        """In ``reload_changed`` mode, whether the loaded partition's sources changed since its marker, asked
+        again under the lock: of two runs that both saw it stale, the second finds the first's marker current."""
+        if not self.reload_changed:
+            return False
+        change = self.source_change(tx)
+        if change:
+            logger.info("%s %s: sources changed since its load by %s: %s; reloading", tx.key, self.date,
+                        tx.previous and tx.previous["task_id"], change)
+        return bool(change)
 
     def record_failure(self, exc: BaseException) -> None:
         """Put the failed attempt on record (class, one line, S3 key, host, time) in the failures table, on a
@@ -446,7 +495,7 @@ class LoadPartition(PartitionTask):
     def write_partition(self, tx: db.PartitionTransaction) -> None:
         """List the date's objects, replace the partition's rows with theirs, check the dates."""
         s3 = self.s3_client()
-        objects = self.list_objects(s3)
+        objects = self.objects_to_load(tx, s3)
         settings = load_settings()
         deleted = db.delete_partition(tx, self.date_column)
         db.delete_rejects(tx, settings.rejects)
@@ -476,13 +525,44 @@ class LoadPartition(PartitionTask):
         return f"s3://{self.bucket}/{key}" if key else None
 
     def list_objects(self, s3: S3Client) -> list[S3Object]:
-        """The date's data objects to load (``key_filter``; the ready key left out); none is an error unless
-        declared fine."""
+        """The date's data objects to load (``data_objects``); none is an error unless declared fine."""
+        return self.checked_objects(self.data_objects(s3))
+
+    def data_objects(self, s3: S3Client) -> list[S3Object]:
+        """The date's data objects: one paginated listing, ``key_filter`` applied, the ready key left out."""
         listed = s3.list_objects(self.bucket, self.prefix, self.key_filter)
-        objects = [o for o in listed if o.key != self.prefix + self.ready_key]
+        return [o for o in listed if o.key != self.prefix + self.ready_key]
+
+    def checked_objects(self, objects: list[S3Object]) -> list[S3Object]:
         if not objects and not self.empty_partition_ok:
             raise SourceError(f"s3://{self.bucket}/{self.prefix}: no objects to load")
         return objects
+
+    # The listing that ``source_change`` compared, kept for the load of the same transaction (its load_id).
+    _listed: tuple[uuid.UUID, list[S3Object]] | None = None
+
+    def objects_to_load(self, tx: db.PartitionTransaction, s3: S3Client) -> list[S3Object]:
+        """The objects to load in ``tx``: those listed under its lock to compare with the marker, or a new listing."""
+        listed, self._listed = self._listed, None
+        if listed is not None and listed[0] == tx.load_id:
+            return self.checked_objects(listed[1])
+        return self.list_objects(s3)
+
+    def changed_sources(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> set[Any]:
+        """The dates whose listing (what the load would load now) differs from the marker's objects: one
+        paginated listing per date."""
+        s3 = self.s3_client()
+        return {value for value, sources in recorded
+                if objects_change(sources, [o.as_marker() for o in self.of_value(value).data_objects(s3)])}
+
+    def of_value(self, value: Any) -> LoadPartition:
+        """This task for another partition value (same declarations and parameters)."""
+        return self if value == self.partition_value else self.clone(**{self.partition_parameter: value})
+
+    def source_change(self, tx: db.PartitionTransaction) -> str:
+        objects = self.data_objects(self.s3_client())
+        self._listed = (tx.load_id, objects)
+        return objects_change(tx.previous["source_objects"] if tx.previous else [], [o.as_marker() for o in objects])
 
     # -- hooks: override these, not the methods above ------------------------------------------
 
@@ -571,8 +651,8 @@ class LoadHourlyPartition(LoadPartition):
         return ScopedTable.of(self.target_table, self.scope)
 
     @classmethod
-    def partitions_of_date(cls, date: datetime.date) -> list[PartitionTask]:
-        return [cls(date_hour=datetime.datetime.combine(date, datetime.time(hour))) for hour in range(24)]
+    def partition_values_of_date(cls, date: datetime.date) -> list[Any]:
+        return [datetime.datetime.combine(date, datetime.time(hour)) for hour in range(24)]
 
     def scope_fills(self, files: Sequence[q.Column]) -> tuple[q.Column, ...]:
         """Scope columns the files lack; the hour column among them is a smallint."""
@@ -615,17 +695,53 @@ class TransformPartition(PartitionTask):
         raise NotImplementedError
 
     def requires(self) -> PartitionTask | list[PartitionTask]:
-        """The upstream partition of the same date; of an hourly upstream, the date's 24 hours."""
-        upstream = self.upstream.partitions_of_date(self.date)
+        """The upstream partition of the same date; of an hourly upstream, the date's 24 hours. In
+        ``reload_changed`` mode they are asked in that mode too, so a change reloads the whole chain in order."""
+        upstream = self.upstream.partitions_of_date(self.date, **self.upstream_params())
         return upstream[0] if len(upstream) == 1 else upstream
+
+    def upstream_params(self) -> dict[str, Any]:
+        return {"reload_changed": True} if self.reload_changed else {}
 
     def upstream_task(self) -> PartitionTask:
         """One upstream task of the date: its table, date column and ``day_key`` say which rows to read."""
-        return self.upstream.partitions_of_date(self.date)[0]
+        return self.upstream.partitions_of_date(self.date, **self.upstream_params())[0]
+
+    def upstream_partitions(self, date: datetime.date) -> list[tuple[ScopedTable, datetime.date]]:
+        """The upstream partitions (marker key, date) of ``date``: one, or 24 hours."""
+        return self.upstream_task().partitions_of(self.upstream.partition_values_of_date(date))
+
+    def upstream_loads(self, tx: db.PartitionTransaction) -> dict[str, str | None]:
+        """The ``load_id`` of each upstream partition of the date, by marker key, read in ``tx`` and recorded in
+        the marker. Read before the rows: an upstream reload committed in between leaves the record older
+        than the rows read (one needless reload later), never newer (a change missed)."""
+        partitions = self.upstream_partitions(self.date)
+        found = db.upstream_markers(tx, self.upstream_task().marker_table, partitions)
+        return {str(p[0]): found[p].load_id if p in found else None for p in partitions}
+
+    def source_change(self, tx: db.PartitionTransaction) -> str:
+        recorded = recorded_upstream_loads(tx.previous["source_objects"] if tx.previous else [])
+        return upstream_change(recorded, self.upstream_loads(tx))
+
+    def changed_sources(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> set[Any]:
+        """The dates whose upstream partitions were reloaded since (their load ids differ from the recorded
+        ones, one query), or are stale themselves (asked of the upstream task in the same mode: transitively)."""
+        wanted = {value: self.upstream_partitions(value) for value, _ in recorded}
+        upstream = self.upstream_task()
+        with db.connect(database_settings()) as conn:
+            found = db.marker_sources(conn, upstream.marker_table, [p for ps in wanted.values() for p in ps])
+        changed = {value for value, sources in recorded
+                   if any(p not in found for p in wanted[value]) or upstream_change(
+                       recorded_upstream_loads(sources), {str(p[0]): found[p].load_id for p in wanted[value]})}
+        rest = [value for value, _ in recorded if value not in changed]
+        values = {value: self.upstream.partition_values_of_date(value) for value in rest}
+        stale = upstream.stale_values([v for vs in values.values() for v in vs]) if rest else set()
+        return changed | {value for value, vs in values.items() if stale.intersection(vs)}
 
     def write_partition(self, tx: db.PartitionTransaction) -> None:
         source = self.upstream_task()
         settings = load_settings()
+        loads = self.upstream_loads(tx)
         db.delete_partition(tx, self.date_column)
         with temp_download(settings.temp_directory) as tmp:
             with db.read_partition(tx, source.day_key, source.date_column, self.source_columns,
@@ -636,7 +752,7 @@ class TransformPartition(PartitionTask):
             tmp.seek(0)
             statement = q.copy_from_stdin(tx.target, self.target_columns, q.CsvFormat(header=False))
             copied = db.copy_stream(tx, statement, tmp, f"{self.task_family}({self.date})", settings.copy_buffer)
-        tx.add({"upstream": str(source.partition_key), "rows_read": rows.read}, copied, size)
+        tx.add({"upstream": str(source.partition_key), "rows_read": rows.read, UPSTREAM_LOADS: loads}, copied, size)
         if tx.rows:
             self.check_rows(tx)
 
@@ -673,9 +789,10 @@ class SqlTransformPartition(TransformPartition):
                                         self.source_columns, key.columns, self.declared_query())
         params = {**self.query_parameters(), "date": tx.date,
                   **{q.scope_placeholder(column): value for column, value in key.scope}}
+        loads = self.upstream_loads(tx)
         db.delete_partition(tx, self.date_column)
         inserted = db.insert_from_query(tx, statement, params)
-        tx.add({"upstream": str(key), "query": True}, inserted, 0)
+        tx.add({"upstream": str(key), "query": True, UPSTREAM_LOADS: loads}, inserted, 0)
         if tx.rows:
             self.check_rows(tx)
 

@@ -256,6 +256,38 @@ def test_backfill_never_exits_0_with_dates_missing(stack, tmp_path):
     assert sorted(table_counts(stack)) == [D(2019, 2, d) for d in range(1, 5)]
 
 
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_backfill_reload_changed_reloads_exactly_the_dates_whose_files_changed(stack, tmp_path):
+    """Cron's `--days-back 3 --reload-changed` through the real command: a file that arrived after its date
+    was loaded is left out without the flag (exit 0, as before) and loaded with it, that date alone."""
+    from luigi_pipelines.sample import csv_bytes, transaction_lines
+
+    expected = seed_days(stack, D(2019, 2, 6), 3, rows=3, parts=1)
+    cfg = stack.write_config(tmp_path / "cron.cfg")
+    window = ["--days-back", "3", "--now", "2019-02-09T02:15:00Z", "--local-scheduler"]
+    assert _run_backfill(stack, cfg, ROOT, *window).returncode == 0
+    assert table_counts(stack) == expected
+    loaded = stack.markers(f"{stack.schema}.transaction")
+
+    stack.put("transactions/2019-02-07/late.csv", csv_bytes(transaction_lines(D(2019, 2, 7), 10**6, 4)))
+    plain = _run_backfill(stack, cfg, ROOT, *window)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert table_counts(stack) == expected and stack.markers(f"{stack.schema}.transaction") == loaded
+
+    changed = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert """--of-params '{"reload_changed": true}'""" in changed.stderr
+    assert table_counts(stack) == {**expected, D(2019, 2, 7): expected[D(2019, 2, 7)] + 4}
+    markers = stack.markers(f"{stack.schema}.transaction")
+    assert {d: m for d, m in markers.items() if d != D(2019, 2, 7)} == \
+        {d: m for d, m in loaded.items() if d != D(2019, 2, 7)}  # the other dates: untouched
+    assert "transactions/2019-02-07/late.csv" in [s["key"] for s in markers[D(2019, 2, 7)][2]]
+
+    again = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
+    assert again.returncode == 0 and stack.markers(f"{stack.schema}.transaction") == markers  # fresh: a no-op
+
+
 def test_dry_run_prints_the_luigi_command(capsys):
     assert cli_main(["backfill", "--days-back", "2", "--now", "2019-03-10T05:00:00Z", "--dry-run",
                      "--local-scheduler"]) == 0

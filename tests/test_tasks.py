@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import gzip
 
 import psycopg2
@@ -404,3 +405,88 @@ def test_only_conventional_keys_is_missing_data_and_skip_keys_can_take_them(stac
     assert run_task(make_task()(date=D1)).status == LuigiStatusCode.MISSING_EXT
     assert run_task(make_task(skip_keys=("_SUCCESS",))(date=D1)).status == SUCCESS
     assert loaded_keys(stack) == ["d/2019-02-01/_temporary/0/_part.csv"]
+
+
+# -- reload_changed: a loaded date whose S3 objects changed since --------------------------------------
+
+def _change_sources(stack, change: str) -> list[int]:
+    """Change D1's objects after its load (a.csv: ids 1, 2; b.csv: id 3); the ids a reload must give."""
+    if change == "added":
+        stack.put("d/2019-02-01/c.csv", csv("4,2019-02-01,late"))
+        return [1, 2, 3, 4]
+    if change == "replaced":  # same key, other bytes
+        stack.put("d/2019-02-01/b.csv", csv("3,2019-02-01,fixed", "5,2019-02-01,fixed"))
+        return [1, 2, 3, 5]
+    stack.s3_client.delete_object(Bucket=stack.bucket, Key="d/2019-02-01/b.csv")
+    return [1, 2]
+
+
+def in_mode(cls, dates):
+    """``bulk_complete`` in the mode, as ``RangeDaily --of-params '{"reload_changed": true}'`` calls it."""
+    return cls.bulk_complete.__func__(functools.partial(cls, reload_changed=True), dates)
+
+
+def _loaded_ids(stack) -> list[int]:
+    return [r[0] for r in stack.query(f"SELECT id FROM {stack.schema}.t ORDER BY id")]
+
+
+@pytest.mark.parametrize("change", ["added", "replaced", "removed"])
+def test_changed_sources_are_a_noop_without_the_mode_and_reloaded_with_it(stack, make_task, counting, change):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x", "2,2019-02-01,y"))
+    stack.put("d/2019-02-01/b.csv", csv("3,2019-02-01,z"))
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    fresh = cls(date=D1, reload_changed=True)
+    assert fresh.complete() and in_mode(cls, [D1]) == [D1]
+    before, copies = stack.markers(f"{stack.schema}.t"), counting["cursor"].copies
+    expected = _change_sources(stack, change)
+
+    assert cls(date=D1).complete()  # without the mode: done, as before
+    assert run_task(cls(date=D1)).status == SUCCESS
+    assert counting["cursor"].copies == copies and _loaded_ids(stack) == [1, 2, 3]
+    assert stack.markers(f"{stack.schema}.t") == before
+
+    stale = cls(date=D1, reload_changed=True)
+    assert not stale.complete()
+    assert in_mode(cls, [D1]) == []
+    assert run_task(stale).status == SUCCESS
+    assert _loaded_ids(stack) == expected
+    listed = stack.s3_client.list_objects_v2(Bucket=stack.bucket, Prefix="d/2019-02-01/")["Contents"]
+    assert sorted((s["key"], s["size"], s["etag"]) for s in stack.markers(f"{stack.schema}.t")[D1][2]) == \
+        sorted((o["Key"], o["Size"], o["ETag"].strip('"')) for o in listed)
+    assert stack.markers(f"{stack.schema}.t")[D1][0] == len(expected)
+    assert stale.complete()  # the new marker matches S3: fresh again
+
+
+def test_a_fresh_partition_in_the_mode_downloads_nothing(stack, make_task, counting, monkeypatch):
+    """Not stale: complete() and run() only list; no GET, no DELETE, no COPY."""
+    from luigi_pipelines.s3 import S3Client
+
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    downloads: list[str] = []
+    monkeypatch.setattr(S3Client, "download", lambda self, obj, *a, **k: downloads.append(obj.key))
+    statements = len(counting["cursor"].executed)
+    task = cls(date=D1, reload_changed=True)
+    assert task.complete()
+    task.run()  # as if scheduled: the check under the lock finds it fresh
+    new = counting["cursor"].executed[statements:]
+    assert not any(s.startswith(("DELETE", "COPY", "INSERT")) for s in new)
+    assert downloads == []
+
+
+def test_two_runs_that_both_saw_it_stale_reload_it_once(stack, make_task, counting):
+    """The check is made again under the lock: the second run finds the first's new marker matching S3."""
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    stack.put("d/2019-02-01/b.csv", csv("2,2019-02-01,late"))
+    first, second = cls(date=D1, reload_changed=True), cls(date=D1, reload_changed=True, max_bad_rows=1)
+    assert first is not second and not first.complete() and not second.complete()  # both scheduled it
+    first.run()
+    after_first = stack.markers(f"{stack.schema}.t")
+    statements = len(counting["cursor"].executed)
+    second.run()
+    assert not any(s.startswith(("DELETE", "COPY", "INSERT")) for s in counting["cursor"].executed[statements:])
+    assert stack.markers(f"{stack.schema}.t") == after_first and _loaded_ids(stack) == [1, 2]

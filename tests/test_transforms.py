@@ -46,7 +46,8 @@ def test_summarize_transactions_end_to_end(stack):
     assert got == expected and len(got) > 10
     marker = stack.markers(f"{stack.schema}.totals")[D1]
     assert marker[0] == len(got)
-    assert marker[2] == [{"upstream": f"{stack.schema}.transaction", "rows_read": len(lines)}]
+    assert marker[2] == [{"upstream": f"{stack.schema}.transaction", "rows_read": len(lines), "upstream_loads": {
+        f"{stack.schema}.transaction": _marker(stack, f"{stack.schema}.transaction")["load_id"]}}]
 
     before = stack.markers(f"{stack.schema}.totals")
     assert run_task(SummarizeTransactions(date=D1)).status == LuigiStatusCode.SUCCESS
@@ -102,7 +103,8 @@ def test_transform_reads_the_upstream_partition_in_batches_and_streams_its_resul
     got = stack.query(f"SELECT day, id, v FROM {stack.schema}.derived ORDER BY id")
     assert got == [(D1, i, f"V{i}") for i in sorted(range(n))]  # 2019-02-02's row is not read
     marker = stack.markers(f"{stack.schema}.derived")[D1]
-    assert marker[0] == n and marker[2] == [{"upstream": f"{stack.schema}.t", "rows_read": n}]
+    loads = {f"{stack.schema}.t": _marker(stack, f"{stack.schema}.t")["load_id"]}
+    assert marker[0] == n and marker[2] == [{"upstream": f"{stack.schema}.t", "rows_read": n, "upstream_loads": loads}]
     assert stack.temp_files() == []
 
 
@@ -171,7 +173,8 @@ def test_sql_transform_equals_the_python_one_and_reads_only_its_scope(stack, mak
     assert got == stack.query(f"SELECT * FROM {stack.schema}.sums_py ORDER BY v")
     key = f"{stack.schema}.t/region=eu"
     marker = stack.markers(f"{stack.schema}.sums_sql")[D1]
-    assert marker[0] == 2 and marker[2] == [{"upstream": key, "query": True}]
+    assert marker[0] == 2 and marker[2] == [{"upstream": key, "query": True,
+                                             "upstream_loads": {key: _marker(stack, key)["load_id"]}}]
     before = stack.markers(f"{stack.schema}.sums_sql")
     assert run_task(in_sql(date=D1)).status == LuigiStatusCode.SUCCESS
     assert stack.markers(f"{stack.schema}.sums_sql") == before  # rerun: a no-op
@@ -214,3 +217,76 @@ def test_sql_transform_rows_of_another_date_roll_back(stack, make_task):
         task(date=D1).run()
     assert stack.query(f"SELECT count(*) FROM {stack.schema}.derived") == [(0,)]
     assert stack.markers(f"{stack.schema}.derived") == {}
+
+
+def _marker(stack, table: str, date=D1) -> dict:
+    """The marker row's load id, times and sources of ``table``'s partition of ``date``."""
+    rows = stack.query(f"SELECT load_id::text, started_at, finished_at, source_objects FROM "
+                       f"{stack.marker_schema}.partition_marker WHERE target_table = %s AND partition_date = %s",
+                       (table, date))
+    return dict(zip(("load_id", "started_at", "finished_at", "sources"), rows[0], strict=True)) if rows else {}
+
+
+def _copy_rows(rows, date):
+    return [(date, id_, v) for id_, v in rows]
+
+
+def _ids(stack, table: str) -> list[int]:
+    return [r[0] for r in stack.query(f"SELECT id FROM {stack.schema}.{table} ORDER BY id")]
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_reloaded_upstream_makes_the_chain_of_transforms_stale(stack, make_task):
+    """load → transform → transform. The load is reloaded (a new file); one run of the last task in the mode
+    reloads the two transforms, in order, each recording the load of its upstream that it read. A change
+    in S3 alone (nothing reloaded yet) is found through the chain and reloads all three."""
+    stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\n")
+    load = _upstream(make_task)
+    first = _transform_task(stack, load, __name__="DeriveFirst", transform=staticmethod(_copy_rows))
+    second = _transform_task(stack, first, __name__="DeriveSecond", transform=staticmethod(_copy_rows),
+                             table=f"{stack.schema}.derived2")
+    t, d1, d2 = (f"{stack.schema}.{name}" for name in ("t", "derived", "derived2"))
+    assert run_task(second(date=D1)).status == LuigiStatusCode.SUCCESS
+    assert _marker(stack, d1)["sources"][0]["upstream_loads"] == {t: _marker(stack, t)["load_id"]}
+    assert _marker(stack, d2)["sources"][0]["upstream_loads"] == {d1: _marker(stack, d1)["load_id"]}
+
+    stack.put("d/2019-02-01/b.csv", "id,day,v\n2,2019-02-01,y\n")
+    assert run_task(load(date=D1, reload_changed=True)).status == LuigiStatusCode.SUCCESS  # the load alone
+    assert _ids(stack, "t") == [1, 2] and _ids(stack, "derived2") == [1]
+    before = {table: _marker(stack, table) for table in (t, d1, d2)}
+    assert second(date=D1).complete()  # without the mode: done, as documented
+    assert run_task(second(date=D1)).status == LuigiStatusCode.SUCCESS
+    assert {table: _marker(stack, table) for table in (t, d1, d2)} == before
+
+    assert not second(date=D1, reload_changed=True).complete()
+    assert run_task(second(date=D1, reload_changed=True)).status == LuigiStatusCode.SUCCESS
+    assert _ids(stack, "derived") == _ids(stack, "derived2") == [1, 2]
+    after = {table: _marker(stack, table) for table in (t, d1, d2)}
+    assert after[t] == before[t]  # the load was current: not reloaded again
+    assert after[d1]["load_id"] != before[d1]["load_id"] and after[d2]["load_id"] != before[d2]["load_id"]
+    assert after[d1]["finished_at"] <= after[d2]["started_at"]  # in order
+    assert after[d2]["sources"][0]["upstream_loads"] == {d1: after[d1]["load_id"]}
+    assert second(date=D1, reload_changed=True).complete()
+
+    stack.put("d/2019-02-01/c.csv", "id,day,v\n3,2019-02-01,z\n")  # only S3 changed: stale through the chain
+    assert not second(date=D1, reload_changed=True).complete()
+    assert run_task(second(date=D1, reload_changed=True)).status == LuigiStatusCode.SUCCESS
+    assert _ids(stack, "t") == _ids(stack, "derived") == _ids(stack, "derived2") == [1, 2, 3]
+    last = {table: _marker(stack, table) for table in (t, d1, d2)}
+    assert last[t]["finished_at"] <= last[d1]["started_at"] and last[d1]["finished_at"] <= last[d2]["started_at"]
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_transform_marker_without_its_upstream_loads_is_stale_in_the_mode(stack, make_task):
+    """A marker written before transforms recorded their upstream loads cannot be shown fresh: the mode rewrites it."""
+    stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\n")
+    task = _transform_task(stack, _upstream(make_task), transform=staticmethod(_copy_rows))
+    assert run_task(task(date=D1)).status == LuigiStatusCode.SUCCESS
+    assert task(date=D1, reload_changed=True).complete()
+    stack.execute(f"UPDATE {stack.marker_schema}.partition_marker SET source_objects = source_objects #- "
+                  "'{0,upstream_loads}' WHERE target_table = %s", (f"{stack.schema}.derived",))
+    assert task(date=D1).complete() and not task(date=D1, reload_changed=True).complete()
+    assert run_task(task(date=D1, reload_changed=True)).status == LuigiStatusCode.SUCCESS
+    assert "upstream_loads" in _marker(stack, f"{stack.schema}.derived")["sources"][0]
