@@ -1,25 +1,31 @@
-"""Pure: the state of each date of a pipeline (loaded, failed, missing) from its marker rows, its failure rows
-and the dates its ``bulk_complete`` finds not loaded; the totals of a window and the status exit code.
+"""Pure: the state of each date of a pipeline (loaded, stale, failed, missing) from its marker rows, its failure
+rows, the dates its ``bulk_complete`` finds not loaded and, when checked, those whose sources changed since their
+load; the totals of a window and the status exit code.
 
 Nothing here reads a database or a clock: ``luigi_pipelines.status`` gathers the rows, ``views`` renders
 what this module decides.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 LOADED = "loaded"
+STALE = "stale"  # loaded, but its sources changed since (what the reload_changed mode would reload)
 FAILED = "failed"
 MISSING = "missing"
-STATES = (LOADED, FAILED, MISSING)
+STATES = (LOADED, STALE, FAILED, MISSING)
 
 # Exit codes of ``luigi-pipelines status``: the meanings they have in luigi's [retcode] table and for
 # ``backfill`` (21: dates asked for are not loaded; 30: a task failed), so one table explains both.
+# 22 (stale) sits beside 21: loaded dates that a run in the reload_changed mode would load again.
+# When several apply, the highest wins, as in luigi's [retcode].
 EXIT_ALL_LOADED = 0
 EXIT_MISSING = 21
+EXIT_STALE = 22
 EXIT_FAILED = 30
 
 
@@ -42,6 +48,7 @@ class DateState:
     failed_at: datetime.datetime | None = None
     failed_host: str | None = None
     attempts: int | None = None
+    change: str | None = None  # a stale date: how its sources changed since its load ("" when not said)
 
     @property
     def kept_previous(self) -> bool:
@@ -52,32 +59,40 @@ class DateState:
 @dataclass(frozen=True)
 class Totals:
     dates: int
-    loaded: int
+    loaded: int  # loaded and, when sources were checked, not stale
+    stale: int
     failed: int
     missing: int
     with_rejects: int  # loaded dates with rows rejected (quarantine mode)
     rejected: int
-    rows: int
+    rows: int  # in the table: of the loaded and the stale dates
     bytes: int
 
 
 @dataclass(frozen=True)
 class Calendar:
-    """One pipeline (a task class and its marker key) over the dates ``[start, stop)``."""
+    """One pipeline (a task class and its marker key) over the dates ``[start, stop)``.
+
+    ``sources_checked``: whether the loaded dates' sources were compared with their markers. When not, no
+    date is stale because none was checked, not because all are fresh.
+    """
 
     task: str
     key: str
     start: datetime.date
     stop: datetime.date
     days: tuple[DateState, ...]
+    sources_checked: bool = False
 
     @property
     def totals(self) -> Totals:
         loaded = [d for d in self.days if d.state == LOADED]
+        in_table = [d for d in self.days if d.state in (LOADED, STALE)]
         return Totals(
-            dates=len(self.days), loaded=len(loaded), failed=self.count(FAILED), missing=self.count(MISSING),
-            with_rejects=sum(1 for d in loaded if d.rejected), rejected=sum(d.rejected for d in loaded),
-            rows=sum(d.rows or 0 for d in loaded), bytes=sum(d.bytes or 0 for d in loaded))
+            dates=len(self.days), loaded=len(loaded), stale=self.count(STALE), failed=self.count(FAILED),
+            missing=self.count(MISSING), with_rejects=sum(1 for d in loaded if d.rejected),
+            rejected=sum(d.rejected for d in loaded), rows=sum(d.rows or 0 for d in in_table),
+            bytes=sum(d.bytes or 0 for d in in_table))
 
     def count(self, state: str) -> int:
         return sum(1 for d in self.days if d.state == state)
@@ -124,10 +139,20 @@ def _state(day: datetime.date, pending: bool, marker: Mapping[str, Any] | None,
     return DateState(day, state, **details)
 
 
+def with_stale(days: Iterable[DateState], changes: Mapping[datetime.date, str]) -> tuple[DateState, ...]:
+    """``days`` with each loaded date of ``changes`` (the dates whose sources changed since their load, and how)
+    made **stale**. A failed or missing date keeps its state: its last attempt, or its absence, says more."""
+    return tuple(dataclasses.replace(d, state=STALE, change=changes[d.date])
+                 if d.state == LOADED and d.date in changes else d for d in days)
+
+
 def exit_code(calendars: Sequence[Calendar]) -> int:
-    """30 if any date's last attempt failed, else 21 if any date is missing, else 0."""
+    """The highest that applies: 30 if any date's last attempt failed, 22 if any date is stale, 21 if any date
+    is missing, else 0."""
     if any(c.count(FAILED) for c in calendars):
         return EXIT_FAILED
+    if any(c.count(STALE) for c in calendars):
+        return EXIT_STALE
     if any(c.count(MISSING) for c in calendars):
         return EXIT_MISSING
     return EXIT_ALL_LOADED

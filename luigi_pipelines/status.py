@@ -1,9 +1,10 @@
 """The ``luigi-pipelines status`` command: each date's state of one or more pipelines over a window, as a
 calendar in the terminal, as JSON, or as a self-contained HTML page, with an exit code that says whether
-anything in the window is missing or failed.
+anything in the window is missing, stale or failed.
 
 It gathers rows (the marker and failure tables, and the task's ``bulk_complete`` through
-``backfill.incomplete``, the one check of what is loaded); ``states`` decides, ``views`` renders.
+``backfill.incomplete``, the one check of what is loaded; with ``--check-sources``, the task's
+``stale_changes``, the check of the ``reload_changed`` mode); ``states`` decides, ``views`` renders.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from . import backfill, db, views
 from .config import database_settings, load_settings
 from .partitions import date_range
-from .states import Calendar, date_states, exit_code
+from .states import LOADED, Calendar, date_states, exit_code, with_stale
 
 UTC = datetime.timezone.utc
 
@@ -31,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     when.add_argument("--start", type=datetime.date.fromisoformat, help="first date (inclusive)")
     when.add_argument("--stop", type=datetime.date.fromisoformat, help="date after the last one (default: today, UTC)")
     when.add_argument("--now", type=backfill.parse_now, help="the clock: epoch seconds or ISO time (default: real clock)")
+    parser.add_argument("--check-sources", action="store_true",
+                        help="also compare each loaded date's sources with its marker, as the reload_changed mode does "
+                        "(a load: one S3 listing per loaded date; a transform: its upstream markers), and show a date "
+                        "whose sources changed as stale (exit 22); without it stale is not checked")
     out = parser.add_argument_group("output (default: the calendar on stdout)")
     out.add_argument("--json", action="store_true", help="print JSON instead of the calendar")
     out.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML page to FILE")
@@ -49,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
     if window is None:
         print("luigi-pipelines status: nothing on record yet; give --start (and --stop) or --days-back", file=sys.stderr)
         return 0
-    calendars = [calendar_of(args.module, task, *window) for task in tasks]
+    calendars = [calendar_of(args.module, task, *window, check_sources=args.check_sources) for task in tasks]
     code = exit_code(calendars)
     if args.json:
         print(json.dumps(views.as_json(calendars, code), indent=2))
@@ -61,16 +66,22 @@ def main(args: argparse.Namespace) -> int:
     return code
 
 
-def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.date) -> Calendar:
-    """The states of ``module.task``'s dates in ``[start, stop)``: one query per table, plus ``bulk_complete``."""
-    probe = backfill.task_class(module, task)(date=start)
+def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.date,
+                check_sources: bool = False) -> Calendar:
+    """The states of ``module.task``'s dates in ``[start, stop)``: one query per table, plus ``bulk_complete``;
+    with ``check_sources``, the loaded dates whose sources changed since are stale (``stale_changes``)."""
+    probe = backfill.task_class(module, task)(date=start, reload_changed=check_sources)
     key, failures = probe.partition_key, load_settings().failures
     with db.connect(database_settings()) as conn:
         markers = db.marker_window(conn, probe.marker_table, key, start, stop)
         failed = db.failures_window(conn, failures, key, start, stop)
     dates = date_range(start, stop)
     not_loaded = backfill.incomplete(module, task, dates)  # what backfill would load: the same one query
-    return Calendar(task, str(key), start, stop, date_states(dates, not_loaded, markers, failed))
+    days = date_states(dates, not_loaded, markers, failed)
+    if check_sources:
+        loaded = [d.date for d in days if d.state == LOADED]
+        days = with_stale(days, probe.stale_changes(loaded) if loaded else {})
+    return Calendar(task, str(key), start, stop, days, sources_checked=check_sources)
 
 
 def _window(args: argparse.Namespace, now: datetime.datetime,

@@ -222,17 +222,25 @@ class PartitionTask(luigi.Task):
     def stale_values(self, values: Sequence[Any]) -> set[Any]:
         """Those of ``values`` (partitions of this task that have a marker) whose sources changed since their
         marker was written, or whose marker is gone: one marker query, then ``changed_sources``."""
+        return set(self.stale_changes(values))
+
+    def stale_changes(self, values: Sequence[Any]) -> dict[Any, str]:
+        """``stale_values`` with how each one changed (``source_changes``): what ``status --check-sources`` shows."""
         partitions = self.partitions_of(values)
         with db.connect(database_settings()) as conn:
             recorded = db.marker_sources(conn, self.marker_table, partitions)
-        gone = {v for v, p in zip(values, partitions, strict=True) if p not in recorded}
+        gone = {v: "its marker is gone" for v, p in zip(values, partitions, strict=True) if p not in recorded}
         present = [(v, recorded[p].sources) for v, p in zip(values, partitions, strict=True) if p in recorded]
-        return gone | (self.changed_sources(present) if present else set())
+        return gone | (self.source_changes(present) if present else {})
 
     def changed_sources(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> set[Any]:
         """Of (value, the marker's ``source_objects``) pairs, the values whose sources differ now. Here none:
         a task that cannot tell (a plain ``PartitionTask``) is never stale."""
         return set()
+
+    def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
+        """``changed_sources`` with how each value's sources changed, where the task can say (else ``""``)."""
+        return dict.fromkeys(self.changed_sources(recorded), "")
 
     def source_change(self, tx: db.PartitionTransaction) -> str:
         """How the partition's sources differ from ``tx.previous`` (the marker), checked inside ``tx``; ``""`` if
@@ -551,9 +559,14 @@ class LoadPartition(PartitionTask):
     def changed_sources(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> set[Any]:
         """The dates whose listing (what the load would load now) differs from the marker's objects: one
         paginated listing per date."""
+        return set(self.source_changes(recorded))
+
+    def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
+        """``changed_sources`` with each change, e.g. ``"1 added (d/b.csv)"`` (``manifests.objects_change``)."""
         s3 = self.s3_client()
-        return {value for value, sources in recorded
-                if objects_change(sources, [o.as_marker() for o in self.of_value(value).data_objects(s3)])}
+        changes = {value: objects_change(sources, [o.as_marker() for o in self.of_value(value).data_objects(s3)])
+                   for value, sources in recorded}
+        return {value: change for value, change in changes.items() if change}
 
     def of_value(self, value: Any) -> LoadPartition:
         """This task for another partition value (same declarations and parameters)."""
@@ -737,6 +750,9 @@ class TransformPartition(PartitionTask):
         values = {value: self.upstream.partition_values_of_date(value) for value in rest}
         stale = upstream.stale_values([v for vs in values.values() for v in vs]) if rest else set()
         return changed | {value for value, vs in values.items() if stale.intersection(vs)}
+
+    def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
+        return dict.fromkeys(self.changed_sources(recorded), "an upstream partition was reloaded since, or is stale")
 
     def write_partition(self, tx: db.PartitionTransaction) -> None:
         source = self.upstream_task()

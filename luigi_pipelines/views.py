@@ -13,20 +13,29 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .states import FAILED, LOADED, MISSING, Calendar, DateState
+from .states import FAILED, LOADED, MISSING, STALE, Calendar, DateState
 
 _MIB = 1024 * 1024
 # (mark, ANSI colour) per state; a loaded date with rejected rows has its own mark
-_MARKS = {LOADED: ("#", "32"), "rejects": ("R", "33"), FAILED: ("X", "1;31"), MISSING: (".", "2")}
-_LEGEND = ((LOADED, "loaded"), ("rejects", "loaded, rows rejected"), (FAILED, "failed (last attempt)"),
-           (MISSING, "missing (no data yet, or not loaded)"))
+_MARKS = {LOADED: ("#", "32"), "rejects": ("R", "33"), STALE: ("S", "35"), FAILED: ("X", "1;31"),
+          MISSING: (".", "2")}
+_LEGEND = ((LOADED, "loaded"), ("rejects", "loaded, rows rejected"), (STALE, "stale (sources changed since the load)"),
+           (FAILED, "failed (last attempt)"), (MISSING, "missing (no data yet, or not loaded)"))
+# without --check-sources no date is stale because none was checked: the legend says so
+_NOT_CHECKED = "stale not checked (--check-sources)"
 _KEPT = "green edge: a reload failed, the previous load is kept"
-EXIT_MEANINGS = {0: "every date is loaded", 21: "dates are missing", 30: "a date's last attempt failed"}
+EXIT_MEANINGS = {0: "every date is loaded", 21: "dates are missing", 22: "loaded dates are stale (sources changed)",
+                 30: "a date's last attempt failed"}
 
 
 def kind(day: DateState) -> str:
     """The state as shown: ``rejects`` for a loaded date with rows rejected, else the state."""
     return "rejects" if day.state == LOADED and day.rejected else day.state
+
+
+def legend(cal: Calendar) -> tuple[tuple[str, str], ...]:
+    """(kind, label) of each mark; the stale one says when the sources were not checked."""
+    return tuple((k, _NOT_CHECKED if k == STALE and not cal.sources_checked else label) for k, label in _LEGEND)
 
 
 # -- terminal -----------------------------------------------------------------------------------------------
@@ -46,7 +55,7 @@ def _text_one(cal: Calendar, color: bool, listed: int) -> str:
         marks = [_mark(by_date.get(datetime.date(year, month, n)), color)
                  for n in range(1, calendar.monthrange(year, month)[1] + 1)]
         lines.append(f"{year}-{month:02d}  " + "".join(marks).rstrip())
-    lines.append("  " + "   ".join(f"{_paint(_MARKS[k][0], _MARKS[k][1], color)} {label}" for k, label in _LEGEND))
+    lines.append("  " + "   ".join(f"{_paint(_MARKS[k][0], _MARKS[k][1], color)} {label}" for k, label in legend(cal)))
     lines.append("  " + _totals_line(cal))
     lines += _problem_lines(cal, listed)
     return "\n".join(lines)
@@ -74,7 +83,8 @@ def _paint(mark: str, code: str, color: bool) -> str:
 def _totals_line(cal: Calendar) -> str:
     t = cal.totals
     rejects = f" ({t.with_rejects} with {t.rejected:,} rows rejected)" if t.with_rejects else ""
-    return (f"{t.dates} dates: {t.loaded} loaded{rejects}, {t.failed} failed, {t.missing} missing; "
+    stale = f", {t.stale} stale" if cal.sources_checked else ""
+    return (f"{t.dates} dates: {t.loaded} loaded{rejects}{stale}, {t.failed} failed, {t.missing} missing; "
             f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB loaded")
 
 
@@ -90,6 +100,11 @@ def _problem_lines(cal: Calendar, listed: int) -> list[str]:
             lines.append(f"          object: {day.s3_key}")
     if len(failed) > listed:
         lines.append(f"  ... and {len(failed) - listed} more failed dates (--json or --html lists them all)")
+    stale = cal.of(STALE)
+    lines += [f"  stale   {day.date}  {_short(day.change or 'sources changed since the load', 200)}"
+              for day in stale[:listed]]
+    if len(stale) > listed:
+        lines.append(f"  ... and {len(stale) - listed} more stale dates (--json or --html lists them all)")
     missing = cal.of(MISSING)
     if missing:
         shown = ", ".join(d.date.isoformat() for d in missing[:listed]) + (" ..." if len(missing) > listed else "")
@@ -121,15 +136,22 @@ def as_json(calendars: Sequence[Calendar], code: int) -> dict[str, Any]:
         "meaning": EXIT_MEANINGS.get(code, ""),
         "pipelines": [{
             "task": c.task, "key": c.key, "start": c.start.isoformat(), "stop": c.stop.isoformat(),
-            "totals": dataclasses.asdict(c.totals), "dates": [_date_json(d) for d in c.days],
+            "sources_checked": c.sources_checked, "totals": _totals_json(c), "dates": [_date_json(d) for d in c.days],
         } for c in calendars],
     }
+
+
+def _totals_json(cal: Calendar) -> dict[str, Any]:
+    totals = dataclasses.asdict(cal.totals)
+    if not cal.sources_checked:
+        totals["stale"] = None  # not checked: unknown, not zero
+    return totals
 
 
 def _date_json(day: DateState) -> dict[str, Any]:
     out: dict[str, Any] = {"date": day.date.isoformat(), "state": day.state, "rejected": day.rejected}
     for name in ("rows", "bytes", "objects", "seconds", "host", "error_class", "error", "s3_key", "failed_host",
-                 "attempts"):
+                 "attempts", "change"):
         value = getattr(day, name)
         if value is not None:
             out[name] = value
@@ -160,21 +182,27 @@ def page(calendars: Sequence[Calendar], code: int, generated_at: datetime.dateti
 def _section(n: int, cal: Calendar) -> str:
     by_date = {d.date: d for d in cal.days}
     months = "\n".join(_month_table(year, month, by_date) for year, month in _months(cal.start, cal.stop))
-    legend = "".join(f'<span class="key"><span class="swatch {k}"></span>{html.escape(label)}</span>'
-                     for k, label in _LEGEND)
+    keys = "".join(f'<span class="key"><span class="swatch {k}"></span>{html.escape(label)}</span>'
+                   for k, label in legend(cal))
     if any(d.kept_previous for d in cal.days):
-        legend += f'<span class="key"><span class="swatch failed kept"></span>{html.escape(_KEPT)}</span>'
+        keys += f'<span class="key"><span class="swatch failed kept"></span>{html.escape(_KEPT)}</span>'
+    return (f'<section class="pipeline" data-pipeline="{n}" data-task="{html.escape(cal.task)}">'
+            f'<h2>{html.escape(cal.task)} <small>{html.escape(cal.key)}, [{cal.start}, {cal.stop})</small></h2>'
+            f'<p class="totals">{html.escape(_totals_line(cal))}</p><p class="legend">{keys}</p>'
+            f'<div class="months">{months}</div>'
+            f'<div class="detail" id="detail-{n}" aria-live="polite">Select a date for its details.</div>'
+            f'{_html_lists(cal)}</section>')
 
+
+def _html_lists(cal: Calendar) -> str:
+    """The failed dates with their errors, the stale ones with what changed."""
     failed = "".join(
         f'<li><b>{d.date}</b> {html.escape(d.error_class or "")}: {html.escape(d.error or "")}'
         f'{" (the previous load is kept)" if d.kept_previous else ""}</li>' for d in cal.of(FAILED))
-    failed_list = f'<h3>Failed</h3><ul class="failures">{failed}</ul>' if failed else ""
-    return (f'<section class="pipeline" data-pipeline="{n}" data-task="{html.escape(cal.task)}">'
-            f'<h2>{html.escape(cal.task)} <small>{html.escape(cal.key)}, [{cal.start}, {cal.stop})</small></h2>'
-            f'<p class="totals">{html.escape(_totals_line(cal))}</p><p class="legend">{legend}</p>'
-            f'<div class="months">{months}</div>'
-            f'<div class="detail" id="detail-{n}" aria-live="polite">Select a date for its details.</div>'
-            f'{failed_list}</section>')
+    stale = "".join(f'<li><b>{d.date}</b> {html.escape(d.change or "sources changed since the load")}</li>'
+                    for d in cal.of(STALE))
+    return ((f'<h3>Failed</h3><ul class="failures">{failed}</ul>' if failed else "") +
+            (f'<h3>Stale</h3><ul class="stale-dates">{stale}</ul>' if stale else ""))
 
 
 def _month_table(year: int, month: int, by_date: dict[datetime.date, DateState]) -> str:
@@ -211,6 +239,8 @@ def tooltip(day: DateState) -> str:
         lines.append(f"failed {_when(day.failed_at)} on {day.failed_host} ({day.attempts} attempt{_s(day.attempts)})")
         if day.kept_previous:
             lines.append("the previous load is kept")
+    if day.state == STALE:
+        lines.append(f"stale: sources changed since the load: {_short(day.change or '', 200)}".rstrip(": "))
     if day.state == MISSING:
         lines.append("not loaded: no data yet, or not run")
     return "\n".join(lines)
@@ -232,7 +262,7 @@ td.day { cursor: pointer; } td.day:focus, td.day.selected { outline: 2px solid #
 td.out { color: #c0c6d0; }
 .loaded { background: #2e9e5b; color: #fff; } .rejects { background: #e0a526; color: #1d2330; }
 .failed { background: #d64541; color: #fff; } .failed.kept { box-shadow: inset 0 -5px 0 #2e9e5b; }
-.missing { background: #e4e7ec; color: #5b6475; }
+.missing { background: #e4e7ec; color: #5b6475; } .stale { background: #7d4cc2; color: #fff; }
 ul.failures { padding-left: 18px; }
 .detail { border: 1px solid #d5d9e0; border-radius: 4px; padding: 8px 12px; max-width: 720px;
   white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 12px; }
@@ -257,6 +287,7 @@ _JS = """
       lines.push("failed: " + day.failed_at + " on " + day.failed_host + ", attempts: " + day.attempts);
       if (day.kept_previous) { lines.push("the previous load is kept"); }
     }
+    if (day.state === "stale") { lines.push("stale: sources changed since the load: " + day.change); }
     if (day.state === "missing") { lines.push("not loaded: no data yet, or not run"); }
     panel.textContent = lines.join("\\n");
     panel.setAttribute("data-date", day.date);
@@ -267,10 +298,11 @@ _JS = """
     cell.addEventListener("click", function () { show(cell); });
     cell.addEventListener("focus", function () { show(cell); });
   });
-  // open on the latest failed date, else the latest missing one, else the latest date
+  // open on the latest failed date, else the latest stale one, else the latest missing one, else the latest date
   document.querySelectorAll("section.pipeline").forEach(function (section) {
     var pick = function (sel) { var c = section.querySelectorAll(sel); return c.length ? c[c.length - 1] : null; };
-    var cell = pick('td[data-state="failed"]') || pick('td[data-state="missing"]') || pick("td.day");
+    var cell = pick('td[data-state="failed"]') || pick('td[data-state="stale"]') || pick('td[data-state="missing"]') ||
+               pick("td.day");
     if (cell) { show(cell); }
   });
 })();

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from luigi_pipelines import states, views
-from luigi_pipelines.states import FAILED, LOADED, MISSING, Calendar, date_states
+from luigi_pipelines.states import FAILED, LOADED, MISSING, STALE, Calendar, date_states, with_stale
 
 D = datetime.date
 UTC = datetime.timezone.utc
@@ -61,8 +61,8 @@ def test_not_loaded_decides_over_the_marker_rows():
 
 def test_totals_and_exit_codes():
     cal = calendar_of()
-    assert cal.totals == states.Totals(dates=7, loaded=3, failed=2, missing=2, with_rejects=1, rejected=3, rows=300,
-                                       bytes=9 * 2**20)
+    assert cal.totals == states.Totals(dates=7, loaded=3, stale=0, failed=2, missing=2, with_rejects=1, rejected=3,
+                                       rows=300, bytes=9 * 2**20)
     assert states.exit_code([cal]) == states.EXIT_FAILED == 30
     assert states.exit_code([calendar_of(failures=[])]) == states.EXIT_MISSING == 21
     loaded = calendar_of(dates=DATES[:2], failures=[])
@@ -130,3 +130,56 @@ def test_rejects_have_their_own_mark(rejected, mark):
     cal = Calendar("T", "k", D(2019, 2, 1), D(2019, 2, 2),
                    date_states([D(2019, 2, 1)], [], [marker(D(2019, 2, 1), rejected=rejected)], []))
     assert views.text([cal]).splitlines()[3] == f"2019-02  {mark}"
+
+
+CHANGED = {D(2019, 2, 1): "1 added (t/2019-02-01/b.csv)", D(2019, 2, 4): "1 removed (t/2019-02-04/a.csv)",
+           D(2019, 2, 6): "1 replaced (t/2019-02-06/a.csv)"}
+
+
+def checked(changes=CHANGED, **overrides) -> Calendar:
+    cal = calendar_of(**overrides)
+    return Calendar(cal.task, cal.key, cal.start, cal.stop, with_stale(cal.days, changes), sources_checked=True)
+
+
+def test_a_loaded_date_whose_sources_changed_is_stale_and_the_others_keep_their_state():
+    days = {d.date.day: d for d in checked().days}
+    assert {n: d.state for n, d in days.items()} == {
+        1: STALE, 2: LOADED, 3: FAILED, 4: FAILED, 5: LOADED, 6: MISSING, 7: MISSING}
+    assert days[1].change == "1 added (t/2019-02-01/b.csv)" and days[1].rows == 100  # still in the table
+    assert days[4].change is None and days[2].change is None  # a failed reload says more than its sources
+    totals = checked().totals
+    assert (totals.loaded, totals.stale, totals.rows) == (2, 1, 300)  # its rows are in the table: counted
+
+
+def test_exit_code_stale_is_22_between_missing_and_failed():
+    assert states.exit_code([checked(failures=[], not_loaded=[])]) == states.EXIT_STALE == 22
+    assert states.exit_code([checked(failures=[])]) == 22  # stale and missing: the higher, stale
+    assert states.exit_code([checked()]) == 30  # and failed: failed
+    assert states.exit_code([checked(changes={}, failures=[], not_loaded=[])]) == 0
+
+
+def test_stale_in_the_terminal_json_and_page_and_not_checked_is_said():
+    cal = checked(failures=[], not_loaded=[])
+    lines = views.text([cal]).splitlines()
+    assert lines[3] == "2019-02  SR#S#S#"
+    assert "S stale (sources changed since the load)" in lines[4]
+    assert lines[5].startswith("  7 dates: 4 loaded (1 with 3 rows rejected), 3 stale, 0 failed, 0 missing; ")
+    assert lines[6:] == ["  stale   2019-02-01  1 added (t/2019-02-01/b.csv)",
+                         "  stale   2019-02-04  1 removed (t/2019-02-04/a.csv)",
+                         "  stale   2019-02-06  1 replaced (t/2019-02-06/a.csv)"]
+    assert "\x1b[35mS\x1b[0m" in views.text([cal], color=True)
+    unchecked = views.text([calendar_of(failures=[], not_loaded=[])]).splitlines()
+    assert unchecked[3] == "2019-02  #R#####" and "S stale not checked (--check-sources)" in unchecked[4]
+    assert " stale" not in unchecked[5]  # no count of what was not checked
+
+    out = views.as_json([cal], 22)
+    [pipeline] = out["pipelines"]
+    assert out["meaning"] == "loaded dates are stale (sources changed)" and pipeline["sources_checked"] is True
+    assert pipeline["dates"][0] == pipeline["dates"][0] | {"state": "stale", "change": "1 added (t/2019-02-01/b.csv)"}
+    assert pipeline["totals"]["stale"] == 3
+    [plain] = views.as_json([calendar_of()], 30)["pipelines"]
+    assert plain["sources_checked"] is False and plain["totals"]["stale"] is None  # unknown, not 0
+
+    page = views.page([cal], 22, datetime.datetime(2019, 3, 2, tzinfo=UTC))
+    assert page.count('<td class="day stale"') == 3 and "stale: sources changed since the load: 1 added" in page
+    assert "<h3>Stale</h3>" in page and "exit code 22: loaded dates are stale" in page

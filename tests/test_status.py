@@ -1,5 +1,6 @@
 """``luigi-pipelines status`` against the real PostgreSQL and S3: a calendar of loaded, failed and missing dates
-(and rows rejected), the same missing dates as ``backfill``'s check, JSON, and the HTML page in a real browser."""
+(and rows rejected), the same missing dates as ``backfill``'s check, stale dates with ``--check-sources``, JSON,
+and the HTML page in a real browser."""
 from __future__ import annotations
 
 import datetime
@@ -22,6 +23,8 @@ D = datetime.date
 MODULE = "luigi_pipelines.pipelines.transactions"
 WINDOW = ["--start", "2019-02-01", "--stop", "2019-02-09"]
 FAILED_RED, LOADED_GREEN, REJECTS_AMBER = (0xD6, 0x45, 0x41), (0x2E, 0x9E, 0x5B), (0xE0, 0xA5, 0x26)
+STALE_PURPLE = (0x7D, 0x4C, 0xC2)
+STALE_KEY = "transactions/2019-02-03/part-0000.csv"
 
 
 def bad_object(day: D, bad_lines: int) -> bytes:
@@ -34,13 +37,15 @@ def bad_object(day: D, bad_lines: int) -> bytes:
 
 @pytest.fixture
 def seeded(stack, tmp_path) -> Path:
-    """Feb 1-3 loaded; Feb 4 loaded, then a --force reload failed (kept); Feb 5 failed; Feb 6 loaded with 2 rows
-    rejected; Feb 7-8 no data. Returns a config file for child processes."""
+    """Feb 1-3 loaded (Feb 3's file then replaced: stale, seen with --check-sources only); Feb 4 loaded, then a
+    --force reload failed (kept); Feb 5 failed; Feb 6 loaded with 2 rows rejected; Feb 7-8 no data. Returns a
+    config file for child processes."""
     from luigi_pipelines.pipelines.transactions import LoadTransactions
 
     seed_bucket(stack.s3.endpoint_url, stack.s3.env, bucket=stack.bucket, start=D(2019, 2, 1), days=4)
     for day in (D(2019, 2, 1), D(2019, 2, 2), D(2019, 2, 3), D(2019, 2, 4)):
         assert run_task(LoadTransactions(date=day)).status == LuigiStatusCode.SUCCESS
+    stack.put(STALE_KEY, csv_bytes(transaction_lines(D(2019, 2, 3), 920_000_000, 9)))
     stack.put("transactions/2019-02-04/part-0003.csv", bad_object(D(2019, 2, 4), 1))
     assert run_task(LoadTransactions(date=D(2019, 2, 4), force=True)).status == LuigiStatusCode.FAILED
     stack.put("transactions/2019-02-05/part-0000.csv", bad_object(D(2019, 2, 5), 1))
@@ -95,7 +100,9 @@ def test_json_agrees_with_the_backfill_check(stack, seeded):
 
 
 def test_exit_codes_and_the_default_window(stack, seeded):
-    assert status(stack, seeded, "--start", "2019-02-01", "--stop", "2019-02-04").returncode == 0
+    assert status(stack, seeded, "--start", "2019-02-01", "--stop", "2019-02-04").returncode == 0  # unchecked
+    assert status(stack, seeded, "--start", "2019-02-01", "--stop", "2019-02-04", "--check-sources").returncode == 22
+    assert status(stack, seeded, "--start", "2019-02-03", "--stop", "2019-02-09", "--check-sources").returncode == 30
     assert status(stack, seeded, "--start", "2019-02-06", "--stop", "2019-02-09").returncode == 21  # missing only
     recorded = status(stack, seeded)  # no window: from the first to the last date on record
     assert recorded.returncode == 30
@@ -109,18 +116,21 @@ def test_exit_codes_and_the_default_window(stack, seeded):
 def test_html_page_in_a_real_browser(stack, seeded, tmp_path):
     """The page chromium renders: every date in its state, the script's detail panel, the colours on screen."""
     page = tmp_path / "status.html"
-    result = status(stack, seeded, *WINDOW, "--html", str(page))
-    assert result.returncode == 30 and f"wrote {page}" in result.stderr
+    result = status(stack, seeded, *WINDOW, "--check-sources", "--html", str(page))
+    assert result.returncode == 30 and f"wrote {page}" in result.stderr  # failed wins over stale
 
     dom = Elements(dump_dom(page, tmp_path / "profile"))
     assert dom.cells() == {
-        "2019-02-01": "loaded", "2019-02-02": "loaded", "2019-02-03": "loaded", "2019-02-04": "failed",
+        "2019-02-01": "loaded", "2019-02-02": "loaded", "2019-02-03": "stale", "2019-02-04": "failed",
         "2019-02-05": "failed", "2019-02-06": "loaded", "2019-02-07": "missing", "2019-02-08": "missing"}
     rejects = [a for t, a in dom.tags if t == "td" and a.get("data-date") == "2019-02-06"][0]
     assert "rejects" in rejects["class"] and "2 rows rejected" in rejects["title"]
     reload = [a for t, a in dom.tags if a.get("data-date") == "2019-02-04"][0]
     assert "line 7 column id" in reload["title"] and "the previous load is kept" in reload["title"]
     assert reload["class"].split() == ["day", "failed", "kept"]
+    stale = [a for t, a in dom.tags if t == "td" and a.get("data-date") == "2019-02-03"][0]
+    assert stale["class"].split() == ["day", "stale"]
+    assert f"stale: sources changed since the load: 1 replaced ({STALE_KEY})" in stale["title"]
     # the script ran: it opened the latest failed date in the detail panel
     detail = [a for t, a in dom.tags if a.get("id") == "detail-0"][0]
     assert detail["data-date"] == "2019-02-05"
@@ -130,6 +140,98 @@ def test_html_page_in_a_real_browser(stack, seeded, tmp_path):
 
     shot = screenshot(page, tmp_path / "status.png", tmp_path / "profile")
     colours = png_colours(shot)
-    # 28x24 px cells: 2 red (failed), 4 green (loaded) of which 1 amber (rejects), plus the legend's swatches
-    assert colours[FAILED_RED] > 2 * 500 and colours[LOADED_GREEN] > 3 * 500 and colours[REJECTS_AMBER] > 500
+    # 28x24 px cells: 2 red (failed), 2 green (loaded), 1 amber (rejects), 1 purple (stale), plus the legend's swatches
+    assert colours[FAILED_RED] > 2 * 500 and colours[LOADED_GREEN] > 2 * 500 and colours[REJECTS_AMBER] > 500
+    assert colours[STALE_PURPLE] > 500
     print(f"screenshot: {shot}")
+
+
+CHANGED_WINDOW = ["--start", "2019-02-01", "--stop", "2019-02-06"]
+ADDED, REPLACED, REMOVED = ("transactions/2019-02-01/part-0009.csv", "transactions/2019-02-02/part-0002.csv",
+                            "transactions/2019-02-04/part-0001.csv.gz")
+
+
+@pytest.fixture
+def changed(stack, tmp_path) -> Path:
+    """Feb 1-5 loaded and summarized; then a file added on Feb 1, replaced on Feb 2, removed on Feb 4 (Feb 3 and
+    5 untouched). Returns a config file for child processes."""
+    from luigi_pipelines.pipelines.transactions import LoadTransactions, SummarizeTransactions
+
+    seed_bucket(stack.s3.endpoint_url, stack.s3.env, bucket=stack.bucket, start=D(2019, 2, 1), days=5)
+    for n in range(1, 6):
+        assert run_task(SummarizeTransactions(date=D(2019, 2, n))).status == LuigiStatusCode.SUCCESS
+        assert stack.markers(f"{stack.schema}.transaction")[D(2019, 2, n)]  # the load ran first
+    stack.put(ADDED, csv_bytes(transaction_lines(D(2019, 2, 1), 900_000_000, 5)))
+    stack.put(REPLACED, csv_bytes(transaction_lines(D(2019, 2, 2), 910_000_000, 7)))
+    stack.s3_client.delete_object(Bucket=stack.bucket, Key=REMOVED)
+    assert LoadTransactions(date=D(2019, 2, 3)).complete()
+    return stack.write_config(tmp_path / "changed.cfg")
+
+
+def test_check_sources_shows_a_date_whose_files_changed_as_stale(stack, changed):
+    result = status(stack, changed, *CHANGED_WINDOW, "--check-sources")
+    assert result.returncode == 22, result.stderr  # stale: loaded dates a reload_changed run would load again
+    lines = result.stdout.splitlines()
+    assert lines[3] == "2019-02  SS#S#"
+    assert "S stale (sources changed since the load)" in lines[4]
+    assert lines[5].startswith("  5 dates: 2 loaded, 3 stale, 0 failed, 0 missing; ")
+    assert lines[6:] == [f"  stale   2019-02-01  1 added ({ADDED})", f"  stale   2019-02-02  1 replaced ({REPLACED})",
+                         f"  stale   2019-02-04  1 removed ({REMOVED})"]
+    painted = status(stack, changed, *CHANGED_WINDOW, "--check-sources", "--color", "always")
+    assert "\x1b[35mS\x1b[0m" in painted.stdout and painted.returncode == 22
+
+
+def test_without_check_sources_stale_is_not_checked_and_says_so(stack, changed):
+    result = status(stack, changed, *CHANGED_WINDOW)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[3] == "2019-02  #####" and "S stale not checked (--check-sources)" in lines[4]
+    assert lines[5].startswith("  5 dates: 5 loaded, 0 failed, 0 missing; ")
+    [pipeline] = json.loads(status(stack, changed, *CHANGED_WINDOW, "--json").stdout)["pipelines"]
+    assert pipeline["sources_checked"] is False and pipeline["totals"]["stale"] is None
+    assert {d["state"] for d in pipeline["dates"]} == {"loaded"}
+
+
+def test_json_names_the_stale_dates_and_what_changed(stack, changed):
+    result = status(stack, changed, *CHANGED_WINDOW, "--check-sources", "--json")
+    assert result.returncode == 22, result.stderr
+    out = json.loads(result.stdout)
+    assert out["exit_code"] == 22 and out["meaning"] == "loaded dates are stale (sources changed)"
+    [pipeline] = out["pipelines"]
+    assert pipeline["sources_checked"] is True and pipeline["totals"]["stale"] == 3
+    by_date = {d["date"]: d for d in pipeline["dates"]}
+    assert {d: (v["state"], v.get("change")) for d, v in by_date.items()} == {
+        "2019-02-01": ("stale", f"1 added ({ADDED})"), "2019-02-02": ("stale", f"1 replaced ({REPLACED})"),
+        "2019-02-03": ("loaded", None), "2019-02-04": ("stale", f"1 removed ({REMOVED})"),
+        "2019-02-05": ("loaded", None)}
+    assert by_date["2019-02-04"]["rows"] == 580 and by_date["2019-02-04"]["objects"] == 2  # what the table holds
+    # the dates status calls stale are those backfill --reload-changed would load again
+    dates = [D(2019, 2, n) for n in range(1, 6)]
+    assert {d.isoformat() for d in incomplete(MODULE, "LoadTransactions", dates, reload_changed=True)} == {
+        d for d, v in by_date.items() if v["state"] == "stale"}
+
+
+def test_a_transform_is_stale_when_its_upstream_is(stack, changed):
+    result = status(stack, changed, *CHANGED_WINDOW, "--task", "SummarizeTransactions", "--check-sources", "--json")
+    assert result.returncode == 22, result.stderr
+    [pipeline] = json.loads(result.stdout)["pipelines"]
+    assert {d["date"]: d["state"] for d in pipeline["dates"]} == {
+        "2019-02-01": "stale", "2019-02-02": "stale", "2019-02-03": "loaded", "2019-02-04": "stale",
+        "2019-02-05": "loaded"}
+    assert pipeline["dates"][0]["change"] == "an upstream partition was reloaded since, or is stale"
+
+
+def test_a_stale_date_reloaded_in_the_mode_is_loaded_again(stack, changed):
+    from luigi_pipelines.pipelines.transactions import LoadTransactions
+
+    assert run_task(LoadTransactions(date=D(2019, 2, 1), reload_changed=True)).status == LuigiStatusCode.SUCCESS
+    result = status(stack, changed, *CHANGED_WINDOW, "--check-sources")
+    assert result.returncode == 22 and result.stdout.splitlines()[3] == "2019-02  #S#S#"
+
+
+def test_the_page_opens_the_latest_stale_date_when_none_failed(stack, changed, tmp_path):
+    page = tmp_path / "status.html"
+    assert status(stack, changed, *CHANGED_WINDOW, "--check-sources", "--html", str(page)).returncode == 22
+    dom = Elements(dump_dom(page, tmp_path / "profile"))
+    assert [a for t, a in dom.tags if a.get("id") == "detail-0"][0]["data-date"] == "2019-02-04"
+    assert f"stale: sources changed since the load: 1 removed ({REMOVED})" in dom.text_of["detail-0"]
