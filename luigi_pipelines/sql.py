@@ -354,6 +354,11 @@ def delete_absent(table: TableName, key: Sequence[str], scope_columns: Sequence[
         table_ident(table), scope, table_ident(MERGE_STAGE), _keys_equal("t", "s", key))
 
 
+def select_columns(table: TableName, columns: Sequence[str]) -> sql.Composed:
+    """``SELECT "a", "b" FROM "s"."t"``: every row of a table (a merged one has no partition to select)."""
+    return sql.SQL("SELECT {} FROM {}").format(_names(columns), table_ident(table))
+
+
 def primary_key(key: Sequence[str]) -> sql.Composed:
     """``PRIMARY KEY ("id")``: a table constraint, for ``create_table``'s ``extra``."""
     return sql.SQL("PRIMARY KEY ({})").format(_names(key))

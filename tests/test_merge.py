@@ -297,3 +297,21 @@ def test_kill_9_after_the_merge_before_the_commit_leaves_the_table_exact(stack, 
     expected = [(n, f"name{n}", "tin" if n % 10 == 0 else "gold") for n in range(1, 1201)]
     assert [r[:3] for r in customers(stack)] == expected
     assert stack.markers(f"{stack.schema}.customers")[D2][0] == 1200
+
+
+# -- the example pipeline's dimension table -----------------------------------------------------------
+
+
+def test_the_example_accounts_dimension_follows_the_daily_snapshots(stack):
+    from luigi_pipelines.pipelines.transactions import MergeAccounts
+    from luigi_pipelines.sample import account_lines, accounts_csv
+    stack.set_config("transactions", "accounts_table", f"{stack.schema}.account")
+    days = [D1 + datetime.timedelta(days=n) for n in range(4)]
+    for day in days:
+        stack.put(f"accounts/{day}/accounts.csv", accounts_csv(day))
+    for day in days:
+        merged(MergeAccounts(date=day))
+        rows = stack.query(f"SELECT account, name, tier FROM {stack.schema}.account")
+        assert sorted(",".join(r) for r in rows) == sorted(account_lines(day)) and len(rows) == 980
+    previous, last = set(account_lines(days[-2])), set(account_lines(days[-1]))
+    assert previous != last  # tiers moved and other accounts closed: the last merge changed rows
