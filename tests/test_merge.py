@@ -181,6 +181,25 @@ def test_a_table_without_a_unique_key_is_refused_with_the_fix(stack, make_merge)
     assert [r[:3] for r in customers(stack)] == [(1, "Ann", "gold")]
 
 
+def test_quarantine_sets_a_bad_change_row_aside_and_merges_the_rest(stack, make_merge):
+    task = make_merge()
+    put(stack, D1, "a.csv", "1,Ann,gold", "2,Bob,gold", ",Nobody,tin", "x,Bad,tin", "3,Cy,tin")
+    merged(task(date=D1, max_bad_rows=2))
+    assert [r[:3] for r in customers(stack)] == [(1, "Ann", "gold"), (2, "Bob", "gold"), (3, "Cy", "tin")]
+    rejects = stack.query(f"SELECT line_number, raw_line FROM {stack.marker_schema}.rejected_rows ORDER BY 1")
+    assert rejects == [(4, ",Nobody,tin"), (5, "x,Bad,tin")]
+    with pytest.raises(ConfigurationError, match="max_bad_rows with snapshot = True: a row set aside would be absent"):
+        make_merge(snapshot=True)(date=D2, max_bad_rows=1).run()
+
+
+def test_columns_by_name_with_an_undeclared_column_go_through_both_stages(stack, make_merge):
+    from luigi_pipelines import CsvFormat
+    task = make_merge(csv=CsvFormat(by_name=True))
+    put(stack, D1, "a.csv", "gold,x,1,Ann", "tin,y,2,Bob", "silver,z,1,Ann", header="tier,extra,customer_id,name\n")
+    merged(task(date=D1))
+    assert [r[:3] for r in customers(stack)] == [(1, "Ann", "silver"), (2, "Bob", "tin")]
+
+
 @pytest.mark.parametrize("attrs, message", [
     ({"merge_key": ()}, "merge_key must name the key's columns"),
     ({"merge_key": "customer_id"}, "merge_key must name the key's columns"),
