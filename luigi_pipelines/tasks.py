@@ -761,7 +761,12 @@ class MergePartition(LoadPartition):
     def check_order(self, tx: db.PartitionTransaction) -> None:
         """Take the table's lock, then refuse a date older than the newest one merged: it would put older values
         over newer ones. ``force`` applies it anyway (the later dates are then to be applied again, in order)."""
-        db.lock_table(tx)
+        try:
+            db.lock_table(tx)
+        except psycopg2.errors.LockNotAvailable as exc:
+            raise LoadError(f"{tx.key.describe()} {tx.date}: another merge of {tx.key.describe()} holds the table's "
+                            f"lock, and [load] lock_timeout_s ran out: a merge of another date is running; rerun "
+                            f"later") from exc
         newest = db.newest_date(tx, self.marker_table)
         if newest is None or newest <= tx.date:
             return

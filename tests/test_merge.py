@@ -271,6 +271,27 @@ def test_lineage_columns_follow_the_load_that_last_changed_a_row(stack, make_mer
     assert rows == [(1, "c/2019-02-01/a.csv", D1), (2, "c/2019-02-02/b.csv", D2)]
 
 
+def test_a_merge_waits_for_another_merge_of_the_table_and_says_so_when_it_gives_up(stack, make_merge):
+    import psycopg2
+
+    from luigi_pipelines.partitions import ScopedTable, table_lock_key
+    task = make_merge()
+    put(stack, D1, "a.csv", "1,Ann,gold")
+    stack.set_config("load", "lock_timeout_s", "1")
+    key = table_lock_key(ScopedTable.of(TableName(stack.schema, "customers"), {}))
+    holder = psycopg2.connect(stack.pg.dsn)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", key)  # another date's merge, in its transaction
+            with pytest.raises(LoadError, match=r"customers 2019-02-01: another merge of \S+customers holds the "
+                                                r"table's lock, and \[load\] lock_timeout_s ran out"):
+                task(date=D1).run()
+    finally:
+        holder.close()
+    merged(task(date=D1))
+    assert [r[:3] for r in customers(stack)] == [(1, "Ann", "gold")]
+
+
 @pytest.mark.parametrize("workers", ["1", "3"])
 def test_a_backfill_merges_the_dates_in_order(stack, make_merge, tmp_path, workers):
     """luigi alone ran 2019-02-01, 02-03, then 02-02 (refused) with one worker: priorities and a resource order them."""
