@@ -1,4 +1,4 @@
-"""Pure psycopg2.sql builders for every statement luigi_pipelines runs: DDL, COPY, delete and markers.
+"""Pure psycopg2.sql builders for every statement luigi_pipelines runs: DDL, COPY, delete, merge and markers.
 
 Identifiers only ever reach SQL through ``sql.Identifier`` and values through ``sql.Literal`` or
 query parameters; column types are checked against a strict pattern before they become SQL.

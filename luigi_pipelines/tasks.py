@@ -731,11 +731,11 @@ class MergePartition(LoadPartition):
             raise ConfigurationError(f"{self.task_family}: {exc}") from None
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
-        """``LoadPartition``'s, then: the table has a unique index on the merge key, and no quarantine of a snapshot."""
-        super().prepare(conn)
+        """No quarantine of a snapshot; ``LoadPartition``'s; then the table must have a unique index on the merge key."""
         if self.snapshot and self.max_bad_rows > 0:
             raise ConfigurationError(f"{self.task_family}: max_bad_rows with snapshot = True: a row set aside would be "
                                      f"absent from the snapshot, and its key's row deleted")
+        super().prepare(conn)
         layout = self.layout
         if frozenset(layout.key) not in db.unique_keys(conn, layout.table):
             raise ConfigurationError(

@@ -229,6 +229,18 @@ def test_rerun_is_a_noop_and_a_forced_rerun_writes_nothing(stack, make_merge):
     assert stack.markers(f"{stack.schema}.customers")[D1][3] > marker[3]  # a new marker
 
 
+def test_reload_changed_merges_a_replaced_object_again(stack, make_merge):
+    task = make_merge()
+    put(stack, D1, "a.csv", "1,Ann,gold", "2,Bob,gold")
+    merged(task(date=D1))
+    before = customers(stack, "xmin")
+    put(stack, D1, "a.csv", "1,Ann,gold", "2,Bob,tin")  # the producer replaced the date's file
+    assert task(date=D1).complete() and not task(date=D1, reload_changed=True).complete()
+    merged(task(date=D1, reload_changed=True))
+    after = customers(stack, "xmin")
+    assert [r[:3] for r in after] == [(1, "Ann", "gold"), (2, "Bob", "tin")] and after[0] == before[0]
+
+
 def test_an_older_date_after_a_newer_one_is_refused_unless_forced(stack, make_merge, caplog):
     task = make_merge()
     put(stack, D1, "a.csv", "1,Ann,old")
