@@ -1,16 +1,19 @@
 """A test-only merge task run as a real process (``python -m luigi --module tests.merge_tasks ...``).
 
 ``MergeCustomers`` merges ``c/<date>/*`` of ``[merge_test] bucket`` into ``<[merge_test] schema>.customers`` by
-``customer_id``. With ``FAULT_PHASE=merge`` (and ``FAULT_DIR``, as in ``tests/fault_tasks.py``) it stops after
-the MERGE ran, before the marker and the commit, so that a test can kill it there.
+``customer_id``. With ``FAULT_PHASE`` (and ``FAULT_DIR``, as in ``tests/fault_tasks.py``) it stops inside the COPY
+into the stage (``copy``), or after the MERGE ran, before the marker and the commit (``merge``), so that a test
+can kill it there.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import luigi
 from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily with [core] autoload_range=false
 
 from luigi_pipelines import MergePartition, db
-from tests.fault_tasks import _stops_at, checkpoint
+from tests.fault_tasks import _StopOnSecondRead, _stops_at, checkpoint
 
 
 class merge_test(luigi.Config):  # noqa: N801 - the [merge_test] section
@@ -24,6 +27,9 @@ class MergeCustomers(MergePartition):
     merge_key = ("customer_id",)
     bucket = property(lambda self: merge_test().bucket)
     table = property(lambda self: f"{merge_test().schema}.customers")
+
+    def source_stream(self, obj: Any, stream: Any) -> Any:
+        return _StopOnSecondRead(stream) if _stops_at("copy", self.date) else stream
 
     def after_copy(self, tx: db.PartitionTransaction) -> None:
         if _stops_at("merge", self.date):

@@ -322,8 +322,20 @@ def test_a_backfill_merges_the_dates_in_order(stack, make_merge, tmp_path, worke
 # -- kill -9 in the middle of a merge ----------------------------------------------------------------
 
 
+def _in_stage_copy(loader: Any) -> None:
+    from tests.test_faults import _observe_copy
+    _observe_copy(loader, 0)
+
+
+def _merged_not_committed(loader: Any) -> None:
+    [(_, state, query, wrote)] = loader.backends()
+    assert state == "idle in transaction" and wrote and query.startswith("MERGE INTO"), (state, query)
+
+
 @pytest.mark.slow
-def test_kill_9_after_the_merge_before_the_commit_leaves_the_table_exact(stack, tmp_path):
+@pytest.mark.parametrize("phase, observe", [("copy", _in_stage_copy), ("merge", _merged_not_committed)],
+                         ids=["in the stage's COPY", "after the MERGE"])
+def test_kill_9_mid_merge_leaves_the_table_exact(stack, tmp_path, phase, observe):
     from tests.test_faults import make_loader
     stack.set_config("merge_test", "bucket", stack.bucket)
     stack.set_config("merge_test", "schema", stack.schema)
@@ -333,12 +345,11 @@ def test_kill_9_after_the_merge_before_the_commit_leaves_the_table_exact(stack, 
     assert loader.run(*task, "--date", str(D1)).returncode == 0
     before = customers(stack, "xmin")
     put(stack, D2, "a.csv", *(f"{n},name{n},{'tin' if n % 10 == 0 else 'gold'}" for n in range(1, 1201)))
-    run = loader.start("merge", *task, "--date", str(D2))
+    run = loader.start(phase, *task, "--date", str(D2))
     try:
         pid = run.reached()
-        [(_, state, query, wrote)] = loader.backends()
-        assert state == "idle in transaction" and wrote and query.startswith("MERGE INTO"), (state, query)
-        assert customers(stack, "xmin") == before  # the merge is done in its transaction, invisible outside it
+        observe(loader)
+        assert customers(stack, "xmin") == before  # what the merge did is in its transaction, invisible outside it
         os.kill(pid, signal.SIGKILL)
         assert run.process.wait(30) == -signal.SIGKILL
     finally:
