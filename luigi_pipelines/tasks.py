@@ -785,8 +785,13 @@ class MergePartition(LoadPartition):
                                 f"row of {tx.target}; truncate the table yourself if that is meant")
         superseded = db.execute(tx, q.delete_superseded(layout.key))
         db.execute(tx, q.analyze_merge_stage())
-        changed = db.execute(tx, q.merge_from_stage(tx.target, layout.key, layout.compared, layout.carried,
-                                                    layout.deleted_flag))
+        try:
+            changed = db.execute(tx, q.merge_from_stage(tx.target, layout.key, layout.compared, layout.carried,
+                                                        layout.deleted_flag))
+        except psycopg2.errors.UndefinedFunction as exc:  # a type without "=": json, xml, point...
+            raise ConfigurationError(
+                f"{self.task_family}: a merge compares each column with the table's value, and "
+                f"{exc.diag.message_primary}: declare a comparable type (jsonb for json, text for xml)") from exc
         absent = db.delete_absent(tx, layout.key) if self.snapshot else 0
         logger.info("%s %s: merged %d rows: %d superseded by a later row of the same key, %d rows inserted, updated "
                     "or deleted, %s", tx.key.describe(), tx.date, tx.rows, superseded, changed,

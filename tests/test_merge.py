@@ -200,6 +200,15 @@ def test_columns_by_name_with_an_undeclared_column_go_through_both_stages(stack,
     assert [r[:3] for r in customers(stack)] == [(1, "Ann", "silver"), (2, "Bob", "tin")]
 
 
+def test_a_column_type_without_equality_is_refused_naming_it(stack, make_merge):
+    task = make_merge(columns=[("customer_id", "bigint"), ("name", "text"), ("tier", "json")])
+    put(stack, D1, "a.csv", '1,Ann,"{""a"": 1}"')
+    with pytest.raises(ConfigurationError, match=r"a merge compares each column with the table's value, and operator "
+                                                 r"does not exist: json = json: declare a comparable type"):
+        task(date=D1).run()
+    assert customers(stack) == []
+
+
 @pytest.mark.parametrize("attrs, message", [
     ({"merge_key": ()}, "merge_key must name the key's columns"),
     ({"merge_key": "customer_id"}, "merge_key must name the key's columns"),
