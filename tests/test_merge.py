@@ -58,13 +58,17 @@ def merged(task: Any) -> None:
 # -- the pure builders -------------------------------------------------------------------------------
 
 
-def test_merge_statement_compares_values_and_carries_lineage(pg_server):
+def rendered(pg_server, statement: sql.Composable) -> str:
     import psycopg2
-    statement = q.merge_from_stage(TableName("s", "t"), ["id"], ["name", "tier"], ["load_id"], "is_deleted")
     with psycopg2.connect(pg_server.dsn) as conn:
         text = statement.as_string(conn)
     conn.close()
-    assert text == (
+    return text
+
+
+def test_merge_statement_compares_values_and_carries_lineage(pg_server):
+    statement = q.merge_from_stage(TableName("s", "t"), ["id"], ["name", "tier"], ["load_id"], "is_deleted")
+    assert rendered(pg_server, statement) == (
         'MERGE INTO "s"."t" AS t USING "pg_temp"."luigi_pipelines_merge" AS s ON "t"."id" = "s"."id" '
         'WHEN MATCHED AND "s"."is_deleted" THEN DELETE '
         'WHEN MATCHED AND ROW("t"."name", "t"."tier") IS DISTINCT FROM ROW("s"."name", "s"."tier") '
@@ -73,9 +77,20 @@ def test_merge_statement_compares_values_and_carries_lineage(pg_server):
         'THEN INSERT ("id", "name", "tier", "load_id") VALUES ("s"."id", "s"."name", "s"."tier", "s"."load_id")')
 
 
-def test_a_key_only_table_has_no_update_clause():
-    parts = q.merge_from_stage(TableName("s", "t"), ["a", "b"], []).seq
-    assert not any(isinstance(p, sql.Composed) and sql.SQL("UPDATE SET ") in p.seq for p in parts)
+def test_a_key_only_table_has_no_update_clause(pg_server):
+    assert rendered(pg_server, q.merge_from_stage(TableName("s", "t"), ["a", "b"], [])) == (
+        'MERGE INTO "s"."t" AS t USING "pg_temp"."luigi_pipelines_merge" AS s ON "t"."a" = "s"."a" AND "t"."b" = "s"."b" '
+        'WHEN NOT MATCHED THEN INSERT ("a", "b") VALUES ("s"."a", "s"."b")')
+
+
+def test_superseded_rows_and_snapshot_deletes_join_on_the_whole_key(pg_server):
+    assert rendered(pg_server, q.delete_superseded(["r", "id"])) == (
+        'DELETE FROM "pg_temp"."luigi_pipelines_merge" AS s USING (SELECT "r", "id", max("luigi_pipelines_ord") AS '
+        '"luigi_pipelines_last" FROM "pg_temp"."luigi_pipelines_merge" GROUP BY "r", "id" HAVING count(*) > 1) AS d '
+        'WHERE "s"."r" = "d"."r" AND "s"."id" = "d"."id" AND "s"."luigi_pipelines_ord" < "d"."luigi_pipelines_last"')
+    assert rendered(pg_server, q.delete_absent(TableName("s", "t"), ["r", "id"], ["r"])) == (
+        'DELETE FROM "s"."t" AS t WHERE "t"."r" = %s AND NOT EXISTS (SELECT 1 FROM "pg_temp"."luigi_pipelines_merge" '
+        'AS s WHERE "t"."r" = "s"."r" AND "t"."id" = "s"."id")')
 
 
 # -- inserts, updates, snapshots, flags ---------------------------------------------------------------
