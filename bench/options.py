@@ -23,6 +23,7 @@ class Options:
     scheduler_pilot_days: int = 365  # a smaller range measured first, to project the full one
     scheduler_budget_s: float = 150  # measure the full range only if projected within this (0: always)
     transform_rows: int = 1_000_000  # rows of the upstream partition the transforms read
+    merge_rows: int = 1_000_000  # rows of the table the merge section merges into (and of each of its files)
     timeout_s: float = 1800  # bound on any single command
 
     @property
@@ -41,6 +42,7 @@ QUICK = Options(
     scheduler_pilot_days=30,
     scheduler_budget_s=10,
     transform_rows=20_000,
+    merge_rows=20_000,
     timeout_s=300,
 )
 

@@ -5,7 +5,8 @@ are imported as is (bucket and tables come from the run's ``[transactions]`` con
 ``RangeDaily`` and the baseline that luigi itself offers, ``CopyTransactions``: luigi's
 ``contrib.postgres.CopyToTable`` fed by a CSV reader. The transform section adds the same summary in
 SQL, a row-for-row transform, and that transform holding its whole input first (the control).
-The ``layouts`` section loads the same rows through variants of ``LoadTransactions`` declared below.
+The ``layouts`` section loads the same rows through variants of ``LoadTransactions`` declared below, and the
+``merge`` section merges them by id (``MergeTransactions``).
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily ([
 from psycopg2 import sql
 
 import luigi_pipelines as lp
-from luigi_pipelines.pipelines.transactions import LoadTransactions, SummarizeTransactions  # measured as shipped
+from luigi_pipelines.pipelines.transactions import LoadTransactions, SummarizeTransactions, transactions
 
 NO_DATE_PREFIX = "transactions-nodate/{date:%Y-%m-%d}/"  # the same rows without their txn_date column
+MERGE_PREFIX = "merge/{date:%Y-%m-%d}/"  # the merge section's objects
 
 
 class LoadTransactionsPathDate(LoadTransactions):
@@ -51,6 +53,17 @@ class LoadTransactionsStaged(LoadTransactions):
 
     columns = [c for c in LoadTransactions.columns if c[0] != "note"]
     csv = lp.CsvFormat(null="", by_name=True)
+
+
+class MergeTransactions(lp.MergePartition):
+    """The transactions' rows merged by id from ``merge/<date>/`` into the ``[transactions] table`` (a change set)."""
+
+    key_prefix = MERGE_PREFIX
+    columns = LoadTransactions.columns
+    csv = LoadTransactions.csv
+    merge_key = ("id",)
+    bucket = property(lambda self: transactions().bucket)
+    table = property(lambda self: transactions().table)
 
 
 class CopyTransactions(CopyToTable):

@@ -31,6 +31,7 @@ _PUBLIC = {
     "PartitionMarkerTarget": "targets",
     "LoadHourlyPartition": "tasks",
     "LoadPartition": "tasks",
+    "MergePartition": "tasks",
     "PartitionTask": "tasks",
     "S3PartitionExists": "tasks",
     "SqlTransformPartition": "tasks",

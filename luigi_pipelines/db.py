@@ -26,7 +26,7 @@ from .errors import (
     copy_error_position,
     describe_bad_input,
 )
-from .partitions import ScopedTable, TableName, lock_key
+from .partitions import ScopedTable, TableName, lock_key, table_lock_key
 from .settings import DatabaseSettings
 
 logger = logging.getLogger(__name__)
@@ -292,6 +292,31 @@ def delete_partition(tx: PartitionTransaction, date_column: str) -> int:
 
 def _partition_params(tx: PartitionTransaction) -> tuple[Any, ...]:
     return (tx.date, *(value for _, value in tx.key.scope))
+
+
+def lock_table(tx: PartitionTransaction) -> None:
+    """Take the advisory lock of the partition's whole table (and scope), after the partition's own: merge
+    loads of one table apply one date at a time, whatever their dates."""
+    tx.cursor.execute(q.advisory_xact_lock(), table_lock_key(tx.key))
+
+
+def newest_date(tx: PartitionTransaction, marker: TableName) -> datetime.date | None:
+    """The newest date of the partition's key that has a marker row, read in ``tx``."""
+    tx.cursor.execute(q.select_newest_date(marker), (str(tx.key),))
+    return tx.cursor.fetchone()[0]
+
+
+def delete_absent(tx: PartitionTransaction, key: Sequence[str]) -> int:
+    """A snapshot's deletes: the rows of the table (of the scope) whose key the merge stage lacks."""
+    tx.cursor.execute(q.delete_absent(tx.target, key, tx.key.columns), tuple(v for _, v in tx.key.scope))
+    return tx.cursor.rowcount
+
+
+def unique_keys(conn: psycopg2.extensions.connection, table: TableName) -> list[frozenset[str]]:
+    """The column sets of ``table``'s unique indexes that can back a merge key (``sql.select_unique_keys``)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(q.select_unique_keys(), (str(table),))
+        return [frozenset(names) for (names,) in cur.fetchall()]
 
 
 def keys_of_date(tx: PartitionTransaction, marker: TableName) -> dict[ScopedTable, str]:

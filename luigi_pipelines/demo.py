@@ -18,10 +18,11 @@ from . import sql as q
 from .backfill import Scheduler, Window, luigi_command
 from .local import LocalPostgres, LocalS3
 from .partitions import TableName, date_range
-from .sample import HEADER, csv_bytes, day_objects, transaction_lines
+from .sample import HEADER, account_lines, accounts_csv, csv_bytes, day_objects, transaction_lines
 
 BUCKET = "example-transactions"
 TABLE = "public.transaction"  # the example pipeline's defaults, which the demo does not change
+ACCOUNTS_TABLE = "public.account"
 MARKER_SCHEMA = "luigi_pipelines"
 START = datetime.date(2019, 2, 1)
 DAYS = 30
@@ -43,6 +44,24 @@ def seed_bucket(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, st
             client.put_object(Bucket=bucket, Key=key, Body=body)
             count += 1
     return count
+
+
+def seed_accounts(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, start: datetime.date = START,
+                  days: int = DAYS) -> None:
+    """Upload a snapshot of the accounts for each of ``days`` days (``accounts/<date>/accounts.csv``)."""
+    client = boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    for day in date_range(start, start + datetime.timedelta(days=days)):
+        client.put_object(Bucket=bucket, Key=f"accounts/{day}/accounts.csv", Body=accounts_csv(day))
+
+
+def show_accounts(dsn: str, last: datetime.date) -> None:
+    """The merged accounts next to the last snapshot: the same accounts, the same tiers."""
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn, conn.cursor() as cur:
+        cur.execute(q.select_columns(TableName.parse(ACCOUNTS_TABLE), ["account", "name", "tier"]))
+        merged = {",".join(row) for row in cur.fetchall()}
+    same = merged == set(account_lines(last))
+    print(f"{ACCOUNTS_TABLE}: {len(merged)} accounts, {'the same as' if same else 'NOT the same as'} the {last} snapshot")
 
 
 def seed_late_days(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET) -> None:
@@ -100,6 +119,10 @@ def run(project_dir: Path | None = None, html: Path = HTML) -> int:
         codes.append(_luigi("the same command again (every date is done: nothing runs)",
                             backfill_command(START, stop, now), env, project_dir))
         show_loaded(pg.dsn, per_date=False)
+        seed_accounts(s3.endpoint_url, s3.env)
+        codes.append(_luigi("the accounts dimension (MergeAccounts): each day's snapshot merged by account, the oldest "
+                            "date first", backfill_command(START, stop, now, task="MergeAccounts"), env, project_dir))
+        show_accounts(pg.dsn, stop - datetime.timedelta(days=1))
         seed_late_days(s3.endpoint_url, s3.env)
         late = _luigi(f"two late days: {LATE[0]} with 2 bad rows (up to 5 may be set aside), {LATE[1]} with a "
                       f"header that does not match (expected to fail: exit 30)",
@@ -113,7 +136,7 @@ def run(project_dir: Path | None = None, html: Path = HTML) -> int:
                                cwd=project_dir)
         print(f"exit code {shown.returncode}")
     print("stopped the local PostgreSQL and S3")
-    expected = [0, 0, 0] == codes and late == 30 and shown.returncode == 30
+    expected = [0, 0, 0, 0] == codes and late == 30 and shown.returncode == 30
     return 0 if expected else 1
 
 

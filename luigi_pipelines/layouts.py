@@ -253,6 +253,65 @@ class TableLayout:
         return [q.create_table(self.table, self.files, self.filled, extra), q.create_date_index(self.table, self.date_column)]
 
 
+@dataclass(frozen=True)
+class MergeLayout(TableLayout):
+    """The layout of a table merged by key (``MergePartition``): no date column; the files' columns but the
+    deleted flag, the filled and stamped columns, and a primary key on ``key``.
+
+    Its rows are staged (``sql.create_merge_stage``): the filled and stamped columns get their values there,
+    through the same defaults, and are written with a changed row. The table needs no defaults of its own.
+    """
+
+    key: tuple[str, ...] = ()
+    deleted_flag: str = ""
+
+    @classmethod
+    def merged(cls, table: TableName, files: Sequence[q.Column], key: Sequence[str], deleted_flag: str = "",
+               filled: Sequence[q.Column] = (), lineage: Lineage = Lineage()) -> MergeLayout:
+        """The layout of ``files`` merged by ``key`` (names among the files' or the filled columns)."""
+        names = {c.name: c for c in (*files, *filled)}
+        if not key or isinstance(key, str):
+            raise ValueError(f"merge_key must name the key's columns, e.g. ('customer_id',), not {key!r}")
+        missing = [k for k in key if k not in names]
+        if missing:
+            raise ValueError(f"merge_key {', '.join(map(repr, missing))} not among columns (the files' columns)")
+        if deleted_flag:
+            flag = names.get(deleted_flag)
+            if flag is None or deleted_flag in key or flag.type.lower() not in ("boolean", "bool"):
+                raise ValueError(f"deleted_flag {deleted_flag!r} must be a boolean column of the files, not of the key")
+        return cls(table, "", tuple(files), (*filled, *lineage.filled), stamped=lineage.stamped, key=tuple(key),
+                   deleted_flag=deleted_flag)
+
+    @property
+    def stored(self) -> tuple[q.Column, ...]:
+        """The files' columns that the table stores: all but the deleted flag."""
+        return tuple(c for c in self.files if c.name != self.deleted_flag)
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        """The columns whose change makes a row changed: the stored ones outside the key."""
+        return tuple(c.name for c in self.stored if c.name not in self.key)
+
+    @property
+    def carried(self) -> tuple[str, ...]:
+        """Columns written with a changed row but not compared: lineage (they differ on every load)."""
+        return tuple(c.name for c in (*self.filled, *self.stamped) if c.name not in self.key)
+
+    @property
+    def stage_defaults(self) -> tuple[tuple[q.Column, sql.Composable], ...]:
+        """The stage's filled and stamped columns with their defaults (a setting of the load, ``now()``)."""
+        return tuple((d.column, d.expression) for d in super().defaults)
+
+    @property
+    def defaults(self) -> tuple[LoadDefault, ...]:
+        return ()  # the table's own defaults are never used: the stage's are
+
+    def create_statements(self) -> list[sql.Composable]:
+        """``CREATE TABLE`` with the stored, filled and stamped columns and ``PRIMARY KEY (<key>)``."""
+        stamped = [q.column_with_default(c, sql.SQL("now()")) for c in self.stamped]
+        return [q.create_table(self.table, self.stored, self.filled, [*stamped, q.primary_key(self.key)])]
+
+
 def columns_by_header(names: Sequence[str], declared: Sequence[q.Column]) -> tuple[tuple[q.Column, ...], bool]:
     """The columns of a file whose header says ``names``, in its order: each declared column where
     the header names it, a text column ``luigi_pipelines_extra_<n>`` for each other one; and whether

@@ -184,9 +184,11 @@ class ObjectLoader:
     source_stream: Callable[[S3Object, SupportsRead], SupportsRead] = lambda obj, stream: stream
     on_read: Callable[[S3Object, int], None] | None = None
     key_column: str = ""  # a lineage column that gets each object's key (a setting given before its COPY)
+    into: TableName | None = None  # where the rows go, if not the partition's table (a merge load's stage)
 
     def __post_init__(self) -> None:
-        self.plan = CopyPlan(sql.SQL(""), self.tx.target, tuple(self.columns))  # the current object's, once known
+        self.target = self.into or self.tx.target
+        self.plan = CopyPlan(sql.SQL(""), self.target, tuple(self.columns))  # the current object's, once known
 
     def load(self, obj: S3Object) -> ObjectRecord:
         """Copy one object into the open transaction and account for it in ``tx``."""
@@ -217,7 +219,7 @@ class ObjectLoader:
                 if reader.is_empty():
                     record.empty = "has no data after decompression and byte-order mark removal"
                 else:
-                    self.plan = self.decoder.plan(self.tx.target, self.columns, reader)
+                    self.plan = self.decoder.plan(self.target, self.columns, reader)
                     record.rows = self._staged(obj, lambda: self._copy_stream(record, reader, tmp, growing))
             finally:
                 growing.cancel()  # a failed COPY stops the download; a finished one is not affected

@@ -126,6 +126,12 @@ def lock_key(table: TableName | ScopedTable, date: datetime.date) -> tuple[int, 
     return crc - (1 << 32) if crc >= (1 << 31) else crc, date.toordinal()
 
 
+def table_lock_key(table: TableName | ScopedTable) -> tuple[int, int]:
+    """The advisory lock keys of a whole table (and scope), taken by merge loads so that they apply one
+    date at a time: ``lock_key``'s first key, and 0, which no date's ordinal is."""
+    return lock_key(table, datetime.date.min)[0], 0
+
+
 # Names that by convention are not data: what Hadoop and Spark write beside their output files
 # (_SUCCESS, _temporary/..., _metadata, .part-00000.crc) and hidden dot-files. Hadoop's input
 # formats skip the same ("_" and "." prefixed names).

@@ -7,6 +7,8 @@ import random
 
 HEADER = "id,txn_date,account,amount,currency,created_at,note"
 _CURRENCIES = ("EUR", "USD", "GBP", "CHF")
+ACCOUNTS_HEADER = "account,name,tier"
+_TIERS = ("basic", "silver", "gold")
 
 
 def transaction_lines(date: datetime.date, first_id: int, count: int, seed: int = 0) -> list[str]:
@@ -41,3 +43,16 @@ def day_objects(date: datetime.date, rows: int, parts: int, seed: int = 0) -> di
         key = f"transactions/{date.isoformat()}/part-{part:04d}.csv" + (".gz" if gz else "")
         objects[key] = csv_bytes(transaction_lines(date, first, count, seed), compress=gz)
     return objects
+
+
+def account_lines(date: datetime.date, accounts: int = 1000) -> list[str]:
+    """The snapshot of the accounts (``acct-NNNN``, as in the transactions) on ``date``: an account's tier moves
+    every 3 to 9 days, and on any date 20 accounts are closed (absent from the snapshot; back the next day)."""
+    day = date.toordinal()
+    return [f"acct-{n:04d},Account {n},{_TIERS[(n + day // (3 + n % 7)) % len(_TIERS)]}"
+            for n in range(accounts) if (n + day) % 50]
+
+
+def accounts_csv(date: datetime.date, accounts: int = 1000) -> bytes:
+    """``date``'s accounts snapshot as a CSV object with a header line."""
+    return "\n".join([ACCOUNTS_HEADER, *account_lines(date, accounts)]).encode() + b"\n"

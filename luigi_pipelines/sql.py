@@ -1,4 +1,4 @@
-"""Pure psycopg2.sql builders for every statement luigi_pipelines runs: DDL, COPY, delete and markers.
+"""Pure psycopg2.sql builders for every statement luigi_pipelines runs: DDL, COPY, delete, merge and markers.
 
 Identifiers only ever reach SQL through ``sql.Identifier`` and values through ``sql.Literal`` or
 query parameters; column types are checked against a strict pattern before they become SQL.
@@ -253,6 +253,136 @@ def insert_from_stage(table: TableName, columns: Sequence[Column]) -> sql.Compos
 
 def drop_stage() -> sql.Composed:
     return sql.SQL("DROP TABLE {}").format(table_ident(STAGE))
+
+
+# -- merge loads: a date's rows staged, de-duplicated and merged by key -------------------------
+
+MERGE_STAGE = TableName("pg_temp", "luigi_pipelines_merge")  # a merge load's rows, all objects of the date
+MERGE_ORDINAL = "luigi_pipelines_ord"  # the stage's row order: by object (sorted by key), then by line
+_LAST = "luigi_pipelines_last"
+
+
+def _names(columns: Sequence[str], prefix: str = "") -> sql.Composed:
+    """``"a", "b"`` or, with ``prefix``, ``s."a", s."b"``."""
+    return sql.SQL(", ").join(sql.Identifier(prefix, c) if prefix else sql.Identifier(c) for c in columns)
+
+
+def _keys_equal(left: str, right: str, key: Sequence[str]) -> sql.Composed:
+    """``l."id" = r."id" AND ...``: the merge key of two aliases."""
+    return sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(left, c), sql.Identifier(right, c)) for c in key)
+
+
+def create_merge_stage(columns: Sequence[Column], key: Sequence[str],
+                       defaults: Sequence[tuple[Column, sql.Composable]] = ()) -> sql.Composed:
+    """The stage of a merge load, in the load's transaction::
+
+        CREATE TEMP TABLE luigi_pipelines_merge ("id" bigint NOT NULL, "name" text, "source_key" text DEFAULT
+            <default>, luigi_pipelines_ord bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DROP
+
+    ``columns`` are what COPY reads (the key columns among them NOT NULL, so a NULL key fails the COPY
+    with its line), ``defaults`` the columns each load fills (scope, lineage) with their defaults. The
+    ordinal numbers the rows in the order COPY reads them: the objects in key order, each by line.
+    """
+    defs = [sql.SQL("{} {}{}").format(sql.Identifier(c.name), sql.SQL(c.type),
+                                      sql.SQL(" NOT NULL" if c.name in key else "")) for c in columns]
+    defs += [column_with_default(c, d) for c, d in defaults]
+    defs.append(sql.SQL("{} bigint GENERATED ALWAYS AS IDENTITY").format(sql.Identifier(MERGE_ORDINAL)))
+    return sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(sql.Identifier(MERGE_STAGE.name),
+                                                                     sql.SQL(", ").join(defs))
+
+
+def delete_superseded(key: Sequence[str]) -> sql.Composed:
+    """Of the staged rows that share a key, delete all but the last (the highest ordinal); the row count is
+    how many were superseded::
+
+        DELETE FROM pg_temp.luigi_pipelines_merge AS s USING (SELECT "id", max(luigi_pipelines_ord) AS
+            luigi_pipelines_last FROM pg_temp.luigi_pipelines_merge GROUP BY "id" HAVING count(*) > 1) AS d
+        WHERE s."id" = d."id" AND s.luigi_pipelines_ord < d.luigi_pipelines_last
+    """
+    return sql.SQL(
+        "DELETE FROM {stage} AS s USING (SELECT {key}, max({ord}) AS {last} FROM {stage} GROUP BY {key} "
+        "HAVING count(*) > 1) AS d WHERE {equal} AND {s_ord} < {d_last}"
+    ).format(stage=table_ident(MERGE_STAGE), key=_names(key), ord=sql.Identifier(MERGE_ORDINAL),
+             last=sql.Identifier(_LAST), equal=_keys_equal("s", "d", key), s_ord=sql.Identifier("s", MERGE_ORDINAL),
+             d_last=sql.Identifier("d", _LAST))
+
+
+def analyze_merge_stage() -> sql.Composed:
+    """``ANALYZE pg_temp.luigi_pipelines_merge``: autovacuum never analyzes a temporary table, and the MERGE's
+    plan (a hash join for a big date, index probes for a small one) depends on its size."""
+    return sql.SQL("ANALYZE {}").format(table_ident(MERGE_STAGE))
+
+
+def merge_from_stage(table: TableName, key: Sequence[str], compared: Sequence[str], carried: Sequence[str] = (),
+                     deleted_flag: str = "") -> sql.Composed:
+    """Apply the de-duplicated stage to ``table`` by ``key``; only rows that differ are written::
+
+        MERGE INTO "s"."t" AS t USING pg_temp.luigi_pipelines_merge AS s ON t."id" = s."id"
+        WHEN MATCHED AND s."is_deleted" THEN DELETE
+        WHEN MATCHED AND ROW(t."name", t."tier") IS DISTINCT FROM ROW(s."name", s."tier")
+            THEN UPDATE SET "name" = s."name", "tier" = s."tier", "load_id" = s."load_id"
+        WHEN NOT MATCHED AND s."is_deleted" IS NOT TRUE
+            THEN INSERT ("id", "name", "tier", "load_id") VALUES (s."id", s."name", s."tier", s."load_id")
+
+    ``compared`` are the columns whose change makes a row changed, ``carried`` further columns written
+    with a changed row (lineage). Unlike ``INSERT ... ON CONFLICT DO UPDATE ... WHERE``, which locks every
+    conflicting row even when its WHERE is false, MERGE leaves an unchanged row untouched (PostgreSQL 15+).
+    """
+    flag = sql.Identifier("s", deleted_flag) if deleted_flag else None
+    clauses = [sql.SQL("WHEN MATCHED AND {} THEN DELETE").format(flag)] if flag else []
+    written = [*compared, *carried]
+    if compared:
+        clauses.append(sql.SQL("WHEN MATCHED AND ROW({}) IS DISTINCT FROM ROW({}) THEN UPDATE SET {}").format(
+            _names(compared, "t"), _names(compared, "s"),
+            sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("s", c)) for c in written)))
+    inserted = [*key, *written]
+    clauses.append(sql.SQL("WHEN NOT MATCHED{} THEN INSERT ({}) VALUES ({})").format(
+        sql.SQL(" AND {} IS NOT TRUE").format(flag) if flag else sql.SQL(""), _names(inserted), _names(inserted, "s")))
+    return sql.SQL("MERGE INTO {} AS t USING {} AS s ON {} {}").format(
+        table_ident(table), table_ident(MERGE_STAGE), _keys_equal("t", "s", key), sql.SQL(" ").join(clauses))
+
+
+def delete_absent(table: TableName, key: Sequence[str], scope_columns: Sequence[str] = ()) -> sql.Composed:
+    """Parameters: the scope's values. A snapshot's deletes: the rows of the table (of the scope) whose key
+    the stage lacks::
+
+        DELETE FROM "s"."t" AS t WHERE ["region" = %s AND] NOT EXISTS
+            (SELECT 1 FROM pg_temp.luigi_pipelines_merge AS s WHERE t."id" = s."id")
+    """
+    scope = sql.SQL("").join(sql.SQL("{} = %s AND ").format(sql.Identifier("t", c)) for c in scope_columns)
+    return sql.SQL("DELETE FROM {} AS t WHERE {}NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
+        table_ident(table), scope, table_ident(MERGE_STAGE), _keys_equal("t", "s", key))
+
+
+def select_columns(table: TableName, columns: Sequence[str]) -> sql.Composed:
+    """``SELECT "a", "b" FROM "s"."t"``: every row of a table (a merged one has no partition to select)."""
+    return sql.SQL("SELECT {} FROM {}").format(_names(columns), table_ident(table))
+
+
+def primary_key(key: Sequence[str]) -> sql.Composed:
+    """``PRIMARY KEY ("id")``: a table constraint, for ``create_table``'s ``extra``."""
+    return sql.SQL("PRIMARY KEY ({})").format(_names(key))
+
+
+def add_primary_key(table: TableName, key: Sequence[str]) -> sql.Composed:
+    """``ALTER TABLE t ADD PRIMARY KEY (...)``: what a user runs to let a table be merged by ``key``."""
+    return sql.SQL("ALTER TABLE {} ADD {}").format(table_ident(table), primary_key(key))
+
+
+def select_unique_keys() -> sql.SQL:
+    """Parameter: schema-qualified table. The key columns of each unique index that can back a merge key
+    (valid, immediate, not partial, no expressions), one array of names per index."""
+    return sql.SQL(
+        "SELECT array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) "
+        "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE k.n <= i.indnkeyatts) FROM pg_catalog.pg_index i WHERE i.indrelid = to_regclass(%s) "
+        "AND i.indisunique AND i.indisvalid AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL"
+    )
+
+
+def select_newest_date(marker: TableName) -> sql.Composed:
+    """Parameter: the marker key. The newest date with a marker row (a merge's newest applied date)."""
+    return sql.SQL("SELECT max(partition_date) FROM {} WHERE target_table = %s").format(table_ident(marker))
 
 
 # -- the marker table --------------------------------------------------------------------------

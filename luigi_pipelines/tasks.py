@@ -19,7 +19,7 @@ from .config import database_settings, load_settings, s3_settings
 from .db import SupportsRead
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
 from .files import csv_line, sweep_stale, temp_download
-from .layouts import FILES, DateSource, Lineage, TableLayout
+from .layouts import FILES, DateSource, Lineage, MergeLayout, TableLayout
 from .manifests import UPSTREAM_LOADS, objects_change, recorded_upstream_loads, upstream_change
 from .objects import CsvDecoder, Decoder, ObjectLoader, ObjectRecord
 from .partitions import CONVENTIONAL_SKIPS, KeyFilter, ScopedTable, TableName, key_prefix, prefixes_apart
@@ -29,6 +29,7 @@ from .targets import PartitionMarkerTarget, check_owner
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
 _MIB = 1024 * 1024
+_MERGE_PRIORITY = 3_000_000  # above every date's ordinal up to the year 8200: a merge's priority stays positive
 
 
 class PartitionDateParameter(luigi.DateParameter):
@@ -509,10 +510,17 @@ class LoadPartition(PartitionTask):
         db.delete_rejects(tx, settings.rejects)
         logger.info("%s %s: replacing %d rows with %d objects (%.1f MiB)", tx.target, tx.date, deleted,
                     len(objects), sum(o.size for o in objects) / _MIB)
+        self.copy_objects(tx, s3, objects)
+        self.check_rows(tx)
+        self.after_copy(tx)
+
+    def copy_objects(self, tx: db.PartitionTransaction, s3: S3Client, objects: Sequence[S3Object],
+                     into: TableName | None = None) -> None:
+        """COPY each object, in order, into the partition's table (or ``into``), with the hooks and progress."""
         with ProgressReport(self._report, objects) as progress:
-            loader = ObjectLoader(tx, s3, self.decoder or CsvDecoder(self.csv), self.target_columns, settings,
+            loader = ObjectLoader(tx, s3, self.decoder or CsvDecoder(self.csv), self.target_columns, load_settings(),
                                   self.max_bad_rows, self.empty_objects_ok, self.source_stream, progress.read,
-                                  key_column=self.lineage.key)
+                                  key_column=self.lineage.key, into=into)
             self.before_copy(tx)
             for n, obj in enumerate(objects, 1):
                 self._object_in_progress = obj.key
@@ -522,8 +530,6 @@ class LoadPartition(PartitionTask):
                 progress.done(n, obj, tx.rows)
                 self.after_object(tx, record)
         self._object_in_progress = None
-        self.check_rows(tx)
-        self.after_copy(tx)
 
     def failed_source(self) -> str | None:
         return self._object_in_progress
@@ -678,6 +684,134 @@ class LoadHourlyPartition(LoadPartition):
                                      f"prefix of its own (one that starts no other's): name the hour, e.g. "
                                      f"'{{date:%Y/%m/%d/%H}}/'")
         super().prepare(conn)
+
+
+class MergePartition(LoadPartition):
+    """Merge one date's S3 objects into a table keyed by ``merge_key``, exactly once: upserts, not a replace.
+
+    Declare what ``LoadPartition`` takes (``bucket``, ``key_prefix``, ``table``, ``columns``, ``csv``...),
+    but no ``date_column``: a merged table keeps its rows by key, not by date; the date names the
+    objects and the marker. Then ``merge_key = ("customer_id",)``, and optionally ``snapshot = True``
+    (the date's objects hold every row: rows of the table, of the task's ``scope`` if it has one, whose
+    key they lack are deleted) and ``deleted_flag = "is_deleted"`` (a boolean column of the files, not
+    stored: a row with it true deletes its key).
+
+    In the partition's transaction, after its lock and marker check: the table's lock (merges of one
+    table apply one at a time), a refusal of a date older than the newest one merged (unless ``force``),
+    then every object is copied into a temporary stage (``sql.create_merge_stage``) whose ordinal column
+    numbers the rows by object (in key order), then by line; of rows sharing a key the last one is kept;
+    one ``MERGE`` inserts new keys and updates the rows that differ (an unchanged row is not written);
+    a snapshot then deletes the absent keys. ``after_copy`` runs after all of that, before the marker.
+    The table needs a primary key or unique constraint on ``merge_key`` (``create_table`` makes one).
+    """
+
+    merge_key: ClassVar[Sequence[str]] = ()
+    snapshot: ClassVar[bool] = False  # the date's objects are the whole table (of the scope): absent keys are deleted
+    deleted_flag: ClassVar[str] = ""  # a boolean column of the files: true deletes the row's key
+
+    @property
+    def priority(self) -> int:  # type: ignore[override]  # luigi reads an attribute; a property per date here
+        """Older dates first: of the tasks ready to run, luigi's scheduler gives out the highest priority first."""
+        return _MERGE_PRIORITY - self.date.toordinal()
+
+    @property
+    def resources(self) -> dict[str, int]:  # type: ignore[override]
+        """``postgres_loads`` and the table's own resource, which no ``[resources]`` names, so luigi allows one at
+        a time: the scheduler runs one merge of the table at once, the oldest date first (``priority``)."""
+        return {**PartitionTask.resources, f"merge {self.partition_key}": 1}
+
+    @property
+    def target_table(self) -> TableName:
+        if not self.table:
+            raise ConfigurationError(f"{self.task_family} must declare table")
+        if self.date_column or self.date_from is not FILES:
+            raise ConfigurationError(
+                f"{self.task_family}: a merged table keeps its rows by key, not by date: leave date_column and "
+                f"date_from out (a date in the files is an ordinary column)")
+        return TableName.parse(self.table)
+
+    @property
+    def layout(self) -> MergeLayout:
+        files = q.columns_of(self.columns)
+        unkeyed = [c for c in self.partition_key.columns if c not in self.merge_key]
+        if unkeyed:
+            raise ConfigurationError(f"{self.task_family}: scope columns {unkeyed} must be part of merge_key: each "
+                                     f"scope owns its keys")
+        try:
+            return MergeLayout.merged(self.target_table, files, self.merge_key, self.deleted_flag,
+                                      self.scope_fills(files), self.lineage)
+        except ValueError as exc:
+            raise ConfigurationError(f"{self.task_family}: {exc}") from None
+
+    def prepare(self, conn: psycopg2.extensions.connection) -> None:
+        """No quarantine of a snapshot; ``LoadPartition``'s; then the table must have a unique index on the merge key."""
+        if self.snapshot and self.max_bad_rows > 0:
+            raise ConfigurationError(f"{self.task_family}: max_bad_rows with snapshot = True: a row set aside would be "
+                                     f"absent from the snapshot, and its key's row deleted")
+        super().prepare(conn)
+        layout = self.layout
+        if frozenset(layout.key) not in db.unique_keys(conn, layout.table):
+            raise ConfigurationError(
+                f"{self.task_family}: {layout.table} has no primary key or unique constraint on merge_key "
+                f"({', '.join(layout.key)}), which a merge needs (one row per key, found through its index); run once: "
+                f"{q.add_primary_key(layout.table, layout.key).as_string(conn)} (ADD UNIQUE (...) if the table has "
+                f"another primary key)")
+
+    def write_partition(self, tx: db.PartitionTransaction) -> None:
+        """Stage the date's objects, keep the last row of each key, merge them into the table."""
+        s3 = self.s3_client()
+        objects = self.objects_to_load(tx, s3)
+        self.check_order(tx)
+        db.delete_rejects(tx, load_settings().rejects)
+        layout = self.layout
+        db.execute(tx, q.create_merge_stage(layout.files, layout.key, layout.stage_defaults))
+        logger.info("%s %s: merging %d objects (%.1f MiB) by %s", tx.target, tx.date, len(objects),
+                    sum(o.size for o in objects) / _MIB, ", ".join(layout.key))
+        self.copy_objects(tx, s3, objects, into=q.MERGE_STAGE)
+        self.apply_stage(tx, layout)
+        self.after_copy(tx)
+
+    def check_order(self, tx: db.PartitionTransaction) -> None:
+        """Take the table's lock, then refuse a date older than the newest one merged: it would put older values
+        over newer ones. ``force`` applies it anyway (the later dates are then to be applied again, in order)."""
+        try:
+            db.lock_table(tx)
+        except psycopg2.errors.LockNotAvailable as exc:
+            raise LoadError(f"{tx.key.describe()} {tx.date}: another merge of {tx.key.describe()} holds the table's "
+                            f"lock, and [load] lock_timeout_s ran out: a merge of another date is running; rerun "
+                            f"later") from exc
+        newest = db.newest_date(tx, self.marker_table)
+        if newest is None or newest <= tx.date:
+            return
+        if not self.force:
+            raise LoadError(
+                f"{tx.key.describe()} {tx.date}: {newest} is merged already, and merges apply in date order (this "
+                f"date's rows would overwrite newer ones): run this date with --force, then every later date up to "
+                f"{newest} with --force, oldest first")
+        logger.warning("%s %s: merging over %s, a newer date (forced): merge the later dates again, oldest first",
+                       tx.key.describe(), tx.date, newest)
+
+    def apply_stage(self, tx: db.PartitionTransaction, layout: MergeLayout) -> None:
+        """The staged rows into the table: duplicates superseded, one MERGE, a snapshot's absent keys deleted."""
+        if self.snapshot and tx.rows == 0:
+            raise BadInputError(f"{tx.key.describe()} {tx.date}: the snapshot has no rows: merging it would delete every "
+                                f"row of {tx.target}; truncate the table yourself if that is meant")
+        superseded = db.execute(tx, q.delete_superseded(layout.key))
+        db.execute(tx, q.analyze_merge_stage())
+        try:
+            changed = db.execute(tx, q.merge_from_stage(tx.target, layout.key, layout.compared, layout.carried,
+                                                        layout.deleted_flag))
+        except psycopg2.errors.UndefinedFunction as exc:  # a type without "=": json, xml, point...
+            raise ConfigurationError(
+                f"{self.task_family}: a merge compares each column with the table's value, and "
+                f"{exc.diag.message_primary}: declare a comparable type (jsonb for json, text for xml)") from exc
+        absent = db.delete_absent(tx, layout.key) if self.snapshot else 0
+        logger.info("%s %s: merged %d rows: %d superseded by a later row of the same key, %d rows inserted, updated "
+                    "or deleted, %s", tx.key.describe(), tx.date, tx.rows, superseded, changed,
+                    f"{absent} deleted as absent from the snapshot" if self.snapshot else "no snapshot deletes")
+
+    def check_rows(self, tx: db.PartitionTransaction) -> None:
+        """Nothing to check: a merged table's rows carry no partition date."""
 
 
 def _elapsed(started: datetime.datetime) -> float:

@@ -16,6 +16,7 @@ def test_demo_ends_with_the_status_calendar_and_page(tmp_path, capfd):
     assert demo.run(project_dir=ROOT, html=page) == 0  # every step ended as expected, the planted failure included
     out, err = capfd.readouterr()
     calendars = out[out.index("$ luigi-pipelines status"):]
+    assert "public.account: 980 accounts, the same as the 2019-03-02 snapshot" in out  # merged, 30 snapshots
     assert "LoadTransactions  public.transaction  [2019-02-01, 2019-03-07)" in calendars
     assert "2019-02  " + "#" * 28 + "\n2019-03  ##RX..\n" in calendars  # loaded, rows rejected, failed, missing
     assert "34 dates: 31 loaded (1 with 2 rows rejected), 1 failed, 2 missing" in calendars

@@ -1,4 +1,5 @@
-"""The example pipeline: daily card transactions from ``s3://<bucket>/transactions/<YYYY-MM-DD>/*.csv[.gz]``.
+"""The example pipeline: daily card transactions from ``s3://<bucket>/transactions/<YYYY-MM-DD>/*.csv[.gz]``, their
+daily totals, and the accounts dimension merged from daily snapshots (``accounts/<YYYY-MM-DD>/``).
 
 Run a backfill with luigi's own range tool::
 
@@ -16,6 +17,7 @@ class transactions(luigi.Config):  # noqa: N801 - the [transactions] section
     bucket = luigi.Parameter(default="example-transactions", description="bucket holding transactions/<date>/")
     table = luigi.Parameter(default="public.transaction", description="target table, schema-qualified")
     totals_table = luigi.Parameter(default="public.daily_account_totals", description="table of daily totals")
+    accounts_table = luigi.Parameter(default="public.account", description="the accounts dimension, merged by key")
 
 
 class LoadTransactions(lp.LoadPartition):
@@ -54,3 +56,16 @@ class SummarizeTransactions(lp.TransformPartition):
         ("total", "numeric(16,2)"),
     ]
     table = property(lambda self: transactions().totals_table)
+
+
+class MergeAccounts(lp.MergePartition):
+    """The accounts dimension: each day's full snapshot (``accounts/<YYYY-MM-DD>/``) merged by account, so that
+    changed accounts are updated, new ones inserted and closed ones (absent from the snapshot) deleted."""
+
+    key_prefix = "accounts/{date:%Y-%m-%d}/"
+    columns = [("account", "text"), ("name", "text"), ("tier", "text")]
+    merge_key = ("account",)
+    snapshot = True
+
+    bucket = property(lambda self: transactions().bucket)
+    table = property(lambda self: transactions().accounts_table)
