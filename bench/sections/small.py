@@ -105,9 +105,9 @@ def psql_session(bench: Bench, data: SmallData) -> SmallRun:
     stack.checkpoint()
     bench.log(f"(0) psql: {len(data.objects)} GETs, then one session of {len(data.objects)} \\copy")
     watch = Stopwatch.start()
-    for n, obj in enumerate(data.objects):
+    for n, obj in enumerate(data.objects):  # one plain GET each, as (a2): no HEAD first, as download_file does
         files.append(folder / f"{n:05d}.csv.gz")
-        client.download_file(BUCKET, obj.key, str(files[-1]))
+        files[-1].write_bytes(client.get_object(Bucket=BUCKET, Key=obj.key)["Body"].read())
     download_s = watch.elapsed
     script = folder / "copy.sql"
     script.write_text("".join(_copy_from_gzip(bench, table, f) + "\n" for f in files))
@@ -181,15 +181,17 @@ def small_table(data: SmallData, runs: list[SmallRun], empty_s: float) -> Table:
     table = Table(f"A year of small partitions: {len(data.dates)} dates x {PARTS} gzip objects "
                   f"({data.size_bytes / len(data.objects) / 1024:.1f} KiB each, {data.rows:,} rows, "
                   f"{data.size_bytes / MIB:.1f} MiB in all)",
-                  ["method", "seconds", "x psql", "ms per date", "in-tx s (sum)", "overhead ms/partition",
-                   "client CPU s"])
+                  ["method", "seconds", "x psql", "x psql session alone", "ms per date", "in-tx s (sum)",
+                   "overhead ms/partition", "client CPU s"])
+    session_s = base.wall_s - (base.download_s or 0.0)
     for r in runs:
-        table.rows.append([r.method, r.wall_s, f"{r.wall_s / base.wall_s:.2f}x", 1000 * r.wall_s / len(data.dates),
-                           r.in_transaction_s, overhead_ms(data, r, empty_s), r.cpu_s])
+        table.rows.append([r.method, r.wall_s, f"{r.wall_s / base.wall_s:.2f}x", f"{r.wall_s / session_s:.2f}x",
+                           1000 * r.wall_s / len(data.dates), r.in_transaction_s, overhead_ms(data, r, empty_s), r.cpu_s])
     table.notes = [
-        f"psql: {len(data.objects)} GETs to files ({base.download_s:.2f} s, one boto3 client), then one `psql -f` "
-        f"session of {len(data.objects)} `\\copy ... FROM PROGRAM 'gzip -dc <file>'` (autocommit each); no delete, "
-        "marker or completion check",
+        f"psql: {len(data.objects)} plain GETs to files ({base.download_s:.2f} s, one boto3 client), then one "
+        f"`psql -f` session of {len(data.objects)} `\\copy ... FROM PROGRAM 'gzip -dc <file>'` ({session_s:.2f} s, "
+        "autocommit each); no delete, marker or completion check. 'x psql' is against both (our loads GET too); "
+        "'x psql session alone' against the session on files already downloaded",
         "backfill: `luigi-pipelines backfill --start --stop` of the bench pipeline's LoadTransactions (one transaction "
         "per date: lock, delete, 2 COPYs, marker), --local-scheduler, --processes 2, or a fresh luigid (started before "
         "the clock)",
@@ -203,10 +205,13 @@ def small_table(data: SmallData, runs: list[SmallRun], empty_s: float) -> Table:
 
 def small_targets(data: SmallData, runs: list[SmallRun], empty_s: float) -> list[Target]:
     base, targets = runs[0], []
-    for r in runs[1:]:
-        ratio = r.wall_s / base.wall_s
-        targets.append(Target(f"small: {r.method} vs one psql session", f"<= {GOAL_RATIO:g}x",
-                              f"{ratio:.2f}x", ratio <= GOAL_RATIO))
+    baselines = {"GETs + one psql session": base.wall_s,
+                 "one psql session alone": base.wall_s - (base.download_s or 0.0)}
+    for against, seconds in baselines.items():
+        for r in runs[1:]:
+            ratio = r.wall_s / seconds
+            targets.append(Target(f"small: {r.method} vs {against}", f"<= {GOAL_RATIO:g}x", f"{ratio:.2f}x",
+                                  ratio <= GOAL_RATIO))
     for r in runs[1:]:
         ms = overhead_ms(data, r, empty_s)
         goal = GOAL_OVERHEAD_MS.get(r.parallel, GOAL_OVERHEAD_MANY_MS)
