@@ -548,3 +548,26 @@ def test_processes_sigterm_to_the_backfill_stops_every_process(stack, tmp_path):
     assert "[1/2] exited 143" in parent.output() and "[2/2] exited 143" in parent.output()
     assert table_counts(stack) == {} and stack.markers(f"{stack.schema}.transaction") == {}
     assert _lock_holders(stack, crc) == 0
+
+
+def test_run_shards_prefixes_every_line_and_returns_each_exit_code():
+    """Two children writing at once (one without a final newline, one failing): every line comes out whole,
+    prefixed with its shard, and each child's code is returned; a child killed by a signal gives 128 + N."""
+    import io
+
+    def child(label: str, code: str) -> bf.Shard:
+        return bf.Shard(label, (), (sys.executable, "-c", code))
+
+    out = io.StringIO()
+    codes = bf.run_shards([
+        child("[1/3]", "import sys\nfor n in range(300): print('out', n, flush=True); print('err', n, file=sys.stderr)\n"
+                       "sys.stdout.write('last, unterminated')"),
+        child("[2/3]", "import sys; print('failing'); sys.exit(30)"),
+        child("[3/3]", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"),
+    ], out)
+    assert codes == [0, 30, 143]
+    lines = out.getvalue().splitlines()
+    first = [line for line in lines if line.startswith("[1/3] ")]
+    assert sorted(first) == sorted([f"[1/3] {s} {n}" for s in ("out", "err") for n in range(300)]
+                                   + ["[1/3] last, unterminated"])
+    assert [line for line in lines if not line.startswith("[1/3] ")] == ["[2/3] failing"]
