@@ -400,7 +400,8 @@ def _shard_lines(output: str, label: str) -> list[str]:
 @pytest.mark.s3
 def test_processes_load_each_missing_date_once_and_skip_loaded_ones(stack, tmp_path):
     """10 days, the first 4 loaded by an earlier run: `--processes 2` loads the other 6, 3 per process, each
-    date once (rows, markers, the trace of runs), the loaded ones untouched; each shard's lines prefixed."""
+    date once (rows, markers, the trace of runs), the loaded ones untouched; each shard's lines prefixed. Run
+    again, it finds nothing to load and starts no process."""
     from tests.scheduling_support import assert_exactly_once, backfill_command, read_runs
 
     expected = seed_days(stack, D(2019, 2, 1), 10, rows=5)
@@ -434,6 +435,11 @@ def test_processes_load_each_missing_date_once_and_skip_loaded_ones(stack, tmp_p
     for label in ("[1/2]", "[2/2]"):
         assert any("Luigi Execution Summary" in line for line in _shard_lines(err + result.stdout, label))
         assert f"{label} exited 0" in err
+
+    (hooks / "trace").unlink()
+    again = run("--start", "2019-02-01", "--processes", "2")  # all loaded: no process is started
+    assert again.returncode == 0 and "to load: 0\n" in again.stderr and "[1/" not in again.stderr, again.stderr[-3000:]
+    assert read_runs(hooks) == [] and stack.markers(f"{stack.schema}.transaction") == markers
 
 
 @pytest.mark.postgres
