@@ -577,3 +577,16 @@ def test_run_shards_prefixes_every_line_and_returns_each_exit_code():
     assert sorted(first) == sorted([f"[1/3] {s} {n}" for s in ("out", "err") for n in range(300)]
                                    + ["[1/3] last, unterminated"])
     assert [line for line in lines if not line.startswith("[1/3] ")] == ["[2/3] failing"]
+
+
+def test_processes_when_the_database_cannot_say_what_to_load(tmp_path):
+    """No PostgreSQL where the pipeline looks: no process is started, and the exit code is luigi's
+    scheduling_error (35), with the reason, as a single luigi run would give."""
+    from luigi_pipelines.local import free_port
+
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(free_port()), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", "backfill", "--days-back", "3",
+                             "--processes", "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 35, result.stderr[-3000:]
+    assert "checking which dates are loaded failed (" in result.stderr and "exit 35" in result.stderr
+    assert "[1/" not in result.stderr
