@@ -207,21 +207,23 @@ def format_dates(dates: Sequence[datetime.date], shown: int = 10) -> str:
     return f"{len(dates)} ({', '.join(d.isoformat() for d in dates[:shown])}{more})"
 
 
-def judge(code: int, cooperation: set[int], still_missing: Callable[[], list[datetime.date]]) -> tuple[int, str]:
+def judge(code: int, cooperation: set[int], still_missing: Callable[[], list[datetime.date]],
+          who: str = "luigi") -> tuple[int, str]:
     """The exit code of the backfill from luigi's ``code``, and a line saying why if it differs or dates are missing.
 
     ``still_missing`` (one query) is asked whatever luigi returned: 0 only when it finds nothing missing.
+    ``who`` names what returned ``code`` in that line.
     """
     try:
         missing = still_missing()
     except Exception as exc:  # the database cannot say: nothing is confirmed loaded
         result = code or STILL_MISSING
-        return result, f"luigi exited {code}; checking which dates are loaded failed ({exc}): exit {result}"
+        return result, f"{who} exited {code}; checking which dates are loaded failed ({exc}): exit {result}"
     if missing:
         result = code or STILL_MISSING
-        return result, f"luigi exited {code} and dates asked for are not loaded: {format_dates(missing)}: exit {result}"
+        return result, f"{who} exited {code} and dates asked for are not loaded: {format_dates(missing)}: exit {result}"
     if code in cooperation:
-        return 0, f"luigi exited {code} because other workers ran some of the tasks; every date is loaded: exit 0"
+        return 0, f"{who} exited {code} because other workers ran some of the tasks; every date is loaded: exit 0"
     return code, ""
 
 
@@ -419,7 +421,8 @@ def main_processes(args: argparse.Namespace, win: Window, task_limit: int) -> in
     code = combined_code(codes, cooperation)
     if args.raw_exit_code:
         return code
-    code, why = judge(code, cooperation, lambda: incomplete(args.module, args.task, wanted, args.reload_changed))
+    code, why = judge(code, cooperation, lambda: incomplete(args.module, args.task, wanted, args.reload_changed),
+                      f"the {len(planned)} luigi processes (the highest code)" if len(planned) > 1 else "luigi")
     if why:
         print(f"luigi-pipelines backfill: {why}", file=sys.stderr)
     return code

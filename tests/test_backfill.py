@@ -455,7 +455,8 @@ def test_processes_a_bad_date_fails_the_run_and_every_other_date_loads(stack, tm
                            "--now", "2019-02-07T05:00:00Z", "--processes", "2")
     assert result.returncode == 30, result.stderr[-3000:]
     assert "[1/2] exited 30" in result.stderr and "[2/2] exited 0" in result.stderr
-    assert "dates asked for are not loaded: 1 (2019-02-02): exit 30" in result.stderr
+    assert "the 2 luigi processes (the highest code) exited 30 and dates asked for are not loaded: 1 (2019-02-02): " \
+        "exit 30" in result.stderr
     del expected[D(2019, 2, 2)]
     assert table_counts(stack) == expected
     assert sorted(stack.markers(f"{stack.schema}.transaction")) == sorted(expected)
