@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default {d.transform_rows:,})")
     p.add_argument("--merge-rows", type=int, help=f"rows of the merge section's table and files (default "
                    f"{d.merge_rows:,})")
+    p.add_argument("--small-days", type=int, help=f"dates of the small-partition section, 2 gzip objects of "
+                   f"~{d.small_kib:g} KiB each (default {d.small_days})")
     p.add_argument("--timeout", type=float, dest="timeout_s", help=f"seconds allowed per command (default {d.timeout_s:g})")
     p.add_argument("--work-dir", help="parent of the temporary data directory (default: the system temp dir)")
     p.add_argument("--no-save", action="store_true", help=f"do not write the JSON file to {RESULTS_DIR}")

@@ -24,6 +24,8 @@ class Options:
     scheduler_budget_s: float = 150  # measure the full range only if projected within this (0: always)
     transform_rows: int = 1_000_000  # rows of the upstream partition the transforms read
     merge_rows: int = 1_000_000  # rows of the table the merge section merges into (and of each of its files)
+    small_days: int = 365  # dates of the small-partition backfill (2 gzip objects each)
+    small_kib: float = 10.0  # size of each of those objects, gzipped
     timeout_s: float = 1800  # bound on any single command
 
     @property
@@ -43,6 +45,7 @@ QUICK = Options(
     scheduler_budget_s=10,
     transform_rows=20_000,
     merge_rows=20_000,
+    small_days=30,
     timeout_s=300,
 )
 

@@ -14,6 +14,11 @@ It adds three things to the raw ``luigi --module M RangeDaily --of T ...`` that 
 
 The dates asked for are the whole window (the task limit handed to luigi is the window's length),
 or with ``--task-limit N`` the dates luigi's own ``RangeDaily`` picks for the same command line.
+
+With ``--processes N`` there is no luigid and no fork per task: one ``bulk_complete`` query finds the
+dates still to load, they are cut into N runs of consecutive dates (each date in exactly one), and
+each run is its own ``luigi ... RangeDaily --local-scheduler --workers 1`` child process, its output
+prefixed ``[i/N]``. The exit code is judged as above, over every date asked for, once all have ended.
 """
 from __future__ import annotations
 
@@ -22,13 +27,16 @@ import datetime
 import functools
 import importlib
 import json
+import os
+import selectors
 import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import luigi.cmdline_parser
 import luigi.retcodes
@@ -199,21 +207,23 @@ def format_dates(dates: Sequence[datetime.date], shown: int = 10) -> str:
     return f"{len(dates)} ({', '.join(d.isoformat() for d in dates[:shown])}{more})"
 
 
-def judge(code: int, cooperation: set[int], still_missing: Callable[[], list[datetime.date]]) -> tuple[int, str]:
+def judge(code: int, cooperation: set[int], still_missing: Callable[[], list[datetime.date]],
+          who: str = "luigi") -> tuple[int, str]:
     """The exit code of the backfill from luigi's ``code``, and a line saying why if it differs or dates are missing.
 
     ``still_missing`` (one query) is asked whatever luigi returned: 0 only when it finds nothing missing.
+    ``who`` names what returned ``code`` in that line.
     """
     try:
         missing = still_missing()
     except Exception as exc:  # the database cannot say: nothing is confirmed loaded
         result = code or STILL_MISSING
-        return result, f"luigi exited {code}; checking which dates are loaded failed ({exc}): exit {result}"
+        return result, f"{who} exited {code}; checking which dates are loaded failed ({exc}): exit {result}"
     if missing:
         result = code or STILL_MISSING
-        return result, f"luigi exited {code} and dates asked for are not loaded: {format_dates(missing)}: exit {result}"
+        return result, f"{who} exited {code} and dates asked for are not loaded: {format_dates(missing)}: exit {result}"
     if code in cooperation:
-        return 0, f"luigi exited {code} because other workers ran some of the tasks; every date is loaded: exit 0"
+        return 0, f"{who} exited {code} because other workers ran some of the tasks; every date is loaded: exit 0"
     return code, ""
 
 
@@ -236,17 +246,186 @@ def incomplete(module: str, task: str, dates: Sequence[datetime.date], reload_ch
     return [d for d in dates if d not in done]
 
 
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _forwarding_signals(procs: Sequence[subprocess.Popen]) -> Iterator[None]:
+    """While the block runs, SIGINT/SIGTERM/SIGHUP received here are sent on to each of ``procs`` still running."""
+    def forward(sig: int, _frame: Any) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(sig)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _exit_code(proc: subprocess.Popen) -> int:
+    """``proc``'s exit code, 128 + the signal's number for a child killed by a signal (as a shell says it)."""
+    code = proc.wait()
+    return 128 - code if code < 0 else code
+
+
 def _run(cmd: Sequence[str]) -> int:
     """Run ``cmd``, passing SIGINT/SIGTERM/SIGHUP on to it; a child killed by a signal gives 128 + its number."""
     proc = subprocess.Popen(cmd)
-    forwarded = {sig: signal.signal(sig, lambda s, _f: proc.send_signal(s))
-                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    with _forwarding_signals([proc]):
+        return _exit_code(proc)
+
+
+# -- --processes N: the window's missing dates shared by N local-scheduler processes -----------------------
+
+def shards(dates: Sequence[datetime.date], processes: int) -> list[list[datetime.date]]:
+    """``dates`` (sorted) cut into at most ``processes`` runs of consecutive elements, as even as can be.
+
+    Each date is in exactly one run, and each run can be a ``RangeDaily`` of its own (from its first date to
+    the day after its last): between two of a run's dates lies no date of another run. Only the dates still
+    to load are cut, so dates loaded earlier (say the first half of the window) leave no process idle.
+    """
+    count = min(processes, len(dates))
+    size, larger = divmod(len(dates), count) if count else (0, 0)
+    runs, at = [], 0
+    for n in range(count):
+        end = at + size + (1 if n < larger else 0)
+        runs.append(list(dates[at:end]))
+        at = end
+    return runs
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One process of a ``--processes`` backfill: its label in the output and its luigi command."""
+
+    label: str
+    dates: tuple[datetime.date, ...]
+    cmd: tuple[str, ...]
+
+
+def shard_commands(module: str, task: str, win: Window, todo: Sequence[datetime.date], processes: int,
+                   reverse: bool = False, extra: Sequence[str] = (), reload_changed: bool = False) -> list[Shard]:
+    """The luigi command of each shard of ``todo``: ``RangeDaily`` over the shard's own dates, with a local
+    scheduler and one worker, which runs its tasks in its own process (luigi forks per task only with more)."""
+    runs = shards(todo, processes)
+    found = []
+    for n, dates in enumerate(runs, 1):
+        own = Window(dates[0], dates[-1] + datetime.timedelta(days=1), win.now)
+        cmd = luigi_command(module, task, own, Scheduler(local=True), 1, len(dates), reverse, extra,
+                            reload_changed=reload_changed)
+        found.append(Shard(f"[{n}/{len(runs)}]", tuple(dates), tuple(cmd)))
+    return found
+
+
+class _PrefixedLines:
+    """A child's output, chunk by chunk, written to ``stream`` as whole lines prefixed with ``label``."""
+
+    def __init__(self, stream: IO[str], label: str) -> None:
+        self.stream, self.label, self.held = stream, label, b""
+
+    def feed(self, chunk: bytes) -> None:
+        *lines, self.held = (self.held + chunk).split(b"\n")
+        self._write(lines)
+
+    def close(self) -> None:
+        """The child's output ended: write what is left of its last line."""
+        self._write([self.held] if self.held else [])
+        self.held = b""
+
+    def _write(self, lines: Sequence[bytes]) -> None:
+        for line in lines:
+            self.stream.write(f"{self.label} {line.decode(errors='replace')}\n")
+        self.stream.flush()
+
+
+def _start(shard: Shard) -> subprocess.Popen:
+    # A session of its own: a terminal's Ctrl-C reaches the child once, forwarded from here, not twice.
+    return subprocess.Popen(shard.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _relay(selector: selectors.BaseSelector) -> None:
+    """Copy every registered child's output to its writer until all of them have closed it."""
+    while selector.get_map():
+        for key, _ in selector.select():
+            chunk = os.read(key.fd, 1 << 16)
+            if chunk:
+                key.data.feed(chunk)
+                continue
+            key.data.close()
+            selector.unregister(key.fileobj)
+            key.fileobj.close()  # type: ignore[union-attr]
+
+
+def run_shards(planned: Sequence[Shard], stream: IO[str] = sys.stderr) -> list[int]:
+    """Run every shard's command at once and return their exit codes (128 + N for one killed by signal N).
+
+    Each child's output (stdout and stderr) goes to ``stream`` line by line, prefixed with its label.
+    SIGINT, SIGTERM and SIGHUP received here are sent on to every child still running; the children
+    end, and their exit codes are returned as usual. Should this process fail itself, it kills them.
+    """
+    procs: list[subprocess.Popen] = []
+    with selectors.DefaultSelector() as selector, _forwarding_signals(procs):
+        try:
+            for shard in planned:
+                procs.append(_start(shard))
+                selector.register(procs[-1].stdout, selectors.EVENT_READ,  # type: ignore[arg-type]
+                                  _PrefixedLines(stream, shard.label))
+            _relay(selector)
+        except BaseException:
+            for proc in procs:
+                proc.kill()
+            raise
+        return [_exit_code(proc) for proc in procs]
+
+
+def combined_code(codes: Sequence[int], cooperation: set[int]) -> int:
+    """One exit code for shards that ended with ``codes``: the highest failure, else the highest other code."""
+    failures = [c for c in codes if c and c not in cooperation]
+    return max(failures or [c for c in codes if c] or [0])
+
+
+def _checks_failed(exc: Exception) -> int:
+    code = luigi.retcodes.retcode().scheduling_error or STILL_MISSING
+    print(f"luigi-pipelines backfill: checking which dates are loaded failed ({exc}): exit {code}", file=sys.stderr)
+    return code
+
+
+def main_processes(args: argparse.Namespace, win: Window, task_limit: int) -> int:
+    """``backfill --processes N``: plan the shards with one ``bulk_complete`` query, run them, judge the result."""
+    whole = luigi_command(args.module, args.task, win, Scheduler(local=True), 1, task_limit, args.reverse,
+                          args.luigi_args, reload_changed=args.reload_changed)
+    print(f"backfill [{win.start}, {win.stop}) at {win.now:%Y-%m-%dT%H:%M:%SZ} on {args.processes} processes, "
+          f"the dates to load cut into runs of consecutive dates: luigi {shlex.join(whole[3:])}",
+          file=sys.stderr, flush=True)
+    if args.dry_run:
+        return 0
     try:
-        code = proc.wait()
-    finally:
-        for sig, handler in forwarded.items():
-            signal.signal(sig, handler)
-    return 128 - code if code < 0 else code
+        todo = scheduled_dates(whole)  # luigi's own choice for the whole window: the dates not loaded yet
+    except Exception as exc:  # the database cannot say what to load
+        return _checks_failed(exc)
+    wanted = win.dates() if args.task_limit is None else todo
+    planned = shard_commands(args.module, args.task, win, todo, args.processes, args.reverse, args.luigi_args,
+                             args.reload_changed)
+    print(f"to load: {format_dates(todo)}", file=sys.stderr, flush=True)
+    for shard in planned:
+        print(f"{shard.label} {len(shard.dates)} dates, {shard.dates[0]} to {shard.dates[-1]}: "
+              f"luigi {shlex.join(shard.cmd[3:])}", file=sys.stderr, flush=True)
+    codes = run_shards(planned)
+    for shard, code in zip(planned, codes, strict=True):
+        print(f"{shard.label} exited {code}", file=sys.stderr, flush=True)
+    cooperation = cooperation_codes(luigi.retcodes.retcode())
+    code = combined_code(codes, cooperation)
+    if args.raw_exit_code:
+        return code
+    code, why = judge(code, cooperation, lambda: incomplete(args.module, args.task, wanted, args.reload_changed),
+                      f"the {len(planned)} luigi processes (the highest code)" if len(planned) > 1 else "luigi")
+    if why:
+        print(f"luigi-pipelines backfill: {why}", file=sys.stderr)
+    return code
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -258,6 +437,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--module", default="luigi_pipelines.pipelines.transactions", help="pipeline module")
     parser.add_argument("--task", default="LoadTransactions", help="load task class in the module")
     parser.add_argument("--workers", type=int, default=1, help="parallel tasks in this process (default 1)")
+    parser.add_argument("--processes", type=int, metavar="N",
+                        help="no luigid: the dates still to load, cut into N runs of consecutive dates, each run "
+                        "a luigi process of its own (local scheduler, 1 worker, no fork per task)")
     parser.add_argument("--task-limit", type=int,
                         help="schedule at most this many missing dates, oldest first (default: the whole window)")
     parser.add_argument("--reverse", action="store_true", help="newest dates first (with --task-limit: the newest)")
@@ -275,6 +457,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("luigi_args", nargs="*", help="after --: more luigi arguments, passed through")
 
 
+def processes_conflict(args: argparse.Namespace) -> str:
+    """Why ``--processes`` cannot go with the other options given ("" when it can)."""
+    if args.processes < 1:
+        return "--processes must be at least 1"
+    if args.scheduler_host or args.scheduler_port:
+        return "--processes runs its own local schedulers: leave out --scheduler-host/--scheduler-port"
+    if args.workers != 1:
+        return "--processes runs each process with 1 worker: leave out --workers (or use luigid's workers)"
+    return ""
+
+
 def main(args: argparse.Namespace) -> int:
     now = args.now or datetime.datetime.now(UTC)
     try:
@@ -285,6 +478,12 @@ def main(args: argparse.Namespace) -> int:
     scheduler = Scheduler(args.local_scheduler, args.scheduler_host, args.scheduler_port, args.idle_timeout)
     # luigi's own task_limit (50 without a [RangeDaily] section) would quietly cut the window: give it explicitly.
     task_limit = len(win.dates()) if args.task_limit is None else args.task_limit
+    if args.processes is not None:
+        wrong = processes_conflict(args)
+        if wrong:
+            print(f"luigi-pipelines backfill: {wrong}", file=sys.stderr)
+            return 2
+        return main_processes(args, win, task_limit)
     cmd = luigi_command(args.module, args.task, win, scheduler, args.workers, task_limit, args.reverse,
                         args.luigi_args, reload_changed=args.reload_changed)
     print(f"backfill [{win.start}, {win.stop}) at {win.now:%Y-%m-%dT%H:%M:%SZ}: luigi {shlex.join(cmd[3:])}",

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     backfill = sub.add_parser(
         "backfill", help="run luigi's RangeDaily over whole UTC days (--days-back N or --start/--stop), "
-        "on luigid or --local-scheduler, with an exit code for cron",
+        "on luigid, --local-scheduler or --processes N local processes, with an exit code for cron",
         description="Run luigi's RangeDaily over a window of whole UTC days and return an exit code for cron.")
     backfill_command.add_arguments(backfill)
     backfill.set_defaults(func=backfill_command.main)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import configparser
 import datetime
+import os
+import re
 import shlex
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -341,3 +344,250 @@ def test_makefile_has_scheduler_and_workers_targets():
     dry = subprocess.run(["make", "-n", "workers", "N=3", "DAYS_BACK=7", "STAMP="], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert "luigi-pipelines backfill" in dry and "--days-back 7" in dry and "seq 3" in dry
+
+
+# -- --processes N: the dates still to load, shared by N local-scheduler processes ---------------------------
+
+def test_shards_cut_the_dates_into_even_runs_of_consecutive_dates():
+    dates = [D(2019, 1, 1) + datetime.timedelta(days=n) for n in range(10)]
+    assert bf.shards(dates, 3) == [dates[0:4], dates[4:7], dates[7:10]]
+    assert bf.shards(dates, 1) == [dates]
+    assert bf.shards(dates[:2], 4) == [[dates[0]], [dates[1]]]  # never an idle process
+    assert bf.shards([], 4) == []
+
+
+def test_shard_commands_give_each_date_still_to_load_to_exactly_one_luigi_process():
+    """Early dates loaded already: only the others are shared, evenly, and each shard's own RangeDaily
+    (its local scheduler, one worker) requires exactly its dates; dates loaded lie between them unharmed."""
+    win = bf.window(at("2019-03-10T05:00:00Z"), start=D(2019, 1, 1))  # 68 days
+    todo = [d for d in win.dates() if d >= D(2019, 2, 15) and d.day % 3]  # the first half is loaded, and more
+    planned = bf.shard_commands("m", "T", win, todo, 3, extra=["--log-level", "INFO"])
+    assert [s.label for s in planned] == ["[1/3]", "[2/3]", "[3/3]"]
+    assert sorted(d for s in planned for d in s.dates) == todo
+    assert max(len(s.dates) for s in planned) - min(len(s.dates) for s in planned) <= 1
+    for shard in planned:
+        cmd = list(shard.cmd)
+        assert [d for d in _range_daily_dates(cmd) if d in todo] == list(shard.dates)
+        assert cmd[cmd.index("--workers") + 1] == "1" and "--local-scheduler" in cmd
+        assert cmd[cmd.index("--task-limit") + 1] == str(len(shard.dates)) and cmd[-2:] == ["--log-level", "INFO"]
+
+
+def test_combined_code_of_shards_keeps_every_failure():
+    coop = bf.cooperation_codes(CODES)
+    assert bf.combined_code([0, 0], coop) == 0
+    assert bf.combined_code([0, 30], coop) == 30
+    assert bf.combined_code([25, 20, 0], coop) == 20  # a failure is never hidden by a cooperation code
+    assert bf.combined_code([25, 0], coop) == 25
+    assert bf.combined_code([30, 143], coop) == 143
+
+
+def test_processes_refuses_luigid_and_worker_options(capsys):
+    base = ["backfill", "--days-back", "3", "--now", "2019-03-10T05:00:00Z", "--dry-run"]
+    assert cli_main([*base, "--processes", "2"]) == 0
+    assert "on 2 processes" in capsys.readouterr().err
+    refused = {"at least 1": ["--processes", "0"], "--scheduler-port": ["--processes", "2", "--scheduler-port", "8082"],
+               "1 worker": ["--processes", "2", "--workers", "4"]}
+    for said, wrong in refused.items():
+        assert cli_main([*base, *wrong]) == 2
+        assert said in capsys.readouterr().err
+
+
+def _shard_lines(output: str, label: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith(label + " ")]
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_processes_load_each_missing_date_once_and_skip_loaded_ones(stack, tmp_path):
+    """10 days, the first 4 loaded by an earlier run: `--processes 2` loads the other 6, 3 per process, each
+    date once (rows, markers, the trace of runs), the loaded ones untouched; each shard's lines prefixed. Run
+    again, it finds nothing to load and starts no process."""
+    from tests.scheduling_support import assert_exactly_once, backfill_command, read_runs
+
+    expected = seed_days(stack, D(2019, 2, 1), 10, rows=5)
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks)}
+    now = ["--now", "2019-02-11T05:00:00Z"]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(backfill_command(*args, *now), cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    early = run("--start", "2019-02-01", "--stop", "2019-02-05", "--local-scheduler")
+    assert early.returncode == 0, early.stderr[-3000:]
+    loaded = stack.markers(f"{stack.schema}.transaction")
+    (hooks / "trace").unlink()
+
+    result = run("--start", "2019-02-01", "--processes", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_exactly_once(stack, expected)
+    markers = stack.markers(f"{stack.schema}.transaction")
+    assert {d: markers[d] for d in loaded} == loaded  # not loaded again
+    runs = read_runs(hooks)
+    assert sorted(D.fromisoformat(r.date) for r in runs) == [D(2019, 2, d) for d in range(5, 11)]
+    assert all(r.end is not None for r in runs) and len({r.pid for r in runs}) == 2
+    assert {r.date for r in runs if r.pid == runs[0].pid} in ({"2019-02-05", "2019-02-06", "2019-02-07"},
+                                                              {"2019-02-08", "2019-02-09", "2019-02-10"})
+    err = result.stderr
+    assert "[1/2] 3 dates, 2019-02-05 to 2019-02-07: luigi " in err and "[2/2] 3 dates, 2019-02-08 to 2019-02-10" in err
+    for label in ("[1/2]", "[2/2]"):
+        assert any("Luigi Execution Summary" in line for line in _shard_lines(err + result.stdout, label))
+        assert f"{label} exited 0" in err
+
+    (hooks / "trace").unlink()
+    again = run("--start", "2019-02-01", "--processes", "2")  # all loaded: no process is started
+    assert again.returncode == 0 and "to load: 0\n" in again.stderr and "[1/" not in again.stderr, again.stderr[-3000:]
+    assert read_runs(hooks) == [] and stack.markers(f"{stack.schema}.transaction") == markers
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_processes_a_bad_date_fails_the_run_and_every_other_date_loads(stack, tmp_path):
+    """Feb 2 holds a bad row: its shard exits 30 and goes on to Feb 3, the other shard loads Feb 4-6; the
+    backfill exits 30 and names Feb 2, the only date not loaded."""
+    expected = seed_days(stack, D(2019, 2, 1), 6, rows=5, parts=1)
+    stack.put("transactions/2019-02-02/part-0001.csv", "id,txn_date,account,amount,currency,created_at,note\n"
+              "x1,2019-02-02,acct-1,1.00,EUR,2019-02-02T00:00:00+00:00,\n")
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    result = _run_backfill(stack, cfg, ROOT, "--start", "2019-02-01", "--stop", "2019-02-07",
+                           "--now", "2019-02-07T05:00:00Z", "--processes", "2")
+    assert result.returncode == 30, result.stderr[-3000:]
+    assert "[1/2] exited 30" in result.stderr and "[2/2] exited 0" in result.stderr
+    assert "the 2 luigi processes (the highest code) exited 30 and dates asked for are not loaded: 1 (2019-02-02): " \
+        "exit 30" in result.stderr
+    del expected[D(2019, 2, 2)]
+    assert table_counts(stack) == expected
+    assert sorted(stack.markers(f"{stack.schema}.transaction")) == sorted(expected)
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+@pytest.mark.slow
+def test_processes_overlapping_another_run_load_nothing_twice(stack, tmp_path):
+    """Run A (`--processes 2`) holds Feb 1's lock mid-load; run B (`--processes 2`, same window) starts then, plans
+    Feb 1 as still to load and waits on its lock. Once A goes on, both exit 0, every date is loaded once and
+    every S3 object was downloaded once."""
+    from luigi_pipelines.local import wait_until
+    from tests.scheduling_support import assert_exactly_once, backfill_command, describe, start, wait_all
+
+    expected = seed_days(stack, D(2019, 2, 1), 6, rows=5)
+    objects = [o["Key"] for o in stack.s3_client.list_objects_v2(Bucket=stack.bucket)["Contents"]]
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks), "LP_HOOK_PAUSE_DATE": "2019-02-01"}
+    args = ["--start", "2019-02-01", "--stop", "2019-02-07", "--now", "2019-02-07T05:00:00Z", "--processes", "2"]
+    crc = _lock_crc(stack)
+    procs = [start("a", backfill_command(*args), env, tmp_path)]
+    try:
+        wait_until(lambda: (hooks / "paused").exists(), 120, "run A to hold Feb 1 mid-load")
+        procs.append(start("b", backfill_command(*args), env, tmp_path))
+        wait_until(lambda: _lock_waiters(stack, crc) > 0, 120, "run B to wait on a partition lock")
+        (hooks / "release").touch()
+        codes = wait_all(procs, 240)
+    finally:
+        for p in procs:
+            p.kill()
+    assert codes == {"a": 0, "b": 0}, describe(procs)
+    assert re.search(r"^to load: \d+ \(2019-02-01[,)]", procs[1].output(), re.M)  # B did plan Feb 1
+    assert_exactly_once(stack, expected)
+    assert Counter(stack.s3.object_gets(stack.bucket)) == Counter(objects)
+
+
+def _lock_crc(stack) -> int:
+    from luigi_pipelines.partitions import TableName, lock_key
+
+    return lock_key(TableName(stack.schema, "transaction"), D(2019, 2, 1))[0]
+
+
+def _lock_waiters(stack, crc: int) -> int:
+    return stack.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 2"
+                       " AND classid::bigint = %s", (crc % (1 << 32),))[0][0]
+
+
+def _lock_holders(stack, crc: int) -> int:
+    return stack.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2"
+                       " AND classid::bigint = %s", (crc % (1 << 32),))[0][0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+@pytest.mark.slow
+def test_processes_sigterm_to_the_backfill_stops_every_process(stack, tmp_path):
+    """Both shards sit in a load that would hold its transaction for 10 minutes; SIGTERM to the backfill (as
+    `timeout` or a service manager sends it) ends both at once: the command exits 143, nothing is committed."""
+    import signal
+
+    from luigi_pipelines.local import wait_until
+    from tests.scheduling_support import backfill_command, describe, read_runs, start
+
+    seed_days(stack, D(2019, 2, 1), 4, rows=5, parts=1)
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks), "LP_HOOK_HOLD_S": "600"}
+    crc = _lock_crc(stack)
+    parent = start("backfill", backfill_command("--start", "2019-02-01", "--stop", "2019-02-05",
+                                                "--now", "2019-02-05T05:00:00Z", "--processes", "2"), env, tmp_path)
+    children: list[int] = []
+    try:
+        wait_until(lambda: _lock_holders(stack, crc) == 2, 120, "both processes inside a load")
+        children = sorted({r.pid for r in read_runs(hooks)})
+        assert len(children) == 2 and all(_alive(pid) for pid in children)
+        assert parent.proc is not None
+        parent.proc.send_signal(signal.SIGTERM)
+        assert parent.wait(120) == 143, describe([parent])
+        wait_until(lambda: not any(_alive(pid) for pid in children), 30, "the shard processes to end")
+    finally:
+        parent.kill()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert "[1/2] exited 143" in parent.output() and "[2/2] exited 143" in parent.output()
+    assert table_counts(stack) == {} and stack.markers(f"{stack.schema}.transaction") == {}
+    assert _lock_holders(stack, crc) == 0
+
+
+def test_run_shards_prefixes_every_line_and_returns_each_exit_code():
+    """Two children writing at once (one without a final newline, one failing): every line comes out whole,
+    prefixed with its shard, and each child's code is returned; a child killed by a signal gives 128 + N."""
+    import io
+
+    def child(label: str, code: str) -> bf.Shard:
+        return bf.Shard(label, (), (sys.executable, "-c", code))
+
+    out = io.StringIO()
+    codes = bf.run_shards([
+        child("[1/3]", "import sys\nfor n in range(300): print('out', n, flush=True); print('err', n, file=sys.stderr)\n"
+                       "sys.stdout.write('last, unterminated')"),
+        child("[2/3]", "import sys; print('failing'); sys.exit(30)"),
+        child("[3/3]", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"),
+    ], out)
+    assert codes == [0, 30, 143]
+    lines = out.getvalue().splitlines()
+    first = [line for line in lines if line.startswith("[1/3] ")]
+    assert sorted(first) == sorted([f"[1/3] {s} {n}" for s in ("out", "err") for n in range(300)]
+                                   + ["[1/3] last, unterminated"])
+    assert [line for line in lines if not line.startswith("[1/3] ")] == ["[2/3] failing"]
+
+
+def test_processes_when_the_database_cannot_say_what_to_load(tmp_path):
+    """No PostgreSQL where the pipeline looks: no process is started, and the exit code is luigi's
+    scheduling_error (35), with the reason, as a single luigi run would give."""
+    from luigi_pipelines.local import free_port
+
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(free_port()), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", "backfill", "--days-back", "3",
+                             "--processes", "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 35, result.stderr[-3000:]
+    assert "checking which dates are loaded failed (" in result.stderr and "exit 35" in result.stderr
+    assert "[1/" not in result.stderr

@@ -7,10 +7,10 @@ where ``run(bench: Bench) -> SectionResult`` (see ``bench/report.py``; ``bench.d
 from __future__ import annotations
 
 from ..report import Section
-from . import layouts, load, memory, merge, noop, quarantine, stale, transform, workers
+from . import layouts, load, memory, merge, noop, quarantine, small, stale, transform, workers
 
 SECTIONS: tuple[Section, ...] = (load.SECTION, memory.SECTION, transform.SECTION, quarantine.SECTION, layouts.SECTION,
-                                 merge.SECTION, noop.SECTION, stale.SECTION, workers.SECTION)
+                                 merge.SECTION, noop.SECTION, stale.SECTION, workers.SECTION, small.SECTION)
 
 
 def by_name() -> dict[str, Section]:
