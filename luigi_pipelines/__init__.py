@@ -26,6 +26,8 @@ _PUBLIC = {
     "partition_date": "layouts",
     "Column": "sql",
     "CsvFormat": "sql",
+    "CsvDecoder": "objects",
+    "JsonLinesDecoder": "jsonl",
     "S3Client": "s3",
     "S3Object": "s3",
     "PartitionMarkerTarget": "targets",
