@@ -28,6 +28,7 @@ _PUBLIC = {
     "CsvFormat": "sql",
     "CsvDecoder": "objects",
     "JsonLinesDecoder": "jsonl",
+    "ParquetDecoder": "parquet",
     "S3Client": "s3",
     "S3Object": "s3",
     "PartitionMarkerTarget": "targets",
