@@ -160,3 +160,26 @@ def test_rows_of_another_date_fail_the_load_as_for_csv(stack, make_task):
     stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "day": "2019-02-02"}))
     with pytest.raises(BadInputError, match="have day other than 2019-02-01"):
         make_task(decoder=JsonLinesDecoder())(date=D1).run()
+
+
+def test_the_demo_refunds_load_as_the_sample_wrote_them(stack):
+    from luigi_pipelines.demo import seed_refunds
+    from luigi_pipelines.pipelines.transactions import LoadRefunds
+    from luigi_pipelines.sample import refund_lines
+
+    stack.set_config("transactions", "refunds_table", f"{stack.schema}.refund")
+    assert seed_refunds(stack.s3.endpoint_url, stack.s3.env, stack.bucket, D1, days=2) == 21 + 22
+    for day in (D1, D1 + datetime.timedelta(days=1)):
+        assert run_task(LoadRefunds(date=day)).status == SUCCESS
+    got = stack.query(f"SELECT id, txn_id, refunded_at, amount, reason, channel, attributes, refund_date "
+                      f"FROM {stack.schema}.refund ORDER BY id")
+    expected = []
+    for day in (D1, D1 + datetime.timedelta(days=1)):
+        for line in refund_lines(day, 20 + day.day):
+            r = json.loads(line)
+            expected.append((r["id"], r["txn_id"], datetime.datetime.fromisoformat(r["refunded_at"]),
+                             decimal.Decimal(r["amount"]), r.get("reason"), r["channel"],
+                             {"trace": r["trace"]} if "trace" in r else None, day))
+    assert got == sorted(expected)
+    assert {r[4] for r in got} == {'customer said "never arrived"', "duplicate charge \\ retried", "défectueux ✗", None}
+    assert any(r[6] for r in got)
