@@ -1,12 +1,14 @@
 """JSON lines objects (``.jsonl``, ``.ndjson``, ``.json``; gzip or not): one object a line, mapped to the columns by the server.
 
-Each object's lines go verbatim into a one-column staging table by COPY (``sql.JSON_LINES``: CSV mode
-with a quote and a delimiter that JSON never holds raw), numbered by a sequence as they come; then one
-``INSERT ... SELECT ... jsonb_to_record(raw::jsonb)`` maps every object's keys to the declared columns
-and converts the values to the columns' types, in the partition's transaction. No line is parsed in
-Python. Only when that INSERT fails is the bad line looked for: by bisecting the line numbers with
-trial INSERTs that are rolled back (about two more passes over the object's rows), so the error names
-the key and the line, or, in quarantine mode, the line is set aside and the others load.
+Each object's lines go verbatim into the ``jsonb`` column of a staging table by COPY (``sql.JSON_LINES``:
+CSV mode with a quote and a delimiter that JSON never holds raw), numbered by a sequence as they come:
+a line that is not JSON fails there, with its number, like a bad CSV field (and quarantine mode's
+segmented COPY sets such lines aside, as for CSV). Then one ``INSERT ... SELECT ... jsonb_to_record(raw)``
+maps every object's keys to the declared columns and converts the values to the columns' types, in the
+partition's transaction. No line is parsed in Python. Only when that INSERT fails is the bad line looked
+for: by bisecting the line numbers with trial INSERTs that are rolled back (about two more passes over
+the object's rows), so the error names the key and the line, or, in quarantine mode, the line is set
+aside and the others load.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import psycopg2
 
 from . import db, quarantine
 from . import sql as q
-from .errors import BadInputError, LoadError
+from .errors import BadInputError, ConfigurationError, LoadError
 from .files import EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
 from .objects import CopyPlan, CsvDecoder, ObjectLoader
 from .partitions import TableName, compression_for
@@ -67,8 +69,8 @@ class JsonLinesDecoder:
     def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
         by_name = {c.name: c for c in columns}
         if self.extra and (self.extra not in by_name or by_name[self.extra].type.lower() not in ("jsonb", "json")):
-            raise BadInputError(f"{reader.source}: JsonLinesDecoder(extra={self.extra!r}) must name a declared jsonb "
-                                f"column")
+            raise ConfigurationError(f"JsonLinesDecoder(extra={self.extra!r}) must name a declared jsonb column, "
+                                     f"not {by_name[self.extra].type if self.extra in by_name else 'an undeclared one'}")
         return CopyPlan(q.copy_json_lines(), q.STAGE, (q.JSON_LINE,), table, tuple(columns),
                         (q.create_json_stage(),))  # a new sequence: lines count from 1
 
@@ -81,10 +83,13 @@ class JsonLinesDecoder:
         CsvDecoder(q.JSON_LINES).check_copied(obj, reader, rows)
 
     def located(self, reader: SourceReader, error: BadInputError) -> BadInputError:
-        return error
+        """COPY's error names the stage's column; the line is what counts."""
+        if error.column != q.JSON_LINE.name:
+            return error
+        return BadInputError(str(error).replace(f" column {error.column}:", ":", 1), error.line, None, error.reason)
 
     def salvage(self, loader: ObjectLoader, obj: S3Object, raw: IO[bytes], first_error: BadInputError) -> int:
-        """The COPY into the stage failed (bytes that are not UTF-8, a NUL byte): the segmented copy of
+        """The COPY into the stage failed (a line that is not JSON, bytes that are not UTF-8): the segmented copy of
         ``quarantine`` around those lines, each segment numbered from its first line."""
         if first_error.line is None:
             raise first_error  # a corrupt stream is not a bad line
@@ -176,7 +181,7 @@ def _first_bad_line(tx: db.PartitionTransaction, statement: q.sql.Composable, fi
 
 
 def _raw_line(tx: db.PartitionTransaction, line: int) -> str:
-    """The line as COPY staged it (its text, without the line end; 0x01 and 0x02 shown as 0x03)."""
+    """The line's object as PostgreSQL parsed it (``jsonb``'s text: keys sorted, spaces normalised)."""
     tx.cursor.execute(q.select_json_line(), (line,))
     row = tx.cursor.fetchone()
     return "" if row is None or row[0] is None else row[0][:64 * 1024]

@@ -89,6 +89,13 @@ def test_gzip_and_ndjson_objects_and_unknown_keys_kept_in_a_declared_jsonb_colum
     assert rows(stack) == [(1, D1, "a", {"k": 1}), (2, D1, "b", None), (3, D1, None, None)]
 
 
+def test_extra_must_name_a_declared_jsonb_column(stack, make_task):
+    stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "day": "2019-02-01"}))
+    with pytest.raises(lp.ConfigurationError, match=r"JsonLinesDecoder\(extra='v'\) must name a declared jsonb column, "
+                                                    r"not text"):
+        make_task(decoder=JsonLinesDecoder(extra="v"))(date=D1).run()
+
+
 def test_a_line_that_is_not_json_names_the_key_and_line_and_keeps_nothing(stack, make_task):
     stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "day": "2019-02-01"}, {"id": 2, "day": "2019-02-01"}) +
               b'{"id": 3, "day": "2019-02-01"\n' + lines({"id": 4, "day": "2019-02-01"}))

@@ -23,7 +23,8 @@ D1 = datetime.date(2019, 2, 1)
 SUCCESS = LuigiStatusCode.SUCCESS
 UTC = datetime.timezone.utc
 TYPED = [("id", "bigint"), ("day", "date"), ("at", "timestamptz"), ("amount", "numeric(12,2)"), ("v", "text"),
-         ("tags", "jsonb"), ("point", "jsonb"), ("ok", "boolean"), ("ratio", "double precision")]
+         ("tags", "jsonb"), ("point", "jsonb"), ("ok", "boolean"), ("ratio", "double precision"),
+         ("wall", "timestamp")]
 
 
 def parquet_bytes(table, row_group_size: int | None = None) -> bytes:
@@ -52,6 +53,7 @@ def typed_table():
                           pa.struct([("x", pa.int32()), ("when", pa.date32())])),
         "ok": pa.array([True, False, None, True]),
         "ratio": pa.array([1.5, float("inf"), None, -0.25]),
+        "wall": pa.array([datetime.datetime(2019, 2, 1, 8, 30, 0, 1), None, None, None], pa.timestamp("ns")),
         "undeclared": pa.array(["never", "read", "by", "us"]),
     })
 
@@ -62,12 +64,13 @@ def test_parquet_loads_exact_typed_rows_by_column_name(stack, make_task):
     assert run_task(task).status == SUCCESS
     assert rows(stack) == [
         (1, D1, datetime.datetime(2019, 2, 1, 10, 0, 0, 123456, tzinfo=UTC), decimal.Decimal("12.50"),
-         'back\\slash "quoted" ünïcödé ✓\nnew line', ["a", "b"], {"x": 1, "when": "2019-02-01"}, True, 1.5),
-        (2, D1, None, decimal.Decimal("-0.01"), "", [], None, False, float("inf")),
+         'back\\slash "quoted" ünïcödé ✓\nnew line', ["a", "b"], {"x": 1, "when": "2019-02-01"}, True, 1.5,
+         datetime.datetime(2019, 2, 1, 8, 30, 0, 1)),
+        (2, D1, None, decimal.Decimal("-0.01"), "", [], None, False, float("inf"), None),
         (3, D1, datetime.datetime(2019, 2, 1, 23, 59, 59, tzinfo=UTC), None, None, None, {"x": None, "when": None},
-         None, None),
+         None, None, None),
         (4, D1, datetime.datetime(2019, 2, 1, tzinfo=UTC), decimal.Decimal("9999999999.99"), "\\.", ['"q"'],
-         {"x": 2, "when": "2019-02-01"}, True, -0.25),
+         {"x": 2, "when": "2019-02-01"}, True, -0.25, None),
     ]
     marker = stack.markers(f"{stack.schema}.t")[D1]
     assert marker[0] == 4 and marker[2][0]["rows"] == 4
