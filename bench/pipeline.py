@@ -5,7 +5,8 @@ are imported as is (bucket and tables come from the run's ``[transactions]`` con
 ``RangeDaily`` and the baseline that luigi itself offers, ``CopyTransactions``: luigi's
 ``contrib.postgres.CopyToTable`` fed by a CSV reader. The transform section adds the same summary in
 SQL, a row-for-row transform, and that transform holding its whole input first (the control).
-The ``layouts`` section loads the same rows through variants of ``LoadTransactions`` declared below.
+The ``layouts`` section loads the same rows through variants of ``LoadTransactions`` declared below,
+and the ``formats`` section the same rows as JSON lines and as Parquet.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import luigi_pipelines as lp
 from luigi_pipelines.pipelines.transactions import LoadTransactions, SummarizeTransactions  # measured as shipped
 
 NO_DATE_PREFIX = "transactions-nodate/{date:%Y-%m-%d}/"  # the same rows without their txn_date column
+JSONL_PREFIX = "transactions-jsonl/{date:%Y-%m-%d}/"  # the same rows as JSON lines
+PARQUET_PREFIX = "transactions-parquet/{date:%Y-%m-%d}/"  # the same rows as Parquet
 
 
 class LoadTransactionsPathDate(LoadTransactions):
@@ -51,6 +54,20 @@ class LoadTransactionsStaged(LoadTransactions):
 
     columns = [c for c in LoadTransactions.columns if c[0] != "note"]
     csv = lp.CsvFormat(null="", by_name=True)
+
+
+class LoadTransactionsJsonLines(LoadTransactions):
+    """The same rows as JSON lines, one object a line: staged by COPY, mapped by ``jsonb_to_record``."""
+
+    key_prefix = JSONL_PREFIX
+    decoder = lp.JsonLinesDecoder()
+
+
+class LoadTransactionsParquet(LoadTransactions):
+    """The same rows as Parquet (typed columns), a row group at a time into COPY."""
+
+    key_prefix = PARQUET_PREFIX
+    decoder = lp.ParquetDecoder()
 
 
 class CopyTransactions(CopyToTable):
