@@ -12,6 +12,7 @@ aside and the others load.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import zlib
 from collections.abc import Sequence
@@ -41,14 +42,19 @@ def scrub(data: bytes) -> bytes:
     return data
 
 
-class _Scrubbed:
-    """A segment of the object's lines, ``scrub``bed as the fast path's reader does."""
-
-    def __init__(self, stream: quarantine.SegmentReader) -> None:
-        self._stream = stream
-
-    def read(self, size: int = -1) -> bytes:
-        return scrub(self._stream.read(size))
+def _scrubbed_copy(obj: S3Object, raw: IO[bytes], into: IO[bytes]) -> None:
+    """The object's lines, decompressed and ``scrub``bed, into ``into``: what the fast path's COPY read."""
+    raw.seek(0)
+    try:
+        with gzip.GzipFile(fileobj=raw, mode="rb") if compression_for(obj.key) == "gzip" else contextlib.nullcontext(
+                raw) as source:
+            for chunk in iter(lambda: source.read(1024 * 1024), b""):
+                into.write(scrub(chunk))
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise BadInputError(f"{obj.url}: corrupt or truncated gzip data: {exc}") from exc
+    except OSError as exc:
+        raise LoadError(f"{obj.url}: cannot write temporary file in {into.name}: {exc}") from exc
+    into.flush()
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,8 @@ class JsonLinesDecoder:
 
     def salvage(self, loader: ObjectLoader, obj: S3Object, raw: IO[bytes], first_error: BadInputError) -> int:
         """The COPY into the stage failed (a line that is not JSON, bytes that are not UTF-8): the segmented copy of
-        ``quarantine`` around those lines, each segment numbered from its first line."""
+        ``quarantine`` around those lines, each segment numbered from its first line, over a ``scrub``bed copy of
+        the object's lines (so no byte of them is the quote that ``quarantine`` tracks)."""
         if first_error.line is None:
             raise first_error  # a corrupt stream is not a bad line
         tx = loader.tx
@@ -98,14 +105,11 @@ class JsonLinesDecoder:
 
         def copy_segment(segment: quarantine.SegmentReader) -> int | BadInputError:
             tx.cursor.execute(q.number_json_lines(), (segment.first_line,))
-            return db.copy_in_savepoint(tx, statement, EndMarkerGuard(_Scrubbed(segment), q.JSON_LINES.quote.encode()),
+            return db.copy_in_savepoint(tx, statement, EndMarkerGuard(segment, q.JSON_LINES.quote.encode()),
                                         obj.url, loader.settings.copy_buffer)
 
-        with temp_download(loader.settings.temp_directory) as plain_file:
-            try:
-                plain = quarantine.decoded_copy(raw, compression_for(obj.key) == "gzip", plain_file)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                raise BadInputError(f"{obj.url}: corrupt or truncated gzip data: {exc}") from exc
+        with temp_download(loader.settings.temp_directory) as plain:
+            _scrubbed_copy(obj, raw, plain)
             lines = quarantine.LineFile(plain, first_offset=bom_length(plain))
             quote = q.JSON_LINES.quote.encode()
             copier = quarantine.QuarantineCopy(lines, obj.url, quote, quote, "UTF8", copy_segment,

@@ -148,6 +148,16 @@ def test_quarantine_sets_bad_lines_aside_and_loads_the_others(stack, make_task):
     assert [(s["rows"], s["rejected"]) for s in marker[0][2]] == [(3, 3), (2, 1)]
 
 
+def test_quarantine_sets_aside_only_the_lines_that_hold_copy_control_bytes(stack, make_task):
+    """0x01 is COPY's quote here: the segmented copy must not take it for one and join lines."""
+    stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "day": "2019-02-01"}, b'{"id": 2, "v": "\x01"}',
+                                            {"id": 3, "day": "2019-02-01"}, b'{"id": 4, "v": "\x01\x02"}',
+                                            {"id": 5, "day": "2019-02-01"}))
+    assert run_task(make_task(decoder=JsonLinesDecoder())(date=D1, max_bad_rows=2)).status == SUCCESS
+    assert [r[0] for r in rows(stack)] == [1, 3, 5]
+    assert [(n, raw) for _, n, raw, _ in rejects(stack)] == [(2, '{"id": 2, "v": "\x03"}'), (4, '{"id": 4, "v": "\x03\x03"}')]
+
+
 def test_quarantine_fails_the_load_past_max_bad_rows(stack, make_task):
     stack.put("d/2019-02-01/a.jsonl", lines({"id": "x1", "day": "2019-02-01"}, {"id": "x2", "day": "2019-02-01"}))
     with pytest.raises(BadInputError, match=r"more than max_bad_rows=1 bad rows.*line 2"):
