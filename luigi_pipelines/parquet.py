@@ -165,6 +165,9 @@ class ParquetRows:
             raise BadInputError(f"{self.source}: the Parquet file lacks the declared column{'s' if len(missing) > 1 else ''} "
                                 f"{', '.join(map(repr, missing))} (it has {', '.join(map(repr, schema.names[:20]))})")
         pa = pyarrow_modules()
+        binary = [c.name for c in columns if _binary(pa, schema.field(c.name).type)]
+        if binary:
+            raise ConfigurationError(f"{self.source}: Parquet binary columns are not supported: {', '.join(map(repr, binary))}")
         self._names = [c.name for c in columns]
         self._nested = {n for n in self._names if pa.types.is_nested(schema.field(n).type)}
 
@@ -250,6 +253,10 @@ class ParquetRows:
         arrays = [_as_json(pa, column) if name in self._nested else _as_utc_text(pa, column) if _zoned(pa, column.type)
                   else column for name, column in zip(batch.schema.names, batch.columns, strict=True)]
         return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _binary(pa: Any, kind: Any) -> bool:
+    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind))
 
 
 def _zoned(pa: Any, kind: Any) -> bool:

@@ -135,6 +135,13 @@ def test_a_declared_column_the_file_lacks_is_named(stack, make_task):
         make_task(decoder=ParquetDecoder())(date=D1).run()
 
 
+def test_a_binary_column_is_refused_by_name(stack, make_task):
+    table = pa.table({"id": [1], "day": pa.array([D1], pa.date32()), "v": pa.array([b"\x00\xff"], pa.binary())})
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(table))
+    with pytest.raises(ConfigurationError, match=r"a\.parquet: Parquet binary columns are not supported: 'v'"):
+        make_task(decoder=ParquetDecoder())(date=D1).run()
+
+
 def test_an_empty_parquet_file_adds_no_rows(stack, make_task):
     empty = pa.table({"id": pa.array([], pa.int64()), "day": pa.array([], pa.date32()), "v": pa.array([], pa.string())})
     stack.put("d/2019-02-01/a.parquet", parquet_bytes(empty))
