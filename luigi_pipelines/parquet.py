@@ -212,8 +212,9 @@ class ParquetRows:
                     for batch in table.select(self._names).to_batches(max_chunksize=self._batch_rows):
                         sink = io.BytesIO()
                         pa.csv.write_csv(self._jsonified(batch), sink, write_options=options)
-                        self._account(batch, sink.getvalue())
-                        yield sink.getvalue()
+                        csv = sink.getvalue()
+                        self._account(batch, csv)
+                        yield csv
                 except (pa.ArrowException, OSError, ValueError) as exc:
                     raise BadInputError(f"{self.source} row group {group + 1}: cannot be read: {exc}") from None
                 del table  # one row group in memory at a time
