@@ -6,6 +6,8 @@ import builtins
 import datetime
 import decimal
 import io
+import subprocess
+import sys
 
 import pytest
 from luigi.execution_summary import LuigiStatusCode
@@ -162,3 +164,10 @@ def test_without_pyarrow_the_error_names_the_extra(stack, make_task, monkeypatch
     with pytest.raises(ConfigurationError, match=r"pip install 'luigi-pipelines\[parquet\]'"):
         make_task(decoder=ParquetDecoder())(date=D1).run()
     assert stack.markers(f"{stack.schema}.t") == {}
+
+
+def test_pyarrow_is_imported_only_when_a_parquet_object_is_read():
+    code = ("import sys, luigi_pipelines as lp, luigi_pipelines.parquet; "
+            "lp.ParquetDecoder(); print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
