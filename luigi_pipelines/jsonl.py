@@ -31,6 +31,7 @@ from .s3 import S3Object
 
 _SAVEPOINT = "luigi_pipelines_json_lines"
 _ALL = 2**62  # a line number past any object's last line
+_WINDOW = 8192  # lines inserted at a time once the whole object's INSERT has failed: a bad line costs about 3x this
 _NOT_JSON = bytes.maketrans(b"\x01\x02", b"\x03\x03")  # COPY's quote and delimiter -> a byte JSON refuses as well
 
 
@@ -119,28 +120,49 @@ class JsonLinesDecoder:
         return rows
 
     def insert_staged(self, loader: ObjectLoader, obj: S3Object, copied: int) -> int:
-        """Insert the staged lines' objects into the table. A line whose object does not fit (not JSON, not an
-        object, a value its column's type refuses, a constraint of the table) is found by bisection and
-        named; in quarantine mode it is set aside and the lines around it are inserted."""
+        """Insert the staged lines' objects into the table, all at once. When that fails (a line that is not an
+        object, a value its column's type refuses, a constraint of the table), the lines are inserted again
+        by windows of ``_WINDOW`` lines (an index on the line number added first), and a failing window is
+        bisected to its first bad line: named, or in quarantine mode set aside while the others go in."""
         tx, plan = loader.tx, loader.plan
         assert plan.staged_into is not None
         statement = q.insert_json_lines(plan.staged_into, plan.declared, self.extra)
+        outcome = _try_insert(tx, statement, 1, _ALL, keep=True)
+        if not isinstance(outcome, BadInputError):
+            return outcome
+        for step in q.index_json_lines():
+            tx.cursor.execute(step)
+        return self._insert_around_bad_lines(loader, obj, statement, outcome)
+
+    def _insert_around_bad_lines(self, loader: ObjectLoader, obj: S3Object, statement: q.sql.Composable,
+                                 failed: BadInputError) -> int:
+        tx = loader.tx
+        tx.cursor.execute(q.last_json_line())
+        last = tx.cursor.fetchone()[0] or 0
         inserted, first = 0, 1
-        while True:
-            outcome = _try_insert(tx, statement, first, _ALL, keep=True)
+        while first <= last:
+            stop = min(first + _WINDOW - 1, last)
+            outcome = _try_insert(tx, statement, first, stop, keep=True)
             if not isinstance(outcome, BadInputError):
-                return inserted + outcome
-            line, error = _first_bad_line(tx, statement, first, outcome)
-            bad = BadInputError(f"{obj.url} line {line}: {error.reason}", line, None, error.reason)
+                inserted, first = inserted + outcome, stop + 1
+                continue
+            line, error = _first_bad_line(tx, statement, first, stop, outcome)
             if loader.max_bad_rows <= 0:
-                raise bad
+                raise BadInputError(f"{obj.url} line {line}: {error.reason}", line, None, error.reason)
             if line > first:
-                good = _try_insert(tx, statement, first, line - 1, keep=True)
-                if isinstance(good, BadInputError):  # cannot happen: bisection found them good
-                    raise LoadError(f"{obj.url}: lines {first}-{line - 1} failed a second time: {good}")
-                inserted += good
+                inserted += _inserted(obj, _try_insert(tx, statement, first, line - 1, keep=True))
             loader.reject(obj, [quarantine.Reject(line, _raw_line(tx, line), error.reason or str(error))])
             first = line + 1
+        if loader.max_bad_rows <= 0:  # every window went in: the rows only fail all together
+            raise BadInputError(f"{obj.url}: {failed.reason} (in the INSERT of the object's lines, which went in "
+                                f"window by window)", None, None, failed.reason)
+        return inserted
+
+
+def _inserted(obj: S3Object, outcome: int | BadInputError) -> int:
+    if isinstance(outcome, BadInputError):  # the bisection found these lines good
+        raise LoadError(f"{obj.url}: lines that went in on their own failed a second time: {outcome}")
+    return outcome
 
 
 def _try_insert(tx: db.PartitionTransaction, statement: q.sql.Composable, first: int, last: int,
@@ -168,12 +190,12 @@ def _reason(exc: psycopg2.Error) -> str:
     return f"{reason}: {exc.diag.message_detail}" if exc.diag.message_detail else reason
 
 
-def _first_bad_line(tx: db.PartitionTransaction, statement: q.sql.Composable, first: int,
+def _first_bad_line(tx: db.PartitionTransaction, statement: q.sql.Composable, first: int, stop: int,
                     error: BadInputError) -> tuple[int, BadInputError]:
-    """The first line from ``first`` whose INSERT fails (with the lines before it), and the error it gives:
-    the smallest ``last`` for which lines ``first``..``last`` fail, by bisection of trial INSERTs."""
-    tx.cursor.execute(q.last_json_line())
-    low, high = first, tx.cursor.fetchone()[0] or first
+    """The first line of ``first``..``stop`` (which fail together with ``error``) whose INSERT fails with the lines
+    before it, and the error it gives: the smallest ``last`` for which lines ``first``..``last`` fail, by
+    bisection of trial INSERTs that are rolled back."""
+    low, high = first, stop
     while low < high:
         middle = (low + high) // 2
         outcome = _try_insert(tx, statement, first, middle, keep=False)
@@ -185,7 +207,7 @@ def _first_bad_line(tx: db.PartitionTransaction, statement: q.sql.Composable, fi
 
 
 def _raw_line(tx: db.PartitionTransaction, line: int) -> str:
-    """The line's object as PostgreSQL parsed it (``jsonb``'s text: keys sorted, spaces normalised)."""
+    """The line's object as PostgreSQL parsed it (``jsonb``'s text: keys in jsonb's order, spaces normalised)."""
     tx.cursor.execute(q.select_json_line(), (line,))
     row = tx.cursor.fetchone()
     return "" if row is None or row[0] is None else row[0][:64 * 1024]

@@ -313,6 +313,13 @@ def select_json_line() -> sql.Composed:
         sql.Identifier(JSON_LINE.name), table_ident(STAGE), sql.Identifier(JSON_LINE_NUMBER))
 
 
+def index_json_lines() -> tuple[sql.Composed, sql.Composed]:
+    """``CREATE INDEX ON pg_temp.luigi_pipelines_stage (line)`` and ``ANALYZE`` it: for the INSERTs of line ranges
+    that look for a bad line, so each reads its range, not the whole stage."""
+    return (sql.SQL("CREATE INDEX ON {} ({})").format(table_ident(STAGE), sql.Identifier(JSON_LINE_NUMBER)),
+            sql.SQL("ANALYZE {}").format(table_ident(STAGE)))
+
+
 def last_json_line() -> sql.Composed:
     """``SELECT max(line) FROM pg_temp.luigi_pipelines_stage``."""
     return sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(JSON_LINE_NUMBER), table_ident(STAGE))

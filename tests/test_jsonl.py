@@ -113,6 +113,18 @@ def test_a_value_that_does_not_fit_its_column_names_the_key_and_line(stack, make
     assert rows(stack) == []
 
 
+def test_a_table_constraint_broken_far_from_the_first_row_names_its_line(stack, make_task):
+    """The duplicate of line 3 is line 9000, in another window of the search: still found, with its line."""
+    stack.execute(f"CREATE SCHEMA {stack.schema}")
+    stack.execute(f"CREATE TABLE {stack.schema}.t (id bigint PRIMARY KEY, day date, v text)")
+    ids = list(range(1, 10_001))
+    ids[8999] = 3
+    stack.put("d/2019-02-01/a.jsonl", lines(*({"id": n, "day": "2019-02-01"} for n in ids)))
+    with pytest.raises(BadInputError, match=r"a\.jsonl line 9000: duplicate key value violates unique constraint"):
+        make_task(decoder=JsonLinesDecoder())(date=D1).run()
+    assert rows(stack) == []
+
+
 @pytest.mark.parametrize("line, reason", [
     (b'{"id": 2, "day": "2019-02-01", "v": "a\x01b"}', "invalid input syntax for type json"),  # COPY's quote byte
     (b'{"id": 2, "day": "2019-02-01", "v": "a\x02b"}', "invalid input syntax for type json"),  # COPY's delimiter
