@@ -71,7 +71,7 @@ class ParquetDecoder:
                             f"partition was kept")
 
     def located(self, reader: SourceReader, error: BadInputError) -> BadInputError:
-        """COPY's line is the row in the file (a string's newline is inside quotes); named by row group."""
+        """COPY's line, told as the row group and row (``ParquetRows.where``: COPY counts newlines inside strings)."""
         if error.line is None:
             return error
         where = _rows(reader).where(error.line)

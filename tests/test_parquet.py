@@ -122,6 +122,15 @@ def test_the_row_is_found_behind_strings_that_hold_newlines(stack, make_task, ba
         make_task(decoder=ParquetDecoder(batch_rows=3))(date=D1).run()
 
 
+def test_quarantine_mode_does_not_apply_and_says_so(stack, make_task):
+    table = pa.table({"id": ["1", "x2"], "day": pa.array([D1, D1], pa.date32()), "v": ["a", "b"]})
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(table))
+    with pytest.raises(BadInputError, match=r"row group 1 row 2 \(row 2 of the file\) column id: .* \(quarantine mode "
+                                            r"does not apply to Parquet objects\)"):
+        make_task(decoder=ParquetDecoder())(date=D1, max_bad_rows=5).run()
+    assert rows(stack) == [] and stack.markers(f"{stack.schema}.t") == {}
+
+
 def test_a_truncated_parquet_file_is_bad_input(stack, make_task):
     body = parquet_bytes(pa.table({"id": [1, 2], "day": pa.array([D1, D1], pa.date32()), "v": ["a", "b"]}))
     stack.put("d/2019-02-01/a.parquet", body[: len(body) // 2])
