@@ -5,8 +5,9 @@ are imported as is (bucket and tables come from the run's ``[transactions]`` con
 ``RangeDaily`` and the baseline that luigi itself offers, ``CopyTransactions``: luigi's
 ``contrib.postgres.CopyToTable`` fed by a CSV reader. The transform section adds the same summary in
 SQL, a row-for-row transform, and that transform holding its whole input first (the control).
-The ``layouts`` section loads the same rows through variants of ``LoadTransactions`` declared below, and the
-``merge`` section merges them by id (``MergeTransactions``).
+The ``layouts`` section loads the same rows through variants of ``LoadTransactions`` declared below, the
+``formats`` section the same rows as JSON lines and as Parquet, and the ``merge`` section merges them by id
+(``MergeTransactions``).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from luigi_pipelines.pipelines.transactions import LoadTransactions, SummarizeTr
 
 NO_DATE_PREFIX = "transactions-nodate/{date:%Y-%m-%d}/"  # the same rows without their txn_date column
 MERGE_PREFIX = "merge/{date:%Y-%m-%d}/"  # the merge section's objects
+JSONL_PREFIX = "transactions-jsonl/{date:%Y-%m-%d}/"  # the same rows as JSON lines
+PARQUET_PREFIX = "transactions-parquet/{date:%Y-%m-%d}/"  # the same rows as Parquet
 
 
 class LoadTransactionsPathDate(LoadTransactions):
@@ -64,6 +67,20 @@ class MergeTransactions(lp.MergePartition):
     merge_key = ("id",)
     bucket = property(lambda self: transactions().bucket)
     table = property(lambda self: transactions().table)
+
+
+class LoadTransactionsJsonLines(LoadTransactions):
+    """The same rows as JSON lines, one object a line: staged by COPY, mapped by ``jsonb_to_record``."""
+
+    key_prefix = JSONL_PREFIX
+    decoder = lp.JsonLinesDecoder()
+
+
+class LoadTransactionsParquet(LoadTransactions):
+    """The same rows as Parquet (typed columns), a row group at a time into COPY."""
+
+    key_prefix = PARQUET_PREFIX
+    decoder = lp.ParquetDecoder()
 
 
 class CopyTransactions(CopyToTable):

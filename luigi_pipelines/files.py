@@ -111,6 +111,10 @@ class GrowingFile:
         with self._cond:
             self._cancelled = True
 
+    def fileno(self) -> int:
+        """The file's descriptor, for a reader of the whole file once ``wait`` has returned (Parquet)."""
+        return self._fd
+
     def wait(self) -> None:
         """Block until the download has ended; raise its error if it failed."""
         with self._cond:
@@ -189,11 +193,12 @@ class SourceReader:
     exception of a failed read, which psycopg2 reports to the caller only as text.
     """
 
-    def __init__(self, raw: IO[bytes] | GrowingFile, source: str, compression: str | None, strip_bom: bool,
-                 quote: bytes = b'"') -> None:
+    def __init__(self, raw: IO[bytes] | GrowingFile | Any, source: str, compression: str | None, strip_bom: bool,
+                 quote: bytes = b'"', scrub: Callable[[bytes], bytes] | None = None) -> None:
         self.source = source
         self._stream: Any = gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else raw  # type: ignore[arg-type]
         self._strip_bom = strip_bom
+        self._scrub = scrub  # applied to the decoded data before it is counted and handed on (JSON lines)
         self._quote = quote
         self._guard = EndMarkerGuard(_Decoded(self), quote)
         self._peeked: bytes | None = None
@@ -250,6 +255,8 @@ class SourceReader:
             self._strip_bom = False
             if data.startswith(codecs.BOM_UTF8):
                 data = data[len(codecs.BOM_UTF8):]
+        if self._scrub is not None:
+            data = self._scrub(data)
         self._account(data)
         return data
 

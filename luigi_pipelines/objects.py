@@ -3,8 +3,9 @@
 ``ObjectLoader.load`` takes one listed object inside an open partition transaction and returns an
 ``ObjectRecord``, the one account of what the object contributed (rows, rejects, bytes, download
 and COPY seconds), which the marker stores in its source list. How an object's bytes become COPY
-input is a ``Decoder``'s business (``CsvDecoder`` today): a new format is a new decoder, not a new
-branch in the task. Nothing here imports luigi.
+input is a ``Decoder``'s business (``CsvDecoder`` here; ``jsonl.JsonLinesDecoder`` and
+``parquet.ParquetDecoder`` beside it): a new format is a new decoder, not a new branch in the task.
+Nothing here imports luigi.
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ class CopyPlan:
     columns: tuple[q.Column, ...]
     staged_into: TableName | None = None  # the table the staged rows go to
     declared: tuple[q.Column, ...] = ()  # ... in these columns
+    stage: tuple[sql.Composable, ...] = ()  # the statements that create the staging table (when staged)
 
 
 class Decoder(Protocol):
@@ -87,6 +89,12 @@ class Decoder(Protocol):
 
     def salvage(self, loader: ObjectLoader, obj: S3Object, raw: IO[bytes], first_error: BadInputError) -> int:
         """Quarantine mode: copy the object's good rows around its bad ones; return the rows copied."""
+
+    def insert_staged(self, loader: ObjectLoader, obj: S3Object, copied: int) -> int:
+        """A staged plan: move the ``copied`` staged rows into the table; return the rows the table got."""
+
+    def located(self, reader: SourceReader, error: BadInputError) -> BadInputError:
+        """``error`` (a COPY's, with its line) told in the object's own terms: e.g. a Parquet row group and row."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,8 @@ class CsvDecoder:
         if not extra:
             return CopyPlan(q.copy_from_stdin(table, in_file, self.fmt), table, in_file)
         unchecked = dataclasses.replace(self.fmt, check_header=False)  # the stage names the extras by position
-        return CopyPlan(q.copy_from_stdin(q.STAGE, in_file, unchecked), q.STAGE, in_file, table, tuple(columns))
+        return CopyPlan(q.copy_from_stdin(q.STAGE, in_file, unchecked), q.STAGE, in_file, table, tuple(columns),
+                        (q.create_stage(in_file),))
 
     def header(self, reader: SourceReader) -> list[str]:
         """The names in the object's header line."""
@@ -165,6 +174,23 @@ class CsvDecoder:
         loader.reject(obj, rejects)
         return rows
 
+    def insert_staged(self, loader: ObjectLoader, obj: S3Object, copied: int) -> int:
+        """Types were checked by the COPY into the stage (with the line); the table's own constraints
+        (NOT NULL, CHECK, keys) only by the INSERT, whose error can name the object but no line."""
+        plan = loader.plan
+        assert plan.staged_into is not None
+        try:
+            moved = db.execute(loader.tx, q.insert_from_stage(plan.staged_into, plan.declared))
+        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+            raise BadInputError(f"{obj.url}: {exc.diag.message_primary or exc} (in the INSERT from the staging table: "
+                                f"no line number)") from exc
+        if moved != copied:
+            raise LoadError(f"{obj.url}: {moved} of {copied} staged rows were inserted; nothing of the partition was kept")
+        return moved
+
+    def located(self, reader: SourceReader, error: BadInputError) -> BadInputError:
+        return error
+
 
 @dataclass
 class ObjectLoader:
@@ -212,7 +238,7 @@ class ObjectLoader:
         with temp_download(self.settings.temp_directory) as tmp, \
                 concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="download") as pool:
             growing = GrowingFile(tmp, None if self.on_read is None else functools.partial(self.on_read, obj))
-            started = time.monotonic()
+            started, rejected_before = time.monotonic(), self.tx.rejected
             download = pool.submit(_download, self.s3, obj, tmp, growing, self.settings.temp_directory)
             try:
                 reader = self.decoder.open(growing, obj)
@@ -221,6 +247,7 @@ class ObjectLoader:
                 else:
                     self.plan = self.decoder.plan(self.target, self.columns, reader)
                     record.rows = self._staged(obj, lambda: self._copy_stream(record, reader, tmp, growing))
+                    record.rejected = self.tx.rejected - rejected_before  # by the COPY's salvage or the staged INSERT
             finally:
                 growing.cancel()  # a failed COPY stops the download; a finished one is not affected
             fetched, record.download_s = download.result()  # the download's own error, if COPY hid it
@@ -230,23 +257,14 @@ class ObjectLoader:
                     "download's first MiB)", obj.url, obj.size / _MIB, record.download_s, record.rows, record.copy_s)
 
     def _staged(self, obj: S3Object, copy: Callable[[], int]) -> int:
-        """``copy()`` the object as ``self.plan`` says; a staged one then goes on to its table, all its rows.
-
-        Types are checked by the COPY into the stage (with the line); the table's own constraints
-        (NOT NULL, CHECK, keys) only by the INSERT, whose error can name the object but no line.
-        """
+        """``copy()`` the object as ``self.plan`` says; a staged one then goes on to its table
+        (``Decoder.insert_staged``), and the staging table is dropped."""
         plan = self.plan
         if plan.staged_into is None:
             return copy()
-        db.execute(self.tx, q.create_stage(plan.columns))
-        rows = copy()
-        try:
-            moved = db.execute(self.tx, q.insert_from_stage(plan.staged_into, plan.declared))
-        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-            raise BadInputError(f"{obj.url}: {exc.diag.message_primary or exc} (in the INSERT from the staging table: "
-                                f"no line number)") from exc
-        if moved != rows:
-            raise LoadError(f"{obj.url}: {moved} of {rows} staged rows were inserted; nothing of the partition was kept")
+        for statement in plan.stage:
+            db.execute(self.tx, statement)
+        rows = self.decoder.insert_staged(self, obj, copy())
         db.execute(self.tx, q.drop_stage())
         return rows
 
@@ -264,15 +282,18 @@ class ObjectLoader:
             if reader.error is not None:  # the reader's own error (a failed download, corrupt gzip data)
                 raise reader.error from None
             raise
+        except BadInputError as exc:
+            located = self.decoder.located(reader, exc)
+            if located is exc:
+                raise
+            raise located from exc
         if not isinstance(outcome, BadInputError):
             self.decoder.check_copied(obj, reader, outcome)
             return outcome
+        outcome = self.decoder.located(reader, outcome)
         growing.wait()  # the slow path needs the whole object
         logger.warning("%s: %s; copying around bad rows (max_bad_rows=%d)", obj.url, outcome, self.max_bad_rows)
-        rejected_before = self.tx.rejected
-        rows = self.decoder.salvage(self, obj, raw, outcome)
-        record.rejected = self.tx.rejected - rejected_before
-        return rows
+        return self.decoder.salvage(self, obj, raw, outcome)
 
     def reject(self, obj: S3Object, rejects: Sequence[quarantine.Reject]) -> None:
         """Set ``rejects`` of ``obj`` aside in the rejects table; fail once the partition has too many."""

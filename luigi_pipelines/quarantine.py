@@ -115,14 +115,15 @@ class LineFile:
         start = self.offset(first)
         assert start is not None
         end = None if stop is None else self.offset(stop)
-        return SegmentReader(self.stream, start, end)
+        return SegmentReader(self.stream, start, end, first)
 
 
 class SegmentReader:
-    """A file-like view of ``stream[start:end]`` for ``copy_expert``."""
+    """A file-like view of ``stream[start:end]`` for ``copy_expert``; ``first_line`` is the line it starts at."""
 
-    def __init__(self, stream: IO[bytes], start: int, end: int | None) -> None:
+    def __init__(self, stream: IO[bytes], start: int, end: int | None, first_line: int = 1) -> None:
         self.stream, self.pos, self.end = stream, start, end
+        self.first_line = first_line
 
     def read(self, size: int = -1) -> bytes:
         self.stream.seek(self.pos)

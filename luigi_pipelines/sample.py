@@ -1,8 +1,9 @@
-"""Deterministic sample transactions for the demo and the tests (pure: rows in, bytes out)."""
+"""Deterministic sample transactions and refunds for the demo and the tests (pure: rows in, bytes out)."""
 from __future__ import annotations
 
 import datetime
 import gzip
+import json
 import random
 
 HEADER = "id,txn_date,account,amount,currency,created_at,note"
@@ -56,3 +57,34 @@ def account_lines(date: datetime.date, accounts: int = 1000) -> list[str]:
 def accounts_csv(date: datetime.date, accounts: int = 1000) -> bytes:
     """``date``'s accounts snapshot as a CSV object with a header line."""
     return "\n".join([ACCOUNTS_HEADER, *account_lines(date, accounts)]).encode() + b"\n"
+
+
+_REASONS = ('customer said "never arrived"', "duplicate charge \\ retried", "défectueux ✗", None)
+
+
+def refund_lines(date: datetime.date, count: int, seed: int = 0) -> list[str]:
+    """``count`` JSON lines of refunds on ``date`` of that day's transactions (``day_objects`` ids): keys in
+    varying order, a nested ``channel``, a key no column takes (``trace``), some ``reason`` missing."""
+    rng = random.Random(f"refunds-{seed}-{date.isoformat()}")
+    lines = []
+    for n in range(count):
+        created = datetime.datetime.combine(date, datetime.time(), datetime.timezone.utc) + datetime.timedelta(
+            seconds=rng.randrange(86400))
+        refund: dict[str, object] = {"id": date.toordinal() * 10_000 + n, "txn_id": date.toordinal() * 100_000 + n * 7,
+                                     "refunded_at": created.isoformat(), "amount": f"{rng.randrange(1, 10**5) / 100:.2f}",
+                                     "channel": {"kind": rng.choice(["web", "phone"]), "agent": rng.randrange(50)}}
+        reason = rng.choice(_REASONS)
+        if reason is not None:
+            refund["reason"] = reason
+        if rng.random() < 0.2:
+            refund["trace"] = f"{rng.getrandbits(64):016x}"
+        items = list(refund.items())
+        rng.shuffle(items)
+        lines.append(json.dumps(dict(items), ensure_ascii=rng.random() < 0.5))
+    return lines
+
+
+def refund_objects(date: datetime.date, rows: int, seed: int = 0) -> dict[str, bytes]:
+    """A day's refunds as one gzipped JSON-lines object, ``refunds/<date>/part-0000.jsonl.gz``."""
+    body = ("\n".join(refund_lines(date, rows, seed)) + "\n").encode()
+    return {f"refunds/{date.isoformat()}/part-0000.jsonl.gz": gzip.compress(body, mtime=0)}

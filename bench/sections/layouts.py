@@ -40,14 +40,20 @@ def without_date(bench: Bench, data: Dataset) -> Dataset:
 
 def load_variant(bench: Bench, label: str, data: Dataset, attempt: int) -> LoadRun:
     """One variant's task in a fresh ``luigi`` process, into a table it creates itself (dropped afterwards)."""
-    stack, task = bench.stack, VARIANTS[label][0]
-    table = TableName(SCHEMA, f"layouts_{task.lower()}_{attempt}")
+    return load_task(bench, "layouts", label, VARIANTS[label][0], data, attempt)
+
+
+def load_task(bench: Bench, section: str, label: str, task: str, data: Dataset, attempt: int) -> LoadRun:
+    """``task`` of bench/pipeline.py on ``data``'s date in a fresh ``luigi`` process, into a table it creates
+    itself (dropped afterwards): its time, peak RSS, parts and the server's CPU time."""
+    stack = bench.stack
+    table = TableName(SCHEMA, f"{section}_{task.lower()}_{attempt}")
     stack.drop_table(table)
     stack.forget_partitions(table)
     stack.checkpoint()
     bench.log(f"({label}) {task}: {data.size_bytes / MIB:.0f} MiB")
     try:
-        config = stack.config_file(f"layouts-{table.name}", str(table))
+        config = stack.config_file(f"{section}-{table.name}", str(table))
         args = ["--module", PIPELINE_MODULE, task, "--date", data.date.isoformat(), "--local-scheduler"]
         server_before = server_cpu_s(stack.pg.pid)
         run = stack.luigi(args, config, bench.options.timeout_s)

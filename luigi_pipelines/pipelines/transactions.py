@@ -1,5 +1,6 @@
 """The example pipeline: daily card transactions from ``s3://<bucket>/transactions/<YYYY-MM-DD>/*.csv[.gz]``, their
-daily totals, and the accounts dimension merged from daily snapshots (``accounts/<YYYY-MM-DD>/``).
+daily totals, their refunds, JSON lines from ``s3://<bucket>/refunds/<YYYY-MM-DD>/*.jsonl[.gz]``, and the accounts
+dimension merged from daily snapshots (``accounts/<YYYY-MM-DD>/``).
 
 Run a backfill with luigi's own range tool::
 
@@ -18,6 +19,7 @@ class transactions(luigi.Config):  # noqa: N801 - the [transactions] section
     table = luigi.Parameter(default="public.transaction", description="target table, schema-qualified")
     totals_table = luigi.Parameter(default="public.daily_account_totals", description="table of daily totals")
     accounts_table = luigi.Parameter(default="public.account", description="the accounts dimension, merged by key")
+    refunds_table = luigi.Parameter(default="public.refund", description="table of refunds, loaded from JSON lines")
 
 
 class LoadTransactions(lp.LoadPartition):
@@ -39,6 +41,29 @@ class LoadTransactions(lp.LoadPartition):
     # Where the data lives differs per environment, so it comes from the [transactions] section.
     bucket = property(lambda self: transactions().bucket)
     table = property(lambda self: transactions().table)
+
+
+class LoadRefunds(lp.LoadPartition):
+    """One day of refunds, JSON lines (one object a line, as a Firehose stream delivers them): each declared
+    column from the key of its name, typed by PostgreSQL; keys no column takes kept in ``attributes``."""
+
+    key_prefix = "refunds/{date:%Y-%m-%d}/"
+    keys = ("*.jsonl", "*.jsonl.gz")
+    date_column = "refund_date"
+    date_from = lp.partition_date()
+    columns = [
+        ("id", "bigint"),
+        ("txn_id", "bigint"),
+        ("refunded_at", "timestamptz"),
+        ("amount", "numeric(12,2)"),
+        ("reason", "text"),
+        ("channel", "jsonb"),
+        ("attributes", "jsonb"),
+    ]
+    decoder = lp.JsonLinesDecoder(extra="attributes")
+
+    bucket = property(lambda self: transactions().bucket)
+    table = property(lambda self: transactions().refunds_table)
 
 
 class SummarizeTransactions(lp.TransformPartition):

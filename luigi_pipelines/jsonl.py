@@ -1,0 +1,213 @@
+"""JSON lines objects (``.jsonl``, ``.ndjson``, ``.json``; gzip or not): one object a line, mapped to the columns by the server.
+
+Each object's lines go verbatim into the ``jsonb`` column of a staging table by COPY (``sql.JSON_LINES``:
+CSV mode with a quote and a delimiter that JSON never holds raw), numbered by a sequence as they come:
+a line that is not JSON fails there, with its number, like a bad CSV field (and quarantine mode's
+segmented COPY sets such lines aside, as for CSV). Then one ``INSERT ... SELECT ... jsonb_to_record(raw)``
+maps every object's keys to the declared columns and converts the values to the columns' types, in the
+partition's transaction. No line is parsed in Python. Only when that INSERT fails is the bad line looked
+for: by bisecting the line numbers with trial INSERTs that are rolled back (about two more passes over
+the object's rows), so the error names the key and the line, or, in quarantine mode, the line is set
+aside and the others load.
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO
+
+import psycopg2
+
+from . import db, quarantine
+from . import sql as q
+from .errors import BadInputError, ConfigurationError, LoadError
+from .files import EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
+from .objects import CopyPlan, CsvDecoder, ObjectLoader
+from .partitions import TableName, compression_for
+from .s3 import S3Object
+
+_SAVEPOINT = "luigi_pipelines_json_lines"
+_ALL = 2**62  # a line number past any object's last line
+_WINDOW = 8192  # lines inserted at a time once the whole object's INSERT has failed: a bad line costs about 3x this
+_NOT_JSON = bytes.maketrans(b"\x01\x02", b"\x03\x03")  # COPY's quote and delimiter -> a byte JSON refuses as well
+
+
+def scrub(data: bytes) -> bytes:
+    """``data`` with the bytes 0x01 and 0x02 (COPY's quote and delimiter here) made 0x03: the line stays one
+    field and stays not JSON (JSON holds no raw control character), so it fails as such, with its number."""
+    if b"\x01" in data or b"\x02" in data:
+        return data.translate(_NOT_JSON)
+    return data
+
+
+def _scrubbed_copy(obj: S3Object, raw: IO[bytes], into: IO[bytes]) -> None:
+    """The object's lines, decompressed and ``scrub``bed, into ``into``: what the fast path's COPY read."""
+    raw.seek(0)
+    try:
+        with gzip.GzipFile(fileobj=raw, mode="rb") if compression_for(obj.key) == "gzip" else contextlib.nullcontext(
+                raw) as source:
+            for chunk in iter(lambda: source.read(1024 * 1024), b""):
+                into.write(scrub(chunk))
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise BadInputError(f"{obj.url}: corrupt or truncated gzip data: {exc}") from exc
+    except OSError as exc:
+        raise LoadError(f"{obj.url}: cannot write temporary file in {into.name}: {exc}") from exc
+    into.flush()
+
+
+@dataclass(frozen=True)
+class JsonLinesDecoder:
+    """Objects of JSON lines, each line one JSON object whose keys name the declared columns.
+
+    A key the columns do not name is ignored, or, with ``extra`` naming a declared ``jsonb`` column, kept
+    there (the object without the mapped keys; NULL when there are none). A missing key or a JSON
+    ``null`` is NULL. A nested object or array goes whole into a ``jsonb`` (or ``json``, ``text``)
+    column, an array also into an SQL array column (``text[]``). Strings and numbers are read by the
+    column type's own input (``"2019-02-01T10:00:00+01:00"`` into ``timestamptz``, ``12.50`` or ``"12.50"``
+    into ``numeric``). Empty lines are skipped; a line of blanks, like any other line that is not one
+    JSON object, is an error naming the key and the line (a reject under ``max_bad_rows``).
+    """
+
+    extra: str = ""
+
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
+        by_name = {c.name: c for c in columns}
+        if self.extra and (self.extra not in by_name or by_name[self.extra].type.lower() not in ("jsonb", "json")):
+            raise ConfigurationError(f"JsonLinesDecoder(extra={self.extra!r}) must name a declared jsonb column, "
+                                     f"not {by_name[self.extra].type if self.extra in by_name else 'an undeclared one'}")
+        return CopyPlan(q.copy_json_lines(), q.STAGE, (q.JSON_LINE,), table, tuple(columns),
+                        (q.create_json_stage(),))  # a new sequence: lines count from 1
+
+    def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
+        return SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=True, quote=q.JSON_LINES.quote.encode(),
+                            scrub=scrub)
+
+    def check_copied(self, obj: S3Object, reader: SourceReader, rows: int) -> None:
+        """COPY must have taken every line (scrubbed data holds no quote, so every line is one row)."""
+        CsvDecoder(q.JSON_LINES).check_copied(obj, reader, rows)
+
+    def located(self, reader: SourceReader, error: BadInputError) -> BadInputError:
+        """COPY's error names the stage's column; the line is what counts."""
+        if error.column != q.JSON_LINE.name:
+            return error
+        return BadInputError(str(error).replace(f" column {error.column}:", ":", 1), error.line, None, error.reason)
+
+    def salvage(self, loader: ObjectLoader, obj: S3Object, raw: IO[bytes], first_error: BadInputError) -> int:
+        """The COPY into the stage failed (a line that is not JSON, bytes that are not UTF-8): the segmented copy of
+        ``quarantine`` around those lines, each segment numbered from its first line, over a ``scrub``bed copy of
+        the object's lines (so no byte of them is the quote that ``quarantine`` tracks)."""
+        if first_error.line is None:
+            raise first_error  # a corrupt stream is not a bad line
+        tx = loader.tx
+        statement = q.copy_json_lines()
+
+        def copy_segment(segment: quarantine.SegmentReader) -> int | BadInputError:
+            tx.cursor.execute(q.number_json_lines(), (segment.first_line,))
+            return db.copy_in_savepoint(tx, statement, EndMarkerGuard(segment, q.JSON_LINES.quote.encode()),
+                                        obj.url, loader.settings.copy_buffer)
+
+        with temp_download(loader.settings.temp_directory) as plain:
+            _scrubbed_copy(obj, raw, plain)
+            lines = quarantine.LineFile(plain, first_offset=bom_length(plain))
+            quote = q.JSON_LINES.quote.encode()
+            copier = quarantine.QuarantineCopy(lines, obj.url, quote, quote, "UTF8", copy_segment,
+                                               budget=loader.max_bad_rows - tx.rejected)
+            rows, rejects = copier.run(first_line=1)
+        loader.reject(obj, rejects)
+        return rows
+
+    def insert_staged(self, loader: ObjectLoader, obj: S3Object, copied: int) -> int:
+        """Insert the staged lines' objects into the table, all at once. When that fails (a line that is not an
+        object, a value its column's type refuses, a constraint of the table), the lines are inserted again
+        by windows of ``_WINDOW`` lines (an index on the line number added first), and a failing window is
+        bisected to its first bad line: named, or in quarantine mode set aside while the others go in."""
+        tx, plan = loader.tx, loader.plan
+        assert plan.staged_into is not None
+        statement = q.insert_json_lines(plan.staged_into, plan.declared, self.extra)
+        outcome = _try_insert(tx, statement, 1, _ALL, keep=True)
+        if not isinstance(outcome, BadInputError):
+            return outcome
+        for step in q.index_json_lines():
+            tx.cursor.execute(step)
+        return self._insert_around_bad_lines(loader, obj, statement, outcome)
+
+    def _insert_around_bad_lines(self, loader: ObjectLoader, obj: S3Object, statement: q.sql.Composable,
+                                 failed: BadInputError) -> int:
+        tx = loader.tx
+        tx.cursor.execute(q.last_json_line())
+        last = tx.cursor.fetchone()[0] or 0
+        inserted, first = 0, 1
+        while first <= last:
+            stop = min(first + _WINDOW - 1, last)
+            outcome = _try_insert(tx, statement, first, stop, keep=True)
+            if not isinstance(outcome, BadInputError):
+                inserted, first = inserted + outcome, stop + 1
+                continue
+            line, error = _first_bad_line(tx, statement, first, stop, outcome)
+            if loader.max_bad_rows <= 0:
+                raise BadInputError(f"{obj.url} line {line}: {error.reason}", line, None, error.reason)
+            if line > first:
+                inserted += _inserted(obj, _try_insert(tx, statement, first, line - 1, keep=True))
+            loader.reject(obj, [quarantine.Reject(line, _raw_line(tx, line), error.reason or str(error))])
+            first = line + 1
+        if loader.max_bad_rows <= 0:  # every window went in: the rows only fail all together
+            raise BadInputError(f"{obj.url}: {failed.reason} (in the INSERT of the object's lines, which went in "
+                                f"window by window)", None, None, failed.reason)
+        return inserted
+
+
+def _inserted(obj: S3Object, outcome: int | BadInputError) -> int:
+    if isinstance(outcome, BadInputError):  # the bisection found these lines good
+        raise LoadError(f"{obj.url}: lines that went in on their own failed a second time: {outcome}")
+    return outcome
+
+
+def _try_insert(tx: db.PartitionTransaction, statement: q.sql.Composable, first: int, last: int,
+                keep: bool) -> int | BadInputError:
+    """Insert lines ``first``..``last`` in a savepoint: their row count (the rows kept if ``keep``, else rolled
+    back too), or the error PostgreSQL gave (everything of this try rolled back)."""
+    cur = tx.cursor
+    cur.execute(q.savepoint(_SAVEPOINT))
+    try:
+        cur.execute(statement, (first, last))
+    except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+        cur.execute(q.rollback_to_savepoint(_SAVEPOINT))
+        reason = _reason(exc)
+        return BadInputError(reason, None, None, reason)
+    rows = cur.rowcount
+    cur.execute(q.release_savepoint(_SAVEPOINT) if keep else q.rollback_to_savepoint(_SAVEPOINT))
+    return rows
+
+
+def _reason(exc: psycopg2.Error) -> str:
+    """PostgreSQL's message, its detail (which says where the JSON is wrong), and what a non-object line is."""
+    reason = exc.diag.message_primary or str(exc).strip()
+    if reason.startswith("cannot call populate_composite on"):  # jsonb_to_record of an array or a scalar
+        reason = f"the line is not a JSON object ({reason})"
+    return f"{reason}: {exc.diag.message_detail}" if exc.diag.message_detail else reason
+
+
+def _first_bad_line(tx: db.PartitionTransaction, statement: q.sql.Composable, first: int, stop: int,
+                    error: BadInputError) -> tuple[int, BadInputError]:
+    """The first line of ``first``..``stop`` (which fail together with ``error``) whose INSERT fails with the lines
+    before it, and the error it gives: the smallest ``last`` for which lines ``first``..``last`` fail, by
+    bisection of trial INSERTs that are rolled back."""
+    low, high = first, stop
+    while low < high:
+        middle = (low + high) // 2
+        outcome = _try_insert(tx, statement, first, middle, keep=False)
+        if isinstance(outcome, BadInputError):
+            high, error = middle, outcome
+        else:
+            low = middle + 1
+    return high, error
+
+
+def _raw_line(tx: db.PartitionTransaction, line: int) -> str:
+    """The line's object as PostgreSQL parsed it (``jsonb``'s text: keys in jsonb's order, spaces normalised)."""
+    tx.cursor.execute(q.select_json_line(), (line,))
+    row = tx.cursor.fetchone()
+    return "" if row is None or row[0] is None else row[0][:64 * 1024]

@@ -1,0 +1,285 @@
+"""Parquet objects (the ``parquet`` extra, pyarrow): read a row group at a time and written to COPY as CSV by Arrow's C++ writer.
+
+A Parquet file's footer, at its end, says where its row groups are, so the object is read once its
+download has ended (``GrowingFile.wait``), unlike CSV, whose COPY starts with the first megabyte.
+Then each row group's declared columns (by name; the file's other columns are never read) are
+decoded and written as CSV in batches, ``pyarrow.csv.write_csv`` into the COPY stream: memory holds
+one row group and one batch's CSV, never the file. Strings are always quoted, so NULL (an empty
+unquoted field) and the empty string stay apart; timestamps carry their offset or ``Z``; decimals,
+dates and booleans are written as PostgreSQL reads them. Lists, structs and maps become JSON text
+(for ``jsonb`` columns), one value at a time in Python: the one per-value step, for those columns only.
+Timestamps with a time zone are written as their UTC wall time and ``Z``, which Arrow formats fast.
+pyarrow is imported on first use, with an error naming the extra when it is missing.
+"""
+from __future__ import annotations
+
+import bisect
+import datetime
+import io
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from . import sql as q
+from .errors import BadInputError, ConfigurationError, LoadError
+from .files import GrowingFile, SourceReader
+from .objects import CopyPlan, ObjectLoader
+from .partitions import TableName
+from .s3 import S3Object
+
+EXTRA = "parquet"  # pip install 'luigi-pipelines[parquet]'
+CSV = q.CsvFormat(header=False, check_header=False)  # what the batches are written as: quoted strings, NULL unquoted
+
+
+def pyarrow_modules() -> Any:
+    """``pyarrow`` with its ``parquet`` and ``csv`` modules, or a ``ConfigurationError`` naming the extra."""
+    try:
+        import pyarrow
+        import pyarrow.compute
+        import pyarrow.csv
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise ConfigurationError(f"Parquet objects need pyarrow, which is not installed ({exc}): "
+                                 f"pip install 'luigi-pipelines[{EXTRA}]'") from None
+    return pyarrow
+
+
+@dataclass(frozen=True)
+class ParquetDecoder:
+    """Parquet objects, their columns matched to the declared ones by name (see the module docstring).
+
+    ``batch_rows`` rows of a row group are converted to CSV at a time. A declared column the file lacks
+    is an error naming it; the file's undeclared columns are not read. Quarantine mode does not apply:
+    a value that does not fit its column fails the load, naming the row group and the row.
+    """
+
+    batch_rows: int = 65_536
+
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
+        _rows(reader).select(columns)
+        return CopyPlan(q.copy_from_stdin(table, columns, CSV), table, tuple(columns))
+
+    def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
+        pyarrow_modules()
+        return ParquetReader(ParquetRows(raw, obj.url, self.batch_rows))
+
+    def check_copied(self, obj: S3Object, reader: SourceReader, rows: int) -> None:
+        expected = _rows(reader).num_rows
+        if not reader.at_end() or rows != expected:
+            raise LoadError(f"{obj.url}: COPY took {rows} rows but the Parquet file holds {expected}; nothing of the "
+                            f"partition was kept")
+
+    def located(self, reader: SourceReader, error: BadInputError) -> BadInputError:
+        """COPY's line, told as the row group and row (``ParquetRows.where``: COPY counts newlines inside strings)."""
+        if error.line is None:
+            return error
+        where = _rows(reader).where(error.line)
+        message = str(error).replace(f" line {error.line}", f" {where}", 1)
+        return BadInputError(message, error.line, error.column, error.reason)
+
+    def salvage(self, loader: ObjectLoader, obj: S3Object, raw: IO[bytes], first_error: BadInputError) -> int:
+        raise BadInputError(f"{first_error} (quarantine mode does not apply to Parquet objects)", first_error.line,
+                            first_error.column, first_error.reason)
+
+    def insert_staged(self, loader: ObjectLoader, obj: S3Object, copied: int) -> int:
+        raise AssertionError("Parquet objects are never staged")
+
+
+def _textual(pa: Any, kind: Any) -> bool:
+    """Whether values of Arrow type ``kind`` are written as text that may hold a newline."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A batch's first row (1-based) and COPY's line of it; with newlines in its strings, per row the
+    newlines of the rows of the batch up to it."""
+
+    row: int
+    line: int
+    newlines: Any = None  # a pyarrow array, 8 bytes a row
+
+
+def _rows(reader: SourceReader) -> ParquetRows:
+    assert isinstance(reader, ParquetReader)
+    return reader.rows
+
+
+class ParquetReader(SourceReader):
+    """The CSV of a Parquet object as COPY reads it; empty when the file holds no rows (its footer says)."""
+
+    def __init__(self, rows: ParquetRows) -> None:
+        super().__init__(rows, rows.source, None, strip_bom=False)
+        self.rows = rows
+
+    def is_empty(self) -> bool:
+        return self.rows.num_rows == 0
+
+
+class ParquetRows:
+    """A read-only stream of a Parquet file's rows as CSV (``read``), one row group at a time."""
+
+    def __init__(self, raw: GrowingFile, source: str, batch_rows: int) -> None:
+        self.source = source
+        self._raw = raw
+        self._batch_rows = batch_rows
+        self._file: Any = None
+        self._handle: IO[bytes] | None = None
+        self._names: list[str] = []
+        self._nested: set[str] = set()
+        self._batches: Iterator[bytes] | None = None
+        self._buffer = memoryview(b"")
+        self.group = -1  # the row group being read
+        self._starts: list[int] = []  # the first row (0-based) of each row group
+        self._spans: list[_Span] = []  # where each batch's rows start, in COPY's line numbers
+        self._rows = 0  # rows written so far
+        self._newlines = 0  # newlines inside strings that COPY counts as lines, so far
+
+    @property
+    def parquet(self) -> Any:
+        """The ``pyarrow.parquet.ParquetFile``, opened once the download has ended."""
+        if self._file is None:
+            pa = pyarrow_modules()
+            self._raw.wait()
+            self._handle = open(self._raw.fileno(), "rb", closefd=False)  # noqa: SIM115 - closed after the last row group
+            try:
+                self._file = pa.parquet.ParquetFile(self._handle)
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise BadInputError(f"{self.source}: not a Parquet file, or a truncated one: {exc}") from None
+            sizes = [self._file.metadata.row_group(i).num_rows for i in range(self._file.num_row_groups)]
+            self._starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return self._file
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.parquet.metadata.num_rows)
+
+    def select(self, columns: Sequence[q.Column]) -> None:
+        """Read the declared ``columns`` (by name, in their order) from here on."""
+        schema = self.parquet.schema_arrow
+        missing = [c.name for c in columns if c.name not in schema.names]
+        if missing:
+            raise BadInputError(f"{self.source}: the Parquet file lacks the declared column{'s' if len(missing) > 1 else ''} "
+                                f"{', '.join(map(repr, missing))} (it has {', '.join(map(repr, schema.names[:20]))})")
+        pa = pyarrow_modules()
+        binary = [c.name for c in columns if _binary(pa, schema.field(c.name).type)]
+        if binary:
+            raise ConfigurationError(f"{self.source}: Parquet binary columns are not supported: {', '.join(map(repr, binary))}")
+        self._names = [c.name for c in columns]
+        self._nested = {n for n in self._names if pa.types.is_nested(schema.field(n).type)}
+
+    def where(self, line: int) -> str:
+        """``row group G row R (row N of the file)``, all 1-based, for the row COPY names by ``line``."""
+        row = self.row_of_line(line)
+        group = bisect.bisect_right(self._starts, row - 1) - 1
+        return f"row group {group + 1} row {row - self._starts[group]} (row {row} of the file)"
+
+    def row_of_line(self, line: int) -> int:
+        """The row (1-based) at COPY's ``line``. COPY counts the newlines inside a quoted field as lines,
+        but for those of the first record; row ``k`` is on line ``k`` + the newlines in rows 2..``k``."""
+        span = self._spans[max(bisect.bisect_right([s.line for s in self._spans], line) - 1, 0)]
+        if span.newlines is None:
+            return span.row + line - span.line
+        offsets = [i + n for i, n in enumerate(span.newlines.to_pylist())]  # row i of the batch: line span.line + offsets[i]
+        return span.row + bisect.bisect_left(offsets, line - span.line)
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._buffer:
+            chunk = next(self._csv(), None)
+            if chunk is None:
+                return b""
+            self._buffer = memoryview(chunk)
+        n = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        data, self._buffer = bytes(self._buffer[:n]), self._buffer[n:]
+        return data
+
+    def _csv(self) -> Iterator[bytes]:
+        if self._batches is None:
+            self._batches = self._all_batches()
+        return self._batches
+
+    def _all_batches(self) -> Iterator[bytes]:
+        pa = pyarrow_modules()
+        options = pa.csv.WriteOptions(include_header=False)
+        try:
+            for group in range(self.parquet.num_row_groups):
+                self.group = group
+                try:
+                    table = self.parquet.read_row_group(group, columns=self._names, use_threads=False)
+                    for batch in table.select(self._names).to_batches(max_chunksize=self._batch_rows):
+                        sink = io.BytesIO()
+                        pa.csv.write_csv(self._jsonified(batch), sink, write_options=options)
+                        csv = sink.getvalue()
+                        self._account(batch, csv)
+                        yield csv
+                except (pa.ArrowException, OSError, ValueError) as exc:
+                    raise BadInputError(f"{self.source} row group {group + 1}: cannot be read: {exc}") from None
+                del table  # one row group in memory at a time
+        finally:
+            if self._handle is not None:
+                self._handle.close()
+
+    def _account(self, batch: Any, csv: bytes) -> None:
+        """Note where ``batch``'s rows start in COPY's line numbers; when its strings hold newlines, how many
+        each row holds (cumulated; counted by Arrow, and only then), so an error's line finds its row."""
+        span = _Span(self._rows + 1, self._rows + 1 + self._newlines)
+        inside = csv.count(b"\n") - batch.num_rows
+        if inside:
+            pa = pyarrow_modules()
+            counts = [pa.compute.count_substring(column.cast(pa.large_string()), "\n").fill_null(0)
+                      for column in batch.columns if _textual(pa, column.type)]
+            per_row = counts[0]
+            for more in counts[1:]:
+                per_row = pa.compute.add(per_row, more)
+            cumulated = pa.compute.cumulative_sum(per_row)
+            if self._rows == 0:  # COPY does not count the first record's
+                first = cumulated[0].as_py()
+                inside -= first
+                cumulated = pa.compute.subtract(cumulated, first)
+            span = _Span(span.row, span.line, cumulated)
+        self._spans.append(span)
+        self._rows += batch.num_rows
+        self._newlines += inside
+
+    def _jsonified(self, batch: Any) -> Any:
+        """``batch`` with its nested columns (lists, structs, maps) as JSON text and its timestamps with a time zone
+        as UTC text ending in ``Z`` (the same instants: Arrow keeps them in UTC; its CSV writer formats a zoned
+        timestamp some 25 times slower than a plain one)."""
+        pa = pyarrow_modules()
+        if not self._nested and not any(_zoned(pa, t) for t in batch.schema.types):
+            return batch
+        arrays = [_as_json(pa, column) if name in self._nested else _as_utc_text(pa, column) if _zoned(pa, column.type)
+                  else column for name, column in zip(batch.schema.names, batch.columns, strict=True)]
+        return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _binary(pa: Any, kind: Any) -> bool:
+    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind))
+
+
+def _zoned(pa: Any, kind: Any) -> bool:
+    return bool(pa.types.is_timestamp(kind) and kind.tz is not None)
+
+
+def _as_utc_text(pa: Any, column: Any) -> Any:
+    """``2019-02-01 10:00:00.123456Z``: the UTC wall time of each instant, and ``Z``."""
+    plain = column.cast(pa.timestamp(column.type.unit)).cast(pa.string())
+    return pa.compute.binary_join_element_wise(plain, pa.scalar("Z"), pa.scalar(""))
+
+
+def _as_json(pa: Any, column: Any) -> Any:
+    return pa.array([None if v is None else json.dumps(v, default=_json_default) for v in column.to_pylist()],
+                    pa.string())
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for what ``to_pylist`` gives inside nested values: dates and times as ISO text, bytes as hex, decimals
+    (exactly) and anything else as their text."""
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)

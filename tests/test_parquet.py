@@ -1,0 +1,182 @@
+"""Parquet objects (``luigi_pipelines.parquet``, the ``parquet`` extra): typed columns by name, row group by row
+group, against the real PostgreSQL and moto's S3 server; truncated files and a missing pyarrow named clearly."""
+from __future__ import annotations
+
+import builtins
+import datetime
+import decimal
+import io
+import subprocess
+import sys
+
+import pytest
+from luigi.execution_summary import LuigiStatusCode
+
+import luigi_pipelines as lp
+from luigi_pipelines import BadInputError, ConfigurationError, ParquetDecoder
+from tests.conftest import run_task
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+pytestmark = [pytest.mark.postgres, pytest.mark.s3]
+
+D1 = datetime.date(2019, 2, 1)
+SUCCESS = LuigiStatusCode.SUCCESS
+UTC = datetime.timezone.utc
+TYPED = [("id", "bigint"), ("day", "date"), ("at", "timestamptz"), ("amount", "numeric(12,2)"), ("v", "text"),
+         ("tags", "jsonb"), ("point", "jsonb"), ("ok", "boolean"), ("ratio", "double precision"),
+         ("wall", "timestamp")]
+
+
+def parquet_bytes(table, row_group_size: int | None = None) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=row_group_size)
+    return sink.getvalue()
+
+
+def rows(stack, columns: str = "*") -> list[tuple]:
+    return stack.query(f"SELECT {columns} FROM {stack.schema}.t ORDER BY 1")
+
+
+def typed_table():
+    text = 'back\\slash "quoted" ünïcödé ✓\nnew line'
+    return pa.table({
+        "v": pa.array([text, "", None, "\\."]),  # the file's order differs from the declared one
+        "id": pa.array([1, 2, 3, 4], pa.int64()),
+        "day": pa.array([D1] * 4, pa.date32()),
+        "at": pa.array([datetime.datetime(2019, 2, 1, 10, 0, 0, 123456, tzinfo=UTC), None,
+                        datetime.datetime(2019, 2, 1, 23, 59, 59, tzinfo=UTC),
+                        datetime.datetime(2019, 2, 1, 0, 0, tzinfo=UTC)], pa.timestamp("us", tz="America/New_York")),
+        "amount": pa.array([decimal.Decimal("12.50"), decimal.Decimal("-0.01"), None, decimal.Decimal("9999999999.99")],
+                           pa.decimal128(12, 2)),
+        "tags": pa.array([["a", "b"], [], None, ["\"q\""]], pa.list_(pa.string())),
+        "point": pa.array([{"x": 1, "when": D1}, None, {"x": None, "when": None}, {"x": 2, "when": D1}],
+                          pa.struct([("x", pa.int32()), ("when", pa.date32())])),
+        "ok": pa.array([True, False, None, True]),
+        "ratio": pa.array([1.5, float("inf"), None, -0.25]),
+        "wall": pa.array([datetime.datetime(2019, 2, 1, 8, 30, 0, 1), None, None, None], pa.timestamp("ns")),
+        "undeclared": pa.array(["never", "read", "by", "us"]),
+    })
+
+
+def test_parquet_loads_exact_typed_rows_by_column_name(stack, make_task):
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(typed_table(), row_group_size=3))
+    task = make_task(decoder=ParquetDecoder(), columns=TYPED)(date=D1)
+    assert run_task(task).status == SUCCESS
+    assert rows(stack) == [
+        (1, D1, datetime.datetime(2019, 2, 1, 10, 0, 0, 123456, tzinfo=UTC), decimal.Decimal("12.50"),
+         'back\\slash "quoted" ünïcödé ✓\nnew line', ["a", "b"], {"x": 1, "when": "2019-02-01"}, True, 1.5,
+         datetime.datetime(2019, 2, 1, 8, 30, 0, 1)),
+        (2, D1, None, decimal.Decimal("-0.01"), "", [], None, False, float("inf"), None),
+        (3, D1, datetime.datetime(2019, 2, 1, 23, 59, 59, tzinfo=UTC), None, None, None, {"x": None, "when": None},
+         None, None, None),
+        (4, D1, datetime.datetime(2019, 2, 1, tzinfo=UTC), decimal.Decimal("9999999999.99"), "\\.", ['"q"'],
+         {"x": 2, "when": "2019-02-01"}, True, -0.25, None),
+    ]
+    marker = stack.markers(f"{stack.schema}.t")[D1]
+    assert marker[0] == 4 and marker[2][0]["rows"] == 4
+
+
+def test_lineage_and_the_date_from_the_path_as_for_csv(stack, make_task):
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(pa.table({"id": [1, 2], "v": ["a", "b"]})))
+    task = make_task(decoder=ParquetDecoder(), columns=[("id", "bigint"), ("v", "text")],
+                     date_from=lp.partition_date(), lineage=lp.Lineage(key="source_key"))(date=D1)
+    assert run_task(task).status == SUCCESS
+    assert rows(stack, "id, day, v, source_key") == [(1, D1, "a", "d/2019-02-01/a.parquet"),
+                                                      (2, D1, "b", "d/2019-02-01/a.parquet")]
+
+
+def test_many_row_groups_and_batches_load_every_row(stack, make_task):
+    n = 10_000
+    table = pa.table({"id": pa.array(range(n), pa.int64()), "day": pa.array([D1] * n, pa.date32()),
+                      "v": pa.array([f"row {i}" for i in range(n)])})
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(table, row_group_size=1_000))
+    assert run_task(make_task(decoder=ParquetDecoder(batch_rows=333))(date=D1)).status == SUCCESS
+    assert stack.query(f"SELECT count(*), count(DISTINCT id), max(v) FROM {stack.schema}.t")[0] == (n, n, "row 9999")
+
+
+def test_a_value_that_does_not_fit_names_the_row_group_and_row(stack, make_task):
+    ids = [str(i) for i in range(1, 11)]
+    ids[6] = "x7"  # row 7 of the file: row group 3 (rows 7-9), its row 1
+    table = pa.table({"id": ids, "day": pa.array([D1] * 10, pa.date32()), "v": ["a"] * 10})
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(table, row_group_size=3))
+    with pytest.raises(BadInputError, match=r'a\.parquet row group 3 row 1 \(row 7 of the file\) column id: '
+                                            r'invalid input syntax for type bigint: "x7"'):
+        make_task(decoder=ParquetDecoder())(date=D1).run()
+    assert rows(stack) == [] and stack.markers(f"{stack.schema}.t") == {}
+
+
+@pytest.mark.parametrize("bad_row", [2, 6, 8, 10])
+def test_the_row_is_found_behind_strings_that_hold_newlines(stack, make_task, bad_row):
+    """COPY counts a quoted newline as a line (but for the first record's): the row is still named right."""
+    ids = [str(i) for i in range(1, 11)]
+    ids[bad_row - 1] = f"x{bad_row}"
+    notes = ["two\nlines", "one", "three\nshort\nlines", None, "a\nb", "x", "y\n", "z", "\n\n", "end"]
+    table = pa.table({"id": ids, "day": pa.array([D1] * 10, pa.date32()),
+                      "v": pa.array(notes).dictionary_encode() if bad_row == 10 else notes})
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(table, row_group_size=4))
+    group, row = (bad_row - 1) // 4 + 1, (bad_row - 1) % 4 + 1
+    with pytest.raises(BadInputError, match=rf"row group {group} row {row} \(row {bad_row} of the file\) column id: "
+                                            rf'invalid input syntax for type bigint: "x{bad_row}"'):
+        make_task(decoder=ParquetDecoder(batch_rows=3))(date=D1).run()
+
+
+def test_quarantine_mode_does_not_apply_and_says_so(stack, make_task):
+    table = pa.table({"id": ["1", "x2"], "day": pa.array([D1, D1], pa.date32()), "v": ["a", "b"]})
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(table))
+    with pytest.raises(BadInputError, match=r"row group 1 row 2 \(row 2 of the file\) column id: .* \(quarantine mode "
+                                            r"does not apply to Parquet objects\)"):
+        make_task(decoder=ParquetDecoder())(date=D1, max_bad_rows=5).run()
+    assert rows(stack) == [] and stack.markers(f"{stack.schema}.t") == {}
+
+
+def test_a_truncated_parquet_file_is_bad_input(stack, make_task):
+    body = parquet_bytes(pa.table({"id": [1, 2], "day": pa.array([D1, D1], pa.date32()), "v": ["a", "b"]}))
+    stack.put("d/2019-02-01/a.parquet", body[: len(body) // 2])
+    with pytest.raises(BadInputError, match=r"a\.parquet: not a Parquet file, or a truncated one"):
+        make_task(decoder=ParquetDecoder())(date=D1).run()
+    assert stack.markers(f"{stack.schema}.t") == {}
+
+
+def test_a_declared_column_the_file_lacks_is_named(stack, make_task):
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(pa.table({"id": [1], "day": pa.array([D1], pa.date32())})))
+    with pytest.raises(BadInputError, match=r"a\.parquet: the Parquet file lacks the declared column 'v' "
+                                            r"\(it has 'id', 'day'\)"):
+        make_task(decoder=ParquetDecoder())(date=D1).run()
+
+
+def test_a_binary_column_is_refused_by_name(stack, make_task):
+    table = pa.table({"id": [1], "day": pa.array([D1], pa.date32()), "v": pa.array([b"\x00\xff"], pa.binary())})
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(table))
+    with pytest.raises(ConfigurationError, match=r"a\.parquet: Parquet binary columns are not supported: 'v'"):
+        make_task(decoder=ParquetDecoder())(date=D1).run()
+
+
+def test_an_empty_parquet_file_adds_no_rows(stack, make_task):
+    empty = pa.table({"id": pa.array([], pa.int64()), "day": pa.array([], pa.date32()), "v": pa.array([], pa.string())})
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(empty))
+    assert run_task(make_task(decoder=ParquetDecoder())(date=D1)).status == SUCCESS
+    assert stack.markers(f"{stack.schema}.t")[D1][0] == 0
+
+
+def test_without_pyarrow_the_error_names_the_extra(stack, make_task, monkeypatch):
+    stack.put("d/2019-02-01/a.parquet", b"PAR1")
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name == "pyarrow" or name.startswith("pyarrow."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    with pytest.raises(ConfigurationError, match=r"pip install 'luigi-pipelines\[parquet\]'"):
+        make_task(decoder=ParquetDecoder())(date=D1).run()
+    assert stack.markers(f"{stack.schema}.t") == {}
+
+
+def test_pyarrow_is_imported_only_when_a_parquet_object_is_read():
+    code = ("import sys, luigi_pipelines as lp, luigi_pipelines.parquet; "
+            "lp.ParquetDecoder(); print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
