@@ -114,6 +114,25 @@ def test_new_keys_inserted_changed_rows_updated_unchanged_rows_untouched(stack, 
     assert sorted(markers) == [D1, D2] and markers[D2][0] == 4  # rows_loaded: the rows of the date's objects
 
 
+def test_json_lines_merge_through_both_stages_and_the_last_line_of_a_key_wins(stack, make_merge):
+    """A JSON-lines change set: lines staged as jsonb, mapped into the merge stage, merged by key."""
+    from luigi_pipelines import JsonLinesDecoder
+    task = make_merge(decoder=JsonLinesDecoder(), snapshot=True)
+    stack.put(f"c/{D1}/a.jsonl", '{"customer_id": 1, "name": "Ann", "tier": "gold"}\n'
+                                 '{"tier": "silver", "customer_id": 2, "name": "Bob", "unknown": [1]}\n')
+    merged(task(date=D1))
+    stack.put(f"c/{D2}/a.jsonl", '{"customer_id": 2, "name": "Bob", "tier": "gold"}\n'
+                                 '{"customer_id": 3, "name": "Cy"}\n'
+                                 '{"customer_id": 2, "name": "Bob", "tier": "platinum"}\n')
+    merged(task(date=D2))
+    assert customers(stack) == [(2, "Bob", "platinum"), (3, "Cy", None)]  # 1 absent from the snapshot: deleted
+
+    stack.put(f"c/{D3}/a.jsonl", '{"customer_id": 4, "name": "Dee"}\n{"name": "nobody"}\n')
+    with pytest.raises(BadInputError, match=rf"c/{D3}/a.jsonl.* line 2"):
+        task(date=D3).run()
+    assert customers(stack) == [(2, "Bob", "platinum"), (3, "Cy", None)]  # nothing of D3 kept
+
+
 def test_a_change_set_keeps_absent_keys_and_a_snapshot_deletes_them(stack, make_merge):
     put(stack, D1, "a.csv", "1,Ann,gold", "2,Bob,silver", "3,Cy,")
     put(stack, D2, "a.csv", "1,Ann,gold", "3,Cy,tin")
