@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{d.scheduler_budget_s:g})")
     p.add_argument("--transform-rows", type=int, help=f"rows of the upstream partition of the transform section "
                    f"(default {d.transform_rows:,})")
+    p.add_argument("--overhead-days", type=int, help=f"tiny partitions of the overhead profile (default "
+                   f"{d.overhead_days})")
+    p.add_argument("--overhead-schedule-days", type=int, help=f"dates with missing data the overhead profile hands "
+                   f"luigid (default {d.overhead_schedule_days})")
     p.add_argument("--timeout", type=float, dest="timeout_s", help=f"seconds allowed per command (default {d.timeout_s:g})")
     p.add_argument("--work-dir", help="parent of the temporary data directory (default: the system temp dir)")
     p.add_argument("--no-save", action="store_true", help=f"do not write the JSON file to {RESULTS_DIR}")

@@ -23,6 +23,10 @@ class Options:
     scheduler_pilot_days: int = 365  # a smaller range measured first, to project the full one
     scheduler_budget_s: float = 150  # measure the full range only if projected within this (0: always)
     transform_rows: int = 1_000_000  # rows of the upstream partition the transforms read
+    overhead_days: int = 365  # tiny partitions of the per-phase profile (section overhead)
+    overhead_objects: int = 2  # gzip objects per date of that profile
+    overhead_rows: int = 100  # rows per object (a few KiB gzip)
+    overhead_schedule_days: int = 730  # dates with missing data handed to luigid, profiled
     timeout_s: float = 1800  # bound on any single command
 
     @property
@@ -41,6 +45,8 @@ QUICK = Options(
     scheduler_pilot_days=30,
     scheduler_budget_s=10,
     transform_rows=20_000,
+    overhead_days=20,
+    overhead_schedule_days=30,
     timeout_s=300,
 )
 

@@ -7,10 +7,10 @@ where ``run(bench: Bench) -> SectionResult`` (see ``bench/report.py``; ``bench.d
 from __future__ import annotations
 
 from ..report import Section
-from . import layouts, load, memory, noop, quarantine, stale, transform, workers
+from . import layouts, load, memory, noop, overhead, quarantine, stale, transform, workers
 
 SECTIONS: tuple[Section, ...] = (load.SECTION, memory.SECTION, transform.SECTION, quarantine.SECTION, layouts.SECTION,
-                                 noop.SECTION, stale.SECTION, workers.SECTION)
+                                 noop.SECTION, stale.SECTION, workers.SECTION, overhead.SECTION)
 
 
 def by_name() -> dict[str, Section]:
