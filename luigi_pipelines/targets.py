@@ -29,7 +29,7 @@ class PartitionMarkerTarget(luigi.Target):
         self.owner = owner  # the task family that writes it: a row written by another is an error, not "done"
 
     def exists(self) -> bool:
-        with db.connect(self.settings) as conn:
+        with db.session(self.settings, reset=False) as conn:
             done = db.completed_dates(conn, self.marker, self.target, [self.date])
         if self.date in done and self.owner:
             check_owner(self.target, self.date, done[self.date], self.owner)
@@ -46,3 +46,4 @@ def check_owner(key: ScopedTable, date: datetime.date, family: str, task_family:
             f"{task_family} and {family} both load {key.describe()}: {family} loaded {date} already. Declare a "
             f"different scope for each (e.g. scope = {{'region': 'us'}}), or, if {task_family} is {family} "
             f"renamed, update task_family in the marker table")
+

@@ -208,7 +208,7 @@ class PartitionTask(luigi.Task):
             return []
         wanted = probe.partitions_of([_parameter_value(p, name) for p in params])
         family = probe.task_family
-        with db.connect(database_settings()) as conn:
+        with db.session(database_settings(), reset=False) as conn:
             done = db.completed_partitions(conn, probe.marker_table, wanted)
         for (key, day), owner in done.items():
             if owner != family:
@@ -223,7 +223,7 @@ class PartitionTask(luigi.Task):
         """Those of ``values`` (partitions of this task that have a marker) whose sources changed since their
         marker was written, or whose marker is gone: one marker query, then ``changed_sources``."""
         partitions = self.partitions_of(values)
-        with db.connect(database_settings()) as conn:
+        with db.session(database_settings(), reset=False) as conn:
             recorded = db.marker_sources(conn, self.marker_table, partitions)
         gone = {v for v, p in zip(values, partitions, strict=True) if p not in recorded}
         present = [(v, recorded[p].sources) for v, p in zip(values, partitions, strict=True) if p in recorded]
@@ -252,10 +252,10 @@ class PartitionTask(luigi.Task):
             raise
 
     def write_once(self) -> None:
-        settings = load_settings()
+        settings, database = load_settings(), database_settings()
         for path in sweep_stale(settings.temp_directory):
             logger.warning("removed %s, left by a load process that was killed", path)
-        with db.connect(database_settings()) as conn:
+        with db.session(database) as conn:
             self.prepare(conn)
             with db.describe_errors(self.partition_key, self.date, settings.lock_timeout_s), db.partition_transaction(
                 conn, self.marker_table, self.partition_key, self.date, settings.lock_timeout_s
@@ -313,20 +313,37 @@ class PartitionTask(luigi.Task):
                     f"task that feeds {tx.target} a scope over the same columns (e.g. scope = {{'region': 'us'}})")
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
-        """Create the marker table, and the target table if declared so, before the transaction."""
+        """Create the marker table, and the target table if declared so, before the transaction.
+
+        On a reused connection (``db.session``) the tables' existence is checked once: a table dropped
+        later makes the load fail (its DELETE, COPY or marker read names the missing relation), which
+        drops the connection and what was checked on it, so the next attempt checks and creates again.
+        The columns that each load fills (``_check_table``) are checked every time: a default removed
+        meanwhile would leave them NULL without an error."""
         settings = load_settings()
         if not os.path.isdir(settings.temp_directory):
             raise ConfigurationError(f"[load] temp_dir {settings.temp_directory} does not exist (or is not a "
                                      f"directory): create it or point temp_dir elsewhere")
-        db.ensure_marker_table(conn, self.marker_table, settings.rejects, settings.failures)
+        checked = db.checks_of(conn)
+        tables = ("tables", self.marker_table, settings.rejects, settings.failures)
+        if tables not in checked:
+            db.ensure_marker_table(conn, self.marker_table, settings.rejects, settings.failures)
+            checked.add(tables)
         layout = self.layout
+        exists = ("exists", layout.table)
+        if exists not in checked:
+            self._ensure_table(conn, layout)
+            checked.add(exists)
+        self._check_table(conn, layout)
+
+    def _ensure_table(self, conn: psycopg2.extensions.connection, layout: TableLayout) -> None:
+        """The target table exists, created here if declared so."""
         if self.create_table and not self.date_from.own_ddl:
             db.ensure_table(conn, layout.table, layout.create_statements())
         elif not db.table_exists(conn, layout.table):
             why = "date_from = generated_column(): create it with its generated date column" if self.create_table \
                 else "create_table is off"
             raise ConfigurationError(f"{self.task_family}: table {layout.table} does not exist and {why}")
-        self._check_table(conn, layout)
 
     def _check_table(self, conn: psycopg2.extensions.connection, layout: TableLayout) -> None:
         """An existing table must have what the layout adds to the files' columns, or the load would
@@ -728,7 +745,7 @@ class TransformPartition(PartitionTask):
         ones, one query), or are stale themselves (asked of the upstream task in the same mode: transitively)."""
         wanted = {value: self.upstream_partitions(value) for value, _ in recorded}
         upstream = self.upstream_task()
-        with db.connect(database_settings()) as conn:
+        with db.session(database_settings(), reset=False) as conn:
             found = db.marker_sources(conn, upstream.marker_table, [p for ps in wanted.values() for p in ps])
         changed = {value for value, sources in recorded
                    if any(p not in found for p in wanted[value]) or upstream_change(

@@ -490,3 +490,92 @@ def test_two_runs_that_both_saw_it_stale_reload_it_once(stack, make_task, counti
     second.run()
     assert not any(s.startswith(("DELETE", "COPY", "INSERT")) for s in counting["cursor"].executed[statements:])
     assert stack.markers(f"{stack.schema}.t") == after_first and _loaded_ids(stack) == [1, 2]
+
+
+# -- one connection per worker process, tables checked once on it ----------------------------------------------
+
+D2, D3 = datetime.date(2019, 2, 2), datetime.date(2019, 2, 3)
+
+
+def _put_dates(stack, *dates: datetime.date) -> None:
+    for n, day in enumerate(dates):
+        stack.put(f"d/{day}/a.csv", csv(f"{n},{day},x{n}"))
+
+
+def _pooled_backend(stack) -> int:
+    with db.session(database_settings()) as conn, conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return int(cur.fetchone()[0])
+
+
+def test_loads_in_one_process_share_one_connection_and_check_the_tables_once(stack, make_task, counting):
+    _put_dates(stack, D1, D2, D3)
+    cls = make_task()
+
+    def catalog_reads() -> int:
+        return sum("pg_catalog" in s for s in counting["cursor"].executed)
+
+    assert run_task(cls(date=D1)).status == SUCCESS
+    first = catalog_reads()
+    assert first >= 3  # the marker tables, the marker's load_id column, the target table
+    for day in (D2, D3):
+        assert run_task(cls(date=day)).status == SUCCESS
+    assert counting["connections"] == 1 and catalog_reads() == first
+    assert sorted(stack.markers(f"{stack.schema}.t")) == [D1, D2, D3]
+
+
+def test_a_connection_terminated_between_loads_is_replaced_and_the_next_load_succeeds(stack, make_task):
+    _put_dates(stack, D1, D2)
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    pid = _pooled_backend(stack)
+    stack.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    for _ in range(200):  # bounded wait for the backend to end
+        if not stack.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+            break
+        stack.execute("SELECT pg_sleep(0.02)")
+    assert run_task(cls(date=D2)).status == SUCCESS
+    assert stack.query(f"SELECT id, day FROM {stack.schema}.t ORDER BY id") == [(0, D1), (1, D2)]
+    assert _pooled_backend(stack) != pid
+
+
+def test_a_table_dropped_between_loads_fails_the_next_load_loudly_and_the_one_after_creates_it(stack, make_task):
+    """The table was checked on the reused connection; dropped behind its back, the next load does not write
+    anywhere else or record a marker: it fails naming the table, and the retry checks and creates it again."""
+    _put_dates(stack, D1, D2)
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    stack.execute(f"DROP TABLE {stack.schema}.t")
+    with pytest.raises(psycopg2.errors.UndefinedTable, match=f'"{stack.schema}.t" does not exist'):
+        cls(date=D2).run()
+    assert D2 not in stack.markers(f"{stack.schema}.t")
+    assert run_task(cls(date=D2)).status == SUCCESS
+    assert stack.query(f"SELECT id, day FROM {stack.schema}.t") == [(1, D2)]
+
+
+def test_the_marker_table_dropped_between_loads_fails_the_next_load_and_the_one_after_creates_it(stack, make_task):
+    _put_dates(stack, D1, D2)
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    stack.execute(f"DROP SCHEMA {stack.marker_schema} CASCADE")
+    with pytest.raises(psycopg2.errors.UndefinedTable, match="partition_marker"):
+        cls(date=D2).run()
+    assert stack.query(f"SELECT id, day FROM {stack.schema}.t") == [(0, D1)]  # D2's rows rolled back
+    assert run_task(cls(date=D2)).status == SUCCESS
+    assert sorted(stack.markers(f"{stack.schema}.t")) == [D2]
+
+
+def test_a_filled_columns_default_removed_between_loads_is_refused_not_left_null(stack, make_task):
+    """What each load fills through a column default is checked before every load, also on a reused
+    connection: without its default the rows would get NULL dates."""
+    import luigi_pipelines as lp
+
+    for day in (D1, D2):
+        stack.put(f"p/{day}/a.csv", "id,v\n1,a\n")
+    cls = make_task(key_prefix="p/{date:%Y-%m-%d}/", columns=[("id", "bigint"), ("v", "text")],
+                    date_from=lp.partition_date())
+    assert run_task(cls(date=D1)).status == SUCCESS
+    stack.execute(f"ALTER TABLE {stack.schema}.t ALTER COLUMN day DROP DEFAULT")
+    with pytest.raises(lp.ConfigurationError, match="is filled by each load through its default"):
+        cls(date=D2).run()
+    assert stack.query(f"SELECT day FROM {stack.schema}.t") == [(D1,)]
