@@ -25,7 +25,7 @@ from .objects import CsvDecoder, Decoder, ObjectLoader, ObjectRecord
 from .partitions import CONVENTIONAL_SKIPS, KeyFilter, ScopedTable, TableName, key_prefix, prefixes_apart
 from .reporting import ROLLED_BACK, ProgressReport, failure_text, one_line
 from .s3 import S3Client, S3Object
-from .targets import PartitionMarkerTarget, check_owner
+from .targets import PartitionMarkerTarget, check_owner, forget_missing, note_missing, take_missing
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
 _MIB = 1024 * 1024
@@ -187,7 +187,12 @@ class PartitionTask(luigi.Task):
                                      owner=self.task_family)
 
     def complete(self) -> bool:
-        if self.force or not super().complete():
+        """Whether the marker says the partition is written (and, in ``reload_changed`` mode, its sources have
+        not changed since). A partition that ``bulk_complete`` found not complete a moment ago in this
+        process is taken as not complete without another query, once (see ``targets.note_missing``)."""
+        if self.force or take_missing(self.task_id, bool(self.reload_changed)):
+            return False
+        if not super().complete():
             return False
         return not (self.reload_changed and self.stale_values([self.partition_value]))
 
@@ -217,7 +222,18 @@ class PartitionTask(luigi.Task):
         if probe.reload_changed and complete:
             stale = probe.stale_values([_parameter_value(p, name) for p in complete])
             complete = [p for p in complete if _parameter_value(p, name) not in stale]
+        found = {_parameter_value(p, name) for p in complete}
+        missing = [_parameter_value(p, name) for p in params if _parameter_value(p, name) not in found]
+        note_missing(probe.task_ids_of(missing), bool(probe.reload_changed))
         return complete
+
+    def task_ids_of(self, values: Sequence[Any]) -> list[str]:
+        """The task ids of this task for the partition values ``values`` (same other parameters), without
+        making the tasks."""
+        name = self.partition_parameter
+        params = self.to_str_params(only_significant=True, only_public=True)
+        parameter = dict(type(self).get_params())[name]
+        return [luigi.task.task_id_str(self.task_family, {**params, name: parameter.serialize(v)}) for v in values]
 
     def stale_values(self, values: Sequence[Any]) -> set[Any]:
         """Those of ``values`` (partitions of this task that have a marker) whose sources changed since their
@@ -255,6 +271,7 @@ class PartitionTask(luigi.Task):
         settings, database = load_settings(), database_settings()
         for path in sweep_stale(settings.temp_directory):
             logger.warning("removed %s, left by a load process that was killed", path)
+        forget_missing(self.task_id)
         with db.session(database) as conn:
             self.prepare(conn)
             with db.describe_errors(self.partition_key, self.date, settings.lock_timeout_s), db.partition_transaction(

@@ -579,3 +579,20 @@ def test_a_filled_columns_default_removed_between_loads_is_refused_not_left_null
     with pytest.raises(lp.ConfigurationError, match="is filled by each load through its default"):
         cls(date=D2).run()
     assert stack.query(f"SELECT day FROM {stack.schema}.t") == [(D1,)]
+
+
+def test_complete_right_after_bulk_complete_asks_nothing_more_and_a_load_forgets_the_answer(stack, make_task, counting):
+    """luigi calls complete() for every date ``RangeDaily``'s bulk_complete just found not loaded (twice): those
+    answers come from bulk_complete's query. Only "not loaded" is remembered, each answer is used once, and a
+    load forgets it."""
+    _put_dates(stack, D1)
+    cls = make_task()
+    assert cls.bulk_complete([D1, D2]) == []
+    statements = len(counting["cursor"].executed)
+    assert not cls(date=D1).complete() and not cls(date=D2).complete()
+    assert len(counting["cursor"].executed) == statements
+    assert not cls(date=D2).complete() and len(counting["cursor"].executed) == statements + 1  # used once
+    assert cls.bulk_complete([D1, D2]) == []
+    assert run_task(cls(date=D1)).status == SUCCESS
+    assert cls(date=D1).complete() and not cls(date=D2).complete()
+    assert cls.bulk_complete([D1, D2]) == [D1]
