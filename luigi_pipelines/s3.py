@@ -1,10 +1,12 @@
 """S3 access: a boto3 client from the ``[s3]`` section, listing a partition's objects and downloading one to a file."""
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
@@ -28,6 +30,9 @@ _SESSIONS: dict[tuple, boto3.session.Session] = {}
 _MB = 1024 * 1024
 _PAGE = 1000  # keys per listing request: S3's maximum
 _EVERY_DATA_KEY = KeyFilter()
+# How long an existence check (``take_found``, ``take_absent``) may answer from an earlier listing.
+EXISTENCE_MAX_AGE_S = 60.0
+_PARENT_PAGES = 10  # pages of a parent's listing (``learn_absent``) beyond which it is not used
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,10 @@ class S3Client:
     def __init__(self, settings: S3Settings, client: Any = None) -> None:
         self.settings = settings
         self.client = client or self._make_client()
+        # For existence checks only, never for what a load loads: when a check found data (by what it
+        # asked), and when a listing of their parent showed prefixes empty (by bucket and prefix).
+        self._found: dict[Any, float] = {}
+        self._absent: dict[tuple[str, str], float] = {}
 
     @classmethod
     def shared(cls, settings: S3Settings) -> S3Client:
@@ -130,6 +139,65 @@ class S3Client:
                 return True
             logger.debug("s3://%s/%s: not data, skipped: %s", bucket, item["Key"], reason)
         return False
+
+    def forget_existence(self) -> None:
+        """Forget what earlier existence checks found (``note_found``, ``learn_absent``)."""
+        self._found.clear()
+        self._absent.clear()
+
+    def note_found(self, question: Any) -> None:
+        """Remember that an existence check asking ``question`` found data now, for the next such check."""
+        self._found[question] = time.monotonic()
+
+    def take_found(self, question: Any) -> bool:
+        """Whether the last check asking ``question`` found data less than ``EXISTENCE_MAX_AGE_S`` ago; that
+        answer is used once (luigi checks a dependency when scheduling, and again just before the load)."""
+        return _fresh(self._found.pop(question, None))
+
+    def learn_absent(self, bucket: str, prefixes: Sequence[str]) -> None:
+        """Find out at once which of ``prefixes`` have no key at all, for ``take_absent``: one listing of each
+        parent (a prefix up to its last inner ``/``) with ``Delimiter='/'``, one request per 1,000 names
+        one level below it (such as a thousand dates' folders), instead of a listing per prefix.
+        A parent too big to list (over ``_PARENT_PAGES`` pages) teaches nothing."""
+        by_parent: dict[str, list[str]] = {}
+        for prefix in prefixes:
+            by_parent.setdefault(prefix[: prefix.rstrip("/").rfind("/") + 1], []).append(prefix)
+        for parent, below in by_parent.items():
+            children = self._children(bucket, parent)
+            if children is None:
+                continue
+            now = time.monotonic()
+            for prefix in below:
+                if children.none_under(prefix, len(parent)):
+                    self._absent[(bucket, prefix)] = now
+
+    def take_absent(self, bucket: str, prefix: str) -> bool:
+        """Whether ``learn_absent`` found no key under ``prefix`` less than ``EXISTENCE_MAX_AGE_S`` ago; used
+        once (a later check lists again)."""
+        return _fresh(self._absent.pop((bucket, prefix), None))
+
+    def _children(self, bucket: str, parent: str) -> _Children | None:
+        """The keys and common prefixes one level below ``parent``; None past ``_PARENT_PAGES`` pages, or when
+        a full last page leaves doubt (see ``_listing``)."""
+        names: list[str] = []
+        folders: set[str] = set()
+        more: dict[str, str] = {}
+        try:
+            for _ in range(_PARENT_PAGES):
+                reply = self.client.list_objects_v2(Bucket=bucket, Prefix=parent, Delimiter="/", MaxKeys=_PAGE, **more)
+                keys = [item["Key"] for item in reply.get("Contents", [])]
+                common = [item["Prefix"] for item in reply.get("CommonPrefixes", [])]
+                names += keys + common
+                folders.update(common)
+                if reply.get("IsTruncated"):
+                    more = {"ContinuationToken": reply["NextContinuationToken"]}
+                elif len(keys) + len(common) >= _PAGE:
+                    return None
+                else:
+                    return _Children(sorted(names), folders)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise SourceError(f"s3://{bucket}/{parent}: cannot list objects: {exc}") from exc
+        return None
 
     def _listing(self, bucket: str, prefix: str, page_size: int) -> Iterator[dict[str, Any]]:
         """Every listed item under ``prefix``, page after page, as the server gives them (folder markers too).
@@ -268,6 +336,22 @@ class S3Client:
         return obj
 
 
+@dataclass(frozen=True)
+class _Children:
+    """What a delimited listing of a parent prefix found: keys and common prefixes (sorted), the latter as a set."""
+
+    names: list[str]
+    folders: set[str]
+
+    def none_under(self, prefix: str, parent_length: int) -> bool:
+        """Whether no key starts with ``prefix``: no name starts with it, and no common prefix is a folder
+        of it (``prefix`` may lie deeper than one level below the parent)."""
+        at = bisect.bisect_left(self.names, prefix)
+        if at < len(self.names) and self.names[at].startswith(prefix):
+            return False
+        return not any(prefix[: n + 1] in self.folders for n in range(parent_length, len(prefix)) if prefix[n] == "/")
+
+
 class _StreamBroken(Exception):
     """A GET's body stream broke after ``written`` bytes of the object were in the file."""
 
@@ -303,6 +387,10 @@ class _KnownObject(BaseSubscriber):
     def on_queued(self, future: Any, **kwargs: Any) -> None:
         future.meta.provide_transfer_size(self.obj.size)
         future.meta.provide_object_etag(f'"{self.obj.etag}"')
+
+
+def _fresh(at: float | None) -> bool:
+    return at is not None and time.monotonic() - at <= EXISTENCE_MAX_AGE_S
 
 
 def _aws_environment() -> tuple[tuple[str, str], ...]:

@@ -225,6 +225,7 @@ class PartitionTask(luigi.Task):
         found = {_parameter_value(p, name) for p in complete}
         missing = [_parameter_value(p, name) for p in params if _parameter_value(p, name) not in found]
         note_missing(probe.task_ids_of(missing), bool(probe.reload_changed))
+        probe.learn_sources(missing)
         return complete
 
     def task_ids_of(self, values: Sequence[Any]) -> list[str]:
@@ -234,6 +235,10 @@ class PartitionTask(luigi.Task):
         params = self.to_str_params(only_significant=True, only_public=True)
         parameter = dict(type(self).get_params())[name]
         return [luigi.task.task_id_str(self.task_family, {**params, name: parameter.serialize(v)}) for v in values]
+
+    def learn_sources(self, values: Sequence[Any]) -> None:
+        """Learn at once what the dependency checks of the partitions ``values`` (not complete) will ask, if that
+        is cheaper in bulk. Here nothing."""
 
     def stale_values(self, values: Sequence[Any]) -> set[Any]:
         """Those of ``values`` (partitions of this task that have a marker) whose sources changed since their
@@ -445,10 +450,24 @@ class S3PartitionExists(luigi.ExternalTask):
         default=CONVENTIONAL_SKIPS, description="fnmatch globs of names below the prefix that are not data")
 
     def complete(self) -> bool:
+        """Whether the data is there: one listing of the prefix (or a HEAD of the ready key). Two earlier
+        listings may answer instead, each once and if less than a minute old: one of the prefix's parent,
+        made by ``LoadPartition.bulk_complete`` for a whole range of dates not loaded, that showed no key
+        under the prefix; or this check's own last listing, if it found data (luigi checks a dependency
+        when scheduling, and again just before the load runs). The load itself lists again, under its lock."""
         s3 = S3Client.shared(s3_settings())
+        question: tuple[Any, ...] = (self.bucket, self.prefix, self.ready_key, tuple(self.keys), tuple(self.skip_keys))
+        if s3.take_found(question):
+            return True
+        if s3.take_absent(self.bucket, self.prefix):
+            return False
         if self.ready_key:
-            return s3.exists(self.bucket, self.prefix + self.ready_key)
-        return s3.has_objects(self.bucket, self.prefix, KeyFilter(tuple(self.keys), tuple(self.skip_keys)))
+            found = s3.exists(self.bucket, self.prefix + self.ready_key)
+        else:
+            found = s3.has_objects(self.bucket, self.prefix, KeyFilter(tuple(self.keys), tuple(self.skip_keys)))
+        if found:
+            s3.note_found(question)
+        return found
 
 
 class LoadPartition(PartitionTask):
@@ -502,10 +521,26 @@ class LoadPartition(PartitionTask):
         return KeyFilter(tuple(self.keys), tuple(self.skip_keys))
 
     def requires(self) -> Any:
-        if self.empty_partition_ok and not self.ready_key:
+        if not self.checks_sources:
             return []
         return S3PartitionExists(bucket=self.bucket, prefix=self.prefix, ready_key=self.ready_key,
                                  keys=tuple(self.keys), skip_keys=tuple(self.skip_keys))
+
+    @property
+    def checks_sources(self) -> bool:
+        """Whether the load depends on ``S3PartitionExists`` (not when an empty date is fine and no ready key)."""
+        return not (self.empty_partition_ok and not self.ready_key)
+
+    def learn_sources(self, values: Sequence[Any]) -> None:
+        """Of a range of dates not loaded, which have no S3 data at all: one listing of their parent prefix
+        (``S3Client.learn_absent``) instead of one per date, for their ``S3PartitionExists`` checks."""
+        if len(values) < 2 or not self.checks_sources:
+            return
+        try:
+            prefixes = [self.of_value(value).prefix for value in values]
+        except PipelineError:
+            return  # a declaration error: requires() reports it
+        S3Client.shared(s3_settings()).learn_absent(self.bucket, prefixes)
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
         super().prepare(conn)
