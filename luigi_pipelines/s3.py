@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
@@ -30,9 +30,9 @@ _SESSIONS: dict[tuple, boto3.session.Session] = {}
 _MB = 1024 * 1024
 _PAGE = 1000  # keys per listing request: S3's maximum
 _EVERY_DATA_KEY = KeyFilter()
-# How long an existence check (``take_found``, ``take_absent``) may answer from an earlier listing.
+# How long an existence check may answer from an earlier listing (``take_answer``).
 EXISTENCE_MAX_AGE_S = 60.0
-_PARENT_PAGES = 10  # pages of a parent's listing (``learn_absent``) beyond which it is not used
+_PARENT_PAGES = 10  # pages of a parent's listing (``absent``) beyond which it is not used
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,9 @@ class S3Client:
     def __init__(self, settings: S3Settings, client: Any = None) -> None:
         self.settings = settings
         self.client = client or self._make_client()
-        # For existence checks only, never for what a load loads: when a check found data (by what it
-        # asked), and when a listing of their parent showed prefixes empty (by bucket and prefix).
-        self._found: dict[Any, float] = {}
-        self._absent: dict[tuple[str, str], float] = {}
+        # For existence checks only, never for what a load loads: what a listing showed, by the question
+        # an existence check asks: (when, found, how many more checks may use it).
+        self._answers: dict[Hashable, tuple[float, bool, int]] = {}
 
     @classmethod
     def shared(cls, settings: S3Settings) -> S3Client:
@@ -141,40 +140,65 @@ class S3Client:
         return False
 
     def forget_existence(self) -> None:
-        """Forget what earlier existence checks found (``note_found``, ``learn_absent``)."""
-        self._found.clear()
-        self._absent.clear()
+        """Forget what earlier existence checks learnt (``note_answer``)."""
+        self._answers.clear()
 
-    def note_found(self, question: Any) -> None:
-        """Remember that an existence check asking ``question`` found data now, for the next such check."""
-        self._found[question] = time.monotonic()
+    def note_answer(self, question: Hashable, found: bool, uses: int = 1) -> None:
+        """Remember, for the next ``uses`` existence checks asking ``question``, what a listing made now showed."""
+        self._answers[question] = (time.monotonic(), found, uses)
 
-    def take_found(self, question: Any) -> bool:
-        """Whether the last check asking ``question`` found data less than ``EXISTENCE_MAX_AGE_S`` ago; that
-        answer is used once (luigi checks a dependency when scheduling, and again just before the load)."""
-        return _fresh(self._found.pop(question, None))
+    def take_answer(self, question: Hashable) -> bool | None:
+        """What ``note_answer`` noted for ``question`` less than ``EXISTENCE_MAX_AGE_S`` ago (one use of it), or
+        None: the check must list."""
+        at, found, uses = self._answers.pop(question, (0.0, False, 0))
+        if not uses or time.monotonic() - at > EXISTENCE_MAX_AGE_S:
+            return None
+        if uses > 1:
+            self._answers[question] = (at, found, uses - 1)
+        return found
 
-    def learn_absent(self, bucket: str, prefixes: Sequence[str]) -> None:
-        """Find out at once which of ``prefixes`` have no key at all, for ``take_absent``: one listing of each
-        parent (a prefix up to its last inner ``/``) with ``Delimiter='/'``, one request per 1,000 names
-        one level below it (such as a thousand dates' folders), instead of a listing per prefix.
-        A parent too big to list (over ``_PARENT_PAGES`` pages) teaches nothing."""
+    def survey(self, bucket: str, prefixes: Sequence[str], keys: KeyFilter = _EVERY_DATA_KEY, ready_key: str = ""
+               ) -> dict[str, bool] | None:
+        """Which of ``prefixes`` hold data (a key that ``keys`` does not skip; with ``ready_key``, that key),
+        as ``has_objects`` (``exists``) would say of each, from one listing of the keys from the first prefix to
+        the last. Worth it while it takes fewer pages than there are prefixes (e.g. 365 dates of a few objects:
+        one request): past ``len(prefixes) // 4`` pages it gives up and returns None."""
+        wanted = sorted(set(prefixes))
+        if len(wanted) < 2:
+            return None
+        found = dict.fromkeys(wanted, False)
+        # (no StartAfter before the first prefix: SeaweedFS skips a whole folder named by it)
+        common, last = os.path.commonprefix(wanted), wanted[-1]
+        more: dict[str, str] = {}
+        try:
+            for _ in range(max(1, len(wanted) // 4)):
+                reply = self.client.list_objects_v2(Bucket=bucket, Prefix=common, MaxKeys=_PAGE, **more)
+                items = reply.get("Contents", [])
+                for item in items:
+                    _mark_found(found, wanted, item["Key"], item["Size"], keys, ready_key)
+                beyond = bool(items) and items[-1]["Key"] > last and not items[-1]["Key"].startswith(last)
+                if beyond or not reply.get("IsTruncated") and len(items) < _PAGE:
+                    return found
+                more = ({"ContinuationToken": reply["NextContinuationToken"]} if reply.get("IsTruncated")
+                        else {"StartAfter": items[-1]["Key"]})  # a full last page: see _listing
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise SourceError(f"s3://{bucket}/{common}: cannot list objects: {exc}") from exc
+        return None
+
+    def absent(self, bucket: str, prefixes: Sequence[str]) -> list[str]:
+        """Those of ``prefixes`` with no key at all, from one listing of each parent (a prefix up to its last
+        inner ``/``) with ``Delimiter='/'``: one request per 1,000 names one level below it (such as a
+        thousand dates' folders), whatever the prefixes hold. A parent too big to list (over
+        ``_PARENT_PAGES`` pages) tells nothing."""
         by_parent: dict[str, list[str]] = {}
         for prefix in prefixes:
             by_parent.setdefault(prefix[: prefix.rstrip("/").rfind("/") + 1], []).append(prefix)
+        empty = []
         for parent, below in by_parent.items():
             children = self._children(bucket, parent)
-            if children is None:
-                continue
-            now = time.monotonic()
-            for prefix in below:
-                if children.none_under(prefix, len(parent)):
-                    self._absent[(bucket, prefix)] = now
-
-    def take_absent(self, bucket: str, prefix: str) -> bool:
-        """Whether ``learn_absent`` found no key under ``prefix`` less than ``EXISTENCE_MAX_AGE_S`` ago; used
-        once (a later check lists again)."""
-        return _fresh(self._absent.pop((bucket, prefix), None))
+            if children is not None:
+                empty += [prefix for prefix in below if children.none_under(prefix, len(parent))]
+        return empty
 
     def _children(self, bucket: str, parent: str) -> _Children | None:
         """The keys and common prefixes one level below ``parent``; None past ``_PARENT_PAGES`` pages, or when
@@ -389,8 +413,18 @@ class _KnownObject(BaseSubscriber):
         future.meta.provide_object_etag(f'"{self.obj.etag}"')
 
 
-def _fresh(at: float | None) -> bool:
-    return at is not None and time.monotonic() - at <= EXISTENCE_MAX_AGE_S
+def _mark_found(found: dict[str, bool], wanted: list[str], key: str, size: int, keys: KeyFilter, ready_key: str) -> None:
+    """Mark the prefixes of ``wanted`` (sorted; the keys of ``found``) under which ``key`` is data (or is the
+    ready key). The nearest prefix before the key is one; any other is a prefix of what it shares with the key."""
+    at = bisect.bisect_right(wanted, key)
+    if not at:
+        return
+    nearest = wanted[at - 1]
+    shared = os.path.commonprefix([nearest, key])
+    for prefix in {nearest, *(shared[:n] for n in range(1, len(shared) + 1) if shared[:n] in found)}:
+        if key.startswith(prefix) and (key == prefix + ready_key if ready_key else
+                                       keys.skip_reason(prefix, key, size) is None):
+            found[prefix] = True
 
 
 def _aws_environment() -> tuple[tuple[str, str], ...]:

@@ -450,24 +450,30 @@ class S3PartitionExists(luigi.ExternalTask):
         default=CONVENTIONAL_SKIPS, description="fnmatch globs of names below the prefix that are not data")
 
     def complete(self) -> bool:
-        """Whether the data is there: one listing of the prefix (or a HEAD of the ready key). Two earlier
-        listings may answer instead, each once and if less than a minute old: one of the prefix's parent,
-        made by ``LoadPartition.bulk_complete`` for a whole range of dates not loaded, that showed no key
-        under the prefix; or this check's own last listing, if it found data (luigi checks a dependency
-        when scheduling, and again just before the load runs). The load itself lists again, under its lock."""
+        """Whether the data is there: one listing of the prefix (or a HEAD of the ready key). An earlier
+        listing less than a minute old may answer instead, once: one made by ``LoadPartition.bulk_complete``
+        for a whole range of dates not loaded (``S3Client.survey``, ``S3Client.absent``), used by this check
+        and, if it found data, by the next; or this check's own last listing, if it found data (luigi checks
+        a dependency when scheduling, and again just before the load runs). The load lists again, under its
+        lock."""
         s3 = S3Client.shared(s3_settings())
-        question: tuple[Any, ...] = (self.bucket, self.prefix, self.ready_key, tuple(self.keys), tuple(self.skip_keys))
-        if s3.take_found(question):
-            return True
-        if s3.take_absent(self.bucket, self.prefix):
-            return False
+        question = self.question(self.bucket, self.prefix, self.ready_key, self.keys, self.skip_keys)
+        answer = s3.take_answer(question)
+        if answer is not None:
+            return answer
         if self.ready_key:
             found = s3.exists(self.bucket, self.prefix + self.ready_key)
         else:
             found = s3.has_objects(self.bucket, self.prefix, KeyFilter(tuple(self.keys), tuple(self.skip_keys)))
         if found:
-            s3.note_found(question)
+            s3.note_answer(question, True)
         return found
+
+    @staticmethod
+    def question(bucket: str, prefix: str, ready_key: str, keys: Sequence[str], skip_keys: Sequence[str]
+                 ) -> tuple[Any, ...]:
+        """What the check of these parameters asks of S3 (the key of its remembered answers)."""
+        return bucket, prefix, ready_key, tuple(keys), tuple(skip_keys)
 
 
 class LoadPartition(PartitionTask):
@@ -532,15 +538,21 @@ class LoadPartition(PartitionTask):
         return not (self.empty_partition_ok and not self.ready_key)
 
     def learn_sources(self, values: Sequence[Any]) -> None:
-        """Of a range of dates not loaded, which have no S3 data at all: one listing of their parent prefix
-        (``S3Client.learn_absent``) instead of one per date, for their ``S3PartitionExists`` checks."""
+        """Of a range of dates not loaded, which have S3 data, for their ``S3PartitionExists`` checks: one listing
+        of all their keys when that is short (``S3Client.survey``), else one listing of their parent prefix,
+        which tells the dates with no key at all (``S3Client.absent``); instead of one listing per date."""
         if len(values) < 2 or not self.checks_sources:
             return
         try:
             prefixes = [self.of_value(value).prefix for value in values]
         except PipelineError:
             return  # a declaration error: requires() reports it
-        S3Client.shared(s3_settings()).learn_absent(self.bucket, prefixes)
+        s3 = S3Client.shared(s3_settings())
+        surveyed = s3.survey(self.bucket, prefixes, self.key_filter, self.ready_key)
+        answers = surveyed if surveyed is not None else dict.fromkeys(s3.absent(self.bucket, prefixes), False)
+        for prefix, found in answers.items():  # data found: for the scheduling check and the one before the load
+            s3.note_answer(S3PartitionExists.question(self.bucket, prefix, self.ready_key, self.keys, self.skip_keys),
+                           found, uses=2 if found else 1)
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
         super().prepare(conn)

@@ -316,7 +316,7 @@ def test_addressing_style_is_what_botocore_sends(s3, style):
 
 def test_one_listing_of_the_parent_tells_which_prefixes_have_no_key_at_all(s3):
     """Only a prefix with no key below it at all is absent: a folder marker or a ``_SUCCESS`` alone is left to the
-    prefix's own listing (``has_objects``), which knows what is data. Each answer is used once."""
+    prefix's own listing (``has_objects``), which knows what is data."""
     s3.put("d/2019-02-01/a.csv", b"x")
     s3.put("d/2019-02-02/", b"")
     s3.put("d/2019-02-03/sub/_SUCCESS", b"")
@@ -324,12 +324,53 @@ def test_one_listing_of_the_parent_tells_which_prefixes_have_no_key_at_all(s3):
     prefixes = [f"d/2019-02-{n:02d}/" for n in range(1, 7)] + ["d/2019-02-10", "d/2019-02-11"]
     listing = client()
     requests = sent_urls(listing, "ListObjectsV2")
-    listing.learn_absent(s3.bucket, prefixes)
+    assert listing.absent(s3.bucket, prefixes) == ["d/2019-02-04/", "d/2019-02-05/", "d/2019-02-06/", "d/2019-02-11"]
     assert len(requests) == 1 and "delimiter=%2F" in requests[0]
-    absent = [p for p in prefixes if listing.take_absent(s3.bucket, p)]
-    assert absent == ["d/2019-02-04/", "d/2019-02-05/", "d/2019-02-06/", "d/2019-02-11"]
-    assert not listing.take_absent(s3.bucket, "d/2019-02-04/")  # used once: the next check lists again
-    assert len(requests) == 1
+
+
+def test_one_listing_of_a_range_of_prefixes_tells_which_hold_data(s3):
+    """``survey`` says what ``has_objects`` (or, with a ready key, ``exists``) would say of each prefix."""
+    from luigi_pipelines.partitions import KeyFilter
+
+    for key in ("d/2019-01-31/a.csv", "d/2019-02-01/a.csv", "d/2019-02-02/", "d/2019-02-03/_SUCCESS",
+                "d/2019-02-04/x/b.csv", "d/2019-02-04/_SUCCESS", "d/2019-02-07/c.csv"):
+        s3.put(key, b"x" if not key.endswith("/") else b"")
+    prefixes = [f"d/2019-02-{n:02d}/" for n in range(1, 7)]
+    listing = client()
+    requests = sent_urls(listing, "ListObjectsV2")
+    assert listing.survey(s3.bucket, prefixes, KeyFilter()) == {
+        "d/2019-02-01/": True, "d/2019-02-02/": False, "d/2019-02-03/": False, "d/2019-02-04/": True,
+        "d/2019-02-05/": False, "d/2019-02-06/": False}
+    assert [p for p, found in listing.survey(s3.bucket, prefixes, KeyFilter(), "_SUCCESS").items() if found] == [
+        "d/2019-02-03/", "d/2019-02-04/"]
+    assert len(requests) == 2
+    for prefix, found in listing.survey(s3.bucket, prefixes, KeyFilter()).items():
+        assert found == listing.has_objects(s3.bucket, prefix, KeyFilter())
+
+
+def test_a_survey_longer_than_a_page_per_four_prefixes_gives_up(s3, monkeypatch):
+    from luigi_pipelines import s3 as s3_module
+
+    monkeypatch.setattr(s3_module, "_PAGE", 2)
+    for name in ("a", "b", "c"):
+        s3.put(f"d/2019-02-01/{name}.csv", b"x")
+    prefixes = [f"d/2019-02-{n:02d}/" for n in range(1, 5)]
+    listing = client()
+    requests = sent_urls(listing, "ListObjectsV2")
+    assert listing.survey(s3.bucket, prefixes) is None and len(requests) == 1
+    assert listing.survey(s3.bucket, prefixes + [f"d/2019-02-{n:02d}/" for n in range(5, 9)]) == {
+        **dict.fromkeys(prefixes + [f"d/2019-02-{n:02d}/" for n in range(5, 9)], False), "d/2019-02-01/": True}
+
+
+def test_an_answer_is_used_as_often_as_noted_and_only_while_fresh(monkeypatch):
+    from luigi_pipelines import s3 as s3_module
+
+    listing = S3Client(s3_settings(), client=object())
+    listing.note_answer("q", True, uses=2)
+    assert listing.take_answer("q") is True and listing.take_answer("q") is True and listing.take_answer("q") is None
+    listing.note_answer("q", False)
+    monkeypatch.setattr(s3_module, "EXISTENCE_MAX_AGE_S", -1.0)
+    assert listing.take_answer("q") is None
 
 
 def test_a_range_whose_data_is_missing_is_checked_with_fewer_listings_than_dates(s3, make_task):
@@ -343,7 +384,7 @@ def test_a_range_whose_data_is_missing_is_checked_with_fewer_listings_than_dates
     result = luigi_build(RangeDaily(of=cls, start=D1, stop=stop, now=_epoch(stop)))
     assert result.status == LuigiStatusCode.MISSING_EXT
     assert sorted(s3.markers(f"{s3.schema}.t")) == [datetime.date(2019, 2, 3)]
-    # one per listing of the parent, the loaded date's check and its load (not one or two per date)
+    # a listing of the range per bulk_complete, and the loaded date's own listing (not one or two per date)
     assert len(requests) < 10
 
 
