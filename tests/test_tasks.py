@@ -596,3 +596,17 @@ def test_complete_right_after_bulk_complete_asks_nothing_more_and_a_load_forgets
     assert run_task(cls(date=D1)).status == SUCCESS
     assert cls(date=D1).complete() and not cls(date=D2).complete()
     assert cls.bulk_complete([D1, D2]) == [D1]
+
+
+def test_a_task_reads_its_config_once_per_load_and_anew_for_the_next(stack, make_task):
+    """luigi hands back the same instance for the same parameters: what one load read is not its next one's."""
+    _put_dates(stack, D1)
+    task = make_task()(date=D1)
+    assert run_task(task).status == SUCCESS
+    first = task.marker_table
+    with task.reading_config_once():
+        assert task.marker_table == first
+        stack.set_config("load", "marker_schema", stack.marker_schema + "_b")
+        assert task.marker_table == first  # within one load: as read first
+    assert task.marker_table.schema == stack.marker_schema + "_b"
+    stack.execute(f'DROP SCHEMA IF EXISTS "{stack.marker_schema}_b" CASCADE')
