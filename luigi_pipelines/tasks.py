@@ -560,7 +560,7 @@ class LoadPartition(PartitionTask):
         return self.read_once("prefix", self._prefix)
 
     def _prefix(self) -> str:
-        if not self.bucket or "{date" not in self.key_prefix:
+        if not self.source_bucket or "{date" not in self.key_prefix:
             raise ConfigurationError(f"{self.task_family} must declare bucket and a key_prefix containing {{date...}}")
         prefix = key_prefix(self.key_prefix, self.partition_value)
         if not prefix.endswith("/") and not self.keys:
@@ -577,8 +577,14 @@ class LoadPartition(PartitionTask):
     def requires(self) -> Any:
         if not self.checks_sources:
             return []
-        return S3PartitionExists(bucket=self.bucket, prefix=self.prefix, ready_key=self.ready_key,
-                                 keys=tuple(self.keys), skip_keys=tuple(self.skip_keys))
+        with self.reading_config_once():  # luigi asks this several times per date while scheduling
+            return S3PartitionExists(bucket=self.source_bucket, prefix=self.prefix, ready_key=self.ready_key,
+                                     keys=tuple(self.keys), skip_keys=tuple(self.skip_keys))
+
+    @property
+    def source_bucket(self) -> str:
+        """``bucket`` (read once within ``reading_config_once``: a pipeline may read it from its config)."""
+        return self.read_once("bucket", lambda: self.bucket)
 
     @property
     def checks_sources(self) -> bool:
