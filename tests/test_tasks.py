@@ -610,3 +610,26 @@ def test_a_task_reads_its_config_once_per_load_and_anew_for_the_next(stack, make
         assert task.marker_table == first  # within one load: as read first
     assert task.marker_table.schema == stack.marker_schema + "_b"
     stack.execute(f'DROP SCHEMA IF EXISTS "{stack.marker_schema}_b" CASCADE')
+
+
+def test_what_a_load_leaves_in_its_session_is_gone_for_the_next_load_on_the_same_connection(stack, make_task):
+    """A hook that sets a session setting, keeps a temporary table past commit and takes a session advisory
+    lock: the next load in the process gets the same backend, without any of it."""
+    _put_dates(stack, D1, D2)
+    seen: list[tuple] = []
+
+    def before_copy(self, tx):
+        tx.cursor.execute("SELECT pg_backend_pid(), to_regclass('pg_temp.left_behind'), current_setting('work_mem'),"
+                          " (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'"
+                          " AND objid = 777)")
+        seen.append(tx.cursor.fetchone())
+        tx.cursor.execute("CREATE TEMPORARY TABLE IF NOT EXISTS left_behind (x int) ON COMMIT PRESERVE ROWS")
+        tx.cursor.execute("SET work_mem = '7MB'")
+        tx.cursor.execute("SELECT pg_advisory_lock(777)")
+
+    cls = make_task(before_copy=before_copy)
+    for day in (D1, D2):
+        assert run_task(cls(date=day)).status == SUCCESS
+    (pid1, *first), (pid2, *second) = seen
+    assert pid1 == pid2 and first == second == [None, first[1], 0] and first[1] != "7MB"
+    assert not stack.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 777")
