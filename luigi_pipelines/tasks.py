@@ -560,9 +560,13 @@ class LoadPartition(PartitionTask):
         return self.read_once("prefix", self._prefix)
 
     def _prefix(self) -> str:
+        return self.prefix_of(self.partition_value)
+
+    def prefix_of(self, value: Any) -> str:
+        """The key prefix of the partition ``value`` (``prefix`` of this task for another date)."""
         if not self.source_bucket or "{date" not in self.key_prefix:
             raise ConfigurationError(f"{self.task_family} must declare bucket and a key_prefix containing {{date...}}")
-        prefix = key_prefix(self.key_prefix, self.partition_value)
+        prefix = key_prefix(self.key_prefix, value)
         if not prefix.endswith("/") and not self.keys:
             raise ConfigurationError(
                 f"{self.task_family}: key_prefix {self.key_prefix!r} gives {prefix!r}, which does not end at '/', so "
@@ -597,8 +601,9 @@ class LoadPartition(PartitionTask):
         which tells the dates with no key at all (``S3Client.absent``); instead of one listing per date."""
         if len(values) < 2 or not self.checks_sources:
             return
+        own = type(self).prefix is LoadPartition.prefix  # else a subclass says what a date's prefix is
         try:
-            prefixes = [self.of_value(value).prefix for value in values]
+            prefixes = [self.prefix_of(value) if own else self.of_value(value).prefix for value in values]
         except PipelineError:
             return  # a declaration error: requires() reports it
         s3 = S3Client.shared(s3_settings())
