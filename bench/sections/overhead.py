@@ -23,12 +23,21 @@ from ..measure import MB, BenchError
 from ..methods import load_range
 from ..report import Section, SectionResult, Table, Target
 from ..stack import BUCKET, SCHEMA
-from .phases_labels import LABELS
-from .workers import NO_DATA_START
+from .workers import MISSING_DATA_RC, NO_DATA_START
 
-MISSING_DATA_RC = 20
 GOAL_LUIGID_MS = 15.0  # issue 11: worker-seconds per partition outside its transaction, luigid, 1 worker
 GOAL_SCHEDULING_MS = 4.0  # issue 11: luigid scheduling per date
+# The phases of ``bench/phases.py`` as shown, in order.
+LABELS = {
+    "scheduling": "scheduling (luigi: tasks, scheduler, worker loop)",
+    "luigid_rpc": "luigid RPCs",
+    "completeness": "completeness (marker checks)",
+    "s3_exists": "S3 existence check (dependency)",
+    "connect": "connect",
+    "ddl": "DDL checks (prepare)",
+    "s3_list": "S3 LIST (load)",
+    "transaction": "transaction (lock, marker, delete, COPY, commit)",
+}
 
 
 @dataclass(frozen=True)
