@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{d.merge_rows:,})")
     p.add_argument("--small-days", type=int, help=f"dates of the small-partition section, 2 gzip objects of "
                    f"~{d.small_kib:g} KiB each (default {d.small_days})")
+    p.add_argument("--overhead-days", type=int, help=f"tiny partitions of the overhead profile (default "
+                   f"{d.overhead_days})")
+    p.add_argument("--overhead-schedule-days", type=int, help=f"dates with missing data the overhead profile hands "
+                   f"luigid (default {d.overhead_schedule_days})")
     p.add_argument("--timeout", type=float, dest="timeout_s", help=f"seconds allowed per command (default {d.timeout_s:g})")
     p.add_argument("--work-dir", help="parent of the temporary data directory (default: the system temp dir)")
     p.add_argument("--no-save", action="store_true", help=f"do not write the JSON file to {RESULTS_DIR}")

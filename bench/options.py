@@ -26,6 +26,10 @@ class Options:
     merge_rows: int = 1_000_000  # rows of the table the merge section merges into (and of each of its files)
     small_days: int = 365  # dates of the small-partition backfill (2 gzip objects each)
     small_kib: float = 10.0  # size of each of those objects, gzipped
+    overhead_days: int = 365  # tiny partitions of the per-phase profile (section overhead)
+    overhead_objects: int = 2  # gzip objects per date of that profile
+    overhead_rows: int = 100  # rows per object (a few KiB gzip)
+    overhead_schedule_days: int = 730  # dates with missing data handed to luigid, profiled
     timeout_s: float = 1800  # bound on any single command
 
     @property
@@ -46,6 +50,8 @@ QUICK = Options(
     transform_rows=20_000,
     merge_rows=20_000,
     small_days=30,
+    overhead_days=20,
+    overhead_schedule_days=30,
     timeout_s=300,
 )
 

@@ -1,10 +1,12 @@
 """S3 access: a boto3 client from the ``[s3]`` section, listing a partition's objects and downloading one to a file."""
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
@@ -28,6 +30,9 @@ _SESSIONS: dict[tuple, boto3.session.Session] = {}
 _MB = 1024 * 1024
 _PAGE = 1000  # keys per listing request: S3's maximum
 _EVERY_DATA_KEY = KeyFilter()
+# How long an existence check may answer from an earlier listing (``take_answer``).
+EXISTENCE_MAX_AGE_S = 60.0
+_PARENT_PAGES = 10  # pages of a parent's listing (``absent``) beyond which it is not used
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,9 @@ class S3Client:
     def __init__(self, settings: S3Settings, client: Any = None) -> None:
         self.settings = settings
         self.client = client or self._make_client()
+        # For existence checks only, never for what a load loads: what a listing showed, by the question
+        # an existence check asks: (when, found, how many more checks may use it).
+        self._answers: dict[Hashable, tuple[float, bool, int]] = {}
 
     @classmethod
     def shared(cls, settings: S3Settings) -> S3Client:
@@ -130,6 +138,90 @@ class S3Client:
                 return True
             logger.debug("s3://%s/%s: not data, skipped: %s", bucket, item["Key"], reason)
         return False
+
+    def forget_existence(self) -> None:
+        """Forget what earlier existence checks learnt (``note_answer``)."""
+        self._answers.clear()
+
+    def note_answer(self, question: Hashable, found: bool, uses: int = 1) -> None:
+        """Remember, for the next ``uses`` existence checks asking ``question``, what a listing made now showed."""
+        self._answers[question] = (time.monotonic(), found, uses)
+
+    def take_answer(self, question: Hashable) -> bool | None:
+        """What ``note_answer`` noted for ``question`` less than ``EXISTENCE_MAX_AGE_S`` ago (one use of it), or
+        None: the check must list."""
+        at, found, uses = self._answers.pop(question, (0.0, False, 0))
+        if not uses or time.monotonic() - at > EXISTENCE_MAX_AGE_S:
+            return None
+        if uses > 1:
+            self._answers[question] = (at, found, uses - 1)
+        return found
+
+    def survey(self, bucket: str, prefixes: Sequence[str], keys: KeyFilter = _EVERY_DATA_KEY, ready_key: str = ""
+               ) -> dict[str, bool] | None:
+        """Which of ``prefixes`` hold data (a key that ``keys`` does not skip; with ``ready_key``, that key),
+        as ``has_objects`` (``exists``) would say of each, from one listing of the keys from the first prefix to
+        the last. Worth it while it takes fewer pages than there are prefixes (e.g. 365 dates of a few objects:
+        one request): past ``len(prefixes) // 4`` pages it gives up and returns None."""
+        wanted = sorted(set(prefixes))
+        if len(wanted) < 2:
+            return None
+        found = dict.fromkeys(wanted, False)
+        # (no StartAfter before the first prefix: SeaweedFS skips a whole folder named by it)
+        common, last = os.path.commonprefix(wanted), wanted[-1]
+        more: dict[str, str] = {}
+        try:
+            for _ in range(max(1, len(wanted) // 4)):
+                reply = self.client.list_objects_v2(Bucket=bucket, Prefix=common, MaxKeys=_PAGE, **more)
+                items = reply.get("Contents", [])
+                for item in items:
+                    _mark_found(found, wanted, item["Key"], item["Size"], keys, ready_key)
+                beyond = bool(items) and items[-1]["Key"] > last and not items[-1]["Key"].startswith(last)
+                if beyond or not reply.get("IsTruncated") and len(items) < _PAGE:
+                    return found
+                more = ({"ContinuationToken": reply["NextContinuationToken"]} if reply.get("IsTruncated")
+                        else {"StartAfter": items[-1]["Key"]})  # a full last page: see _listing
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise SourceError(f"s3://{bucket}/{common}: cannot list objects: {exc}") from exc
+        return None
+
+    def absent(self, bucket: str, prefixes: Sequence[str]) -> list[str]:
+        """Those of ``prefixes`` with no key at all, from one listing of each parent (a prefix up to its last
+        inner ``/``) with ``Delimiter='/'``: one request per 1,000 names one level below it (such as a
+        thousand dates' folders), whatever the prefixes hold. A parent too big to list (over
+        ``_PARENT_PAGES`` pages) tells nothing."""
+        by_parent: dict[str, list[str]] = {}
+        for prefix in prefixes:
+            by_parent.setdefault(prefix[: prefix.rstrip("/").rfind("/") + 1], []).append(prefix)
+        empty = []
+        for parent, below in by_parent.items():
+            children = self._children(bucket, parent)
+            if children is not None:
+                empty += [prefix for prefix in below if children.none_under(prefix, len(parent))]
+        return empty
+
+    def _children(self, bucket: str, parent: str) -> _Children | None:
+        """The keys and common prefixes one level below ``parent``; None past ``_PARENT_PAGES`` pages, or when
+        a full last page leaves doubt (see ``_listing``)."""
+        names: list[str] = []
+        folders: set[str] = set()
+        more: dict[str, str] = {}
+        try:
+            for _ in range(_PARENT_PAGES):
+                reply = self.client.list_objects_v2(Bucket=bucket, Prefix=parent, Delimiter="/", MaxKeys=_PAGE, **more)
+                keys = [item["Key"] for item in reply.get("Contents", [])]
+                common = [item["Prefix"] for item in reply.get("CommonPrefixes", [])]
+                names += keys + common
+                folders.update(common)
+                if reply.get("IsTruncated"):
+                    more = {"ContinuationToken": reply["NextContinuationToken"]}
+                elif len(keys) + len(common) >= _PAGE:
+                    return None
+                else:
+                    return _Children(sorted(names), folders)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise SourceError(f"s3://{bucket}/{parent}: cannot list objects: {exc}") from exc
+        return None
 
     def _listing(self, bucket: str, prefix: str, page_size: int) -> Iterator[dict[str, Any]]:
         """Every listed item under ``prefix``, page after page, as the server gives them (folder markers too).
@@ -268,6 +360,22 @@ class S3Client:
         return obj
 
 
+@dataclass(frozen=True)
+class _Children:
+    """What a delimited listing of a parent prefix found: keys and common prefixes (sorted), the latter as a set."""
+
+    names: list[str]
+    folders: set[str]
+
+    def none_under(self, prefix: str, parent_length: int) -> bool:
+        """Whether no key starts with ``prefix``: no name starts with it, and no common prefix is a folder
+        of it (``prefix`` may lie deeper than one level below the parent)."""
+        at = bisect.bisect_left(self.names, prefix)
+        if at < len(self.names) and self.names[at].startswith(prefix):
+            return False
+        return not any(prefix[: n + 1] in self.folders for n in range(parent_length, len(prefix)) if prefix[n] == "/")
+
+
 class _StreamBroken(Exception):
     """A GET's body stream broke after ``written`` bytes of the object were in the file."""
 
@@ -303,6 +411,20 @@ class _KnownObject(BaseSubscriber):
     def on_queued(self, future: Any, **kwargs: Any) -> None:
         future.meta.provide_transfer_size(self.obj.size)
         future.meta.provide_object_etag(f'"{self.obj.etag}"')
+
+
+def _mark_found(found: dict[str, bool], wanted: list[str], key: str, size: int, keys: KeyFilter, ready_key: str) -> None:
+    """Mark the prefixes of ``wanted`` (sorted; the keys of ``found``) under which ``key`` is data (or is the
+    ready key). The nearest prefix before the key is one; any other is a prefix of what it shares with the key."""
+    at = bisect.bisect_right(wanted, key)
+    if not at:
+        return
+    nearest = wanted[at - 1]
+    shared = os.path.commonprefix([nearest, key])
+    for prefix in {nearest, *(shared[:n] for n in range(1, len(shared) + 1) if shared[:n] in found)}:
+        if key.startswith(prefix) and (key == prefix + ready_key if ready_key else
+                                       keys.skip_reason(prefix, key, size) is None):
+            found[prefix] = True
 
 
 def _aws_environment() -> tuple[tuple[str, str], ...]:

@@ -669,6 +669,12 @@ def set_session(setting: str) -> sql.Composed:
     return sql.SQL("SELECT set_config({}, %s, false)").format(sql.Literal(setting))
 
 
+def discard_all() -> sql.SQL:
+    """``DISCARD ALL``: a reused connection's session as new (settings, temporary tables, prepared statements,
+    session advisory locks); outside a transaction block only."""
+    return sql.SQL("DISCARD ALL")
+
+
 def savepoint(name: str) -> sql.Composed:
     return sql.SQL("SAVEPOINT {}").format(sql.Identifier(name))
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import datetime
+import os
+import time
+from collections.abc import Hashable, Iterable
 
 import luigi
 
@@ -10,6 +13,10 @@ from .errors import ConfigurationError
 from .partitions import ScopedTable, TableName
 from .settings import DatabaseSettings
 
+# How long a partition that ``bulk_complete`` found not complete is taken to be so without asking again.
+MISSING_MAX_AGE_S = 120.0
+# Tasks found not complete, by (process, task id), then by who asked (see ``note_missing``) -> when.
+_MISSING: dict[tuple[int, str], dict[Hashable, float]] = {}
 
 class PartitionMarkerTarget(luigi.Target):
     """The marker row of one (table, date) partition, written in the same transaction as the data."""
@@ -29,7 +36,7 @@ class PartitionMarkerTarget(luigi.Target):
         self.owner = owner  # the task family that writes it: a row written by another is an error, not "done"
 
     def exists(self) -> bool:
-        with db.connect(self.settings) as conn:
+        with db.session(self.settings, reset=False) as conn:
             done = db.completed_dates(conn, self.marker, self.target, [self.date])
         if self.date in done and self.owner:
             check_owner(self.target, self.date, done[self.date], self.owner)
@@ -46,3 +53,34 @@ def check_owner(key: ScopedTable, date: datetime.date, family: str, task_family:
             f"{task_family} and {family} both load {key.describe()}: {family} loaded {date} already. Declare a "
             f"different scope for each (e.g. scope = {{'region': 'us'}}), or, if {task_family} is {family} "
             f"renamed, update task_family in the marker table")
+
+
+def note_missing(task_ids: Iterable[str], asker: Hashable) -> None:
+    """Remember that the tasks ``task_ids`` were just found not complete (by ``bulk_complete``), so that the
+    ``complete()`` luigi calls for each of them right after (``RangeDaily``'s ``requires()`` is followed by a
+    ``complete()`` of each task it returns) need not ask the database again.
+
+    Only "not complete" is remembered, each answer is used once (``take_missing``) and for at most
+    ``MISSING_MAX_AGE_S``: any later ``complete()`` asks the database (luigi checks a range's tasks again
+    before the range itself runs, after other workers may have loaded them). An answer out of date by the
+    time it is used (a partition loaded meanwhile by another process) makes the task run: it takes the
+    partition's lock, finds the marker and does nothing."""
+    now = time.monotonic()
+    for key in [k for k, asked in _MISSING.items() if all(now - at > MISSING_MAX_AGE_S for at in asked.values())]:
+        del _MISSING[key]
+    pid = os.getpid()
+    for task_id in task_ids:
+        _MISSING.setdefault((pid, task_id), {})[asker] = now
+
+
+def take_missing(task_id: str, asker: Hashable) -> bool:
+    """Whether ``note_missing`` noted ``task_id`` for ``asker`` in this process less than ``MISSING_MAX_AGE_S``
+    ago; the note is used up."""
+    asked = _MISSING.get((os.getpid(), task_id))
+    at = asked.pop(asker, None) if asked is not None else None
+    return at is not None and time.monotonic() - at <= MISSING_MAX_AGE_S
+
+
+def forget_missing(task_id: str) -> None:
+    """Forget what ``note_missing`` noted of ``task_id``: it is being written now."""
+    _MISSING.pop((os.getpid(), task_id), None)

@@ -5,8 +5,9 @@ import datetime
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, TypeVar
 
 import luigi
 import psycopg2.errors
@@ -25,11 +26,14 @@ from .objects import CsvDecoder, Decoder, ObjectLoader, ObjectRecord
 from .partitions import CONVENTIONAL_SKIPS, KeyFilter, ScopedTable, TableName, key_prefix, prefixes_apart
 from .reporting import ROLLED_BACK, ProgressReport, failure_text, one_line
 from .s3 import S3Client, S3Object
-from .targets import PartitionMarkerTarget, check_owner
+from .settings import LoadSettings
+from .targets import PartitionMarkerTarget, check_owner, forget_missing, note_missing, take_missing
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
 _MIB = 1024 * 1024
 _MERGE_PRIORITY = 3_000_000  # above every date's ordinal up to the year 8200: a merge's priority stays positive
+_READ_ONCE = "_luigi_pipelines_read_once"  # the instance attribute of ``PartitionTask.reading_config_once``
+T = TypeVar("T")
 
 
 class PartitionDateParameter(luigi.DateParameter):
@@ -96,9 +100,35 @@ class PartitionTask(luigi.Task):
 
     @property
     def target_table(self) -> TableName:
+        return self.read_once("target_table", self._target_table)
+
+    def _target_table(self) -> TableName:
         if not self.table or not self.date_column:
             raise ConfigurationError(f"{self.task_family} must declare table and date_column")
         return TableName.parse(self.table)
+
+    @contextmanager
+    def reading_config_once(self) -> Iterator[None]:
+        """Within the block, what ``read_once`` reads is read once: a load (or a completeness check) reads
+        its table, marker table and prefix many times, and each read of a ``luigi.Config`` costs ~0.2-0.5 ms
+        of CPU. Outside such a block every read is fresh (luigi reuses a task instance across runs)."""
+        if _READ_ONCE in self.__dict__:
+            yield
+            return
+        self.__dict__[_READ_ONCE] = {}
+        try:
+            yield
+        finally:
+            del self.__dict__[_READ_ONCE]
+
+    def read_once(self, name: str, read: Callable[[], T]) -> T:
+        """``read()``, or within ``reading_config_once`` the value it gave the first time there."""
+        memo = self.__dict__.get(_READ_ONCE)
+        if memo is None:
+            return read()
+        if name not in memo:
+            memo[name] = read()
+        return memo[name]
 
     @property
     def partition_key(self) -> ScopedTable:
@@ -181,16 +211,26 @@ class PartitionTask(luigi.Task):
 
     @property
     def marker_table(self) -> TableName:
-        return load_settings().marker
+        return self.load_section().marker
+
+    def load_section(self) -> LoadSettings:
+        """The ``[load]`` section (read once within ``reading_config_once``)."""
+        return self.read_once("load_settings", load_settings)
 
     def output(self) -> PartitionMarkerTarget:
         return PartitionMarkerTarget(self.partition_key, self.date, self.marker_table, database_settings(),
                                      owner=self.task_family)
 
     def complete(self) -> bool:
-        if self.force or not super().complete():
+        """Whether the marker says the partition is written (and, in ``reload_changed`` mode, its sources have
+        not changed since). A partition that ``bulk_complete`` found not complete a moment ago in this
+        process is taken as not complete without another query, once (see ``targets.note_missing``)."""
+        if self.force or take_missing(self.task_id, bool(self.reload_changed)):
             return False
-        return not (self.reload_changed and self.stale_values([self.partition_value]))
+        with self.reading_config_once():
+            if not super().complete():
+                return False
+            return not (self.reload_changed and self.stale_values([self.partition_value]))
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[Any]) -> list[Any]:
@@ -207,9 +247,15 @@ class PartitionTask(luigi.Task):
         probe = cls(**{name: _parameter_value(params[0], name)})
         if probe.force:
             return []
+        with probe.reading_config_once():
+            return probe._bulk_complete_of(params)
+
+    def _bulk_complete_of(self, params: list[Any]) -> list[Any]:
+        """``bulk_complete`` of this probe's class and parameters."""
+        probe, name = self, self.partition_parameter
         wanted = probe.partitions_of([_parameter_value(p, name) for p in params])
         family = probe.task_family
-        with db.connect(database_settings()) as conn:
+        with db.session(database_settings(), reset=False) as conn:
             done = db.completed_partitions(conn, probe.marker_table, wanted)
         for (key, day), owner in done.items():
             if owner != family:
@@ -218,7 +264,23 @@ class PartitionTask(luigi.Task):
         if probe.reload_changed and complete:
             stale = probe.stale_values([_parameter_value(p, name) for p in complete])
             complete = [p for p in complete if _parameter_value(p, name) not in stale]
+        found = {_parameter_value(p, name) for p in complete}
+        missing = [_parameter_value(p, name) for p in params if _parameter_value(p, name) not in found]
+        note_missing(probe.task_ids_of(missing), bool(probe.reload_changed))
+        probe.learn_sources(missing)
         return complete
+
+    def task_ids_of(self, values: Sequence[Any]) -> list[str]:
+        """The task ids of this task for the partition values ``values`` (same other parameters), without
+        making the tasks."""
+        name = self.partition_parameter
+        params = self.to_str_params(only_significant=True, only_public=True)
+        parameter = dict(type(self).get_params())[name]
+        return [luigi.task.task_id_str(self.task_family, {**params, name: parameter.serialize(v)}) for v in values]
+
+    def learn_sources(self, values: Sequence[Any]) -> None:
+        """Learn at once what the dependency checks of the partitions ``values`` (not complete) will ask, if that
+        is cheaper in bulk. Here nothing."""
 
     def stale_values(self, values: Sequence[Any]) -> set[Any]:
         """Those of ``values`` (partitions of this task that have a marker) whose sources changed since their
@@ -228,7 +290,7 @@ class PartitionTask(luigi.Task):
     def stale_changes(self, values: Sequence[Any]) -> dict[Any, str]:
         """``stale_values`` with how each one changed (``source_changes``): what ``status --check-sources`` shows."""
         partitions = self.partitions_of(values)
-        with db.connect(database_settings()) as conn:
+        with db.session(database_settings(), reset=False) as conn:
             recorded = db.marker_sources(conn, self.marker_table, partitions)
         gone = {v: "its marker is gone" for v, p in zip(values, partitions, strict=True) if p not in recorded}
         present = [(v, recorded[p].sources) for v, p in zip(values, partitions, strict=True) if p in recorded]
@@ -261,10 +323,15 @@ class PartitionTask(luigi.Task):
             raise
 
     def write_once(self) -> None:
-        settings = load_settings()
+        with self.reading_config_once():
+            self._write_once()
+
+    def _write_once(self) -> None:
+        settings, database = self.load_section(), database_settings()
         for path in sweep_stale(settings.temp_directory):
             logger.warning("removed %s, left by a load process that was killed", path)
-        with db.connect(database_settings()) as conn:
+        forget_missing(self.task_id)
+        with db.session(database) as conn:
             self.prepare(conn)
             with db.describe_errors(self.partition_key, self.date, settings.lock_timeout_s), db.partition_transaction(
                 conn, self.marker_table, self.partition_key, self.date, settings.lock_timeout_s
@@ -322,20 +389,37 @@ class PartitionTask(luigi.Task):
                     f"task that feeds {tx.target} a scope over the same columns (e.g. scope = {{'region': 'us'}})")
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
-        """Create the marker table, and the target table if declared so, before the transaction."""
-        settings = load_settings()
+        """Create the marker table, and the target table if declared so, before the transaction.
+
+        On a reused connection (``db.session``) the tables' existence is checked once: a table dropped
+        later makes the load fail (its DELETE, COPY or marker read names the missing relation), which
+        drops the connection and what was checked on it, so the next attempt checks and creates again.
+        The columns that each load fills (``_check_table``) are checked every time: a default removed
+        meanwhile would leave them NULL without an error."""
+        settings = self.load_section()
         if not os.path.isdir(settings.temp_directory):
             raise ConfigurationError(f"[load] temp_dir {settings.temp_directory} does not exist (or is not a "
                                      f"directory): create it or point temp_dir elsewhere")
-        db.ensure_marker_table(conn, self.marker_table, settings.rejects, settings.failures)
+        checked = db.checks_of(conn)
+        tables = ("tables", self.marker_table, settings.rejects, settings.failures)
+        if tables not in checked:
+            db.ensure_marker_table(conn, self.marker_table, settings.rejects, settings.failures)
+            checked.add(tables)
         layout = self.layout
+        exists = ("exists", layout.table)
+        if exists not in checked:
+            self._ensure_table(conn, layout)
+            checked.add(exists)
+        self._check_table(conn, layout)
+
+    def _ensure_table(self, conn: psycopg2.extensions.connection, layout: TableLayout) -> None:
+        """The target table exists, created here if declared so."""
         if self.create_table and not self.date_from.own_ddl:
             db.ensure_table(conn, layout.table, layout.create_statements())
         elif not db.table_exists(conn, layout.table):
             why = "date_from = generated_column(): create it with its generated date column" if self.create_table \
                 else "create_table is off"
             raise ConfigurationError(f"{self.task_family}: table {layout.table} does not exist and {why}")
-        self._check_table(conn, layout)
 
     def _check_table(self, conn: psycopg2.extensions.connection, layout: TableLayout) -> None:
         """An existing table must have what the layout adds to the files' columns, or the load would
@@ -420,10 +504,30 @@ class S3PartitionExists(luigi.ExternalTask):
         default=CONVENTIONAL_SKIPS, description="fnmatch globs of names below the prefix that are not data")
 
     def complete(self) -> bool:
+        """Whether the data is there: one listing of the prefix (or a HEAD of the ready key). An earlier
+        listing less than a minute old may answer instead, once: one made by ``LoadPartition.bulk_complete``
+        for a whole range of dates not loaded (``S3Client.survey``, ``S3Client.absent``), used by this check
+        and, if it found data, by the next; or this check's own last listing, if it found data (luigi checks
+        a dependency when scheduling, and again just before the load runs). The load lists again, under its
+        lock."""
         s3 = S3Client.shared(s3_settings())
+        question = self.question(self.bucket, self.prefix, self.ready_key, self.keys, self.skip_keys)
+        answer = s3.take_answer(question)
+        if answer is not None:
+            return answer
         if self.ready_key:
-            return s3.exists(self.bucket, self.prefix + self.ready_key)
-        return s3.has_objects(self.bucket, self.prefix, KeyFilter(tuple(self.keys), tuple(self.skip_keys)))
+            found = s3.exists(self.bucket, self.prefix + self.ready_key)
+        else:
+            found = s3.has_objects(self.bucket, self.prefix, KeyFilter(tuple(self.keys), tuple(self.skip_keys)))
+        if found:
+            s3.note_answer(question, True)
+        return found
+
+    @staticmethod
+    def question(bucket: str, prefix: str, ready_key: str, keys: Sequence[str], skip_keys: Sequence[str]
+                 ) -> tuple[Any, ...]:
+        """What the check of these parameters asks of S3 (the key of its remembered answers)."""
+        return bucket, prefix, ready_key, tuple(keys), tuple(skip_keys)
 
 
 class LoadPartition(PartitionTask):
@@ -462,9 +566,16 @@ class LoadPartition(PartitionTask):
     @property
     def prefix(self) -> str:
         """The date's key prefix; one cut inside a name needs ``keys`` to say which names are data."""
-        if not self.bucket or "{date" not in self.key_prefix:
+        return self.read_once("prefix", self._prefix)
+
+    def _prefix(self) -> str:
+        return self.prefix_of(self.partition_value)
+
+    def prefix_of(self, value: Any) -> str:
+        """The key prefix of the partition ``value`` (``prefix`` of this task for another date)."""
+        if not self.source_bucket or "{date" not in self.key_prefix:
             raise ConfigurationError(f"{self.task_family} must declare bucket and a key_prefix containing {{date...}}")
-        prefix = key_prefix(self.key_prefix, self.partition_value)
+        prefix = key_prefix(self.key_prefix, value)
         if not prefix.endswith("/") and not self.keys:
             raise ConfigurationError(
                 f"{self.task_family}: key_prefix {self.key_prefix!r} gives {prefix!r}, which does not end at '/', so "
@@ -477,10 +588,39 @@ class LoadPartition(PartitionTask):
         return KeyFilter(tuple(self.keys), tuple(self.skip_keys))
 
     def requires(self) -> Any:
-        if self.empty_partition_ok and not self.ready_key:
+        if not self.checks_sources:
             return []
-        return S3PartitionExists(bucket=self.bucket, prefix=self.prefix, ready_key=self.ready_key,
-                                 keys=tuple(self.keys), skip_keys=tuple(self.skip_keys))
+        with self.reading_config_once():  # luigi asks this several times per date while scheduling
+            return S3PartitionExists(bucket=self.source_bucket, prefix=self.prefix, ready_key=self.ready_key,
+                                     keys=tuple(self.keys), skip_keys=tuple(self.skip_keys))
+
+    @property
+    def source_bucket(self) -> str:
+        """``bucket`` (read once within ``reading_config_once``: a pipeline may read it from its config)."""
+        return self.read_once("bucket", lambda: self.bucket)
+
+    @property
+    def checks_sources(self) -> bool:
+        """Whether the load depends on ``S3PartitionExists`` (not when an empty date is fine and no ready key)."""
+        return not (self.empty_partition_ok and not self.ready_key)
+
+    def learn_sources(self, values: Sequence[Any]) -> None:
+        """Of a range of dates not loaded, which have S3 data, for their ``S3PartitionExists`` checks: one listing
+        of all their keys when that is short (``S3Client.survey``), else one listing of their parent prefix,
+        which tells the dates with no key at all (``S3Client.absent``); instead of one listing per date."""
+        if len(values) < 2 or not self.checks_sources:
+            return
+        own = type(self).prefix is LoadPartition.prefix  # else a subclass says what a date's prefix is
+        try:
+            prefixes = [self.prefix_of(value) if own else self.of_value(value).prefix for value in values]
+        except PipelineError:
+            return  # a declaration error: requires() reports it
+        s3 = S3Client.shared(s3_settings())
+        surveyed = s3.survey(self.bucket, prefixes, self.key_filter, self.ready_key)
+        answers = surveyed if surveyed is not None else dict.fromkeys(s3.absent(self.bucket, prefixes), False)
+        for prefix, found in answers.items():  # data found: for the scheduling check and the one before the load
+            s3.note_answer(S3PartitionExists.question(self.bucket, prefix, self.ready_key, self.keys, self.skip_keys),
+                           found, uses=2 if found else 1)
 
     def prepare(self, conn: psycopg2.extensions.connection) -> None:
         super().prepare(conn)
@@ -875,7 +1015,7 @@ class TransformPartition(PartitionTask):
         ones, one query), or are stale themselves (asked of the upstream task in the same mode: transitively)."""
         wanted = {value: self.upstream_partitions(value) for value, _ in recorded}
         upstream = self.upstream_task()
-        with db.connect(database_settings()) as conn:
+        with db.session(database_settings(), reset=False) as conn:
             found = db.marker_sources(conn, upstream.marker_table, [p for ps in wanted.values() for p in ps])
         changed = {value for value, sources in recorded
                    if any(p not in found for p in wanted[value]) or upstream_change(

@@ -23,6 +23,7 @@ import luigi.configuration
 import psycopg2
 import pytest
 
+from luigi_pipelines import db, s3, targets
 from luigi_pipelines.local import LocalPostgres, LocalS3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,3 +206,20 @@ def make_task(stack: Stack) -> Any:
 def run_task(task: luigi.Task) -> luigi.execution_summary.LuigiRunResult:
     """Run one task in-process with the local scheduler; returns luigi's run result."""
     return luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state() -> Iterator[None]:
+    """Each test starts and ends without the process's reused connections and remembered checks (a test's
+    server, bucket or monkeypatched connect must not meet an earlier test's)."""
+    forget_process_state()
+    yield
+    forget_process_state()
+
+
+def forget_process_state() -> None:
+    db.close_sessions()
+    targets._MISSING.clear()
+    for client in s3._SHARED.values():
+        client.forget_existence()
+

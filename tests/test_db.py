@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import os
 
 import psycopg2
 import pytest
@@ -168,3 +169,94 @@ def test_an_old_marker_table_the_user_may_not_alter_gets_the_statement_for_its_o
         assert db.column_info(conn, marker, "load_id") is not None
     finally:
         stack.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+# -- one reused connection per process (db.session) ------------------------------------------------------------
+
+
+def _backend(conn: psycopg2.extensions.connection) -> int:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return int(cur.fetchone()[0])
+
+
+def _wait_gone(stack, pid: int) -> None:
+    for _ in range(200):  # bounded: the backend ends within a moment of pg_terminate_backend
+        if not stack.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+            return
+        stack.execute("SELECT pg_sleep(0.02)")
+    raise AssertionError(f"backend {pid} still there")
+
+
+def test_a_reused_connection_is_reset_between_uses(pg_server, stack):
+    """What one use leaves in the session (an open transaction, a session setting, a temporary table, a session
+    advisory lock) is gone when the next use gets the same connection."""
+    settings = DatabaseSettings(dsn=pg_server.dsn)
+    with db.session(settings) as first:
+        pid = _backend(first)
+        with first.cursor() as cur:
+            cur.execute("CREATE TEMPORARY TABLE leftover (x int)")
+            cur.execute("SELECT set_config('application_name', 'changed by a task', false)")
+            cur.execute("SELECT pg_advisory_lock(4242)")
+            cur.execute("SELECT 1")  # ... and the transaction is left open
+    with db.session(settings) as second:
+        assert second is first and second.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        with second, second.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid(), to_regclass('pg_temp.leftover'), current_setting('application_name'),"
+                        " (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory')")
+            assert cur.fetchone() == (pid, None, "luigi_pipelines", 0)
+            cur.execute("SET LOCAL statement_timeout = '1s'")
+        with second, second.cursor() as cur:
+            cur.execute("SELECT current_setting('statement_timeout')")
+            assert cur.fetchone()[0] == "0"
+
+
+def test_a_use_that_raises_drops_the_connection_and_what_was_checked_on_it(pg_server):
+    settings = DatabaseSettings(dsn=pg_server.dsn)
+    with pytest.raises(ValueError), db.session(settings) as first:
+        db.checks_of(first).add("a table exists")
+        raise ValueError("a failed load")
+    assert first.closed
+    with db.session(settings) as second:
+        assert second is not first and not db.checks_of(second)
+
+
+def test_a_nested_use_gets_a_connection_of_its_own(pg_server):
+    settings = DatabaseSettings(dsn=pg_server.dsn)
+    with db.session(settings) as outer, db.session(settings) as inner:
+        assert inner is not outer and _backend(inner) != _backend(outer)
+    assert inner.closed and not outer.closed
+
+
+def test_a_terminated_connection_is_replaced_on_the_next_use(pg_server, stack):
+    settings = DatabaseSettings(dsn=pg_server.dsn)
+    with db.session(settings) as first:
+        pid = _backend(first)
+    stack.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    _wait_gone(stack, pid)
+    with db.session(settings) as second:
+        assert second is not first and _backend(second) != pid
+
+
+def test_a_forked_child_never_uses_or_ends_its_parents_connection(pg_server):
+    """The child connects on its own; its copy of the parent's connection is closed without ending the
+    parent's session (libpq's goodbye goes to /dev/null, not to the shared socket)."""
+    settings = DatabaseSettings(dsn=pg_server.dsn)
+    with db.session(settings) as parent:
+        pid = _backend(parent)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report its backend, then end as a normal process would, closing everything
+        try:
+            with db.session(settings) as conn:
+                os.write(write, str(_backend(conn)).encode())
+            db.close_sessions()
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as reader:
+        child_pid = int(reader.read() or 0)
+    assert os.waitpid(child, 0)[1] == 0
+    assert child_pid and child_pid != pid
+    with db.session(settings) as again:
+        assert again is parent and _backend(again) == pid

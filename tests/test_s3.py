@@ -309,3 +309,106 @@ def test_addressing_style_is_what_botocore_sends(s3, style):
     with pytest.raises(_Stop):
         lister.list_objects(s3.bucket, PREFIX)
     assert urls[0].startswith(f"http://{s3.bucket}.localhost:{port}/?list-type=2&")
+
+
+# -- existence of many dates from one listing of their parent ---------------------------------------------------
+
+
+def test_one_listing_of_the_parent_tells_which_prefixes_have_no_key_at_all(s3):
+    """Only a prefix with no key below it at all is absent: a folder marker or a ``_SUCCESS`` alone is left to the
+    prefix's own listing (``has_objects``), which knows what is data."""
+    s3.put("d/2019-02-01/a.csv", b"x")
+    s3.put("d/2019-02-02/", b"")
+    s3.put("d/2019-02-03/sub/_SUCCESS", b"")
+    s3.put("d/2019-02-10.csv", b"x")  # under the prefix "d/2019-02-10" (no trailing slash)
+    prefixes = [f"d/2019-02-{n:02d}/" for n in range(1, 7)] + ["d/2019-02-10", "d/2019-02-11"]
+    listing = client()
+    requests = sent_urls(listing, "ListObjectsV2")
+    assert listing.absent(s3.bucket, prefixes) == ["d/2019-02-04/", "d/2019-02-05/", "d/2019-02-06/", "d/2019-02-11"]
+    assert len(requests) == 1 and "delimiter=%2F" in requests[0]
+
+
+def test_one_listing_of_a_range_of_prefixes_tells_which_hold_data(s3):
+    """``survey`` says what ``has_objects`` (or, with a ready key, ``exists``) would say of each prefix."""
+    from luigi_pipelines.partitions import KeyFilter
+
+    for key in ("d/2019-01-31/a.csv", "d/2019-02-01/a.csv", "d/2019-02-02/", "d/2019-02-03/_SUCCESS",
+                "d/2019-02-04/x/b.csv", "d/2019-02-04/_SUCCESS", "d/2019-02-07/c.csv"):
+        s3.put(key, b"x" if not key.endswith("/") else b"")
+    prefixes = [f"d/2019-02-{n:02d}/" for n in range(1, 7)]
+    listing = client()
+    requests = sent_urls(listing, "ListObjectsV2")
+    assert listing.survey(s3.bucket, prefixes, KeyFilter()) == {
+        "d/2019-02-01/": True, "d/2019-02-02/": False, "d/2019-02-03/": False, "d/2019-02-04/": True,
+        "d/2019-02-05/": False, "d/2019-02-06/": False}
+    assert [p for p, found in listing.survey(s3.bucket, prefixes, KeyFilter(), "_SUCCESS").items() if found] == [
+        "d/2019-02-03/", "d/2019-02-04/"]
+    assert len(requests) == 2
+    for prefix, found in listing.survey(s3.bucket, prefixes, KeyFilter()).items():
+        assert found == listing.has_objects(s3.bucket, prefix, KeyFilter())
+
+
+def test_a_survey_longer_than_a_page_per_four_prefixes_gives_up(s3, monkeypatch):
+    from luigi_pipelines import s3 as s3_module
+
+    monkeypatch.setattr(s3_module, "_PAGE", 2)
+    for name in ("a", "b", "c"):
+        s3.put(f"d/2019-02-01/{name}.csv", b"x")
+    prefixes = [f"d/2019-02-{n:02d}/" for n in range(1, 5)]
+    listing = client()
+    requests = sent_urls(listing, "ListObjectsV2")
+    assert listing.survey(s3.bucket, prefixes) is None and len(requests) == 1
+    assert listing.survey(s3.bucket, prefixes + [f"d/2019-02-{n:02d}/" for n in range(5, 9)]) == {
+        **dict.fromkeys(prefixes + [f"d/2019-02-{n:02d}/" for n in range(5, 9)], False), "d/2019-02-01/": True}
+
+
+def test_an_answer_is_used_as_often_as_noted_and_only_while_fresh(monkeypatch):
+    from luigi_pipelines import s3 as s3_module
+
+    listing = S3Client(s3_settings(), client=object())
+    listing.note_answer("q", True, uses=2)
+    assert listing.take_answer("q") is True and listing.take_answer("q") is True and listing.take_answer("q") is None
+    listing.note_answer("q", False)
+    monkeypatch.setattr(s3_module, "EXISTENCE_MAX_AGE_S", -1.0)
+    assert listing.take_answer("q") is None
+
+
+def test_a_range_whose_data_is_missing_is_checked_with_fewer_listings_than_dates(s3, make_task):
+    from luigi.tools.range import RangeDaily
+
+    s3.put("d/2019-02-03/a.csv", csv("1,2019-02-03,x"))
+    shared = S3Client.shared(s3_settings())
+    requests = sent_urls(shared, "ListObjectsV2")
+    cls = make_task()
+    stop = D1 + datetime.timedelta(days=10)
+    result = luigi_build(RangeDaily(of=cls, start=D1, stop=stop, now=_epoch(stop)))
+    assert result.status == LuigiStatusCode.MISSING_EXT
+    assert sorted(s3.markers(f"{s3.schema}.t")) == [datetime.date(2019, 2, 3)]
+    # a listing of the range per bulk_complete, and the loaded date's own listing (not one or two per date)
+    assert len(requests) < 10
+
+
+def luigi_build(task: Any) -> Any:
+    import luigi
+
+    return luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+
+
+def _epoch(day: datetime.date) -> int:
+    return int(datetime.datetime.combine(day, datetime.time(12), datetime.timezone.utc).timestamp())
+
+
+def test_a_load_lists_its_date_twice_not_three_times_and_the_second_check_lists_again(s3, make_task):
+    """luigi checks the dependency when scheduling and again just before the load: the second check uses the
+    first's listing (once); the load lists again under its lock, and so does any later check."""
+    from luigi_pipelines.tasks import S3PartitionExists
+
+    s3.put(PREFIX + "a.csv", csv("1,2019-02-01,x"))
+    requests = sent_urls(S3Client.shared(s3_settings()), "ListObjectsV2")
+    task = make_task()(date=D1)
+    assert run_task(task).status == SUCCESS
+    assert len(requests) == 2  # the scheduling check, the load
+    dependency = task.requires()
+    assert isinstance(dependency, S3PartitionExists)
+    s3.s3_client.delete_object(Bucket=s3.bucket, Key=PREFIX + "a.csv")
+    assert not dependency.complete() and len(requests) == 3

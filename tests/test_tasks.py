@@ -490,3 +490,146 @@ def test_two_runs_that_both_saw_it_stale_reload_it_once(stack, make_task, counti
     second.run()
     assert not any(s.startswith(("DELETE", "COPY", "INSERT")) for s in counting["cursor"].executed[statements:])
     assert stack.markers(f"{stack.schema}.t") == after_first and _loaded_ids(stack) == [1, 2]
+
+
+# -- one connection per worker process, tables checked once on it ----------------------------------------------
+
+D2, D3 = datetime.date(2019, 2, 2), datetime.date(2019, 2, 3)
+
+
+def _put_dates(stack, *dates: datetime.date) -> None:
+    for n, day in enumerate(dates):
+        stack.put(f"d/{day}/a.csv", csv(f"{n},{day},x{n}"))
+
+
+def _pooled_backend(stack) -> int:
+    with db.session(database_settings()) as conn, conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return int(cur.fetchone()[0])
+
+
+def test_loads_in_one_process_share_one_connection_and_check_the_tables_once(stack, make_task, counting):
+    _put_dates(stack, D1, D2, D3)
+    cls = make_task()
+
+    def catalog_reads() -> int:
+        return sum("pg_catalog" in s for s in counting["cursor"].executed)
+
+    assert run_task(cls(date=D1)).status == SUCCESS
+    first = catalog_reads()
+    assert first >= 3  # the marker tables, the marker's load_id column, the target table
+    for day in (D2, D3):
+        assert run_task(cls(date=day)).status == SUCCESS
+    assert counting["connections"] == 1 and catalog_reads() == first
+    assert sorted(stack.markers(f"{stack.schema}.t")) == [D1, D2, D3]
+
+
+def test_a_connection_terminated_between_loads_is_replaced_and_the_next_load_succeeds(stack, make_task):
+    _put_dates(stack, D1, D2)
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    pid = _pooled_backend(stack)
+    stack.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    for _ in range(200):  # bounded wait for the backend to end
+        if not stack.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+            break
+        stack.execute("SELECT pg_sleep(0.02)")
+    assert run_task(cls(date=D2)).status == SUCCESS
+    assert stack.query(f"SELECT id, day FROM {stack.schema}.t ORDER BY id") == [(0, D1), (1, D2)]
+    assert _pooled_backend(stack) != pid
+
+
+def test_a_table_dropped_between_loads_fails_the_next_load_loudly_and_the_one_after_creates_it(stack, make_task):
+    """The table was checked on the reused connection; dropped behind its back, the next load does not write
+    anywhere else or record a marker: it fails naming the table, and the retry checks and creates it again."""
+    _put_dates(stack, D1, D2)
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    stack.execute(f"DROP TABLE {stack.schema}.t")
+    with pytest.raises(psycopg2.errors.UndefinedTable, match=f'"{stack.schema}.t" does not exist'):
+        cls(date=D2).run()
+    assert D2 not in stack.markers(f"{stack.schema}.t")
+    assert run_task(cls(date=D2)).status == SUCCESS
+    assert stack.query(f"SELECT id, day FROM {stack.schema}.t") == [(1, D2)]
+
+
+def test_the_marker_table_dropped_between_loads_fails_the_next_load_and_the_one_after_creates_it(stack, make_task):
+    _put_dates(stack, D1, D2)
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    stack.execute(f"DROP SCHEMA {stack.marker_schema} CASCADE")
+    with pytest.raises(psycopg2.errors.UndefinedTable, match="partition_marker"):
+        cls(date=D2).run()
+    assert stack.query(f"SELECT id, day FROM {stack.schema}.t") == [(0, D1)]  # D2's rows rolled back
+    assert run_task(cls(date=D2)).status == SUCCESS
+    assert sorted(stack.markers(f"{stack.schema}.t")) == [D2]
+
+
+def test_a_filled_columns_default_removed_between_loads_is_refused_not_left_null(stack, make_task):
+    """What each load fills through a column default is checked before every load, also on a reused
+    connection: without its default the rows would get NULL dates."""
+    import luigi_pipelines as lp
+
+    for day in (D1, D2):
+        stack.put(f"p/{day}/a.csv", "id,v\n1,a\n")
+    cls = make_task(key_prefix="p/{date:%Y-%m-%d}/", columns=[("id", "bigint"), ("v", "text")],
+                    date_from=lp.partition_date())
+    assert run_task(cls(date=D1)).status == SUCCESS
+    stack.execute(f"ALTER TABLE {stack.schema}.t ALTER COLUMN day DROP DEFAULT")
+    with pytest.raises(lp.ConfigurationError, match="is filled by each load through its default"):
+        cls(date=D2).run()
+    assert stack.query(f"SELECT day FROM {stack.schema}.t") == [(D1,)]
+
+
+def test_complete_right_after_bulk_complete_asks_nothing_more_and_a_load_forgets_the_answer(stack, make_task, counting):
+    """luigi calls complete() for every date ``RangeDaily``'s bulk_complete just found not loaded (twice): those
+    answers come from bulk_complete's query. Only "not loaded" is remembered, each answer is used once, and a
+    load forgets it."""
+    _put_dates(stack, D1)
+    cls = make_task()
+    assert cls.bulk_complete([D1, D2]) == []
+    statements = len(counting["cursor"].executed)
+    assert not cls(date=D1).complete() and not cls(date=D2).complete()
+    assert len(counting["cursor"].executed) == statements
+    assert not cls(date=D2).complete() and len(counting["cursor"].executed) == statements + 1  # used once
+    assert cls.bulk_complete([D1, D2]) == []
+    assert run_task(cls(date=D1)).status == SUCCESS
+    assert cls(date=D1).complete() and not cls(date=D2).complete()
+    assert cls.bulk_complete([D1, D2]) == [D1]
+
+
+def test_a_task_reads_its_config_once_per_load_and_anew_for_the_next(stack, make_task):
+    """luigi hands back the same instance for the same parameters: what one load read is not its next one's."""
+    _put_dates(stack, D1)
+    task = make_task()(date=D1)
+    assert run_task(task).status == SUCCESS
+    first = task.marker_table
+    with task.reading_config_once():
+        assert task.marker_table == first
+        stack.set_config("load", "marker_schema", stack.marker_schema + "_b")
+        assert task.marker_table == first  # within one load: as read first
+    assert task.marker_table.schema == stack.marker_schema + "_b"
+    stack.execute(f'DROP SCHEMA IF EXISTS "{stack.marker_schema}_b" CASCADE')
+
+
+def test_what_a_load_leaves_in_its_session_is_gone_for_the_next_load_on_the_same_connection(stack, make_task):
+    """A hook that sets a session setting, keeps a temporary table past commit and takes a session advisory
+    lock: the next load in the process gets the same backend, without any of it."""
+    _put_dates(stack, D1, D2)
+    seen: list[tuple] = []
+
+    def before_copy(self, tx):
+        tx.cursor.execute("SELECT pg_backend_pid(), to_regclass('pg_temp.left_behind'), current_setting('work_mem'),"
+                          " (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'"
+                          " AND objid = 777)")
+        seen.append(tx.cursor.fetchone())
+        tx.cursor.execute("CREATE TEMPORARY TABLE IF NOT EXISTS left_behind (x int) ON COMMIT PRESERVE ROWS")
+        tx.cursor.execute("SET work_mem = '7MB'")
+        tx.cursor.execute("SELECT pg_advisory_lock(777)")
+
+    cls = make_task(before_copy=before_copy)
+    for day in (D1, D2):
+        assert run_task(cls(date=day)).status == SUCCESS
+    (pid1, *first), (pid2, *second) = seen
+    assert pid1 == pid2 and first == second == [None, first[1], 0] and first[1] != "7MB"
+    assert not stack.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 777")
