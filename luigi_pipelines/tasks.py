@@ -891,6 +891,9 @@ class MergePartition(LoadPartition):
         super().prepare(conn)
         layout = self.layout
         if frozenset(layout.key) not in db.unique_keys(conn, layout.table):
+            if not db.table_exists(conn, layout.table):  # dropped since this process's connection checked it
+                raise LoadError(f"{self.task_family}: table {layout.table} does not exist (dropped while this process "
+                                f"ran?); nothing was written; the next attempt creates it again")
             raise ConfigurationError(
                 f"{self.task_family}: {layout.table} has no primary key or unique constraint on merge_key "
                 f"({', '.join(layout.key)}), which a merge needs (one row per key, found through its index); run once: "
