@@ -30,6 +30,7 @@ MARKER_SCHEMA = "luigi_pipelines"
 START = datetime.date(2019, 2, 1)
 DAYS = 30
 LATE = (START + datetime.timedelta(days=DAYS), START + datetime.timedelta(days=DAYS + 1))  # rows rejected; broken
+RESENT = START + datetime.timedelta(days=13)  # a date whose producer sends one more object after its load: stale
 SHOWN_DAYS = DAYS + 4  # the status window: the two late days, then two days without data
 PIPELINE = "luigi_pipelines.pipelines.transactions"
 HTML = Path("demo-status.html")  # written in the current directory
@@ -89,6 +90,15 @@ def show_refunds(dsn: str) -> None:
     print(f"{rows} refunds in {REFUNDS} over {days} dates; {kept} kept keys no column takes in attributes")
 
 
+def resend_day(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, day: datetime.date = RESENT) -> str:
+    """The producer sends ``day`` again after its load, one more object of rows: the date is stale; returns its key."""
+    client = boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    key = f"transactions/{day}/part-0009.csv"
+    client.put_object(Bucket=bucket, Key=key, Body=csv_bytes(transaction_lines(day, day.toordinal() * 100_000 + 90_000, 40)))
+    return key
+
+
 def seed_late_days(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET) -> None:
     """The two late days: the first with 2 bad rows among good ones, the second with a header that does not match."""
     client = boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
@@ -112,7 +122,7 @@ def status_command(start: datetime.date, stop: datetime.date, html: Path) -> lis
     """``luigi-pipelines status`` of the load and the summary over ``[start, stop)``, writing ``html``."""
     return [sys.executable, "-m", "luigi_pipelines.cli", "status", "--module", PIPELINE, "--task", "LoadTransactions",
             "--task", "SummarizeTransactions", "--start", start.isoformat(), "--stop", stop.isoformat(),
-            "--html", str(html)]
+            "--check-sources", "--html", str(html)]
 
 
 def show_loaded(dsn: str, per_date: bool = True) -> None:
@@ -159,7 +169,9 @@ def run(project_dir: Path | None = None, html: Path = HTML) -> int:
         show_refunds(pg.dsn)
         codes.append(_luigi("daily totals per account of the loaded days (SummarizeTransactions)",
                             backfill_command(START, LATE[1], now, task="SummarizeTransactions"), env, project_dir))
-        print(f"\n$ luigi-pipelines status ... --start {START} --stop {START + datetime.timedelta(days=SHOWN_DAYS)}"
+        print(f"\nthe producer sent {RESENT} again after its load: s3://{BUCKET}/{resend_day(s3.endpoint_url, s3.env)} "
+              f"(status --check-sources shows the date stale; backfill --reload-changed would reload it)")
+        print(f"\n$ luigi-pipelines status --check-sources ... --start {START} --stop {START + datetime.timedelta(days=SHOWN_DAYS)}"
               f" --html {html}  (exit 30 expected: {LATE[1]} failed)", flush=True)
         shown = subprocess.run(status_command(START, START + datetime.timedelta(days=SHOWN_DAYS), html), env=env,
                                cwd=project_dir)
