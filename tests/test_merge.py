@@ -445,3 +445,11 @@ def test_backfill_processes_merges_the_dates_in_order(stack, tmp_path):
         cwd=tmp_path, env=stack.env(config), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [r[:3] for r in customers(stack)] == [(1, "Ann", "v5"), *((n + 2, f"New{n}", "x") for n in range(6))]
+
+
+def test_a_table_name_with_capitals_is_merged(stack, make_merge):
+    """The table's unique keys were looked up by its unquoted name (to_regclass folds it to lower case): a table
+    named with capitals, made with its primary key by create_table, was refused as having no unique key."""
+    put(stack, D1, "a.csv", "1,Ann,gold")
+    merged(make_merge(table=f"{stack.schema}.Customers")(date=D1))
+    assert stack.query(f'SELECT customer_id, name, tier FROM {stack.schema}."Customers"') == [(1, "Ann", "gold")]
