@@ -44,6 +44,7 @@ from luigi.tools.range import RangeDaily  # noqa: F401 - registered, so the comm
 
 from . import defaults  # noqa: F401 - [retcode] as the luigi process sees it, from any directory
 from .partitions import date_range
+from .tasks import MergePartition
 
 UTC = datetime.timezone.utc
 DEFAULT_IDLE_S = 300
@@ -407,8 +408,14 @@ def main_processes(args: argparse.Namespace, win: Window, task_limit: int) -> in
         todo = scheduled_dates(whole)  # luigi's own choice for the whole window: the dates not loaded yet
     except Exception as exc:  # the database cannot say what to load
         return _checks_failed(exc)
+    processes = args.processes
+    if processes > 1 and issubclass(task_class(args.module, args.task), MergePartition):
+        # Merges apply in date order, and N local schedulers do not know of each other's dates: a later run would
+        # merge its first date while an earlier one is still at its own, whose later dates are then refused.
+        print(f"{args.task} merges its dates in order: one process, not {processes}", file=sys.stderr, flush=True)
+        processes = 1
     wanted = win.dates() if args.task_limit is None else todo
-    planned = shard_commands(args.module, args.task, win, todo, args.processes, args.reverse, args.luigi_args,
+    planned = shard_commands(args.module, args.task, win, todo, processes, args.reverse, args.luigi_args,
                              args.reload_changed)
     print(f"to load: {format_dates(todo)}", file=sys.stderr, flush=True)
     for shard in planned:

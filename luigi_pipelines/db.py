@@ -470,10 +470,15 @@ def delete_absent(tx: PartitionTransaction, key: Sequence[str]) -> int:
     return tx.cursor.rowcount
 
 
+def _regclass(conn: psycopg2.extensions.connection, table: TableName) -> str:
+    """``table`` as ``to_regclass`` reads it: quoted, so that a name with capitals is not folded to lower case."""
+    return q.table_ident(table).as_string(conn)
+
+
 def unique_keys(conn: psycopg2.extensions.connection, table: TableName) -> list[frozenset[str]]:
     """The column sets of ``table``'s unique indexes that can back a merge key (``sql.select_unique_keys``)."""
     with conn, conn.cursor() as cur:
-        cur.execute(q.select_unique_keys(), (str(table),))
+        cur.execute(q.select_unique_keys(), (_regclass(conn, table),))
         return [frozenset(names) for (names,) in cur.fetchall()]
 
 
@@ -500,7 +505,7 @@ class ColumnInfo:
 def column_info(conn: psycopg2.extensions.connection, table: TableName, column: str) -> ColumnInfo | None:
     """The column's default and kind; None when the table has no such column."""
     with conn, conn.cursor() as cur:
-        cur.execute(q.select_column(), (str(table), column))
+        cur.execute(q.select_column(), (_regclass(conn, table), column))
         row = cur.fetchone()
     return None if row is None else ColumnInfo(row[0] or "", bool(row[1]))
 

@@ -423,3 +423,33 @@ def test_the_example_accounts_dimension_follows_the_daily_snapshots(stack):
         assert sorted(",".join(r) for r in rows) == sorted(account_lines(day)) and len(rows) == 980
     previous, last = set(account_lines(days[-2])), set(account_lines(days[-1]))
     assert previous != last  # tiers moved and other accounts closed: the last merge changed rows
+
+
+def test_backfill_processes_merges_the_dates_in_order(stack, tmp_path):
+    """``backfill --processes 2`` of a merge: the two runs' local schedulers know nothing of each other, so the
+    later run merged its first date while the earlier run was still at its own, and the earlier dates were then
+    refused ("merged already"). The dates of a merge go to one process, in order."""
+    import subprocess
+    import sys
+
+    days = [D1 + datetime.timedelta(days=n) for n in range(6)]
+    for n, day in enumerate(days):
+        put(stack, day, "a.csv", f"1,Ann,v{n}", f"{n + 2},New{n},x")
+    stack.set_config("merge_test", "bucket", stack.bucket)
+    stack.set_config("merge_test", "schema", stack.schema)
+    config = stack.write_config(tmp_path / "merge.cfg")
+    result = subprocess.run(
+        [sys.executable, "-m", "luigi_pipelines.cli", "backfill", "--module", "tests.merge_tasks", "--task",
+         "MergeCustomers", "--start", str(days[0]), "--stop", str(days[-1] + datetime.timedelta(days=1)),
+         "--now", "2019-02-08T05:00:00Z", "--processes", "2"],
+        cwd=tmp_path, env=stack.env(config), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r[:3] for r in customers(stack)] == [(1, "Ann", "v5"), *((n + 2, f"New{n}", "x") for n in range(6))]
+
+
+def test_a_table_name_with_capitals_is_merged(stack, make_merge):
+    """The table's unique keys were looked up by its unquoted name (to_regclass folds it to lower case): a table
+    named with capitals, made with its primary key by create_table, was refused as having no unique key."""
+    put(stack, D1, "a.csv", "1,Ann,gold")
+    merged(make_merge(table=f"{stack.schema}.Customers")(date=D1))
+    assert stack.query(f'SELECT customer_id, name, tier FROM {stack.schema}."Customers"') == [(1, "Ann", "gold")]
