@@ -488,6 +488,12 @@ def keys_of_date(tx: PartitionTransaction, marker: TableName) -> dict[ScopedTabl
     return {ScopedTable.parse(key): family for key, family in tx.cursor.fetchall()}
 
 
+def keys_of_table(tx: PartitionTransaction, marker: TableName) -> list[tuple[ScopedTable, str]]:
+    """Every marker key of the table on any date (any scope), with each family that wrote it (a merge's check)."""
+    tx.cursor.execute(q.select_keys_of_table(marker), (str(tx.target),))
+    return [(ScopedTable.parse(key), family) for key, family in tx.cursor.fetchall()]
+
+
 def fill_columns(tx: PartitionTransaction, values: dict[str, str]) -> None:
     """Give filled columns (see ``sql.create_table``) their values for the rest of this transaction."""
     for column, value in values.items():

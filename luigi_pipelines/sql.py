@@ -641,6 +641,13 @@ def select_keys_of_date(marker: TableName) -> sql.Composed:
     ).format(table_ident(marker))
 
 
+def select_keys_of_table(marker: TableName) -> sql.Composed:
+    """Parameter: table name. Every marker key (any scope) of the table on any date, with the families that wrote it."""
+    return sql.SQL(
+        "SELECT DISTINCT target_table, task_family FROM {} WHERE split_part(target_table, '/', 1) = %s"
+    ).format(table_ident(marker))
+
+
 def create_marker_date_index(marker: TableName) -> sql.Composed:
     index = check_identifier(f"{marker.name}_date_idx"[:63])
     return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (partition_date)").format(sql.Identifier(index), table_ident(marker))

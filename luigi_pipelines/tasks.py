@@ -914,6 +914,16 @@ class MergePartition(LoadPartition):
         self.apply_stage(tx, layout)
         self.after_copy(tx)
 
+    def check_neighbours(self, tx: db.PartitionTransaction) -> None:
+        """Refuse to merge into rows another task writes, on any date: a merge keeps rows by key, not by date,
+        so another family's rows of an overlapping scope would be updated or (snapshot) deleted by ours."""
+        for key, family in db.keys_of_table(tx, self.marker_table):
+            if family != self.task_family and (key == tx.key or key.overlaps(tx.key)):
+                raise ConfigurationError(
+                    f"{self.task_family} merges into {tx.key.describe()}, but {family} has loaded {key.describe()}: "
+                    f"a merge by one would change or delete rows of the other. Give each task that feeds "
+                    f"{tx.target} its own scope over the same columns (in merge_key), or one task per table")
+
     def check_order(self, tx: db.PartitionTransaction) -> None:
         """Take the table's lock, then refuse a date older than the newest one merged: it would put older values
         over newer ones. ``force`` applies it anyway (the later dates are then to be applied again, in order)."""

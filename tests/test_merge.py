@@ -261,6 +261,16 @@ def test_declarations_are_checked(stack, make_merge, attrs, message):
 # -- reruns and order --------------------------------------------------------------------------------
 
 
+def test_a_second_family_merging_into_the_same_rows_is_refused_on_any_date(stack, make_merge):
+    put(stack, D1, "a.csv", "1,Ann,gold")
+    put(stack, D2, "a.csv", "2,Bob,silver")
+    merged(make_merge()(date=D1))
+    other = make_merge(__name__="OtherCustomers", snapshot=True)
+    with pytest.raises(ConfigurationError, match="OtherCustomers merges into .*customers, but MergeCustomers has loaded"):
+        other(date=D2).run()  # a snapshot of D2 would have deleted Ann, merged by the other task on D1
+    assert customers(stack) == [(1, "Ann", "gold")]
+
+
 def test_rerun_is_a_noop_and_a_forced_rerun_writes_nothing(stack, make_merge):
     task = make_merge(snapshot=True)
     put(stack, D1, "a.csv", "1,Ann,gold", "2,Bob,silver")
