@@ -171,10 +171,10 @@ def run(project_dir: Path | None = None, html: Path = HTML) -> int:
                             backfill_command(START, LATE[1], now, task="SummarizeTransactions"), env, project_dir))
         print(f"\nthe producer sent {RESENT} again after its load: s3://{BUCKET}/{resend_day(s3.endpoint_url, s3.env)} "
               f"(status --check-sources shows the date stale; backfill --reload-changed would reload it)")
-        print(f"\n$ luigi-pipelines status --check-sources ... --start {START} --stop {START + datetime.timedelta(days=SHOWN_DAYS)}"
+        shown_stop = START + datetime.timedelta(days=SHOWN_DAYS)
+        print(f"\n$ luigi-pipelines status --check-sources ... --start {START} --stop {shown_stop}"
               f" --html {html}  (exit 30 expected: {LATE[1]} failed)", flush=True)
-        shown = subprocess.run(status_command(START, START + datetime.timedelta(days=SHOWN_DAYS), html), env=env,
-                               cwd=project_dir)
+        shown = subprocess.run(status_command(START, shown_stop, html), env=env, cwd=project_dir)
         print(f"exit code {shown.returncode}")
     print("stopped the local PostgreSQL and S3")
     expected = not any(codes) and late == 30 and shown.returncode == 30
