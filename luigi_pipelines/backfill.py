@@ -23,6 +23,7 @@ prefixed ``[i/N]``. The exit code is judged as above, over every date asked for,
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import functools
 import importlib
@@ -345,7 +346,25 @@ class _PrefixedLines:
 def _start(shard: Shard) -> subprocess.Popen:
     # A session of its own: a terminal's Ctrl-C reaches the child once, forwarded from here, not twice.
     return subprocess.Popen(shard.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_ending_with(os.getpid()))
+
+
+def _ending_with(parent: int) -> Callable[[], None] | None:
+    """On Linux, what makes a shard's process get SIGTERM when the backfill dies, also by SIGKILL (which nothing
+    can forward): ``prctl(PR_SET_PDEATHSIG)``, set in the child before it runs luigi. Elsewhere, None: a shard
+    outliving its backfill finishes its own dates, each in its own transaction, and exits."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def end_with_parent() -> None:
+        prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the backfill died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+    return end_with_parent
 
 
 def _relay(selector: selectors.BaseSelector) -> None:

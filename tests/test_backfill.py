@@ -522,9 +522,12 @@ def _alive(pid: int) -> bool:
 @pytest.mark.postgres
 @pytest.mark.s3
 @pytest.mark.slow
-def test_processes_sigterm_to_the_backfill_stops_every_process(stack, tmp_path):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_processes_a_signal_to_the_backfill_stops_every_process(stack, tmp_path, sig):
     """Both shards sit in a load that would hold its transaction for 10 minutes; SIGTERM to the backfill (as
-    `timeout` or a service manager sends it) ends both at once: the command exits 143, nothing is committed."""
+    `timeout` or a service manager sends it) ends both at once: the command exits 143, nothing is committed.
+    SIGKILL (`timeout -s KILL`, the OOM killer) cannot be forwarded: the shards get SIGTERM from the kernel
+    (PR_SET_PDEATHSIG) and end the same way."""
     import signal
 
     from luigi_pipelines.local import wait_until
@@ -544,15 +547,16 @@ def test_processes_sigterm_to_the_backfill_stops_every_process(stack, tmp_path):
         children = sorted({r.pid for r in read_runs(hooks)})
         assert len(children) == 2 and all(_alive(pid) for pid in children)
         assert parent.proc is not None
-        parent.proc.send_signal(signal.SIGTERM)
-        assert parent.wait(120) == 143, describe([parent])
+        parent.proc.send_signal(getattr(signal, sig))
+        assert parent.wait(120) == (143 if sig == "SIGTERM" else -signal.SIGKILL), describe([parent])
         wait_until(lambda: not any(_alive(pid) for pid in children), 30, "the shard processes to end")
     finally:
         parent.kill()
         for pid in children:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    assert "[1/2] exited 143" in parent.output() and "[2/2] exited 143" in parent.output()
+    if sig == "SIGTERM":
+        assert "[1/2] exited 143" in parent.output() and "[2/2] exited 143" in parent.output()
     assert table_counts(stack) == {} and stack.markers(f"{stack.schema}.transaction") == {}
     assert _lock_holders(stack, crc) == 0
 
