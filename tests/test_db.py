@@ -181,11 +181,10 @@ def _backend(conn: psycopg2.extensions.connection) -> int:
 
 
 def _wait_gone(stack, pid: int) -> None:
-    for _ in range(200):  # bounded: the backend ends within a moment of pg_terminate_backend
-        if not stack.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
-            return
-        stack.execute("SELECT pg_sleep(0.02)")
-    raise AssertionError(f"backend {pid} still there")
+    """Until the backend ``pid`` has ended (a moment after pg_terminate_backend)."""
+    from luigi_pipelines.local import wait_until
+    wait_until(lambda: not stack.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)), 10,
+               f"backend {pid} to end")
 
 
 def test_a_reused_connection_is_reset_between_uses(pg_server, stack):

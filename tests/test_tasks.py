@@ -530,10 +530,8 @@ def test_a_connection_terminated_between_loads_is_replaced_and_the_next_load_suc
     assert run_task(cls(date=D1)).status == SUCCESS
     pid = _pooled_backend(stack)
     stack.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    for _ in range(200):  # bounded wait for the backend to end
-        if not stack.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
-            break
-        stack.execute("SELECT pg_sleep(0.02)")
+    from tests.test_db import _wait_gone
+    _wait_gone(stack, pid)
     assert run_task(cls(date=D2)).status == SUCCESS
     assert stack.query(f"SELECT id, day FROM {stack.schema}.t ORDER BY id") == [(0, D1), (1, D2)]
     assert _pooled_backend(stack) != pid
