@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import boto3
 import psycopg2
@@ -36,11 +37,16 @@ PIPELINE = "luigi_pipelines.pipelines.transactions"
 HTML = Path("demo-status.html")  # written in the current directory
 
 
+def _s3(endpoint_url: str, env: dict[str, str]) -> Any:
+    """A boto3 client of the local S3 server (``LocalS3.env`` has its credentials)."""
+    return boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+
+
 def seed_bucket(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, start: datetime.date = START,
                 days: int = DAYS) -> int:
     """Upload ``days`` days of sample transactions; returns the number of objects."""
-    client = boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    client = _s3(endpoint_url, env)
     client.create_bucket(Bucket=bucket)
     count = 0
     for day in date_range(start, start + datetime.timedelta(days=days)):
@@ -53,8 +59,7 @@ def seed_bucket(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, st
 def seed_accounts(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, start: datetime.date = START,
                   days: int = DAYS) -> None:
     """Upload a snapshot of the accounts for each of ``days`` days (``accounts/<date>/accounts.csv``)."""
-    client = boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    client = _s3(endpoint_url, env)
     for day in date_range(start, start + datetime.timedelta(days=days)):
         client.put_object(Bucket=bucket, Key=f"accounts/{day}/accounts.csv", Body=accounts_csv(day))
 
@@ -71,8 +76,7 @@ def show_accounts(dsn: str, last: datetime.date) -> None:
 def seed_refunds(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, start: datetime.date = START,
                  days: int = DAYS) -> int:
     """Upload ``days`` days of sample refunds, one gzipped JSON-lines object a day; returns the number of refunds."""
-    client = boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    client = _s3(endpoint_url, env)
     count = 0
     for day in date_range(start, start + datetime.timedelta(days=days)):
         for key, body in refund_objects(day, rows=20 + day.day).items():
@@ -92,8 +96,7 @@ def show_refunds(dsn: str) -> None:
 
 def resend_day(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, day: datetime.date = RESENT) -> str:
     """The producer sends ``day`` again after its load, one more object of rows: the date is stale; returns its key."""
-    client = boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    client = _s3(endpoint_url, env)
     key = f"transactions/{day}/part-0009.csv"
     client.put_object(Bucket=bucket, Key=key, Body=csv_bytes(transaction_lines(day, day.toordinal() * 100_000 + 90_000, 40)))
     return key
@@ -101,8 +104,7 @@ def resend_day(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET, day
 
 def seed_late_days(endpoint_url: str, env: dict[str, str], bucket: str = BUCKET) -> None:
     """The two late days: the first with 2 bad rows among good ones, the second with a header that does not match."""
-    client = boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    client = _s3(endpoint_url, env)
     rejects, broken = LATE
     lines = transaction_lines(rejects, rejects.toordinal() * 100_000, 600)
     lines[100], lines[400] = "x" + lines[100], lines[400].replace(",EUR,", ",EUR,extra,").replace(",USD,", ",USD,extra,")
