@@ -443,12 +443,17 @@ def main_processes(args: argparse.Namespace, win: Window, task_limit: int) -> in
     codes = run_shards(planned)
     for shard, code in zip(planned, codes, strict=True):
         print(f"{shard.label} exited {code}", file=sys.stderr, flush=True)
-    cooperation = cooperation_codes(luigi.retcodes.retcode())
-    code = combined_code(codes, cooperation)
+    code = combined_code(codes, cooperation_codes(luigi.retcodes.retcode()))
+    return _verdict(args, code, wanted,
+                    f"the {len(planned)} luigi processes (the highest code)" if len(planned) > 1 else "luigi")
+
+
+def _verdict(args: argparse.Namespace, code: int, wanted: Sequence[datetime.date], who: str = "luigi") -> int:
+    """The backfill's exit code for ``code`` (``judge``d unless ``--raw-exit-code``), saying why when it differs."""
     if args.raw_exit_code:
         return code
-    code, why = judge(code, cooperation, lambda: incomplete(args.module, args.task, wanted, args.reload_changed),
-                      f"the {len(planned)} luigi processes (the highest code)" if len(planned) > 1 else "luigi")
+    code, why = judge(code, cooperation_codes(luigi.retcodes.retcode()),
+                      lambda: incomplete(args.module, args.task, wanted, args.reload_changed), who)
     if why:
         print(f"luigi-pipelines backfill: {why}", file=sys.stderr)
     return code
@@ -518,10 +523,4 @@ def main(args: argparse.Namespace) -> int:
         return 0
     wanted = win.dates() if args.task_limit is None else scheduled_dates(cmd)
     code = _run(cmd)
-    if args.raw_exit_code:
-        return code
-    code, why = judge(code, cooperation_codes(luigi.retcodes.retcode()),
-                      lambda: incomplete(args.module, args.task, wanted, args.reload_changed))
-    if why:
-        print(f"luigi-pipelines backfill: {why}", file=sys.stderr)
-    return code
+    return _verdict(args, code, wanted)

@@ -12,9 +12,6 @@ aside and the others load.
 """
 from __future__ import annotations
 
-import contextlib
-import gzip
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -25,7 +22,7 @@ from . import db, quarantine
 from . import sql as q
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
-from .objects import CopyPlan, CsvDecoder, ObjectLoader
+from .objects import CopyPlan, CsvDecoder, ObjectLoader, plain_copy
 from .partitions import TableName, compression_for
 from .s3 import S3Object
 
@@ -41,21 +38,6 @@ def scrub(data: bytes) -> bytes:
     if b"\x01" in data or b"\x02" in data:
         return data.translate(_NOT_JSON)
     return data
-
-
-def _scrubbed_copy(obj: S3Object, raw: IO[bytes], into: IO[bytes]) -> None:
-    """The object's lines, decompressed and ``scrub``bed, into ``into``: what the fast path's COPY read."""
-    raw.seek(0)
-    try:
-        with gzip.GzipFile(fileobj=raw, mode="rb") if compression_for(obj.key) == "gzip" else contextlib.nullcontext(
-                raw) as source:
-            for chunk in iter(lambda: source.read(1024 * 1024), b""):
-                into.write(scrub(chunk))
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise BadInputError(f"{obj.url}: corrupt or truncated gzip data: {exc}") from exc
-    except OSError as exc:
-        raise LoadError(f"{obj.url}: cannot write temporary file in {into.name}: {exc}") from exc
-    into.flush()
 
 
 @dataclass(frozen=True)
@@ -98,7 +80,7 @@ class JsonLinesDecoder:
     def salvage(self, loader: ObjectLoader, obj: S3Object, raw: IO[bytes], first_error: BadInputError) -> int:
         """The COPY into the stage failed (a line that is not JSON, bytes that are not UTF-8): the segmented copy of
         ``quarantine`` around those lines, each segment numbered from its first line, over a ``scrub``bed copy of
-        the object's lines (so no byte of them is the quote that ``quarantine`` tracks)."""
+        the object's lines (``objects.plain_copy``) (so no byte of them is the quote that ``quarantine`` tracks)."""
         if first_error.line is None:
             raise first_error  # a corrupt stream is not a bad line
         tx = loader.tx
@@ -110,7 +92,7 @@ class JsonLinesDecoder:
                                         obj.url, loader.settings.copy_buffer)
 
         with temp_download(loader.settings.temp_directory) as plain:
-            _scrubbed_copy(obj, raw, plain)
+            plain = plain_copy(obj, raw, plain, scrub)
             lines = quarantine.LineFile(plain, first_offset=bom_length(plain))
             quote = q.JSON_LINES.quote.encode()
             copier = quarantine.QuarantineCopy(lines, obj.url, quote, quote, "UTF8", copy_segment,

@@ -157,12 +157,7 @@ class CsvDecoder:
         tx, plan = loader.tx, loader.plan
         statement = q.copy_from_stdin(plan.target, plan.columns, dataclasses.replace(self.fmt, header=False, by_name=False))
         with temp_download(loader.settings.temp_directory) as plain_file:
-            try:
-                plain = quarantine.decoded_copy(raw, compression_for(obj.key) == "gzip", plain_file)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                raise BadInputError(f"{obj.url}: corrupt or truncated gzip data: {exc}") from exc
-            except OSError as exc:
-                raise LoadError(f"{obj.url}: cannot write temporary file in {plain_file.name}: {exc}") from exc
+            plain = plain_copy(obj, raw, plain_file)
             lines = quarantine.LineFile(plain, first_offset=bom_length(plain) if self.utf8 else 0)
             copier = quarantine.QuarantineCopy(
                 lines, obj.url, self.fmt.quote.encode(), self.fmt.escape.encode(), self.fmt.encoding,
@@ -190,6 +185,18 @@ class CsvDecoder:
 
     def located(self, reader: SourceReader, error: BadInputError) -> BadInputError:
         return error
+
+
+def plain_copy(obj: S3Object, raw: IO[bytes], into: IO[bytes], scrub: Callable[[bytes], bytes] | None = None
+               ) -> IO[bytes]:
+    """``quarantine.decoded_copy`` of the object, for a salvage: corrupt gzip data a ``BadInputError``, a failed
+    write of ``into`` a ``LoadError``."""
+    try:
+        return quarantine.decoded_copy(raw, compression_for(obj.key) == "gzip", into, scrub)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise BadInputError(f"{obj.url}: corrupt or truncated gzip data: {exc}") from exc
+    except OSError as exc:
+        raise LoadError(f"{obj.url}: cannot write temporary file in {into.name}: {exc}") from exc
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import datetime
 import io
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ class ParquetRows:
             except (pa.ArrowException, OSError, ValueError) as exc:
                 raise BadInputError(f"{self.source}: not a Parquet file, or a truncated one: {exc}") from None
             sizes = [self._file.metadata.row_group(i).num_rows for i in range(self._file.num_row_groups)]
-            self._starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            self._starts = list(itertools.accumulate(sizes, initial=0))[:-1]
         return self._file
 
     @property

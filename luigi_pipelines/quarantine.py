@@ -13,8 +13,8 @@ adds at most one failed segment (up to ``chunk_bytes``, 8 MiB) and a COPY of the
 from __future__ import annotations
 
 import bisect
+import contextlib
 import gzip
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -151,13 +151,16 @@ def record_bounds(lines: LineFile, first: int, target: int, quote: bytes, escape
     return start, n
 
 
-def decoded_copy(raw: IO[bytes], compressed: bool, into: IO[bytes]) -> IO[bytes]:
-    """The object's plain bytes in a seekable file: ``raw`` itself, or decompressed into ``into``."""
-    if not compressed:
+def decoded_copy(raw: IO[bytes], compressed: bool, into: IO[bytes],
+                 scrub: Callable[[bytes], bytes] | None = None) -> IO[bytes]:
+    """The object's plain bytes in a seekable file: ``raw`` itself, or decompressed (and each chunk ``scrub``bed,
+    if given) into ``into``."""
+    if not compressed and scrub is None:
         return raw
     raw.seek(0)
-    with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-        shutil.copyfileobj(gz, into, 1024 * 1024)
+    with gzip.GzipFile(fileobj=raw, mode="rb") if compressed else contextlib.nullcontext(raw) as source:
+        for chunk in iter(lambda: source.read(1024 * 1024), b""):
+            into.write(chunk if scrub is None else scrub(chunk))
     into.flush()
     return into
 

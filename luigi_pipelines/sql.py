@@ -397,8 +397,7 @@ JSON_LINE_NUMBER = "line"
 def create_json_stage() -> sql.Composed:
     """``CREATE TEMP TABLE luigi_pipelines_stage (line bigserial, raw jsonb) ON COMMIT DROP``: one object's lines,
     parsed by COPY and numbered as it reads them (``number_json_lines`` sets where the numbering starts)."""
-    return sql.SQL("CREATE TEMP TABLE {} ({} bigserial, {} jsonb) ON COMMIT DROP").format(
-        sql.Identifier(STAGE.name), sql.Identifier(JSON_LINE_NUMBER), sql.Identifier(JSON_LINE.name))
+    return create_stage((Column(JSON_LINE_NUMBER, "bigserial"), JSON_LINE))
 
 
 def copy_json_lines() -> sql.Composed:

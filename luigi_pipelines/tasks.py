@@ -645,7 +645,7 @@ class LoadPartition(PartitionTask):
         """List the date's objects, replace the partition's rows with theirs, check the dates."""
         s3 = self.s3_client()
         objects = self.objects_to_load(tx, s3)
-        settings = load_settings()
+        settings = self.load_section()
         deleted = db.delete_partition(tx, self.date_column)
         db.delete_rejects(tx, settings.rejects)
         logger.info("%s %s: replacing %d rows with %d objects (%.1f MiB)", tx.target, tx.date, deleted,
@@ -658,7 +658,7 @@ class LoadPartition(PartitionTask):
                      into: TableName | None = None) -> None:
         """COPY each object, in order, into the partition's table (or ``into``), with the hooks and progress."""
         with ProgressReport(self._report, objects) as progress:
-            loader = ObjectLoader(tx, s3, self.decoder or CsvDecoder(self.csv), self.target_columns, load_settings(),
+            loader = ObjectLoader(tx, s3, self.decoder or CsvDecoder(self.csv), self.target_columns, self.load_section(),
                                   self.max_bad_rows, self.empty_objects_ok, self.source_stream, progress.read,
                                   key_column=self.lineage.key, into=into)
             self.before_copy(tx)
@@ -860,8 +860,7 @@ class MergePartition(LoadPartition):
         a time: the scheduler runs one merge of the table at once, the oldest date first (``priority``)."""
         return {**PartitionTask.resources, f"merge {self.partition_key}": 1}
 
-    @property
-    def target_table(self) -> TableName:
+    def _target_table(self) -> TableName:
         if not self.table:
             raise ConfigurationError(f"{self.task_family} must declare table")
         if self.date_column or self.date_from is not FILES:
@@ -905,7 +904,7 @@ class MergePartition(LoadPartition):
         s3 = self.s3_client()
         objects = self.objects_to_load(tx, s3)
         self.check_order(tx)
-        db.delete_rejects(tx, load_settings().rejects)
+        db.delete_rejects(tx, self.load_section().rejects)
         layout = self.layout
         db.execute(tx, q.create_merge_stage(layout.files, layout.key, layout.stage_defaults))
         logger.info("%s %s: merging %d objects (%.1f MiB) by %s", tx.target, tx.date, len(objects),
@@ -1043,7 +1042,7 @@ class TransformPartition(PartitionTask):
 
     def write_partition(self, tx: db.PartitionTransaction) -> None:
         source = self.upstream_task()
-        settings = load_settings()
+        settings = self.load_section()
         loads = self.upstream_loads(tx)
         db.delete_partition(tx, self.date_column)
         with temp_download(settings.temp_directory) as tmp:
