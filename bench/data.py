@@ -1,6 +1,6 @@
 """Benchmark data: CSV files of the transactions schema of a chosen size, written fast, and their upload to S3.
 
-Rows come from ``luigi_pipelines.sample``: one chunk of lines per date is generated once and repeated
+Rows come from ``luigi_pipelines.devstack.sample``: one chunk of lines per date is generated once and repeated
 with fresh ids, so a gigabyte takes seconds, not minutes, and every row carries the file's date.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 
-from luigi_pipelines.sample import HEADER, transaction_lines
+from luigi_pipelines.devstack.sample import HEADER, transaction_lines
 
 MIB = 1024 * 1024
 _CHUNK_ROWS = 10_000

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from luigi_pipelines.local import kill_process_group
+from luigi_pipelines.devstack.local import kill_process_group
 
 MB = 1_000_000  # rates and memory are reported in decimal megabytes
 _WRAPPER = Path(__file__).resolve().parent / "peak_rss.py"

@@ -15,7 +15,7 @@ from . import status as status_command
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import demo
+    from .devstack import demo
 
     return demo.run(html=args.html)
 

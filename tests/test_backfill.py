@@ -264,7 +264,7 @@ def test_backfill_never_exits_0_with_dates_missing(stack, tmp_path):
 def test_backfill_reload_changed_reloads_exactly_the_dates_whose_files_changed(stack, tmp_path):
     """Cron's `--days-back 3 --reload-changed` through the real command: a file that arrived after its date
     was loaded is left out without the flag (exit 0, as before) and loaded with it, that date alone."""
-    from luigi_pipelines.sample import csv_bytes, transaction_lines
+    from luigi_pipelines.devstack.sample import csv_bytes, transaction_lines
 
     expected = seed_days(stack, D(2019, 2, 6), 3, rows=3, parts=1)
     cfg = stack.write_config(tmp_path / "cron.cfg")
@@ -469,7 +469,7 @@ def test_processes_overlapping_another_run_load_nothing_twice(stack, tmp_path):
     """Run A (`--processes 2`) holds Feb 1's lock mid-load; run B (`--processes 2`, same window) starts then, plans
     Feb 1 as still to load and waits on its lock. Once A goes on, both exit 0, every date is loaded once and
     every S3 object was downloaded once."""
-    from luigi_pipelines.local import wait_until
+    from luigi_pipelines.devstack.local import wait_until
     from tests.scheduling_support import assert_exactly_once, backfill_command, describe, start, wait_all
 
     expected = seed_days(stack, D(2019, 2, 1), 6, rows=5)
@@ -530,7 +530,7 @@ def test_processes_a_signal_to_the_backfill_stops_every_process(stack, tmp_path,
     (PR_SET_PDEATHSIG) and end the same way."""
     import signal
 
-    from luigi_pipelines.local import wait_until
+    from luigi_pipelines.devstack.local import wait_until
     from tests.scheduling_support import backfill_command, describe, read_runs, start
 
     seed_days(stack, D(2019, 2, 1), 4, rows=5, parts=1)
@@ -587,7 +587,7 @@ def test_run_shards_prefixes_every_line_and_returns_each_exit_code():
 def test_processes_when_the_database_cannot_say_what_to_load(tmp_path):
     """No PostgreSQL where the pipeline looks: no process is started, and the exit code is luigi's
     scheduling_error (35), with the reason, as a single luigi run would give."""
-    from luigi_pipelines.local import free_port
+    from luigi_pipelines.devstack.local import free_port
 
     env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(free_port()), "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", "backfill", "--days-back", "3",

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from luigi_pipelines.backfill import range_daily_args
-from luigi_pipelines.local import LocalS3, Luigid, wait_until
+from luigi_pipelines.devstack.local import LocalS3, Luigid, wait_until
 from luigi_pipelines.partitions import TableName, lock_key
 from tests.scheduling_support import (
     HOOKED_MODULE,

@@ -182,7 +182,7 @@ def _backend(conn: psycopg2.extensions.connection) -> int:
 
 def _wait_gone(stack, pid: int) -> None:
     """Until the backend ``pid`` has ended (a moment after pg_terminate_backend)."""
-    from luigi_pipelines.local import wait_until
+    from luigi_pipelines.devstack.local import wait_until
     wait_until(lambda: not stack.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)), 10,
                f"backend {pid} to end")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from luigi_pipelines import demo
+from luigi_pipelines.devstack import demo
 from tests.browser_support import Elements
 from tests.conftest import ROOT
 

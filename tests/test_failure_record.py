@@ -13,7 +13,7 @@ from luigi.execution_summary import LuigiStatusCode
 
 from luigi_pipelines import BadInputError, db
 from luigi_pipelines.config import database_settings
-from luigi_pipelines.local import free_port
+from luigi_pipelines.devstack.local import free_port
 from luigi_pipelines.partitions import ScopedTable, TableName
 from tests.conftest import run_task
 

@@ -192,9 +192,9 @@ def test_rows_of_another_date_fail_the_load_as_for_csv(stack, make_task):
 
 
 def test_the_demo_refunds_load_as_the_sample_wrote_them(stack):
-    from luigi_pipelines.demo import seed_refunds
+    from luigi_pipelines.devstack.demo import seed_refunds
+    from luigi_pipelines.devstack.sample import refund_lines
     from luigi_pipelines.pipelines.transactions import LoadRefunds
-    from luigi_pipelines.sample import refund_lines
 
     stack.set_config("transactions", "refunds_table", f"{stack.schema}.refund")
     assert seed_refunds(stack.s3.endpoint_url, stack.s3.env, stack.bucket, D1, days=2) == 21 + 22

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from luigi_pipelines.local import ManagedProcess, wait_until
+from luigi_pipelines.devstack.local import ManagedProcess, wait_until
 
 
 class _NeverReady(ManagedProcess):

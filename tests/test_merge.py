@@ -421,8 +421,8 @@ def test_kill_9_mid_merge_leaves_the_table_exact(stack, tmp_path, phase, observe
 
 
 def test_the_example_accounts_dimension_follows_the_daily_snapshots(stack):
+    from luigi_pipelines.devstack.sample import account_lines, accounts_csv
     from luigi_pipelines.pipelines.transactions import MergeAccounts
-    from luigi_pipelines.sample import account_lines, accounts_csv
     stack.set_config("transactions", "accounts_table", f"{stack.schema}.account")
     days = [D1 + datetime.timedelta(days=n) for n in range(4)]
     for day in days:

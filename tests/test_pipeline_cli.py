@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from luigi_pipelines.backfill import range_daily_args
-from luigi_pipelines.demo import seed_bucket
+from luigi_pipelines.devstack.demo import seed_bucket
 from tests.conftest import ROOT
 from tests.scheduling_support import csv_data_rows
 

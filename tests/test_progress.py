@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from luigi_pipelines.local import Luigid, wait_until
+from luigi_pipelines.devstack.local import Luigid, wait_until
+from luigi_pipelines.devstack.sample import csv_bytes, transaction_lines
 from luigi_pipelines.reporting import ROLLED_BACK, ProgressReport
 from luigi_pipelines.s3 import S3Object
-from luigi_pipelines.sample import csv_bytes, transaction_lines
 from tests.scheduling_support import backfill_command, describe, luigid_config, start, wait_all, worker_settings
 
 D1, D2 = datetime.date(2019, 2, 1), datetime.date(2019, 2, 2)

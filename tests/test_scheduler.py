@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from luigi_pipelines.local import Luigid, wait_until
+from luigi_pipelines.devstack.local import Luigid, wait_until
 from luigi_pipelines.partitions import TableName, lock_key
 from tests.scheduling_support import (
     HOOKED_TASK,

@@ -13,8 +13,8 @@ import pytest
 from luigi.execution_summary import LuigiStatusCode
 
 from luigi_pipelines.backfill import incomplete
-from luigi_pipelines.demo import seed_bucket
-from luigi_pipelines.sample import csv_bytes, transaction_lines
+from luigi_pipelines.devstack.demo import seed_bucket
+from luigi_pipelines.devstack.sample import csv_bytes, transaction_lines
 from tests.browser_support import Elements, dump_dom, png_colours, screenshot
 from tests.conftest import ROOT, run_task
 

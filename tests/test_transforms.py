@@ -30,8 +30,8 @@ def test_daily_account_totals_is_pure_and_deterministic():
 @pytest.mark.postgres
 @pytest.mark.s3
 def test_summarize_transactions_end_to_end(stack):
+    from luigi_pipelines.devstack.sample import csv_bytes, transaction_lines
     from luigi_pipelines.pipelines.transactions import SummarizeTransactions
-    from luigi_pipelines.sample import csv_bytes, transaction_lines
 
     lines = transaction_lines(D1, first_id=1, count=137)
     stack.put(f"transactions/{D1}/part-0000.csv", csv_bytes(lines[:100]))

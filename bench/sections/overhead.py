@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from luigi_pipelines.sample import HEADER, transaction_lines
+from luigi_pipelines.devstack.sample import HEADER, transaction_lines
 
 from ..context import Bench
 from ..measure import MB, BenchError

@@ -18,8 +18,8 @@ from pathlib import Path
 from psycopg2 import sql
 
 from luigi_pipelines import sql as q
+from luigi_pipelines.devstack.sample import csv_bytes, transaction_lines
 from luigi_pipelines.partitions import TableName
-from luigi_pipelines.sample import csv_bytes, transaction_lines
 
 from ..context import Bench
 from ..data import MIB, object_key

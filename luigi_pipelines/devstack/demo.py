@@ -16,11 +16,11 @@ import boto3
 import psycopg2
 from psycopg2 import sql
 
-from . import db
-from . import sql as q
-from .backfill import Scheduler, Window, luigi_command
+from .. import db
+from .. import sql as q
+from ..backfill import Scheduler, Window, luigi_command
+from ..partitions import TableName, date_range
 from .local import LocalPostgres, LocalS3
-from .partitions import TableName, date_range
 from .sample import HEADER, account_lines, accounts_csv, csv_bytes, day_objects, refund_objects, transaction_lines
 
 BUCKET = "example-transactions"
