@@ -18,6 +18,9 @@ from .settings import DatabaseSettings, LoadSettings, S3Settings
 
 T = TypeVar("T")
 
+# Each default is declared once, on the settings dataclasses; the sections below take theirs from these.
+_DATABASE, _S3, _LOAD = DatabaseSettings(), S3Settings(), LoadSettings()
+
 
 def _build(section: luigi.Config, cls: type[T]) -> T:
     """The settings dataclass ``cls`` from a section's values (its parameters share the fields' names)."""
@@ -29,30 +32,31 @@ class database(luigi.Config):  # noqa: N801 - a luigi.Config is named after its 
     """Where and how to connect to PostgreSQL."""
 
     dsn = luigi.Parameter(
-        default="",
+        default=_DATABASE.dsn,
         significant=False,
         visibility=ParameterVisibility.PRIVATE,
         description="libpq connection string or URI; may be empty to use PG* environment variables",
     )
-    host = luigi.Parameter(default="", description="host name or Unix socket directory (default: PGHOST)")
-    port = luigi.Parameter(default="", description="port (default: PGPORT or 5432)")
-    dbname = luigi.Parameter(default="", description="database name (default: PGDATABASE)")
-    user = luigi.Parameter(default="", description="user name (default: PGUSER)")
+    host = luigi.Parameter(default=_DATABASE.host, description="host name or Unix socket directory (default: PGHOST)")
+    port = luigi.Parameter(default=_DATABASE.port, description="port (default: PGPORT or 5432)")
+    dbname = luigi.Parameter(default=_DATABASE.dbname, description="database name (default: PGDATABASE)")
+    user = luigi.Parameter(default=_DATABASE.user, description="user name (default: PGUSER)")
     password = luigi.Parameter(
-        default="",
+        default=_DATABASE.password,
         significant=False,
         visibility=ParameterVisibility.PRIVATE,
         description="password; prefer PGPASSWORD or ~/.pgpass, or ${VAR} in the cfg file",
     )
-    connect_timeout = luigi.IntParameter(default=10, description="seconds to wait for a connection")
+    connect_timeout = luigi.IntParameter(default=_DATABASE.connect_timeout, description="seconds to wait for a connection")
     keepalives_idle = luigi.IntParameter(
-        default=30,
+        default=_DATABASE.keepalives_idle,
         description="seconds of silence before TCP keepalives start, on both ends, so a dead peer "
         "(killed worker, cut link) is noticed and its transaction and partition lock are released",
     )
-    keepalives_interval = luigi.IntParameter(default=10, description="seconds between TCP keepalives")
-    keepalives_count = luigi.IntParameter(default=3, description="unanswered keepalives before a connection is dead")
-    application_name = luigi.Parameter(default="luigi_pipelines", description="shown in pg_stat_activity")
+    keepalives_interval = luigi.IntParameter(default=_DATABASE.keepalives_interval, description="seconds between TCP keepalives")
+    keepalives_count = luigi.IntParameter(
+        default=_DATABASE.keepalives_count, description="unanswered keepalives before a connection is dead")
+    application_name = luigi.Parameter(default=_DATABASE.application_name, description="shown in pg_stat_activity")
 
     def settings(self) -> DatabaseSettings:
         return _build(self, DatabaseSettings)
@@ -62,34 +66,38 @@ class s3(luigi.Config):  # noqa: N801
     """Where and how to read S3."""
 
     endpoint_url = luigi.Parameter(
-        default="", description="S3 endpoint for a non-AWS server (default: AWS_ENDPOINT_URL or AWS)"
+        default=_S3.endpoint_url, description="S3 endpoint for a non-AWS server (default: AWS_ENDPOINT_URL or AWS)"
     )
-    region_name = luigi.Parameter(default="", description="AWS region (default: the standard chain)")
+    region_name = luigi.Parameter(default=_S3.region_name, description="AWS region (default: the standard chain)")
     aws_access_key_id = luigi.Parameter(
-        default="", significant=False, visibility=ParameterVisibility.PRIVATE, description="prefer the AWS chain"
+        default=_S3.aws_access_key_id,
+        significant=False, visibility=ParameterVisibility.PRIVATE, description="prefer the AWS chain"
     )
     aws_secret_access_key = luigi.Parameter(
-        default="", significant=False, visibility=ParameterVisibility.PRIVATE, description="prefer the AWS chain"
+        default=_S3.aws_secret_access_key,
+        significant=False, visibility=ParameterVisibility.PRIVATE, description="prefer the AWS chain"
     )
     addressing_style = luigi.ChoiceParameter(
         choices=["auto", "path", "virtual"],
-        default="auto",
+        default=_S3.addressing_style,
         description="'path' (http://host/bucket/key), which self-hosted servers behind one hostname need, "
         "'virtual' (http://bucket.host/key) or 'auto' (boto3 decides)",
     )
     download_mode = luigi.ChoiceParameter(
         choices=["auto", "single", "managed"],
-        default="auto",
+        default=_S3.download_mode,
         description="'single': one streamed GET per object; 'managed': boto3's parallel ranged GETs for objects "
         "above multipart_threshold; 'auto': single against a custom endpoint_url, managed against AWS",
     )
-    multipart_threshold_mb = luigi.IntParameter(default=64, description="managed mode: ranged GETs above this size")
-    multipart_chunksize_mb = luigi.IntParameter(default=64, description="managed mode: size of each ranged GET")
-    max_concurrency = luigi.IntParameter(default=8, description="managed mode: parallel ranged GETs")
-    read_chunk_kb = luigi.IntParameter(default=1024, description="single mode: bytes read per chunk")
-    max_attempts = luigi.IntParameter(default=5, description="botocore retry attempts per request")
-    connect_timeout = luigi.IntParameter(default=10, description="seconds to connect to S3")
-    read_timeout = luigi.IntParameter(default=60, description="seconds to wait for S3 data")
+    multipart_threshold_mb = luigi.IntParameter(
+        default=_S3.multipart_threshold_mb, description="managed mode: ranged GETs above this size")
+    multipart_chunksize_mb = luigi.IntParameter(
+        default=_S3.multipart_chunksize_mb, description="managed mode: size of each ranged GET")
+    max_concurrency = luigi.IntParameter(default=_S3.max_concurrency, description="managed mode: parallel ranged GETs")
+    read_chunk_kb = luigi.IntParameter(default=_S3.read_chunk_kb, description="single mode: bytes read per chunk")
+    max_attempts = luigi.IntParameter(default=_S3.max_attempts, description="botocore retry attempts per request")
+    connect_timeout = luigi.IntParameter(default=_S3.connect_timeout, description="seconds to connect to S3")
+    read_timeout = luigi.IntParameter(default=_S3.read_timeout, description="seconds to wait for S3 data")
 
     def settings(self) -> S3Settings:
         return _build(self, S3Settings)
@@ -99,19 +107,19 @@ class load(luigi.Config):  # noqa: N801
     """How partitions are loaded and where their markers live."""
 
     temp_dir = luigi.Parameter(
-        default="", description="directory of the temporary download files (default: the system temp dir)"
+        default=_LOAD.temp_dir, description="directory of the temporary download files (default: the system temp dir)"
     )
-    copy_buffer_kb = luigi.IntParameter(default=1024, description="bytes handed to COPY per read")
-    marker_schema = luigi.Parameter(default="luigi_pipelines", description="schema of the marker table")
-    marker_table = luigi.Parameter(default="partition_marker", description="name of the marker table")
+    copy_buffer_kb = luigi.IntParameter(default=_LOAD.copy_buffer_kb, description="bytes handed to COPY per read")
+    marker_schema = luigi.Parameter(default=_LOAD.marker_schema, description="schema of the marker table")
+    marker_table = luigi.Parameter(default=_LOAD.marker_table, description="name of the marker table")
     rejects_table = luigi.Parameter(
-        default="rejected_rows", description="table (in marker_schema) of rows set aside by max_bad_rows"
+        default=_LOAD.rejects_table, description="table (in marker_schema) of rows set aside by max_bad_rows"
     )
     failures_table = luigi.Parameter(
-        default="partition_failure", description="table (in marker_schema) of each partition's last failed attempt"
+        default=_LOAD.failures_table, description="table (in marker_schema) of each partition's last failed attempt"
     )
     lock_timeout_s = luigi.IntParameter(
-        default=0, description="give up waiting for another loader's partition lock after this long (0: wait)"
+        default=_LOAD.lock_timeout_s, description="give up waiting for another loader's partition lock after this long (0: wait)"
     )
 
     def settings(self) -> LoadSettings:

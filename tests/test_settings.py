@@ -46,3 +46,20 @@ def test_the_luigi_sections_build_the_settings_with_every_field(stack):
     for section, cls in ((config.database, DatabaseSettings), (config.s3, S3Settings), (config.load, LoadSettings)):
         fields = {f.name for f in dataclasses.fields(cls)}
         assert fields <= set(section().param_kwargs), (cls, fields - set(section().param_kwargs))
+
+
+def test_each_setting_has_one_default_the_dataclass_one():
+    """A setting's default is declared once, on its settings dataclass; the luigi section takes it from there, so a
+    section built from no cfg value equals the dataclass built from nothing (a literal default in config.py that
+    drifted would differ here, and the source check below refuses one)."""
+    import inspect
+
+    from luigi_pipelines import config
+
+    for section, cls in ((config.database, DatabaseSettings), (config.s3, S3Settings), (config.load, LoadSettings)):
+        for name, param in section.get_params():
+            if name in {f.name for f in dataclasses.fields(cls)}:
+                assert param._default == getattr(cls(), name), (section.__name__, name)
+    literal = [line.strip() for line in inspect.getsource(config).splitlines()
+               if "default=" in line and "default=_" not in line]
+    assert literal == [], f"config.py declares defaults of its own: {literal}"
