@@ -45,7 +45,6 @@ from luigi.tools.range import RangeDaily  # noqa: F401 - registered, so the comm
 
 from . import defaults  # noqa: F401 - [retcode] as the luigi process sees it, from any directory
 from .partitions import date_range
-from .tasks import MergePartition
 
 UTC = datetime.timezone.utc
 DEFAULT_IDLE_S = 300
@@ -428,7 +427,7 @@ def main_processes(args: argparse.Namespace, win: Window, task_limit: int) -> in
     except Exception as exc:  # the database cannot say what to load
         return _checks_failed(exc)
     processes = args.processes
-    if processes > 1 and issubclass(task_class(args.module, args.task), MergePartition):
+    if processes > 1 and task_class(args.module, args.task).merged or task_class(args.module, args.task).merge_key:
         # Merges apply in date order, and N local schedulers do not know of each other's dates: a later run would
         # merge its first date while an earlier one is still at its own, whose later dates are then refused.
         print(f"{args.task} merges its dates in order: one process, not {processes}", file=sys.stderr, flush=True)

@@ -384,10 +384,16 @@ class PartitionTransaction:
     rejected: int = 0
     bytes: int = 0
     load_id: uuid.UUID = field(default_factory=uuid.uuid4)  # this load's id: in the marker, and in lineage columns
+    stop: datetime.date | None = None  # the date after the partition's last, when it covers more than ``date`` (a month)
 
     @property
     def target(self) -> TableName:
         return self.key.table
+
+    @property
+    def span(self) -> bool:
+        """Whether the partition's rows are those of a range of dates, ``[date, stop)``, not of ``date`` alone."""
+        return self.stop is not None and self.stop != self.date + datetime.timedelta(days=1)
 
     def add(self, source: dict[str, Any], rows: int, size: int) -> None:
         """Account for one source (an S3 object, an upstream partition) in the marker to be written."""
@@ -408,6 +414,7 @@ def partition_transaction(
     key: ScopedTable,
     date: datetime.date,
     lock_timeout_s: int = 0,
+    stop: datetime.date | None = None,
 ) -> Iterator[PartitionTransaction]:
     """One transaction holding the partition's advisory lock, committed once when the block ends.
 
@@ -423,7 +430,7 @@ def partition_transaction(
         cur.execute(q.select_marker(marker), (str(key), date))
         row = cur.fetchone()
         previous = None if row is None else dict(zip(q.MARKER_FIELDS, row, strict=True))
-        yield PartitionTransaction(cur, key, date, previous, started)
+        yield PartitionTransaction(cur, key, date, previous, started, stop=stop)
 
 
 @contextmanager
@@ -444,29 +451,37 @@ def _transaction(conn: psycopg2.extensions.connection) -> Iterator[None]:
 
 def delete_partition(tx: PartitionTransaction, date_column: str) -> int:
     """Delete the partition's rows (of its scope only); returns how many there were."""
-    tx.cursor.execute(q.delete_partition(tx.target, date_column, tx.key.columns), _partition_params(tx))
+    tx.cursor.execute(q.delete_partition(tx.target, date_column, tx.key.columns, tx.span), _partition_params(tx))
     return tx.cursor.rowcount
 
 
 def _partition_params(tx: PartitionTransaction) -> tuple[Any, ...]:
-    return (tx.date, *(value for _, value in tx.key.scope))
+    return (tx.date, *((tx.stop,) if tx.span else ()), *(value for _, value in tx.key.scope))
 
 
-def lock_table(tx: PartitionTransaction) -> None:
-    """Take the advisory lock of the partition's whole table (and scope), after the partition's own: merge
-    loads of one table apply one date at a time, whatever their dates."""
-    tx.cursor.execute(q.advisory_xact_lock(), table_lock_key(tx.key))
+def lock_table(tx: PartitionTransaction, rows: ScopedTable | None = None) -> None:
+    """Take the advisory lock of the partition's whole table (and scope; or of ``rows``), after the partition's own:
+    merge loads of one table apply one partition at a time, whatever their dates."""
+    tx.cursor.execute(q.advisory_xact_lock(), table_lock_key(rows or tx.key))
 
 
-def newest_date(tx: PartitionTransaction, marker: TableName) -> datetime.date | None:
-    """The newest date of the partition's key that has a marker row, read in ``tx``."""
-    tx.cursor.execute(q.select_newest_date(marker), (str(tx.key),))
-    return tx.cursor.fetchone()[0]
+def newest_partition(tx: PartitionTransaction, marker: TableName, keys: Sequence[str]
+                     ) -> tuple[datetime.date, str] | None:
+    """Of the marker keys ``keys``, the newest date with a marker row and the newest key of that date (by the
+    order of ``keys``), read in ``tx``: a merge's newest applied partition."""
+    tx.cursor.execute(q.select_newest_dates(marker), (list(keys),))
+    rows = tx.cursor.fetchall()
+    if not rows:
+        return None
+    rank = {key: n for n, key in enumerate(keys)}
+    key, date = max(rows, key=lambda r: (r[1], rank.get(r[0], 0)))
+    return date, key
 
 
-def delete_absent(tx: PartitionTransaction, key: Sequence[str]) -> int:
-    """A snapshot's deletes: the rows of the table (of the scope) whose key the merge stage lacks."""
-    tx.cursor.execute(q.delete_absent(tx.target, key, tx.key.columns), tuple(v for _, v in tx.key.scope))
+def delete_absent(tx: PartitionTransaction, key: Sequence[str], rows: ScopedTable | None = None) -> int:
+    """A snapshot's deletes: the rows of the table (of the scope, or of ``rows``) whose key the merge stage lacks."""
+    scope = (rows or tx.key).scope
+    tx.cursor.execute(q.delete_absent(tx.target, key, tuple(c for c, _ in scope)), tuple(v for _, v in scope))
     return tx.cursor.rowcount
 
 
@@ -540,16 +555,18 @@ class PartitionRows:
 
 
 @contextmanager
-def read_partition(tx: PartitionTransaction, upstream: ScopedTable, date_column: str, columns: Sequence[str],
-                   batch_rows: int = 10_000) -> Iterator[PartitionRows]:
-    """The rows of ``upstream``'s partition of ``tx.date``, in ``tx``'s transaction, through a server-side
-    (named) cursor that fetches ``batch_rows`` at a time: memory stays bounded by the batch, whatever the
-    partition's size. The rows are tuples (immutable input for a pure transform); the cursor is closed
-    when the block ends."""
-    statement = q.select_partition(upstream.table, date_column, columns, upstream.columns)
+def read_rows(tx: PartitionTransaction, rows: ScopedTable, date_column: str, start: datetime.date,
+              stop: datetime.date, columns: Sequence[str], batch_rows: int = 10_000) -> Iterator[PartitionRows]:
+    """The rows of ``rows`` (a table and scope) whose ``date_column`` lies in ``[start, stop)`` (without a date
+    column, all of them), in ``tx``'s transaction, through a server-side (named) cursor that fetches ``batch_rows``
+    at a time: memory stays bounded by the batch, whatever the partition's size. The rows are tuples (immutable
+    input for a pure transform); the cursor is closed when the block ends."""
+    span = stop != start + datetime.timedelta(days=1)
+    statement = q.select_partition(rows.table, date_column, columns, rows.columns, span)
+    dates = () if not date_column else (start, stop) if span else (start,)
     with tx.cursor.connection.cursor(name=_READ_CURSOR) as cursor:
         cursor.itersize = batch_rows
-        cursor.execute(statement, (tx.date, *(value for _, value in upstream.scope)))
+        cursor.execute(statement, (*dates, *(value for _, value in rows.scope)))
         yield PartitionRows(cursor)
 
 
@@ -560,7 +577,7 @@ def insert_from_query(tx: PartitionTransaction, statement: q.sql.Composable, par
 
 
 def count_partition(tx: PartitionTransaction, date_column: str) -> int:
-    tx.cursor.execute(q.count_partition(tx.target, date_column, tx.key.columns), _partition_params(tx))
+    tx.cursor.execute(q.count_partition(tx.target, date_column, tx.key.columns, tx.span), _partition_params(tx))
     return int(tx.cursor.fetchone()[0])
 
 
@@ -568,7 +585,7 @@ def count_outside_by_key(tx: PartitionTransaction, key_column: str, date_column:
                          ) -> dict[str, int]:
     """Of the objects ``keys`` (recorded in the lineage column ``key_column``), how many rows each put
     outside the partition. A scan of the table: for an error message, not for the common path."""
-    tx.cursor.execute(q.count_outside_by_key(tx.target, key_column, date_column, tx.key.columns),
+    tx.cursor.execute(q.count_outside_by_key(tx.target, key_column, date_column, tx.key.columns, tx.span),
                       (list(keys), *_partition_params(tx)))
     return dict(tx.cursor.fetchall())
 

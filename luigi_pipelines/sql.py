@@ -152,25 +152,31 @@ def create_date_index(table: TableName, date_column: str) -> sql.Composed:
     )
 
 
-def _partition_rows(date_column: str, scope_columns: Sequence[str]) -> sql.Composed:
-    """``<date_column> = %s AND <scope column> = %s ...``: the rows of one partition."""
-    return sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in (date_column, *scope_columns))
+def _partition_rows(date_column: str, scope_columns: Sequence[str], span: bool = False) -> sql.Composable:
+    """``<date_column> = %s AND <scope column> = %s ...``: the rows of one partition. With ``span``, a range of dates,
+    ``<date_column> >= %s AND <date_column> < %s`` (a month); without a date column (a merged table), the scope's rows."""
+    dated = [] if not date_column else [sql.SQL("{0} >= %s AND {0} < %s" if span else "{0} = %s").format(
+        sql.Identifier(date_column))]
+    conditions = [*dated, *(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in scope_columns)]
+    return sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("TRUE")
 
 
-def delete_partition(table: TableName, date_column: str, scope_columns: Sequence[str] = ()) -> sql.Composed:
-    """Parameters: the partition date, then the scope's values. ``DELETE FROM t WHERE day = %s [AND region = %s]``."""
-    return sql.SQL("DELETE FROM {} WHERE {}").format(table_ident(table), _partition_rows(date_column, scope_columns))
+def delete_partition(table: TableName, date_column: str, scope_columns: Sequence[str] = (), span: bool = False
+                     ) -> sql.Composed:
+    """Parameters: the partition date (with ``span``, its first date and the date after its last), then the scope's
+    values. ``DELETE FROM t WHERE day = %s [AND region = %s]``."""
+    return sql.SQL("DELETE FROM {} WHERE {}").format(table_ident(table), _partition_rows(date_column, scope_columns, span))
 
 
 def select_partition(table: TableName, date_column: str, columns: Sequence[str],
-                     scope_columns: Sequence[str] = ()) -> sql.Composed:
-    """Parameters: the partition date, then the scope's values. The rows of one partition, in a stable order::
+                     scope_columns: Sequence[str] = (), span: bool = False) -> sql.Composed:
+    """Parameters: as ``delete_partition``'s. The rows of one partition, in a stable order::
 
         SELECT "a", "b" FROM "s"."t" WHERE "day" = %s [AND "region" = %s] ORDER BY "a", "b"
     """
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     return sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {}").format(
-        cols, table_ident(table), _partition_rows(date_column, scope_columns), cols)
+        cols, table_ident(table), _partition_rows(date_column, scope_columns, span), cols)
 
 
 # The name under which a set-based transform's query sees the upstream partition (see ``insert_from_query``).
@@ -183,8 +189,10 @@ def scope_placeholder(column: str) -> str:
 
 
 def insert_from_query(target: TableName, columns: Sequence[Column], upstream: TableName, date_column: str,
-                      source_columns: Sequence[str], scope_columns: Sequence[str], query: sql.Composable) -> sql.Composed:
-    """Named parameters: ``date``, ``upstream_<scope column>`` and whatever ``query`` uses. A set-based transform::
+                      source_columns: Sequence[str], scope_columns: Sequence[str], query: sql.Composable,
+                      span: bool = False) -> sql.Composed:
+    """Named parameters: ``date`` (with ``span`` also ``stop``, the date after the last), ``upstream_<scope column>``
+    and whatever ``query`` uses. A set-based transform::
 
         WITH "upstream" AS (SELECT "a", "b" FROM "s"."t" WHERE "day" = %(date)s [AND "region" = %(upstream_region)s])
         INSERT INTO "s"."target" ("day", "a", "n") <query>
@@ -192,9 +200,10 @@ def insert_from_query(target: TableName, columns: Sequence[Column], upstream: Ta
     ``query`` (a ``psycopg2.sql.Composable``) reads the relation ``upstream``: the upstream partition's
     ``source_columns``, nothing else of that table.
     """
-    where = sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(p))
-        for c, p in ((date_column, "date"), *((c, scope_placeholder(c)) for c in scope_columns)))
+    dated = [] if not date_column else [
+        sql.SQL("{0} >= %(date)s AND {0} < %(stop)s" if span else "{0} = %(date)s").format(sql.Identifier(date_column))]
+    where = sql.SQL(" AND ").join([*dated, *(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(scope_placeholder(c)))
+                                             for c in scope_columns)] or [sql.SQL("TRUE")])
     return sql.SQL("WITH {} AS (SELECT {} FROM {} WHERE {}) INSERT INTO {} ({}) {}").format(
         sql.Identifier(UPSTREAM), sql.SQL(", ").join(sql.Identifier(c) for c in source_columns), table_ident(upstream),
         where, table_ident(target), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns), query)
@@ -205,18 +214,19 @@ def count_by_date(table: TableName, date_column: str) -> sql.Composed:
     return sql.SQL("SELECT {0}, count(*) FROM {1} GROUP BY {0}").format(sql.Identifier(date_column), table_ident(table))
 
 
-def count_partition(table: TableName, date_column: str, scope_columns: Sequence[str] = ()) -> sql.Composed:
-    """Parameters: the partition date, then the scope's values."""
+def count_partition(table: TableName, date_column: str, scope_columns: Sequence[str] = (), span: bool = False
+                    ) -> sql.Composed:
+    """Parameters: as ``delete_partition``'s."""
     return sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
-        table_ident(table), _partition_rows(date_column, scope_columns))
+        table_ident(table), _partition_rows(date_column, scope_columns, span))
 
 
-def count_outside_by_key(table: TableName, key_column: str, date_column: str, scope_columns: Sequence[str] = ()
-                         ) -> sql.Composed:
-    """Parameters: an array of object keys, the partition date, the scope's values. Per key (a lineage
+def count_outside_by_key(table: TableName, key_column: str, date_column: str, scope_columns: Sequence[str] = (),
+                         span: bool = False) -> sql.Composed:
+    """Parameters: an array of object keys, then as ``delete_partition``'s. Per key (a lineage
     column), how many of its rows are not in the partition: ``SELECT key, count(*) ... GROUP BY key``."""
     return sql.SQL("SELECT {0}, count(*) FROM {1} WHERE {0} = ANY(%s) AND ({2}) IS NOT TRUE GROUP BY 1 ORDER BY 1").format(
-        sql.Identifier(key_column), table_ident(table), _partition_rows(date_column, scope_columns))
+        sql.Identifier(key_column), table_ident(table), _partition_rows(date_column, scope_columns, span))
 
 
 def copy_from_stdin(table: TableName, columns: Sequence[Column], fmt: CsvFormat) -> sql.Composed:
@@ -380,9 +390,13 @@ def select_unique_keys() -> sql.SQL:
     )
 
 
-def select_newest_date(marker: TableName) -> sql.Composed:
-    """Parameter: the marker key. The newest date with a marker row (a merge's newest applied date)."""
-    return sql.SQL("SELECT max(partition_date) FROM {} WHERE target_table = %s").format(table_ident(marker))
+def select_newest_dates(marker: TableName) -> sql.Composed:
+    """Parameter: an array of marker keys. The newest date of each with a marker row (a merge's newest applied)."""
+    return sql.SQL("SELECT target_table, max(partition_date) FROM {} WHERE target_table = ANY(%s) GROUP BY 1").format(
+        table_ident(marker))
+
+
+
 # -- JSON lines: each line COPYed verbatim into a jsonb staging table, then mapped to the columns by the server --
 
 # COPY's CSV mode with a quote and a delimiter that valid JSON never holds raw (control characters must be

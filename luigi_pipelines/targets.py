@@ -4,7 +4,8 @@ from __future__ import annotations
 import datetime
 import os
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
 
 import luigi
 
@@ -84,3 +85,51 @@ def take_missing(task_id: str, asker: Hashable) -> bool:
 def forget_missing(task_id: str) -> None:
     """Forget what ``note_missing`` noted of ``task_id``: it is being written now."""
     _MISSING.pop((os.getpid(), task_id), None)
+
+
+def _parameter_value(parameter: Any, name: str) -> Any:
+    """The partition value in one of ``bulk_complete``'s parameters (a value, a 1-tuple or a dict)."""
+    if isinstance(parameter, dict):
+        return parameter[name]
+    if isinstance(parameter, (tuple, list)):
+        return parameter[0]
+    return parameter
+
+
+def completed_values(cls: Any, parameter_tuples: Iterable[Any]) -> list[Any]:
+    """``bulk_complete`` of a partition task class: those of ``parameter_tuples`` already complete, with one marker
+    query on one connection. luigi's range tools pass ``cls`` as a ``functools.partial`` carrying their
+    ``of_params``, so a probe instance is built to read the declarations (and ``force``) the tasks would have.
+    The values found not complete are noted (``note_missing``) and their sources learnt at once (``learn_sources``)."""
+    params = list(parameter_tuples)
+    if not params:
+        return []
+    name = getattr(cls, "func", cls).grain.parameter
+    values = [_parameter_value(p, name) for p in params]
+    probe = cls(**{name: values[0]})
+    if probe.force:
+        return []
+    with probe.reading_config_once():
+        wanted = probe.partitions_of(values)
+        family = probe.task_family
+        with db.session(probe.database(), reset=False) as conn:
+            done = db.completed_partitions(conn, probe.marker_table, wanted)
+        for (key, day), owner in done.items():
+            check_owner(key, day, owner, family)
+        complete = [v for v, partition in zip(values, wanted, strict=True) if partition in done]
+        if probe.reload_changed and complete:
+            stale = probe.stale_changes(complete)
+            complete = [v for v in complete if v not in stale]
+        found = set(complete)
+        missing = [v for v in values if v not in found]
+        note_missing(task_ids_of(probe, missing), bool(probe.reload_changed))
+        probe.learn_sources(missing)
+    return [p for p, v in zip(params, values, strict=True) if v in found]
+
+
+def task_ids_of(task: Any, values: Sequence[Any]) -> list[str]:
+    """The task ids of ``task`` for the partition values ``values`` (same other parameters), without making the tasks."""
+    name = task.grain.parameter
+    params = task.to_str_params(only_significant=True, only_public=True)
+    parameter = dict(type(task).get_params())[name]
+    return [luigi.task.task_id_str(task.task_family, {**params, name: parameter.serialize(v)}) for v in values]

@@ -1,0 +1,88 @@
+"""The tables a partition's write needs, before its transaction: the marker tables, the target table (created
+when declared so), and the checks that an existing table has what each load fills.
+
+Each problem is one ``ConfigurationError`` with the statement that fixes it. No luigi here.
+"""
+from __future__ import annotations
+
+import os
+
+import psycopg2.extensions
+
+from . import db
+from . import sql as q
+from .errors import ConfigurationError
+from .layouts import DateSource, TableLayout
+from .partitions import TableName
+from .settings import LoadSettings
+
+
+def check_temp_dir(settings: LoadSettings) -> None:
+    if not os.path.isdir(settings.temp_directory):
+        raise ConfigurationError(f"[load] temp_dir {settings.temp_directory} does not exist (or is not a "
+                                 f"directory): create it or point temp_dir elsewhere")
+
+
+def prepare(conn: psycopg2.extensions.connection, settings: LoadSettings, marker: TableName, layout: TableLayout,
+            family: str, create_table: bool, date_from: DateSource) -> None:
+    """Create the marker tables, and the target table if declared so; check what each load fills.
+
+    On a reused connection (``db.session``) the tables' existence is checked once: a table dropped later makes
+    the load fail (its DELETE, COPY or marker read names the missing relation), which drops the connection and
+    what was checked on it, so the next attempt checks and creates again. The columns that each load fills
+    (``check_table``) are checked every time: a default removed meanwhile would leave them NULL without an error."""
+    check_temp_dir(settings)
+    checked = db.checks_of(conn)
+    tables = ("tables", marker, settings.rejects, settings.failures)
+    if tables not in checked:
+        db.ensure_marker_table(conn, marker, settings.rejects, settings.failures)
+        checked.add(tables)
+    exists = ("exists", layout.table)
+    if exists not in checked:
+        ensure_table(conn, layout, family, create_table, date_from)
+        checked.add(exists)
+    check_table(conn, layout, family, date_from)
+
+
+def ensure_table(conn: psycopg2.extensions.connection, layout: TableLayout, family: str, create_table: bool,
+                 date_from: DateSource) -> None:
+    """The target table exists, created here if declared so."""
+    if create_table and not date_from.own_ddl:
+        db.ensure_table(conn, layout.table, layout.create_statements())
+    elif not db.table_exists(conn, layout.table):
+        why = "date_from = generated_column(): create it with its generated date column" if create_table \
+            else "create_table is off"
+        raise ConfigurationError(f"{family}: table {layout.table} does not exist and {why}")
+
+
+def check_table(conn: psycopg2.extensions.connection, layout: TableLayout, family: str, date_from: DateSource) -> None:
+    """An existing table must have what the layout adds to the files' columns, or the load would leave those
+    columns NULL: each problem is one error with the statement that fixes it."""
+    for default in layout.defaults:
+        info = db.column_info(conn, layout.table, default.column.name)
+        if info is not None and default.matches(info.default):
+            continue
+        if info is None:
+            fix = q.add_column(layout.table, q.column_with_default(default.column, default.expression))
+            problem = f"table {layout.table} has no column {default.column.name!r}, which each load fills"
+        else:
+            fix = q.set_default(layout.table, default.column, default.expression)
+            problem = f"column {default.column.name!r} of {layout.table} is filled by each load through its default"
+        raise ConfigurationError(f"{family}: {problem}; run once: {fix.as_string(conn)}")
+    if date_from.generated:
+        check_generated_date(conn, layout, family, date_from)
+
+
+def check_generated_date(conn: psycopg2.extensions.connection, layout: TableLayout, family: str,
+                         date_from: DateSource) -> None:
+    info = db.column_info(conn, layout.table, layout.date_column)
+    if info is None or not info.generated:
+        fixes = [q.add_column(layout.table, q.generated_column(c, e)).as_string(conn) for c, e in layout.generated]
+        raise ConfigurationError(
+            f"{family}: {layout.table} {'has no' if info is None else 'has a plain'} column "
+            f"{layout.date_column!r}, but date_from = {date_from.describe()} needs a generated column"
+            + "".join(f"; run once{' (after dropping the old column)' if info else ''}: {fix}" for fix in fixes))
+    zone = date_from.zone
+    if zone and not db.check_time_zone(conn, zone):
+        raise ConfigurationError(f"{family}: {date_from.describe()}: PostgreSQL does not know the "
+                                 f"time zone {zone!r} (see pg_timezone_names)")
