@@ -2,8 +2,8 @@
 
 A grain maps a partition value (a date, an hour, a month) to
 
-- the luigi parameter that carries it (``--date``, ``--date-hour``, ``--month``) and luigi's range tool that
-  backfills it (``RangeDaily``, ``RangeHourly``, ``RangeMonthly``);
+- the luigi parameter that carries it (``--date``, ``--date-hour``, ``--month``; named here, made by the task
+  class) and luigi's range tool that backfills it (``RangeDaily``, ``RangeHourly``, ``RangeMonthly``);
 - the marker's ``partition_date`` (the first date it covers) and the dates of the table's rows it covers,
   ``[date_of(value), stop_of(value))``;
 - the columns it adds to the partition's key (an hour: ``hour = 13``, which the marker key shows as
@@ -12,7 +12,7 @@ A grain maps a partition value (a date, an hour, a month) to
 - the unit of the status calendar.
 
 Nothing else in the package knows which grain a task has: sources and write modes see a partition's key and
-its span of dates. A new grain is one class here.
+its span of dates. A new grain is one class here. Pure: no luigi.
 """
 from __future__ import annotations
 
@@ -22,19 +22,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import luigi
-
 from . import sql as q
-
-
-class PartitionDateParameter(luigi.DateParameter):
-    """luigi's ``DateParameter`` with a one-line error for a date that does not exist (``2019-02-30``)."""
-
-    def parse(self, s: str) -> datetime.date:
-        try:
-            return super().parse(s)
-        except ValueError as exc:
-            raise ValueError(f"--date {s!r} is not a date of the calendar (YYYY-MM-DD): {exc}") from None
 
 
 class Grain(ABC):
@@ -42,12 +30,10 @@ class Grain(ABC):
 
     name: ClassVar[str]
     parameter: ClassVar[str]  # the luigi parameter's name (the command line's --date, --date-hour, --month)
+    parameter_type: ClassVar[str]  # the luigi parameter's class (in ``luigi``), which the task class gets
     range_task: ClassVar[str]  # luigi's range tool of this parameter
     unit: ClassVar[str]  # the calendar's unit: day, hour, month
-
-    @abstractmethod
-    def luigi_parameter(self) -> luigi.Parameter[Any]:
-        """A new luigi parameter of this grain's values (a task class gets its own)."""
+    text_format: ClassVar[str]  # the value as the command line writes it (strftime)
 
     @abstractmethod
     def date_of(self, value: Any) -> datetime.date:
@@ -88,7 +74,7 @@ class Grain(ABC):
 
     def describe(self, value: Any) -> str:
         """The value as the command line writes it."""
-        return str(self.luigi_parameter().serialize(value))
+        return str(value.strftime(self.text_format))
 
     def finer_than(self, other: Grain) -> bool:
         """Whether this grain's partitions are shorter than ``other``'s (an hour is finer than a day)."""
@@ -114,11 +100,10 @@ class Daily(Grain):
 
     name: ClassVar[str] = "daily"
     parameter: ClassVar[str] = "date"
+    parameter_type: ClassVar[str] = "DateParameter"
     range_task: ClassVar[str] = "RangeDaily"
     unit: ClassVar[str] = "day"
-
-    def luigi_parameter(self) -> luigi.Parameter[Any]:
-        return PartitionDateParameter(description="the partition date")
+    text_format: ClassVar[str] = "%Y-%m-%d"
 
     def date_of(self, value: datetime.date) -> datetime.date:
         return value
@@ -146,11 +131,10 @@ class Hourly(Grain):
     column: str = "hour"
     name: ClassVar[str] = "hourly"
     parameter: ClassVar[str] = "date_hour"
+    parameter_type: ClassVar[str] = "DateHourParameter"
     range_task: ClassVar[str] = "RangeHourly"
     unit: ClassVar[str] = "hour"
-
-    def luigi_parameter(self) -> luigi.Parameter[Any]:
-        return luigi.DateHourParameter(description="the partition's hour, e.g. 2019-02-01T13")
+    text_format: ClassVar[str] = "%Y-%m-%dT%H"
 
     def date_of(self, value: datetime.datetime) -> datetime.date:
         return value.date()
@@ -180,11 +164,10 @@ class Monthly(Grain):
 
     name: ClassVar[str] = "monthly"
     parameter: ClassVar[str] = "month"
+    parameter_type: ClassVar[str] = "MonthParameter"
     range_task: ClassVar[str] = "RangeMonthly"
     unit: ClassVar[str] = "month"
-
-    def luigi_parameter(self) -> luigi.Parameter[Any]:
-        return luigi.MonthParameter(description="the partition's month, e.g. 2019-02")
+    text_format: ClassVar[str] = "%Y-%m"
 
     def date_of(self, value: datetime.date) -> datetime.date:
         return value.replace(day=1)

@@ -25,9 +25,10 @@ import luigi
 from . import db, writes
 from . import sql as q
 from .config import database_settings, load_settings
-from .errors import ConfigurationError, PipelineError
-from .grains import DAILY, Grain, PartitionDateParameter
-from .layouts import FILES, DateSource, Lineage, MergeLayout, TableLayout
+from .declared import Declared
+from .errors import PipelineError
+from .grains import DAILY, Grain
+from .layouts import FILES, DateSource, Lineage, TableLayout
 from .partitions import ScopedTable, TableName
 from .reporting import ROLLED_BACK, failure_text, one_line
 from .settings import DatabaseSettings, LoadSettings
@@ -38,6 +39,24 @@ _MERGE_PRIORITY = 1_000_000_000  # above every partition's ordinal (an hour's up
 _READ_ONCE = "_luigi_pipelines_read_once"  # the instance attribute of ``PartitionTask.reading_config_once``
 _GRAIN_PARAMETERS = ("date", "date_hour", "month")
 T = TypeVar("T")
+
+
+class PartitionDateParameter(luigi.DateParameter):
+    """luigi's ``DateParameter`` with a one-line error for a date that does not exist (``2019-02-30``)."""
+
+    def parse(self, s: str) -> datetime.date:
+        try:
+            return super().parse(s)
+        except ValueError as exc:
+            raise ValueError(f"--date {s!r} is not a date of the calendar (YYYY-MM-DD): {exc}") from None
+
+
+def grain_parameter(grain: Grain) -> luigi.Parameter[Any]:
+    """A new luigi parameter of ``grain``'s values (each task class of the grain gets its own)."""
+    if grain.parameter_type == "DateParameter":
+        return PartitionDateParameter(description="the partition date")
+    kind: type[luigi.Parameter[Any]] = getattr(luigi, grain.parameter_type)
+    return kind(description=f"the partition's {grain.unit}, e.g. {grain.describe(datetime.datetime(2019, 2, 1, 13))}")
 
 
 class PartitionTask(luigi.Task):
@@ -86,7 +105,7 @@ class PartitionTask(luigi.Task):
             return
         parameter = cls.grain.parameter
         if not isinstance(getattr(cls, parameter, None), luigi.Parameter):
-            installed = cls.grain.luigi_parameter()
+            installed = grain_parameter(cls.grain)
             setattr(cls, parameter, installed)
             installed.__set_name__(cls, parameter)  # as a class body's parameter gets it
         for name in _GRAIN_PARAMETERS:
@@ -102,12 +121,20 @@ class PartitionTask(luigi.Task):
             scope = ",".join(f"{c}={v}" for c, v in sorted(self.scope.items()))
             self.resources = {**PartitionTask.resources, f"merge {self.table}/{scope}": 1}
 
-    # -- the partition ---------------------------------------------------------------------------
+    # -- the declarations (``declared.Declared``) -------------------------------------------------
 
     @property
     def is_merge(self) -> bool:
         """Whether the table is merged by key (``writes.Merge``) rather than replaced partition by partition."""
         return bool(self.merge_key) or self.merged
+
+    @property
+    def declared(self) -> Declared:
+        """The task's declarations about its table (read once within ``reading_config_once``)."""
+        return self.read_once("declared", lambda: Declared.of(
+            self.task_family, self.table, self.date_column, self.columns, self.grain, self.scope,
+            date_from=self.date_from, lineage=self.lineage_columns(), merged=self.is_merge,
+            merge_key=tuple(self.merge_key), snapshot=self.snapshot, deleted_flag=self.deleted_flag))
 
     @property
     def partition_value(self) -> Any:
@@ -121,117 +148,45 @@ class PartitionTask(luigi.Task):
 
     @property
     def target_table(self) -> TableName:
-        return self.read_once("target_table", self._target_table)
-
-    def _target_table(self) -> TableName:
-        if not self.table or not (self.date_column or self.is_merge):
-            raise ConfigurationError(f"{self.task_family} must declare table and date_column (or merge_key)")
-        if self.is_merge and (self.date_column or self.date_from is not FILES):
-            raise ConfigurationError(
-                f"{self.task_family}: a merged table keeps its rows by key, not by date: leave date_column and "
-                f"date_from out (a date in the files is an ordinary column)")
-        return TableName.parse(self.table)
+        return self.declared.target_table
 
     @property
     def table_key(self) -> ScopedTable:
         """The table and scope this task writes, whatever the partition (an hourly task: all its hours)."""
-        try:
-            return ScopedTable.of(self.target_table, self.scope)
-        except ValueError as exc:
-            raise ConfigurationError(f"{self.task_family}: scope {self.scope!r}: {exc}") from None
+        return self.declared.table_key
 
-    day_key = table_key  # the rows of a whole date of this task's table and scope (before grains, its name)
+    day_key = table_key  # the rows of a whole date of this task's table and scope (its name before grains)
 
     def key_of(self, value: Any) -> ScopedTable:
-        """The partition ``value``'s key in the marker and the lock: the table, its scope and the grain's columns."""
-        extra = self.grain.key_scope(value)
-        if not extra:
-            return self.table_key
-        clash = sorted(set(extra) & set(self.scope))
-        if clash:
-            raise ConfigurationError(f"{self.task_family}: {clash[0]!r} is the grain's column and cannot be a scope column")
-        return ScopedTable.of(self.target_table, {**self.scope, **extra})
+        return self.declared.key_of(value)
 
     @property
     def partition_key(self) -> ScopedTable:
-        return self.read_once("partition_key", lambda: self.key_of(self.partition_value))
-
-    def partition_of(self, value: Any) -> tuple[ScopedTable, datetime.date]:
-        """The marker key and date of the partition ``value`` names."""
-        return self.key_of(value), self.grain.date_of(value)
+        """The partition's key in the marker and the lock."""
+        return self.key_of(self.partition_value)
 
     def partitions_of(self, values: Sequence[Any]) -> list[tuple[ScopedTable, datetime.date]]:
-        """``partition_of`` of many values at once (``bulk_complete``): each key made once, not per value."""
-        keys: dict[tuple[tuple[str, str], ...], ScopedTable] = {}
-        out = []
-        for value in values:
-            extra = tuple(self.grain.key_scope(value).items())
-            if extra not in keys:
-                keys[extra] = self.key_of(value)
-            out.append((keys[extra], self.grain.date_of(value)))
-        return out
-
-    @classmethod
-    def partition_values_of_date(cls, date: datetime.date) -> list[Any]:
-        """The partition values that cover ``date``: the date, its 24 hours, its month."""
-        return cls.grain.covering(date, date + datetime.timedelta(days=1))
+        """The marker key and date of each partition value (``bulk_complete``)."""
+        return self.declared.partitions_of(values)
 
     @classmethod
     def partitions_of_date(cls, date: datetime.date, **params: Any) -> list[PartitionTask]:
-        """The tasks that together write ``date`` (with ``params``)."""
-        return [cls(**{cls.grain.parameter: value}, **params) for value in cls.partition_values_of_date(date)]
-
-    # -- the table -------------------------------------------------------------------------------
+        """The tasks that together write ``date`` (its 24 hours, its month), with ``params``."""
+        values = cls.grain.covering(date, date + datetime.timedelta(days=1))
+        return [cls(**{cls.grain.parameter: value}, **params) for value in values]
 
     @property
     def layout(self) -> TableLayout:
         """Every column of the table by where its values come from: the source, the write, the table itself."""
-        return self.read_once("layout", self._layout)
-
-    def _layout(self) -> TableLayout:
-        files = q.columns_of(self.columns)
-        try:
-            if not self.is_merge:
-                return TableLayout.of(self.target_table, self.date_column, files, self.date_from,
-                                      self.scope_fills(files), self.lineage_columns())
-            unkeyed = [c for c in self.table_key.columns if c not in self.merge_key]
-            if unkeyed:
-                raise ConfigurationError(f"{self.task_family}: scope columns {unkeyed} must be part of merge_key: each "
-                                         f"scope owns its keys")
-            return MergeLayout.merged(self.target_table, files, self.merge_key, self.deleted_flag,
-                                      self.scope_fills(files), self.lineage_columns())
-        except ValueError as exc:
-            raise ConfigurationError(f"{self.task_family}: {exc}") from None
+        return self.read_once("layout", self.declared.layout)
 
     @property
     def target_columns(self) -> tuple[q.Column, ...]:
         """The columns the source's rows hold, in their order (what COPY reads)."""
         return self.layout.files
 
-    def scope_fills(self, files: Sequence[q.Column]) -> tuple[q.Column, ...]:
-        """The scope's columns the source lacks (text), and unless merged the grain's (an hour: smallint): each
-        write fills them with the partition's values."""
-        present = {c.name for c in files}
-        grain = () if self.is_merge else self.grain.key_columns()
-        return (*(q.Column(c, "text") for c in self.table_key.columns if c not in present),
-                *(c for c in grain if c.name not in present))
-
     def lineage_columns(self) -> Lineage:
         return Lineage()
-
-    def write_mode(self) -> writes.WriteMode:
-        """``writes.Merge`` when the task declares ``merge_key``, else ``writes.Replace``."""
-        if not self.is_merge:
-            return writes.Replace()
-        keys = self.partitions_of(self.grain.covering(self.partition_date, self.partition_date + datetime.timedelta(1)))
-        return writes.Merge(tuple(self.merge_key), self.snapshot, self.deleted_flag,
-                            writes.merge_keys([k for k, _ in keys]))
-
-    def fill_values(self, tx: db.PartitionTransaction) -> dict[str, str]:
-        """The values of the filled columns for the whole transaction (lineage keys are set per object)."""
-        key = tx.key if not self.is_merge else ScopedTable(tx.key.table, self.table_key.scope)
-        return writes.fill_values(key, tx.date, self.date_column, self.date_from.filled, tx.load_id,
-                                  self.lineage_columns().load_id)
 
     # -- config, read once per load --------------------------------------------------------------
 
@@ -323,9 +278,10 @@ class PartitionTask(luigi.Task):
         self._source = self.source_part()
         return writes.PartitionJob(
             self.partition_key, self.partition_date, self.grain.stop_of(self.partition_value), self.task_family,
-            self.task_id, self.layout, self._source, self.write_mode(), self.load_section(), self.database(),
+            self.task_id, self.layout, self._source, self.declared.write_mode(self.partition_value), self.load_section(),
+            self.database(),
             create_table=self.create_table, force=bool(self.force), reload_changed=bool(self.reload_changed),
-            max_bad_rows=int(getattr(self, "max_bad_rows", 0)), fills=self.fill_values, after_write=self.after_copy,
+            max_bad_rows=int(getattr(self, "max_bad_rows", 0)), fills=self.declared.fill_values, after_write=self.after_copy,
             before_commit=self.before_commit, check_owner=lambda key, date, family: check_owner(
                 key, date, family, self.task_family), prepared=self.prepared)
 
