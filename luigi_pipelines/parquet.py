@@ -26,6 +26,7 @@ from . import sql as q
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import GrowingFile, SourceReader
 from .objects import CopyPlan, ObjectLoader
+from .parquet_values import ValueChecks
 from .partitions import TableName
 from .s3 import S3Object
 
@@ -131,6 +132,7 @@ class ParquetRows:
         self._handle: IO[bytes] | None = None
         self._names: list[str] = []
         self._nested: set[str] = set()
+        self._checks = ValueChecks()
         self._batches: Iterator[bytes] | None = None
         self._buffer = memoryview(b"")
         self.group = -1  # the row group being read
@@ -147,7 +149,8 @@ class ParquetRows:
             self._raw.wait()
             self._handle = open(self._raw.fileno(), "rb", closefd=False)  # noqa: SIM115 - closed after the last row group
             try:
-                self._file = pa.parquet.ParquetFile(self._handle)
+                self._file = pa.parquet.ParquetFile(self._handle, coerce_int96_timestamp_unit="us",  # as Spark writes it
+                                                    page_checksum_verification=True)  # where the file has CRCs
             except (pa.ArrowException, OSError, ValueError) as exc:
                 raise BadInputError(f"{self.source}: not a Parquet file, or a truncated one: {exc}") from None
             sizes = [self._file.metadata.row_group(i).num_rows for i in range(self._file.num_row_groups)]
@@ -171,12 +174,18 @@ class ParquetRows:
             raise ConfigurationError(f"{self.source}: Parquet binary columns are not supported: {', '.join(map(repr, binary))}")
         self._names = [c.name for c in columns]
         self._nested = {n for n in self._names if pa.types.is_nested(schema.field(n).type)}
+        assert self._handle is not None  # opened with the file, above
+        self._checks = ValueChecks.of(pa, self.parquet, self._handle, columns)
 
     def where(self, line: int) -> str:
         """``row group G row R (row N of the file)``, all 1-based, for the row COPY names by ``line``."""
         row = self.row_of_line(line)
         group = bisect.bisect_right(self._starts, row - 1) - 1
-        return f"row group {group + 1} row {row - self._starts[group]} (row {row} of the file)"
+        return self.place(group, row - 1 - self._starts[group])
+
+    def place(self, group: int, index: int) -> str:
+        """``row group G row R (row N of the file)`` for row ``index`` (0-based) of row group ``group`` (0-based)."""
+        return f"row group {group + 1} row {index + 1} (row {self._starts[group] + index + 1} of the file)"
 
     def row_of_line(self, line: int) -> int:
         """The row (1-based) at COPY's ``line``. COPY counts the newlines inside a quoted field as lines,
@@ -210,6 +219,7 @@ class ParquetRows:
                 self.group = group
                 try:
                     table = self.parquet.read_row_group(group, columns=self._names, use_threads=False)
+                    self._check_values(group, table)
                     for batch in table.select(self._names).to_batches(max_chunksize=self._batch_rows):
                         sink = io.BytesIO()
                         pa.csv.write_csv(self._jsonified(batch), sink, write_options=options)
@@ -222,6 +232,13 @@ class ParquetRows:
         finally:
             if self._handle is not None:
                 self._handle.close()
+
+    def _check_values(self, group: int, table: Any) -> None:
+        """A value the table would hold as another value (``parquet_values``) fails, naming its row."""
+        problem = self._checks.first_problem(pyarrow_modules(), group, table)
+        if problem is not None:
+            raise BadInputError(f"{self.source} {self.place(group, problem.index)} column {problem.column}: "
+                                f"{problem.reason}", column=problem.column, reason=problem.reason)
 
     def _account(self, batch: Any, csv: bytes) -> None:
         """Note where ``batch``'s rows start in COPY's line numbers; when its strings hold newlines, how many
