@@ -179,8 +179,8 @@ class ParquetRows:
         return f"row group {group + 1} row {row - self._starts[group]} (row {row} of the file)"
 
     def row_of_line(self, line: int) -> int:
-        """The row (1-based) at COPY's ``line``. COPY counts the newlines inside a quoted field as lines,
-        but for those of the first record; row ``k`` is on line ``k`` + the newlines in rows 2..``k``."""
+        """The row (1-based) at COPY's ``line``, which COPY gives as the record's last line: row ``k`` ends on line
+        ``k`` + the line breaks COPY counted in rows 1..``k`` (see ``_account``)."""
         span = self._spans[max(bisect.bisect_right([s.line for s in self._spans], line) - 1, 0)]
         if span.newlines is None:
             return span.row + line - span.line
@@ -224,26 +224,23 @@ class ParquetRows:
                 self._handle.close()
 
     def _account(self, batch: Any, csv: bytes) -> None:
-        """Note where ``batch``'s rows start in COPY's line numbers; when its strings hold newlines, how many
-        each row holds (cumulated; counted by Arrow, and only then), so an error's line finds its row."""
+        """Note where ``batch``'s rows start in COPY's line numbers; when its strings hold line breaks, how many
+        each row adds (cumulated; counted by Arrow, and only then), so an error's line finds its row.
+
+        COPY counts a quoted ``\\n`` as a line, but inside the first record, whose line ending it does not know
+        yet, a quoted ``\\r`` instead (PostgreSQL's ``CopyReadLineText``): ``"a\\r\\nb"`` adds one line there too,
+        ``"a\\rb"`` one there and none later."""
         span = _Span(self._rows + 1, self._rows + 1 + self._newlines)
-        inside = csv.count(b"\n") - batch.num_rows
-        if inside:
-            pa = pyarrow_modules()
-            counts = [pa.compute.count_substring(column.cast(pa.large_string()), "\n").fill_null(0)
-                      for column in batch.columns if _textual(pa, column.type)]
-            per_row = counts[0]
-            for more in counts[1:]:
-                per_row = pa.compute.add(per_row, more)
-            cumulated = pa.compute.cumulative_sum(per_row)
-            if self._rows == 0:  # COPY does not count the first record's
-                first = cumulated[0].as_py()
-                inside -= first
-                cumulated = pa.compute.subtract(cumulated, first)
+        first = self._rows == 0 and b"\r" in csv
+        if first or csv.count(b"\n") > batch.num_rows:
+            per_row = _breaks(batch, "\n")
+            if self._rows == 0:
+                per_row = pyarrow_modules().concat_arrays([_breaks(batch.slice(0, 1), "\r"), per_row[1:]])
+            cumulated = pyarrow_modules().compute.cumulative_sum(per_row)
+            self._newlines += cumulated[-1].as_py()
             span = _Span(span.row, span.line, cumulated)
         self._spans.append(span)
         self._rows += batch.num_rows
-        self._newlines += inside
 
     def _jsonified(self, batch: Any) -> Any:
         """``batch`` with its nested columns (lists, structs, maps) as JSON text and its timestamps with a time zone
@@ -255,6 +252,16 @@ class ParquetRows:
         arrays = [_as_json(pa, column) if name in self._nested else _as_utc_text(pa, column) if _zoned(pa, column.type)
                   else column for name, column in zip(batch.schema.names, batch.columns, strict=True)]
         return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _breaks(batch: Any, char: str) -> Any:
+    """Per row of ``batch``, how many ``char`` its strings hold (an int64 array)."""
+    pa = pyarrow_modules()
+    per_row = pa.repeat(pa.scalar(0, pa.int64()), batch.num_rows)
+    for column in batch.columns:
+        if _textual(pa, column.type):
+            per_row = pa.compute.add(per_row, pa.compute.count_substring(column.cast(pa.large_string()), char).fill_null(0))
+    return per_row
 
 
 def _binary(pa: Any, kind: Any) -> bool:

@@ -122,6 +122,21 @@ def test_the_row_is_found_behind_strings_that_hold_newlines(stack, make_task, ba
         make_task(decoder=ParquetDecoder(batch_rows=3))(date=D1).run()
 
 
+@pytest.mark.parametrize("bad_row", [1, 2, 5, 7, 8])
+def test_the_row_is_found_behind_carriage_returns_in_the_first_row_and_later(stack, make_task, bad_row):
+    """COPY counts a quoted \\r as a line inside the first record (its line ending is not known yet), and a quoted
+    \\n inside every later one: \\r\\n, lone \\r and \\n in the first row and later rows still name the right row."""
+    ids = [str(i) for i in range(1, 9)]
+    ids[bad_row - 1] = f"x{bad_row}"
+    notes = ["cr lf\r\nthen a lone\rcr", "lone\rcr", "\r\n", None, "x\r", "y\n\r\n", "z\r\r", "end\n"]
+    table = pa.table({"id": ids, "day": pa.array([D1] * 8, pa.date32()), "v": notes})
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(table, row_group_size=4))
+    group, row = (bad_row - 1) // 4 + 1, (bad_row - 1) % 4 + 1
+    with pytest.raises(BadInputError, match=rf"row group {group} row {row} \(row {bad_row} of the file\) column id: "
+                                            rf'invalid input syntax for type bigint: "x{bad_row}"'):
+        make_task(decoder=ParquetDecoder(batch_rows=3))(date=D1).run()
+
+
 def test_quarantine_mode_does_not_apply_and_says_so(stack, make_task):
     table = pa.table({"id": ["1", "x2"], "day": pa.array([D1, D1], pa.date32()), "v": ["a", "b"]})
     stack.put("d/2019-02-01/a.parquet", parquet_bytes(table))
