@@ -14,10 +14,8 @@ pyarrow is imported on first use, with an error naming the extra when it is miss
 from __future__ import annotations
 
 import bisect
-import datetime
 import io
 import itertools
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -26,6 +24,7 @@ from . import sql as q
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import GrowingFile, SourceReader
 from .objects import CopyPlan, ObjectLoader
+from .parquet_text import RECASTS, UnwritableValue, recast
 from .partitions import TableName
 from .s3 import S3Object
 
@@ -130,7 +129,7 @@ class ParquetRows:
         self._file: Any = None
         self._handle: IO[bytes] | None = None
         self._names: list[str] = []
-        self._nested: set[str] = set()
+        self._recast: dict[str, str] = {}  # a column written other than as Arrow writes it: "json", "text" or "bytea"
         self._batches: Iterator[bytes] | None = None
         self._buffer = memoryview(b"")
         self.group = -1  # the row group being read
@@ -165,16 +164,19 @@ class ParquetRows:
         if missing:
             raise BadInputError(f"{self.source}: the Parquet file lacks the declared column{'s' if len(missing) > 1 else ''} "
                                 f"{', '.join(map(repr, missing))} (it has {', '.join(map(repr, schema.names[:20]))})")
+        twice = next((c.name for c in columns if schema.names.count(c.name) > 1), None)
+        if twice is not None:
+            raise BadInputError(f"{self.source}: the Parquet file has {schema.names.count(twice)} columns named {twice!r}, "
+                                f"the declared column; which one to load is not known: rename one in the file")
         pa = pyarrow_modules()
-        binary = [c.name for c in columns if _binary(pa, schema.field(c.name).type)]
-        if binary:
-            raise ConfigurationError(f"{self.source}: Parquet binary columns are not supported: {', '.join(map(repr, binary))}")
         self._names = [c.name for c in columns]
-        self._nested = {n for n in self._names if pa.types.is_nested(schema.field(n).type)}
+        self._recast = {c.name: how for c in columns if (how := recast(pa, schema.field(c.name).type, c.type))}
 
     def where(self, line: int) -> str:
         """``row group G row R (row N of the file)``, all 1-based, for the row COPY names by ``line``."""
-        row = self.row_of_line(line)
+        return self._place(self.row_of_line(line))
+
+    def _place(self, row: int) -> str:
         group = bisect.bisect_right(self._starts, row - 1) - 1
         return f"row group {group + 1} row {row - self._starts[group]} (row {row} of the file)"
 
@@ -212,9 +214,10 @@ class ParquetRows:
                     table = self.parquet.read_row_group(group, columns=self._names, use_threads=False)
                     for batch in table.select(self._names).to_batches(max_chunksize=self._batch_rows):
                         sink = io.BytesIO()
-                        pa.csv.write_csv(self._jsonified(batch), sink, write_options=options)
+                        written = self._jsonified(batch)
+                        pa.csv.write_csv(written, sink, write_options=options)
                         csv = sink.getvalue()
-                        self._account(batch, csv)
+                        self._account(written, csv)
                         yield csv
                 except (pa.ArrowException, OSError, ValueError) as exc:
                     raise BadInputError(f"{self.source} row group {group + 1}: cannot be read: {exc}") from None
@@ -243,15 +246,23 @@ class ParquetRows:
         self._rows += batch.num_rows
 
     def _jsonified(self, batch: Any) -> Any:
-        """``batch`` with its nested columns (lists, structs, maps) as JSON text and its timestamps with a time zone
-        as UTC text ending in ``Z`` (the same instants: Arrow keeps them in UTC; its CSV writer formats a zoned
-        timestamp some 25 times slower than a plain one)."""
+        """``batch`` with its nested and binary columns as text (``parquet_text.recast``) and its timestamps with a
+        time zone as UTC text ending in ``Z`` (the same instants: Arrow keeps them in UTC; its CSV writer formats a
+        zoned timestamp some 25 times slower than a plain one)."""
         pa = pyarrow_modules()
-        if not self._nested and not any(_zoned(pa, t) for t in batch.schema.types):
+        if not self._recast and not any(_zoned(pa, t) for t in batch.schema.types):
             return batch
-        arrays = [_as_json(pa, column) if name in self._nested else _as_utc_text(pa, column) if _zoned(pa, column.type)
-                  else column for name, column in zip(batch.schema.names, batch.columns, strict=True)]
+        arrays = [self._recast_column(name, column) if name in self._recast else _as_utc_text(pa, column)
+                  if _zoned(pa, column.type) else column for name, column in zip(batch.schema.names, batch.columns, strict=True)]
         return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+    def _recast_column(self, name: str, column: Any) -> Any:
+        """``column`` as JSON, UTF-8 or ``bytea`` text; a value that cannot be is a bad value naming its row."""
+        try:
+            return RECASTS[self._recast[name]](pyarrow_modules(), column)
+        except UnwritableValue as bad:
+            raise BadInputError(f"{self.source} {self._place(self._rows + bad.index + 1)} column {name}: {bad.reason}",
+                                column=name, reason=bad.reason) from None
 
 
 def _breaks(batch: Any, char: str) -> Any:
@@ -264,10 +275,6 @@ def _breaks(batch: Any, char: str) -> Any:
     return per_row
 
 
-def _binary(pa: Any, kind: Any) -> bool:
-    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind))
-
-
 def _zoned(pa: Any, kind: Any) -> bool:
     return bool(pa.types.is_timestamp(kind) and kind.tz is not None)
 
@@ -276,18 +283,3 @@ def _as_utc_text(pa: Any, column: Any) -> Any:
     """``2019-02-01 10:00:00.123456Z``: the UTC wall time of each instant, and ``Z``."""
     plain = column.cast(pa.timestamp(column.type.unit)).cast(pa.string())
     return pa.compute.binary_join_element_wise(plain, pa.scalar("Z"), pa.scalar(""))
-
-
-def _as_json(pa: Any, column: Any) -> Any:
-    return pa.array([None if v is None else json.dumps(v, default=_json_default) for v in column.to_pylist()],
-                    pa.string())
-
-
-def _json_default(value: Any) -> Any:
-    """JSON for what ``to_pylist`` gives inside nested values: dates and times as ISO text, bytes as hex, decimals
-    (exactly) and anything else as their text."""
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    return str(value)
