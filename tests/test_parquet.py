@@ -227,6 +227,19 @@ def test_a_map_with_keys_that_are_not_strings_keys_them_by_their_text(stack, mak
     assert stack.query(f"SELECT count(*) FROM {stack.schema}.t WHERE a->'f'->>'4' = 'false'") == [(1,)]
 
 
+def test_map_keys_of_other_types_are_their_text(stack, make_task):
+    table = pa.table({"id": [1], "day": pa.array([D1], pa.date32()),
+                      "b": pa.array([[(True, 1), (False, 0)]], pa.map_(pa.bool_(), pa.int8())),
+                      "d": pa.array([[(D1, 1)]], pa.map_(pa.date32(), pa.int8())),
+                      "f": pa.array([[(1.5, 1), (float("nan"), 2), (float("-inf"), 3)]], pa.map_(pa.float64(), pa.int8())),
+                      "x": pa.array([[(b"\x00\xff", 1)]], pa.map_(pa.binary(), pa.int8()))})
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(table))
+    columns = [("id", "bigint"), ("day", "date"), ("b", "jsonb"), ("d", "jsonb"), ("f", "jsonb"), ("x", "jsonb")]
+    assert run_task(make_task(decoder=ParquetDecoder(), columns=columns)(date=D1)).status == SUCCESS
+    assert rows(stack, "b, d, f, x") == [({"true": 1, "false": 0}, {"2019-02-01": 1},
+                                          {"1.5": 1, "NaN": 2, "-Infinity": 3}, {"00ff": 1})]
+
+
 def test_a_map_that_repeats_a_key_is_a_bad_value(stack, make_task):
     kind = pa.map_(pa.string(), pa.int64())
     table = pa.table({"id": [1, 2, 3], "day": pa.array([D1] * 3, pa.date32()),
