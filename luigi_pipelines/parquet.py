@@ -7,7 +7,8 @@ decoded and written as CSV in batches, ``pyarrow.csv.write_csv`` into the COPY s
 one row group and one batch's CSV, never the file. Strings are always quoted, so NULL (an empty
 unquoted field) and the empty string stay apart; timestamps carry their offset or ``Z``; decimals,
 dates and booleans are written as PostgreSQL reads them. Lists, structs and maps become JSON text
-(for ``jsonb`` columns), one value at a time in Python: the one per-value step, for those columns only.
+(for ``jsonb`` columns) and binary values UTF-8 text or ``bytea``'s (``parquet_text``), one value at a time
+in Python: the one per-value step, for those columns only.
 Timestamps with a time zone are written as their UTC wall time and ``Z``, which Arrow formats fast.
 pyarrow is imported on first use, with an error naming the extra when it is missing.
 """

@@ -139,6 +139,14 @@ def test_the_row_is_found_behind_carriage_returns_in_the_first_row_and_later(sta
         make_task(decoder=ParquetDecoder(batch_rows=3))(date=D1).run()
 
 
+def test_each_object_is_a_copy_of_its_own_with_its_own_first_record(stack, make_task):
+    day = pa.array([D1] * 2, pa.date32())
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(pa.table({"id": ["1", "2"], "day": day, "v": ["a\nb", "c\r"]})))
+    stack.put("d/2019-02-01/b.parquet", parquet_bytes(pa.table({"id": ["3", "x4"], "day": day, "v": ["\r\r", "d"]})))
+    with pytest.raises(BadInputError, match=r"b\.parquet row group 1 row 2 \(row 2 of the file\) column id: "):
+        make_task(decoder=ParquetDecoder())(date=D1).run()
+
+
 def test_quarantine_mode_does_not_apply_and_says_so(stack, make_task):
     table = pa.table({"id": ["1", "x2"], "day": pa.array([D1, D1], pa.date32()), "v": ["a", "b"]})
     stack.put("d/2019-02-01/a.parquet", parquet_bytes(table))
