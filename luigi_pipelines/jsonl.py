@@ -18,11 +18,11 @@ from typing import IO
 
 import psycopg2
 
-from . import db, quarantine
+from . import db, quarantine, rowchecks
 from . import sql as q
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
-from .objects import CopyPlan, CsvDecoder, ObjectLoader, plain_copy
+from .objects import CopyPlan, CsvDecoder, ObjectLoader, Scope, plain_copy
 from .partitions import TableName, compression_for
 from .s3 import S3Object
 
@@ -54,14 +54,18 @@ class JsonLinesDecoder:
     """
 
     extra: str = ""
+    unmatched_lines_ok: bool = False
 
-    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
+        """Each line into the stage, which checks its keys as COPY reads it (``rowchecks.json_line_check``)."""
         by_name = {c.name: c for c in columns}
         if self.extra and (self.extra not in by_name or by_name[self.extra].type.lower() not in ("jsonb", "json")):
             raise ConfigurationError(f"JsonLinesDecoder(extra={self.extra!r}) must name a declared jsonb column, "
                                      f"not {by_name[self.extra].type if self.extra in by_name else 'an undeclared one'}")
-        return CopyPlan(q.copy_json_lines(), q.STAGE, (q.JSON_LINE,), table, tuple(columns),
-                        (q.create_json_stage(),))  # a new sequence: lines count from 1
+        check = rowchecks.json_line_check(q.JSON_LINE.name, [c.name for c in columns if c.name != self.extra], scope,
+                                          any_key=bool(self.extra), unmatched_ok=self.unmatched_lines_ok)
+        stage = (q.create_json_stage(),) if check is None else (*rowchecks.create_functions(), q.create_json_stage((check,)))
+        return CopyPlan(q.copy_json_lines(), q.STAGE, (q.JSON_LINE,), table, tuple(columns), stage)  # lines count from 1
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
         return SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=True, quote=q.JSON_LINES.quote.encode(),

@@ -25,7 +25,7 @@ from typing import IO, Any
 from . import sql as q
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import GrowingFile, SourceReader
-from .objects import CopyPlan, ObjectLoader
+from .objects import CopyPlan, ObjectLoader, Scope
 from .partitions import TableName
 from .s3 import S3Object
 
@@ -57,8 +57,8 @@ class ParquetDecoder:
 
     batch_rows: int = 65_536
 
-    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
-        _rows(reader).select(columns)
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
+        _rows(reader).select(columns, scope)
         return CopyPlan(q.copy_from_stdin(table, columns, CSV), table, tuple(columns))
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
