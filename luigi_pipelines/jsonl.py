@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import IO
 
 import psycopg2
+import psycopg2.errors
 
 from . import db, quarantine, rowchecks
 from . import sql as q
@@ -75,11 +76,14 @@ class JsonLinesDecoder:
         """COPY must have taken every line (scrubbed data holds no quote, so every line is one row)."""
         CsvDecoder(q.JSON_LINES).check_copied(obj, reader, rows)
 
-    def located(self, reader: SourceReader, error: BadInputError) -> BadInputError:
-        """COPY's error names the stage's column; the line is what counts."""
+    def located(self, reader: SourceReader | None, error: BadInputError) -> BadInputError:
+        """COPY's error names the stage's column and PostgreSQL's words; the line and what is wrong with it count."""
         if error.column != q.JSON_LINE.name:
             return error
-        return BadInputError(str(error).replace(f" column {error.column}:", ":", 1), error.line, None, error.reason)
+        cause = error.__cause__
+        detail = cause.diag.message_detail if isinstance(cause, psycopg2.Error) else None
+        reason = _in_words(error.reason or "", detail)
+        return BadInputError(f"{str(error).split(f' column {error.column}:', 1)[0]}: {reason}", error.line, None, reason)
 
     def salvage(self, loader: ObjectLoader, obj: S3Object, raw: IO[bytes], first_error: BadInputError) -> int:
         """The COPY into the stage failed (a line that is not JSON, bytes that are not UTF-8): the segmented copy of
@@ -92,8 +96,9 @@ class JsonLinesDecoder:
 
         def copy_segment(segment: quarantine.SegmentReader) -> int | BadInputError:
             tx.cursor.execute(q.number_json_lines(), (segment.first_line,))
-            return db.copy_in_savepoint(tx, statement, EndMarkerGuard(segment, q.JSON_LINES.quote.encode()),
-                                        obj.url, loader.settings.copy_buffer)
+            outcome = db.copy_in_savepoint(tx, statement, EndMarkerGuard(segment, q.JSON_LINES.quote.encode()),
+                                           obj.url, loader.settings.copy_buffer)
+            return self.located(None, outcome) if isinstance(outcome, BadInputError) else outcome
 
         with temp_download(loader.settings.temp_directory) as plain:
             plain = plain_copy(obj, raw, plain, scrub)
@@ -159,7 +164,7 @@ def _try_insert(tx: db.PartitionTransaction, statement: q.sql.Composable, first:
     cur.execute(q.savepoint(_SAVEPOINT))
     try:
         cur.execute(statement, (first, last))
-    except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+    except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.StatementTooComplex) as exc:
         cur.execute(q.rollback_to_savepoint(_SAVEPOINT))
         reason = _reason(exc)
         return BadInputError(reason, None, None, reason)
@@ -169,11 +174,21 @@ def _try_insert(tx: db.PartitionTransaction, statement: q.sql.Composable, first:
 
 
 def _reason(exc: psycopg2.Error) -> str:
-    """PostgreSQL's message, its detail (which says where the JSON is wrong), and what a non-object line is."""
-    reason = exc.diag.message_primary or str(exc).strip()
-    if reason.startswith("cannot call populate_composite on"):  # jsonb_to_record of an array or a scalar
-        reason = f"the line is not a JSON object ({reason})"
-    return f"{reason}: {exc.diag.message_detail}" if exc.diag.message_detail else reason
+    return _in_words(exc.diag.message_primary or str(exc).strip(), exc.diag.message_detail)
+
+
+def _in_words(message: str, detail: str | None) -> str:
+    """What is wrong with a line, from PostgreSQL's ``message`` and its ``detail`` (which says where the JSON is
+    wrong): a line that is not JSON, one nested too deep, one that is not an object, a value its column refuses."""
+    if message == "invalid input syntax for type json":
+        if detail == "Character with value 0x03 must be escaped.":  # 0x01 and 0x02 were made 0x03 (``scrub``)
+            detail = "A control character (0x01, 0x02 or 0x03) must be escaped."
+        return "the line is not JSON" + (f": {detail[:1].lower()}{detail[1:].rstrip('.')}" if detail else "")
+    if message == "stack depth limit exceeded":
+        return f"the line is nested too deep for PostgreSQL ({message})"
+    if message.startswith("cannot call populate_composite on"):  # jsonb_to_record of an array or a scalar
+        message = f"the line is not a JSON object ({message})"
+    return f"{message}: {detail}" if detail else message
 
 
 def _first_bad_line(tx: db.PartitionTransaction, statement: q.sql.Composable, first: int, stop: int,
