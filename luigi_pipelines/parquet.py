@@ -27,6 +27,7 @@ from .errors import BadInputError, ConfigurationError, LoadError
 from .files import GrowingFile, SourceReader
 from .objects import CopyPlan, ObjectLoader, Scope
 from .partitions import TableName
+from .rowchecks import scope_reason
 from .s3 import S3Object
 
 EXTRA = "parquet"  # pip install 'luigi-pipelines[parquet]'
@@ -130,6 +131,7 @@ class ParquetRows:
         self._file: Any = None
         self._handle: IO[bytes] | None = None
         self._names: list[str] = []
+        self._scope: list[tuple[str, str]] = []  # (a file column named like a scope column, the scope's value)
         self._nested: set[str] = set()
         self._batches: Iterator[bytes] | None = None
         self._buffer = memoryview(b"")
@@ -158,8 +160,9 @@ class ParquetRows:
     def num_rows(self) -> int:
         return int(self.parquet.metadata.num_rows)
 
-    def select(self, columns: Sequence[q.Column]) -> None:
-        """Read the declared ``columns`` (by name, in their order) from here on."""
+    def select(self, columns: Sequence[q.Column], scope: Scope = ()) -> None:
+        """Read the declared ``columns`` (by name, in their order) from here on, and check that the file's columns
+        named like a ``scope`` column (declared or not) hold its value."""
         schema = self.parquet.schema_arrow
         missing = [c.name for c in columns if c.name not in schema.names]
         if missing:
@@ -170,11 +173,15 @@ class ParquetRows:
         if binary:
             raise ConfigurationError(f"{self.source}: Parquet binary columns are not supported: {', '.join(map(repr, binary))}")
         self._names = [c.name for c in columns]
+        self._scope = [(name, value) for name, value in scope if name in schema.names]
         self._nested = {n for n in self._names if pa.types.is_nested(schema.field(n).type)}
 
     def where(self, line: int) -> str:
         """``row group G row R (row N of the file)``, all 1-based, for the row COPY names by ``line``."""
-        row = self.row_of_line(line)
+        return self.place(self.row_of_line(line))
+
+    def place(self, row: int) -> str:
+        """``row group G row R (row N of the file)`` of the file's ``row`` (1-based)."""
         group = bisect.bisect_right(self._starts, row - 1) - 1
         return f"row group {group + 1} row {row - self._starts[group]} (row {row} of the file)"
 
@@ -209,7 +216,9 @@ class ParquetRows:
             for group in range(self.parquet.num_row_groups):
                 self.group = group
                 try:
-                    table = self.parquet.read_row_group(group, columns=self._names, use_threads=False)
+                    scoped = [n for n, _ in self._scope if n not in self._names]
+                    table = self.parquet.read_row_group(group, columns=self._names + scoped, use_threads=False)
+                    self._check_scope(table, self._starts[group])
                     for batch in table.select(self._names).to_batches(max_chunksize=self._batch_rows):
                         sink = io.BytesIO()
                         pa.csv.write_csv(self._jsonified(batch), sink, write_options=options)
@@ -222,6 +231,17 @@ class ParquetRows:
         finally:
             if self._handle is not None:
                 self._handle.close()
+
+    def _check_scope(self, table: Any, first: int) -> None:
+        """A row of ``table`` (its first row is the file's ``first`` + 1) whose scope column does not hold the scope's
+        value (NULL does not) is bad input naming it (``rowchecks.scope_reason``)."""
+        pa = pyarrow_modules()
+        for name, value in self._scope:
+            other = pa.compute.invert(pa.compute.fill_null(pa.compute.equal(table.column(name).cast(pa.string()), value),
+                                                           False))
+            index = pa.compute.index(other, True).as_py()
+            if index >= 0:
+                raise BadInputError(f"{self.source} {self.place(first + index + 1)}: {scope_reason(name, value)}")
 
     def _account(self, batch: Any, csv: bytes) -> None:
         """Note where ``batch``'s rows start in COPY's line numbers; when its strings hold newlines, how many
