@@ -51,7 +51,9 @@ class JsonLinesDecoder:
     column, an array also into an SQL array column (``text[]``). Strings and numbers are read by the
     column type's own input (``"2019-02-01T10:00:00+01:00"`` into ``timestamptz``, ``12.50`` or ``"12.50"``
     into ``numeric``). Empty lines are skipped; a line of blanks, like any other line that is not one
-    JSON object, is an error naming the key and the line (a reject under ``max_bad_rows``).
+    JSON object, is an error naming the key and the line (a reject under ``max_bad_rows``). So is an object none
+    of whose keys names a declared column (``{}``; ``{"ID": 3}`` for ``id``), unless ``unmatched_lines_ok``
+    (then a row of NULLs), and a key of a scope column with another value (``rowchecks``).
     """
 
     extra: str = ""
