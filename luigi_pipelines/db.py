@@ -590,7 +590,7 @@ def copy_stream(
     """
     try:
         tx.cursor.copy_expert(statement, reader, size=buffer_size)
-    except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+    except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.StatementTooComplex) as exc:  # a value nested too deep
         position = copy_error_position(exc.diag.context)
         reason = exc.diag.message_primary or str(exc).strip()
         raise BadInputError(describe_bad_input(source, position, reason), position.line, position.column, reason) from exc

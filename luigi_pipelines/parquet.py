@@ -24,10 +24,11 @@ from typing import IO, Any
 from . import sql as q
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import GrowingFile, SourceReader
-from .objects import CopyPlan, ObjectLoader
+from .objects import CopyPlan, ObjectLoader, Scope
 from .parquet_text import RECASTS, UnwritableValue, recast
 from .parquet_values import ValueChecks
 from .partitions import TableName
+from .rowchecks import scope_reason
 from .s3 import S3Object
 
 EXTRA = "parquet"  # pip install 'luigi-pipelines[parquet]'
@@ -58,8 +59,8 @@ class ParquetDecoder:
 
     batch_rows: int = 65_536
 
-    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
-        _rows(reader).select(columns)
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
+        _rows(reader).select(columns, scope)
         return CopyPlan(q.copy_from_stdin(table, columns, CSV), table, tuple(columns))
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
@@ -133,6 +134,7 @@ class ParquetRows:
         self._names: list[str] = []
         self._checks = ValueChecks()
         self._recast: dict[str, str] = {}  # a column written other than as Arrow writes it: "json", "text" or "bytea"
+        self._scope: list[tuple[str, str]] = []  # (a file column named like a scope column, the scope's value)
         self._batches: Iterator[bytes] | None = None
         self._buffer = memoryview(b"")
         self.group = -1  # the row group being read
@@ -161,8 +163,9 @@ class ParquetRows:
     def num_rows(self) -> int:
         return int(self.parquet.metadata.num_rows)
 
-    def select(self, columns: Sequence[q.Column]) -> None:
-        """Read the declared ``columns`` (by name, in their order) from here on."""
+    def select(self, columns: Sequence[q.Column], scope: Scope = ()) -> None:
+        """Read the declared ``columns`` (by name, in their order) from here on, and check that the file's columns
+        named like a ``scope`` column (declared or not) hold its value."""
         schema = self.parquet.schema_arrow
         missing = [c.name for c in columns if c.name not in schema.names]
         if missing:
@@ -177,6 +180,7 @@ class ParquetRows:
         assert self._handle is not None  # opened with the file, above
         self._checks = ValueChecks.of(pa, self.parquet, self._handle, columns)
         self._recast = {c.name: how for c in columns if (how := recast(pa, schema.field(c.name).type, c.type))}
+        self._scope = [(name, value) for name, value in scope if name in schema.names]
 
     def where(self, line: int) -> str:
         """``row group G row R (row N of the file)``, all 1-based, for the row COPY names by ``line``."""
@@ -221,7 +225,9 @@ class ParquetRows:
             for group in range(self.parquet.num_row_groups):
                 self.group = group
                 try:
-                    table = self.parquet.read_row_group(group, columns=self._names, use_threads=False)
+                    scoped = [n for n, _ in self._scope if n not in self._names]
+                    table = self.parquet.read_row_group(group, columns=self._names + scoped, use_threads=False)
+                    self._check_scope(group, table)
                     self._check_values(group, table)
                     for batch in table.select(self._names).to_batches(max_chunksize=self._batch_rows):
                         sink = io.BytesIO()
@@ -243,6 +249,17 @@ class ParquetRows:
         if problem is not None:
             raise BadInputError(f"{self.source} {self.place(group, problem.index)} column {problem.column}: "
                                 f"{problem.reason}", column=problem.column, reason=problem.reason)
+
+    def _check_scope(self, group: int, table: Any) -> None:
+        """A row of ``table`` (row group ``group``) whose scope column does not hold the scope's value (NULL does
+        not) is bad input naming it (``rowchecks.scope_reason``)."""
+        pa = pyarrow_modules()
+        for name, value in self._scope:
+            other = pa.compute.invert(pa.compute.fill_null(pa.compute.equal(table.column(name).cast(pa.string()), value),
+                                                           False))
+            index = pa.compute.index(other, True).as_py()
+            if index >= 0:
+                raise BadInputError(f"{self.source} {self.place(group, index)}: {scope_reason(name, value)}")
 
     def _account(self, batch: Any, csv: bytes) -> None:
         """Note where ``batch``'s rows start in COPY's line numbers; when its strings hold line breaks, how many

@@ -239,9 +239,10 @@ def copy_from_stdin(table: TableName, columns: Sequence[Column], fmt: CsvFormat)
 STAGE = TableName("pg_temp", "luigi_pipelines_stage")  # where an object with undeclared columns is copied first
 
 
-def create_stage(columns: Sequence[Column]) -> sql.Composed:
-    """``CREATE TEMP TABLE luigi_pipelines_stage (<columns>) ON COMMIT DROP``: one object's file, all its columns."""
-    defs = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns]
+def create_stage(columns: Sequence[Column], checks: Sequence[sql.Composable] = ()) -> sql.Composed:
+    """``CREATE TEMP TABLE luigi_pipelines_stage (<columns>[, <checks>]) ON COMMIT DROP``: one object's file, all its
+    columns (``checks``: table constraints, ``rowchecks``)."""
+    defs = [*(sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns), *checks]
     return sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(sql.Identifier(STAGE.name), sql.SQL(", ").join(defs))
 
 
@@ -394,10 +395,10 @@ JSON_LINE = Column("raw", "jsonb")
 JSON_LINE_NUMBER = "line"
 
 
-def create_json_stage() -> sql.Composed:
+def create_json_stage(checks: Sequence[sql.Composable] = ()) -> sql.Composed:
     """``CREATE TEMP TABLE luigi_pipelines_stage (line bigserial, raw jsonb) ON COMMIT DROP``: one object's lines,
     parsed by COPY and numbered as it reads them (``number_json_lines`` sets where the numbering starts)."""
-    return create_stage((Column(JSON_LINE_NUMBER, "bigserial"), JSON_LINE))
+    return create_stage((Column(JSON_LINE_NUMBER, "bigserial"), JSON_LINE), checks)
 
 
 def copy_json_lines() -> sql.Composed:

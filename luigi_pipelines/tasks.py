@@ -100,7 +100,10 @@ class PartitionTask(luigi.Task):
 
     @property
     def target_table(self) -> TableName:
-        return self.read_once("target_table", self._target_table)
+        try:
+            return self.read_once("target_table", self._target_table)
+        except ValueError as exc:  # a table name that is no identifier
+            raise ConfigurationError(f"{self.task_family}: {exc}") from None
 
     def _target_table(self) -> TableName:
         if not self.table or not self.date_column:
@@ -144,8 +147,9 @@ class PartitionTask(luigi.Task):
 
     def partition_of(self, value: Any) -> tuple[ScopedTable, datetime.date]:
         """The marker key and date of the partition ``value`` names (a date here; an hour for hourly tasks)."""
+        table = self.target_table  # its own errors name no scope
         try:
-            return ScopedTable.of(self.target_table, self.scope), value
+            return ScopedTable.of(table, self.scope), value
         except ValueError as exc:
             raise ConfigurationError(f"{self.task_family}: scope {self.scope!r}: {exc}") from None
 
