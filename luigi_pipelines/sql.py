@@ -470,27 +470,36 @@ def create_marker_table(marker: TableName) -> sql.Composed:
     finished_at    timestamptz NOT NULL,
     host           text        NOT NULL,
     load_id        uuid,
+    skipped_keys   jsonb,
     PRIMARY KEY (target_table, partition_date))"""
     ).format(table_ident(marker))
 
 
-def add_marker_load_id(marker: TableName) -> sql.Composed:
-    """``load_id`` came after the first marker tables: added to an existing one (nullable, so instantly)."""
-    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS load_id uuid").format(table_ident(marker))
+# Marker columns that came after the first marker tables, in the order they came, with their types: an existing
+# table gets them (nullable, so instantly; its rows keep NULL).
+MARKER_ADDED_COLUMNS = (("load_id", "uuid"), ("skipped_keys", "jsonb"))
+
+
+def add_marker_column(marker: TableName, column: str) -> sql.Composed:
+    """``ALTER TABLE marker ADD COLUMN IF NOT EXISTS <column> <type>``, of ``MARKER_ADDED_COLUMNS``."""
+    kind = dict(MARKER_ADDED_COLUMNS)[column]
+    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+        table_ident(marker), sql.Identifier(column), sql.SQL(kind))
 
 
 def upsert_marker(marker: TableName) -> sql.Composed:
     """Parameters, by name: the columns of the marker table; ``finished_at`` is the commit's clock."""
     return sql.SQL(
         """INSERT INTO {} (target_table, partition_date, task_family, task_id, rows_loaded, rows_rejected,
-                bytes_loaded, source_objects, started_at, finished_at, host, load_id)
+                bytes_loaded, source_objects, started_at, finished_at, host, load_id, skipped_keys)
 VALUES (%(target_table)s, %(partition_date)s, %(task_family)s, %(task_id)s, %(rows_loaded)s, %(rows_rejected)s,
-        %(bytes_loaded)s, %(source_objects)s, %(started_at)s, clock_timestamp(), %(host)s, %(load_id)s)
+        %(bytes_loaded)s, %(source_objects)s, %(started_at)s, clock_timestamp(), %(host)s, %(load_id)s,
+        %(skipped_keys)s)
 ON CONFLICT (target_table, partition_date) DO UPDATE SET
     task_family = EXCLUDED.task_family, task_id = EXCLUDED.task_id, rows_loaded = EXCLUDED.rows_loaded,
     rows_rejected = EXCLUDED.rows_rejected, bytes_loaded = EXCLUDED.bytes_loaded, source_objects = EXCLUDED.source_objects,
     started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, host = EXCLUDED.host,
-    load_id = EXCLUDED.load_id"""
+    load_id = EXCLUDED.load_id, skipped_keys = EXCLUDED.skipped_keys"""
     ).format(table_ident(marker))
 
 
@@ -558,6 +567,24 @@ ON CONFLICT (target_table, partition_date) DO UPDATE SET
 def delete_failure(failures: TableName) -> sql.Composed:
     """Parameters: target table key, partition date."""
     return sql.SQL("DELETE FROM {} WHERE target_table = %s AND partition_date = %s").format(table_ident(failures))
+
+
+def delete_superseded_failures(failures: TableName) -> sql.Composed:
+    """Parameters: an array of target table keys, an array of as many dates, a time. The failure rows of those
+    (key, date) pairs recorded before that time, which a check found superseded; returns their key and date::
+
+        DELETE FROM failures WHERE (target_table, partition_date) IN (SELECT * FROM unnest(%s::text[], %s::date[]))
+        AND failed_at < %s RETURNING target_table, partition_date, error_class
+    """
+    return sql.SQL(
+        "DELETE FROM {} WHERE (target_table, partition_date) IN (SELECT * FROM unnest(%s::text[], %s::date[])) "
+        "AND failed_at < %s RETURNING target_table, partition_date, error_class"
+    ).format(table_ident(failures))
+
+
+def server_clock() -> sql.SQL:
+    """``SELECT clock_timestamp()``: the server's clock, the one failure records are stamped with."""
+    return sql.SQL("SELECT clock_timestamp()")
 
 
 # What ``select_failures`` returns per row, in this order.

@@ -56,6 +56,9 @@ class DateState:
         return self.state == FAILED and self.rows is not None
 
 
+_FAILURE_DETAILS = ("error_class", "error", "s3_key", "failed_at", "failed_host", "attempts")
+
+
 @dataclass(frozen=True)
 class Totals:
     dates: int
@@ -139,11 +142,16 @@ def _state(day: datetime.date, pending: bool, marker: Mapping[str, Any] | None,
     return DateState(day, state, **details)
 
 
-def with_stale(days: Iterable[DateState], changes: Mapping[datetime.date, str]) -> tuple[DateState, ...]:
+def with_stale(days: Iterable[DateState], changes: Mapping[datetime.date, str],
+               checked: Iterable[datetime.date] = ()) -> tuple[DateState, ...]:
     """``days`` with each loaded date of ``changes`` (the dates whose sources changed since their load, and how)
-    made **stale**. A failed or missing date keeps its state: its last attempt, or its absence, says more."""
-    return tuple(dataclasses.replace(d, state=STALE, change=changes[d.date])
-                 if d.state == LOADED and d.date in changes else d for d in days)
+    made **stale**, and each failed reload (``kept_previous``) among the ``checked`` dates whose sources did not
+    change made **loaded**: the previous load is what its sources hold again, and the check superseded its
+    failure record. Other failed dates and missing ones keep their state."""
+    fresh = set(checked) - set(changes)
+    return tuple(dataclasses.replace(d, state=STALE, change=changes[d.date]) if d.state == LOADED and d.date in changes
+                 else dataclasses.replace(d, state=LOADED, **dict.fromkeys(_FAILURE_DETAILS))
+                 if d.kept_previous and d.date in fresh else d for d in days)
 
 
 def exit_code(calendars: Sequence[Calendar]) -> int:

@@ -151,6 +151,19 @@ def test_a_loaded_date_whose_sources_changed_is_stale_and_the_others_keep_their_
     assert (totals.loaded, totals.stale, totals.rows) == (2, 1, 300)  # its rows are in the table: counted
 
 
+def test_a_failed_reload_whose_sources_match_the_kept_load_is_loaded_once_checked():
+    """Feb 4's reload failed and the previous load is kept: checked and unchanged, it is loaded (the check
+    superseded its failure record); checked and changed, it stays failed; Feb 3 (never loaded) stays failed."""
+    cal = calendar_of()
+    fresh = with_stale(cal.days, {}, checked=[D(2019, 2, 1), D(2019, 2, 3), D(2019, 2, 4)])
+    days = {d.date.day: d for d in fresh}
+    assert (days[4].state, days[4].rows, days[4].error_class, days[4].kept_previous) == (LOADED, 100, None, False)
+    assert days[3].state == FAILED and days[3].error_class == "BadInputError"
+    still = {d.date.day: d for d in with_stale(cal.days, {D(2019, 2, 4): "1 replaced (k.csv)"}, checked=[D(2019, 2, 4)])}
+    assert still[4].state == FAILED and still[4].kept_previous
+    assert states.exit_code([Calendar("LoadT", "s.t", D(2019, 2, 4), D(2019, 2, 5), (days[4],))]) == 0
+
+
 def test_exit_code_stale_is_22_between_missing_and_failed():
     assert states.exit_code([checked(failures=[], not_loaded=[])]) == states.EXIT_STALE == 22
     assert states.exit_code([checked(failures=[])]) == 22  # stale and missing: the higher, stale
