@@ -600,16 +600,20 @@ def select_failures(failures: TableName) -> sql.Composed:
 
 # What ``select_marker_window`` returns per row, in this order.
 MARKER_WINDOW_FIELDS = ("partition_date", "rows_loaded", "rows_rejected", "bytes_loaded", "objects", "seconds",
-                        "finished_at", "host", "task_family")
+                        "finished_at", "host", "task_family", "skipped", "skipped_keys")
+SKIPPED_KEYS_SHOWN = 5  # of a marker's skipped_keys, how many ``select_marker_window`` returns
 
 
 def select_marker_window(marker: TableName) -> sql.Composed:
-    """Parameters: target table key, first date, stop date (exclusive). The marker rows of a window, summarised."""
+    """Parameters: target table key, first date, stop date (exclusive). The marker rows of a window, summarised;
+    the skipped keys (``to_jsonb(m)``: NULL in a marker table made before them) as a count and the first few."""
     return sql.SQL(
         "SELECT partition_date, rows_loaded, rows_rejected, bytes_loaded, jsonb_array_length(source_objects), "
-        "extract(epoch FROM finished_at - started_at)::float8, finished_at, host, task_family "
-        "FROM {} WHERE target_table = %s AND partition_date >= %s AND partition_date < %s ORDER BY partition_date"
-    ).format(table_ident(marker))
+        "extract(epoch FROM finished_at - started_at)::float8, finished_at, host, task_family, "
+        "coalesce(jsonb_array_length(to_jsonb(m) -> 'skipped_keys'), 0), "
+        "ARRAY(SELECT jsonb_array_elements_text(to_jsonb(m) -> 'skipped_keys') LIMIT {}) "
+        "FROM {} AS m WHERE target_table = %s AND partition_date >= %s AND partition_date < %s ORDER BY partition_date"
+    ).format(sql.Literal(SKIPPED_KEYS_SHOWN), table_ident(marker))
 
 
 def select_recorded_span(marker: TableName, failures: TableName) -> sql.Composed:

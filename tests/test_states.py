@@ -19,7 +19,8 @@ T0 = datetime.datetime(2019, 3, 1, 2, 0, tzinfo=UTC)
 
 def marker(day: datetime.date, finished: datetime.datetime = T0, rows: int = 100, rejected: int = 0) -> dict:
     return {"partition_date": day, "rows_loaded": rows, "rows_rejected": rejected, "bytes_loaded": 3 * 2**20,
-            "objects": 2, "seconds": 1.5, "finished_at": finished, "host": "w1", "task_family": "LoadT"}
+            "objects": 2, "seconds": 1.5, "finished_at": finished, "host": "w1", "task_family": "LoadT", "skipped": 0,
+            "skipped_keys": []}
 
 
 def failure(day: datetime.date, failed: datetime.datetime = T0, message: str = "s3://b/k.csv line 3: bad") -> dict:
