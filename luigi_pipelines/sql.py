@@ -471,27 +471,36 @@ def create_marker_table(marker: TableName) -> sql.Composed:
     finished_at    timestamptz NOT NULL,
     host           text        NOT NULL,
     load_id        uuid,
+    skipped_keys   jsonb,
     PRIMARY KEY (target_table, partition_date))"""
     ).format(table_ident(marker))
 
 
-def add_marker_load_id(marker: TableName) -> sql.Composed:
-    """``load_id`` came after the first marker tables: added to an existing one (nullable, so instantly)."""
-    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS load_id uuid").format(table_ident(marker))
+# Marker columns that came after the first marker tables, in the order they came, with their types: an existing
+# table gets them (nullable, so instantly; its rows keep NULL).
+MARKER_ADDED_COLUMNS = (("load_id", "uuid"), ("skipped_keys", "jsonb"))
+
+
+def add_marker_column(marker: TableName, column: str) -> sql.Composed:
+    """``ALTER TABLE marker ADD COLUMN IF NOT EXISTS <column> <type>``, of ``MARKER_ADDED_COLUMNS``."""
+    kind = dict(MARKER_ADDED_COLUMNS)[column]
+    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+        table_ident(marker), sql.Identifier(column), sql.SQL(kind))
 
 
 def upsert_marker(marker: TableName) -> sql.Composed:
     """Parameters, by name: the columns of the marker table; ``finished_at`` is the commit's clock."""
     return sql.SQL(
         """INSERT INTO {} (target_table, partition_date, task_family, task_id, rows_loaded, rows_rejected,
-                bytes_loaded, source_objects, started_at, finished_at, host, load_id)
+                bytes_loaded, source_objects, started_at, finished_at, host, load_id, skipped_keys)
 VALUES (%(target_table)s, %(partition_date)s, %(task_family)s, %(task_id)s, %(rows_loaded)s, %(rows_rejected)s,
-        %(bytes_loaded)s, %(source_objects)s, %(started_at)s, clock_timestamp(), %(host)s, %(load_id)s)
+        %(bytes_loaded)s, %(source_objects)s, %(started_at)s, clock_timestamp(), %(host)s, %(load_id)s,
+        %(skipped_keys)s)
 ON CONFLICT (target_table, partition_date) DO UPDATE SET
     task_family = EXCLUDED.task_family, task_id = EXCLUDED.task_id, rows_loaded = EXCLUDED.rows_loaded,
     rows_rejected = EXCLUDED.rows_rejected, bytes_loaded = EXCLUDED.bytes_loaded, source_objects = EXCLUDED.source_objects,
     started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, host = EXCLUDED.host,
-    load_id = EXCLUDED.load_id"""
+    load_id = EXCLUDED.load_id, skipped_keys = EXCLUDED.skipped_keys"""
     ).format(table_ident(marker))
 
 
@@ -561,6 +570,24 @@ def delete_failure(failures: TableName) -> sql.Composed:
     return sql.SQL("DELETE FROM {} WHERE target_table = %s AND partition_date = %s").format(table_ident(failures))
 
 
+def delete_superseded_failures(failures: TableName) -> sql.Composed:
+    """Parameters: an array of target table keys, an array of as many dates, a time. The failure rows of those
+    (key, date) pairs recorded before that time, which a check found superseded; returns their key and date::
+
+        DELETE FROM failures WHERE (target_table, partition_date) IN (SELECT * FROM unnest(%s::text[], %s::date[]))
+        AND failed_at < %s RETURNING target_table, partition_date, error_class
+    """
+    return sql.SQL(
+        "DELETE FROM {} WHERE (target_table, partition_date) IN (SELECT * FROM unnest(%s::text[], %s::date[])) "
+        "AND failed_at < %s RETURNING target_table, partition_date, error_class"
+    ).format(table_ident(failures))
+
+
+def server_clock() -> sql.SQL:
+    """``SELECT clock_timestamp()``: the server's clock, the one failure records are stamped with."""
+    return sql.SQL("SELECT clock_timestamp()")
+
+
 # What ``select_failures`` returns per row, in this order.
 FAILURE_FIELDS = ("partition_date", "task_family", "error_class", "message", "s3_key", "host", "failed_at", "attempts")
 
@@ -574,16 +601,20 @@ def select_failures(failures: TableName) -> sql.Composed:
 
 # What ``select_marker_window`` returns per row, in this order.
 MARKER_WINDOW_FIELDS = ("partition_date", "rows_loaded", "rows_rejected", "bytes_loaded", "objects", "seconds",
-                        "finished_at", "host", "task_family")
+                        "finished_at", "host", "task_family", "skipped", "skipped_keys")
+SKIPPED_KEYS_SHOWN = 5  # of a marker's skipped_keys, how many ``select_marker_window`` returns
 
 
 def select_marker_window(marker: TableName) -> sql.Composed:
-    """Parameters: target table key, first date, stop date (exclusive). The marker rows of a window, summarised."""
+    """Parameters: target table key, first date, stop date (exclusive). The marker rows of a window, summarised;
+    the skipped keys (``to_jsonb(m)``: NULL in a marker table made before them) as a count and the first few."""
     return sql.SQL(
         "SELECT partition_date, rows_loaded, rows_rejected, bytes_loaded, jsonb_array_length(source_objects), "
-        "extract(epoch FROM finished_at - started_at)::float8, finished_at, host, task_family "
-        "FROM {} WHERE target_table = %s AND partition_date >= %s AND partition_date < %s ORDER BY partition_date"
-    ).format(table_ident(marker))
+        "extract(epoch FROM finished_at - started_at)::float8, finished_at, host, task_family, "
+        "coalesce(jsonb_array_length(to_jsonb(m) -> 'skipped_keys'), 0), "
+        "ARRAY(SELECT jsonb_array_elements_text(to_jsonb(m) -> 'skipped_keys') LIMIT {}) "
+        "FROM {} AS m WHERE target_table = %s AND partition_date >= %s AND partition_date < %s ORDER BY partition_date"
+    ).format(sql.Literal(SKIPPED_KEYS_SHOWN), table_ident(marker))
 
 
 def select_recorded_span(marker: TableName, failures: TableName) -> sql.Composed:

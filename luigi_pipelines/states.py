@@ -49,6 +49,8 @@ class DateState:
     failed_host: str | None = None
     attempts: int | None = None
     change: str | None = None  # a stale date: how its sources changed since its load ("" when not said)
+    skipped: int = 0  # from the marker: objects that looked like data but that ``keys`` left out
+    skipped_keys: tuple[str, ...] = ()  # the first few of them
 
     @property
     def kept_previous(self) -> bool:
@@ -132,18 +134,28 @@ def _state(day: datetime.date, pending: bool, marker: Mapping[str, Any] | None,
     if marker is not None and not pending:
         details.update(rows=marker["rows_loaded"], rejected=marker["rows_rejected"], bytes=marker["bytes_loaded"],
                        objects=marker["objects"], seconds=marker["seconds"], finished_at=marker["finished_at"],
-                       host=marker["host"])
+                       host=marker["host"], skipped=marker["skipped"], skipped_keys=tuple(marker["skipped_keys"]))
     if last_failed and failure is not None:
         details.update(error_class=failure["error_class"], error=failure["message"], s3_key=failure["s3_key"],
                        failed_at=failure["failed_at"], failed_host=failure["host"], attempts=failure["attempts"])
     return DateState(day, state, **details)
 
 
-def with_stale(days: Iterable[DateState], changes: Mapping[datetime.date, str]) -> tuple[DateState, ...]:
+def with_stale(days: Iterable[DateState], changes: Mapping[datetime.date, str],
+               checked: Iterable[datetime.date] = ()) -> tuple[DateState, ...]:
     """``days`` with each loaded date of ``changes`` (the dates whose sources changed since their load, and how)
-    made **stale**. A failed or missing date keeps its state: its last attempt, or its absence, says more."""
-    return tuple(dataclasses.replace(d, state=STALE, change=changes[d.date])
-                 if d.state == LOADED and d.date in changes else d for d in days)
+    made **stale**, and each failed reload (``kept_previous``) among the ``checked`` dates whose sources did not
+    change made **loaded**: the previous load is what its sources hold again, and the check superseded its
+    failure record. Other failed dates and missing ones keep their state."""
+    fresh = set(checked) - set(changes)
+    return tuple(dataclasses.replace(d, state=STALE, change=changes[d.date]) if d.state == LOADED and d.date in changes
+                 else _superseded(d) if d.kept_previous and d.date in fresh else d for d in days)
+
+
+def _superseded(day: DateState) -> DateState:
+    """A failed reload whose sources match the kept load again: loaded, without the failure's details."""
+    return dataclasses.replace(day, state=LOADED, error_class=None, error=None, s3_key=None, failed_at=None,
+                               failed_host=None, attempts=None)
 
 
 def exit_code(calendars: Sequence[Calendar]) -> int:

@@ -69,7 +69,8 @@ def main(args: argparse.Namespace) -> int:
 def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.date,
                 check_sources: bool = False) -> Calendar:
     """The states of ``module.task``'s dates in ``[start, stop)``: one query per table, plus ``bulk_complete``;
-    with ``check_sources``, the loaded dates whose sources changed since are stale (``stale_changes``)."""
+    with ``check_sources``, the loaded dates whose sources changed since are stale (``stale_changes``), and a failed
+    reload whose sources match the previous load again is loaded (the check supersedes its failure record)."""
     probe = backfill.task_class(module, task)(date=start, reload_changed=check_sources)
     key, failures = probe.partition_key, load_settings().failures
     with db.connect(database_settings()) as conn:
@@ -78,9 +79,9 @@ def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.dat
     dates = date_range(start, stop)
     not_loaded = backfill.incomplete(module, task, dates)  # what backfill would load: the same one query
     days = date_states(dates, not_loaded, markers, failed)
-    if check_sources:
-        loaded = [d.date for d in days if d.state == LOADED]
-        days = with_stale(days, probe.stale_changes(loaded) if loaded else {})
+    if check_sources:  # the loaded dates, and those whose reload failed (the previous load kept)
+        loaded = [d.date for d in days if d.state == LOADED or d.kept_previous]
+        days = with_stale(days, probe.stale_changes(loaded) if loaded else {}, checked=loaded)
     return Calendar(task, str(key), start, stop, days, sources_checked=check_sources)
 
 

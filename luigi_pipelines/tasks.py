@@ -25,7 +25,7 @@ from .manifests import UPSTREAM_LOADS, objects_change, recorded_upstream_loads, 
 from .objects import CsvDecoder, Decoder, ObjectLoader, ObjectRecord
 from .partitions import CONVENTIONAL_SKIPS, KeyFilter, ScopedTable, TableName, key_prefix, prefixes_apart
 from .reporting import ROLLED_BACK, ProgressReport, failure_text, one_line
-from .s3 import S3Client, S3Object
+from .s3 import Listing, S3Client, S3Object
 from .settings import LoadSettings
 from .targets import PartitionMarkerTarget, check_owner, forget_missing, note_missing, take_missing
 
@@ -292,13 +292,33 @@ class PartitionTask(luigi.Task):
         return set(self.stale_changes(values))
 
     def stale_changes(self, values: Sequence[Any]) -> dict[Any, str]:
-        """``stale_values`` with how each one changed (``source_changes``): what ``status --check-sources`` shows."""
+        """``stale_values`` with how each one changed (``source_changes``): what ``status --check-sources`` shows.
+        A failed attempt on record for a partition found fresh is superseded (``supersede_failures``)."""
         partitions = self.partitions_of(values)
         with db.session(database_settings(), reset=False) as conn:
             recorded = db.marker_sources(conn, self.marker_table, partitions)
+            checked_at = db.server_clock(conn)
         gone = {v: "its marker is gone" for v, p in zip(values, partitions, strict=True) if p not in recorded}
         present = [(v, recorded[p].sources) for v, p in zip(values, partitions, strict=True) if p in recorded]
-        return gone | (self.source_changes(present) if present else {})
+        changes = gone | (self.source_changes(present) if present else {})
+        if self.compares_sources:
+            self.supersede_failures([p for v, p in zip(values, partitions, strict=True) if v not in changes], checked_at)
+        return changes
+
+    # Whether ``changed_sources`` really compares a partition's sources with its marker (a plain PartitionTask
+    # cannot tell: it is never stale, and never shown fresh either).
+    compares_sources: ClassVar[bool] = False
+
+    def supersede_failures(self, fresh: Sequence[tuple[ScopedTable, datetime.date]], checked_at: datetime.datetime
+                           ) -> None:
+        """The failed attempts on record of ``fresh`` partitions (loaded, their sources equal to their marker as
+        listed after ``checked_at``) are history: a reload failed and the sources were then restored, so the
+        previous load is what they say. Deleted, so that ``status`` stops reporting a failure for correct data."""
+        with db.session(database_settings(), reset=False) as conn:
+            cleared = db.supersede_failures(conn, self.load_section().failures, fresh, checked_at)
+        for key, day, error_class in cleared:
+            logger.info("%s %s: loaded, and its sources match its load: the failed attempt on record (%s) is "
+                        "superseded", key, day, error_class)
 
     def changed_sources(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> set[Any]:
         """Of (value, the marker's ``source_objects``) pairs, the values whose sources differ now. Here none:
@@ -566,6 +586,7 @@ class LoadPartition(PartitionTask):
     keys: ClassVar[Sequence[str]] = ()
     # names below the prefix that are never data (_SUCCESS, _temporary/..., *.crc, dot-files); () loads them too
     skip_keys: ClassVar[Sequence[str]] = CONVENTIONAL_SKIPS
+    compares_sources = True
 
     @property
     def prefix(self) -> str:
@@ -682,14 +703,14 @@ class LoadPartition(PartitionTask):
         key = self.failed_source()
         return f"s3://{self.bucket}/{key}" if key else None
 
-    def list_objects(self, s3: S3Client) -> list[S3Object]:
-        """The date's data objects to load (``data_objects``); none is an error unless declared fine."""
-        return self.checked_objects(self.data_objects(s3))
-
     def data_objects(self, s3: S3Client) -> list[S3Object]:
         """The date's data objects: one paginated listing, ``key_filter`` applied, the ready key left out."""
-        listed = s3.list_objects(self.bucket, self.prefix, self.key_filter)
-        return [o for o in listed if o.key != self.prefix + self.ready_key]
+        return self.listing(s3).objects
+
+    def listing(self, s3: S3Client) -> Listing:
+        """``data_objects``, and the keys that look like data but that ``keys`` leave out (the ready key is neither)."""
+        listed, ready = s3.list_partition(self.bucket, self.prefix, self.key_filter), self.prefix + self.ready_key
+        return Listing([o for o in listed.objects if o.key != ready], [k for k in listed.left_out if k != ready])
 
     def checked_objects(self, objects: list[S3Object]) -> list[S3Object]:
         if not objects and not self.empty_partition_ok:
@@ -697,14 +718,26 @@ class LoadPartition(PartitionTask):
         return objects
 
     # The listing that ``source_change`` compared, kept for the load of the same transaction (its load_id).
-    _listed: tuple[uuid.UUID, list[S3Object]] | None = None
+    _listed: tuple[uuid.UUID, Listing] | None = None
 
     def objects_to_load(self, tx: db.PartitionTransaction, s3: S3Client) -> list[S3Object]:
-        """The objects to load in ``tx``: those listed under its lock to compare with the marker, or a new listing."""
+        """The objects to load in ``tx``: those listed under its lock to compare with the marker, or a new listing.
+        The keys that ``keys`` leave out go to the marker (``tx.skipped``) and a warning (``check_left_out``)."""
         listed, self._listed = self._listed, None
-        if listed is not None and listed[0] == tx.load_id:
-            return self.checked_objects(listed[1])
-        return self.list_objects(s3)
+        listing = listed[1] if listed is not None and listed[0] == tx.load_id else self.listing(s3)
+        self.check_left_out(tx, listing.left_out)
+        tx.skipped = listing.left_out
+        if listing.left_out:
+            logger.warning("%s %s: %s under s3://%s/%s look%s like data but %s left out by keys %r, not loaded: %s "
+                           "(recorded in the marker's skipped_keys; declare them in keys to load them, or in skip_keys "
+                           "if they are not data)", tx.key, tx.date, _objects(listing.left_out), self.bucket,
+                           self.prefix, "" if len(listing.left_out) > 1 else "s",
+                           "are" if len(listing.left_out) > 1 else "is", tuple(self.keys), _named(listing.left_out))
+        return self.checked_objects(listing.objects)
+
+    def check_left_out(self, tx: db.PartitionTransaction, keys: Sequence[str]) -> None:
+        """Hook: ``keys`` look like data but ``keys`` leave them out; raise to refuse the load. Here they are named
+        in a warning and in the marker only."""
 
     def changed_sources(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> set[Any]:
         """The dates whose listing (what the load would load now) differs from the marker's objects: one
@@ -723,9 +756,10 @@ class LoadPartition(PartitionTask):
         return self if value == self.partition_value else self.clone(**{self.partition_parameter: value})
 
     def source_change(self, tx: db.PartitionTransaction) -> str:
-        objects = self.data_objects(self.s3_client())
-        self._listed = (tx.load_id, objects)
-        return objects_change(tx.previous["source_objects"] if tx.previous else [], [o.as_marker() for o in objects])
+        listing = self.listing(self.s3_client())
+        self._listed = (tx.load_id, listing)
+        return objects_change(tx.previous["source_objects"] if tx.previous else [],
+                              [o.as_marker() for o in listing.objects])
 
     # -- hooks: override these, not the methods above ------------------------------------------
 
@@ -927,6 +961,18 @@ class MergePartition(LoadPartition):
                     f"a merge by one would change or delete rows of the other. Give each task that feeds "
                     f"{tx.target} its own scope over the same columns (in merge_key), or one task per table")
 
+    def check_left_out(self, tx: db.PartitionTransaction, keys: Sequence[str]) -> None:
+        """A snapshot deletes every key absent from the date's objects: an object left out by ``keys`` that looks
+        like data would have its rows deleted. Refused, before anything is written."""
+        if self.snapshot and keys:
+            raise ConfigurationError(
+                f"{tx.key.describe()} {tx.date}: a snapshot merge deletes every key absent from the date's objects, and "
+                f"keys {tuple(self.keys)!r} leave out {_objects(keys)} under s3://{self.bucket}/{self.prefix} that "
+                f"look{'' if len(keys) > 1 else 's'} like data (bytes, not a folder marker, not matched by skip_keys): "
+                f"{_named(keys)}; nothing was written. Match {'them' if len(keys) > 1 else 'it'} with keys to merge "
+                f"{'them' if len(keys) > 1 else 'it'}, or declare {'them' if len(keys) > 1 else 'it'} not data in "
+                f"skip_keys")
+
     def check_order(self, tx: db.PartitionTransaction) -> None:
         """Take the table's lock, then refuse a date older than the newest one merged: it would put older values
         over newer ones. ``force`` applies it anyway (the later dates are then to be applied again, in order)."""
@@ -970,6 +1016,15 @@ class MergePartition(LoadPartition):
         """Nothing to check: a merged table's rows carry no partition date."""
 
 
+def _objects(keys: Sequence[str]) -> str:
+    return f"{len(keys)} object{'s' if len(keys) > 1 else ''}"
+
+
+def _named(keys: Sequence[str], shown: int = 5) -> str:
+    """At most ``shown`` of ``keys``, and ``...`` if there are more."""
+    return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")
+
+
 def _elapsed(started: datetime.datetime) -> float:
     return (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
 
@@ -991,6 +1046,7 @@ class TransformPartition(PartitionTask):
 
     upstream: ClassVar[type[PartitionTask]]
     source_columns: ClassVar[Sequence[str]] = ()
+    compares_sources = True
     read_batch_rows: ClassVar[int] = 10_000
 
     @staticmethod

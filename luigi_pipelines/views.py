@@ -105,11 +105,18 @@ def _problem_lines(cal: Calendar, listed: int) -> list[str]:
               for day in stale[:listed]]
     if len(stale) > listed:
         lines.append(f"  ... and {len(stale) - listed} more stale dates (--json or --html lists them all)")
+    lines += [f"  skipped {day.date}  {_left_out(day)}" for day in cal.days if day.skipped][:listed]
     missing = cal.of(MISSING)
     if missing:
         shown = ", ".join(d.date.isoformat() for d in missing[:listed]) + (" ..." if len(missing) > listed else "")
         lines.append(f"  missing {len(missing)}: {shown}")
     return lines
+
+
+def _left_out(day: DateState) -> str:
+    """``2 objects left out by keys: d/b.csv.gz, d/c.json``: the marker's skipped keys (the first few)."""
+    more = ", ..." if day.skipped > len(day.skipped_keys) else ""
+    return f"{day.skipped} object{_s(day.skipped)} left out by keys: {', '.join(day.skipped_keys)}{more}"
 
 
 def _short(message: str, limit: int) -> str:
@@ -161,6 +168,10 @@ def _date_json(day: DateState) -> dict[str, Any]:
             out[name] = moment.astimezone(datetime.timezone.utc).isoformat()
     if day.kept_previous:
         out["kept_previous"] = True
+    if day.rows is not None:
+        out["skipped"] = day.skipped
+    if day.skipped:
+        out["skipped_keys"] = list(day.skipped_keys)
     return out
 
 
@@ -232,6 +243,8 @@ def tooltip(day: DateState) -> str:
         lines.append(f"loaded {_when(day.finished_at)} on {day.host}")
         if day.rejected:
             lines.append(f"{day.rejected:,} rows rejected")
+        if day.skipped:
+            lines.append(_left_out(day))
     if day.state == FAILED:
         lines.append(f"{day.error_class}: {_short(day.error or '', 200)}")
         if day.s3_key:

@@ -235,3 +235,32 @@ def test_the_page_opens_the_latest_stale_date_when_none_failed(stack, changed, t
     dom = Elements(dump_dom(page, tmp_path / "profile"))
     assert [a for t, a in dom.tags if a.get("id") == "detail-0"][0]["data-date"] == "2019-02-04"
     assert f"stale: sources changed since the load: 1 removed ({REMOVED})" in dom.text_of["detail-0"]
+
+
+def test_objects_left_out_by_keys_are_shown_per_date(stack, tmp_path):
+    """A date whose listing held an object that looks like data but that ``keys`` leave out: its count and names,
+    in the terminal, in --json and in the page's tooltip. Nothing failed: exit 0."""
+    import gzip
+
+    from tests.merge_tasks import MergeCustomerCsvs
+
+    stack.set_config("merge_test", "bucket", stack.bucket)
+    stack.set_config("merge_test", "schema", stack.schema)
+    for day in ("2019-02-01", "2019-02-02"):
+        stack.put(f"c/{day}/a.csv", "customer_id,name,tier\n1,Ann,gold\n")
+    stack.put("c/2019-02-01/b.csv.gz", gzip.compress(b"customer_id,name,tier\n2,Bob,gold\n"))
+    for day in (D(2019, 2, 1), D(2019, 2, 2)):
+        assert run_task(MergeCustomerCsvs(date=day)).status == LuigiStatusCode.SUCCESS
+    cfg = stack.write_config(tmp_path / "skipped.cfg")
+    args = ["--module", "tests.merge_tasks", "--task", "MergeCustomerCsvs", "--start", "2019-02-01", "--stop",
+            "2019-02-03"]
+    shown = status(stack, cfg, *args)
+    assert shown.returncode == 0, shown.stderr
+    assert "  skipped 2019-02-01  1 object left out by keys: c/2019-02-01/b.csv.gz" in shown.stdout.splitlines()
+    [pipeline] = json.loads(status(stack, cfg, *args, "--json").stdout)["pipelines"]
+    by_date = {d["date"]: d for d in pipeline["dates"]}
+    assert (by_date["2019-02-01"]["skipped"], by_date["2019-02-01"]["skipped_keys"]) == (1, ["c/2019-02-01/b.csv.gz"])
+    assert by_date["2019-02-02"]["skipped"] == 0 and "skipped_keys" not in by_date["2019-02-02"]
+    page = tmp_path / "status.html"
+    assert status(stack, cfg, *args, "--html", str(page)).returncode == 0
+    assert "1 object left out by keys: c/2019-02-01/b.csv.gz" in page.read_text()
