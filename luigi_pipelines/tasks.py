@@ -74,6 +74,13 @@ class PartitionTask(luigi.Task):
         description="also count a loaded partition as not done when its sources changed since it was written "
         "(S3 objects added, removed or replaced; an upstream partition reloaded), so that it is reloaded"
     )
+    stale_known = luigi.OptionalDictParameter(
+        default=None, significant=False, positional=False,
+        description="reload_changed mode: the partitions (as on the command line) that a check made earlier in "
+        "this run found stale, each with the load_id of its marker then; the others count as fresh without "
+        "listing their sources again (backfill --reload-changed checks once and hands the answer on). A "
+        "partition stays stale until a reload gives its marker another load_id. Unset: each check compares"
+    )
 
     # luigi's [resources] caps how many of these run at once across all workers of a luigid
     # (luigi.cfg: postgres_loads), so a big backfill cannot exhaust the database's connections.
@@ -275,8 +282,11 @@ class PartitionTask(luigi.Task):
         making the tasks."""
         name = self.partition_parameter
         params = self.to_str_params(only_significant=True, only_public=True)
-        parameter = dict(type(self).get_params())[name]
-        return [luigi.task.task_id_str(self.task_family, {**params, name: parameter.serialize(v)}) for v in values]
+        return [luigi.task.task_id_str(self.task_family, {**params, name: self.serialized(v)}) for v in values]
+
+    def serialized(self, value: Any) -> str:
+        """The partition value ``value`` as luigi's command line says it (``2019-02-01``)."""
+        return str(dict(type(self).get_params())[self.partition_parameter].serialize(value))
 
     def learn_sources(self, values: Sequence[Any]) -> None:
         """Learn at once what the dependency checks of the partitions ``values`` (not complete) will ask, if that
@@ -288,13 +298,23 @@ class PartitionTask(luigi.Task):
         return set(self.stale_changes(values))
 
     def stale_changes(self, values: Sequence[Any]) -> dict[Any, str]:
-        """``stale_values`` with how each one changed (``source_changes``): what ``status --check-sources`` shows."""
+        """``stale_values`` with how each one changed (``source_changes``): what ``status --check-sources`` shows.
+        With ``stale_known``, that earlier check's answer, and nothing is listed."""
+        recorded = self.recorded(values)
+        if self.stale_known is not None:
+            known = dict(self.stale_known)
+            return {v: "found stale by this run's check" for v in values if v not in recorded or known.get(
+                self.serialized(v), v) == recorded[v].load_id}
+        gone = {v: "its marker is gone" for v in values if v not in recorded}
+        present = [(v, found.sources) for v, found in recorded.items()]
+        return gone | (self.source_changes(present) if present else {})
+
+    def recorded(self, values: Sequence[Any]) -> dict[Any, db.MarkerSources]:
+        """The marker's sources and ``load_id`` of each of ``values`` that has a marker: one query."""
         partitions = self.partitions_of(values)
         with db.session(database_settings(), reset=False) as conn:
-            recorded = db.marker_sources(conn, self.marker_table, partitions)
-        gone = {v: "its marker is gone" for v, p in zip(values, partitions, strict=True) if p not in recorded}
-        present = [(v, recorded[p].sources) for v, p in zip(values, partitions, strict=True) if p in recorded]
-        return gone | (self.source_changes(present) if present else {})
+            found = db.marker_sources(conn, self.marker_table, partitions)
+        return {v: found[p] for v, p in zip(values, partitions, strict=True) if p in found}
 
     def changed_sources(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> set[Any]:
         """Of (value, the marker's ``source_objects``) pairs, the values whose sources differ now. Here none:
@@ -304,6 +324,11 @@ class PartitionTask(luigi.Task):
     def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
         """``changed_sources`` with how each value's sources changed, where the task can say (else ``""``)."""
         return dict.fromkeys(self.changed_sources(recorded), "")
+
+    def absent_ready_keys(self, values: Sequence[Any]) -> dict[Any, str]:
+        """Of ``values`` (not loaded), those that wait for a ready key the producer has not written, with its URL.
+        Here none: only a load from S3 has one."""
+        return {}
 
     def source_change(self, tx: db.PartitionTransaction) -> str:
         """How the partition's sources differ from ``tx.previous`` (the marker), checked inside ``tx``; ``""`` if
@@ -686,6 +711,13 @@ class LoadPartition(PartitionTask):
         """The date's data objects: one paginated listing, ``key_filter`` applied, the ready key left out."""
         listed = s3.list_objects(self.bucket, self.prefix, self.key_filter)
         return [o for o in listed if o.key != self.prefix + self.ready_key]
+
+    def absent_ready_keys(self, values: Sequence[Any]) -> dict[Any, str]:
+        if not self.ready_key:
+            return {}
+        s3, bucket = self.s3_client(), self.source_bucket
+        keys = {value: self.of_value(value).prefix + self.ready_key for value in values}
+        return {value: f"s3://{bucket}/{key} absent" for value, key in keys.items() if not s3.exists(bucket, key)}
 
     def checked_objects(self, objects: list[S3Object]) -> list[S3Object]:
         if not objects and not self.empty_partition_ok:

@@ -10,9 +10,12 @@ import datetime
 import gzip
 import io
 import json
+import re
 import subprocess
 import sys
 import time
+import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,3 +182,20 @@ def sample_while(procs: Sequence[ManagedProcess], probe: Callable[[Any], T], dsn
 def describe(procs: Sequence[ManagedProcess]) -> str:
     return "\n".join(f"--- {p.name} (exit {p.returncode})\n{p.output()[-2500:]}" for p in procs)
 
+
+
+# -- S3 requests, as moto's server logged them ------------------------------------------------------
+
+def s3_log_mark(stack: Any) -> int:
+    """Where the S3 server's request log ends now: ``listings_since`` counts the requests after it."""
+    return stack.s3.log.stat().st_size
+
+
+def listings_since(stack: Any, mark: int) -> Counter[str]:
+    """The ListObjects requests made of the stack's bucket since ``mark``, by prefix, as the server logged them
+    (each request is logged before its response is sent, so a command that has exited is all there)."""
+    with open(stack.s3.log, "rb") as log:
+        log.seek(mark)
+        text = log.read().decode(errors="replace")
+    pattern = re.compile(rf'"GET /{re.escape(stack.bucket)}\?list-type=2&prefix=([^& ]*)[^"]*"')
+    return Counter(urllib.parse.unquote(m.group(1)) for m in pattern.finditer(text))

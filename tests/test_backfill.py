@@ -19,7 +19,7 @@ from luigi.tools.range import RangeDaily
 
 from luigi_pipelines import backfill as bf
 from luigi_pipelines.cli import main as cli_main
-from tests.scheduling_support import seed_days, table_counts
+from tests.scheduling_support import listings_since, s3_log_mark, seed_days, table_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = datetime.timezone.utc
@@ -280,7 +280,9 @@ def test_backfill_reload_changed_reloads_exactly_the_dates_whose_files_changed(s
 
     changed = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
     assert changed.returncode == 0, changed.stderr[-3000:]
-    assert """--of-params '{"reload_changed": true}'""" in changed.stderr
+    assert '--of-params \'{"reload_changed": true, "stale_known": {"2019-02-07": "' in changed.stderr
+    assert "stale (loaded, sources changed since; reloaded by this run): 1 (2019-02-07: 1 added " \
+        "(transactions/2019-02-07/late.csv))" in changed.stderr
     assert table_counts(stack) == {**expected, D(2019, 2, 7): expected[D(2019, 2, 7)] + 4}
     markers = stack.markers(f"{stack.schema}.transaction")
     assert {d: m for d, m in markers.items() if d != D(2019, 2, 7)} == \
@@ -289,6 +291,32 @@ def test_backfill_reload_changed_reloads_exactly_the_dates_whose_files_changed(s
 
     again = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
     assert again.returncode == 0 and stack.markers(f"{stack.schema}.transaction") == markers  # fresh: a no-op
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_backfill_reload_changed_lists_each_date_once_per_run(stack, tmp_path):
+    """The stale check of `backfill --reload-changed` lists each loaded date's prefix once per run, as the S3
+    server saw it (it listed twice: luigi's RangeDaily, then backfill's final check). A stale date's reload then
+    lists as any load does: its dependency check (data there?) and, under its lock, the listing it loads."""
+    from luigi_pipelines.sample import csv_bytes, transaction_lines
+
+    seed_days(stack, D(2019, 2, 6), 3, rows=3, parts=1)
+    cfg = stack.write_config(tmp_path / "cron.cfg")
+    window = ["--days-back", "3", "--now", "2019-02-09T02:15:00Z", "--local-scheduler"]
+    assert _run_backfill(stack, cfg, ROOT, *window).returncode == 0
+    prefixes = [f"transactions/2019-02-0{n}/" for n in (6, 7, 8)]
+
+    mark = s3_log_mark(stack)
+    fresh = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert listings_since(stack, mark) == Counter(dict.fromkeys(prefixes, 1))
+
+    stack.put("transactions/2019-02-07/late.csv", csv_bytes(transaction_lines(D(2019, 2, 7), 10**6, 4)))
+    mark = s3_log_mark(stack)
+    changed = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert listings_since(stack, mark) == Counter({**dict.fromkeys(prefixes, 1), "transactions/2019-02-07/": 3})
 
 
 def test_dry_run_prints_the_luigi_command(capsys):
