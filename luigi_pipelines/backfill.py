@@ -283,11 +283,13 @@ def shortfall(module: str, task: str, dates: Sequence[datetime.date], stale: Sta
     if not dates:
         return Shortfall()
     probe = task_class(module, task)(date=dates[0])
-    waiting = probe.absent_ready_keys(not_loaded) if not_loaded else {}
-    kept = [d for d in stale or {} if d not in not_loaded]
-    now = probe.recorded(kept) if stale and kept else {}
-    left = {d: f"{stale[d][0]}; not reloaded" for d in kept if stale and d in now and now[d].load_id == stale[d][1]}
-    return Shortfall(tuple(not_loaded), waiting, left)
+    stale = stale or {}
+    kept = [d for d in stale if d not in not_loaded]
+    now = probe.recorded(kept) if kept else {}
+    left = [d for d in kept if d in now and now[d].load_id == stale[d][1]]
+    absent = probe.absent_ready_keys([*not_loaded, *left]) if not_loaded or left else {}
+    why = {d: f"{stale[d][0]}; not reloaded" + (f": {absent[d]}" if d in absent else "") for d in left}
+    return Shortfall(tuple(not_loaded), {d: absent[d] for d in not_loaded if d in absent}, why)
 
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

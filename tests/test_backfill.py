@@ -319,6 +319,57 @@ def test_backfill_reload_changed_lists_each_date_once_per_run(stack, tmp_path):
     assert listings_since(stack, mark) == Counter({**dict.fromkeys(prefixes, 1), "transactions/2019-02-07/": 3})
 
 
+READY_MODULE = """\
+from luigi.tools.range import RangeDaily  # noqa: F401
+
+from luigi_pipelines.pipelines.transactions import LoadTransactions
+
+
+class LoadWhenReady(LoadTransactions):
+    ready_key = "_SUCCESS"
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_backfill_says_which_dates_wait_for_their_ready_key_and_which_are_stale(stack, tmp_path):
+    """Under luigi's own [retcode] (all 0) the verdict decides, and says what each date is: a date whose ready key
+    is absent waits for it (named), a loaded date whose files changed but whose reload waits is loaded and stale,
+    not "not loaded"; stale alone exits 22, as in `status`."""
+    from luigi_pipelines.sample import csv_bytes, transaction_lines
+
+    (tmp_path / "readymod.py").write_text(READY_MODULE)
+    seed_days(stack, D(2019, 2, 1), 3, rows=3, parts=1)
+    for day in ("2019-02-01", "2019-02-02"):
+        stack.put(f"transactions/{day}/_SUCCESS", b"")
+    cfg = stack.write_config(tmp_path / "user.cfg", LUIGI_OWN_DEFAULTS)
+    window = ["--module", "readymod", "--task", "LoadWhenReady", "--start", "2019-02-01", "--stop", "2019-02-04",
+              "--now", "2019-02-05T05:00:00Z", "--local-scheduler"]
+    ready = f"s3://{stack.bucket}/transactions/2019-02-0{{}}/_SUCCESS absent"
+
+    first = _run_backfill(stack, cfg, tmp_path, *window)
+    assert first.returncode == 21, first.stderr[-3000:]
+    assert first.stderr.splitlines()[-1] == (
+        "luigi-pipelines backfill: luigi exited 0 and dates asked for wait for their ready key (absent, so not "
+        f"loaded): 1 (2019-02-03: {ready.format(3)}): exit 21")
+
+    late = "transactions/2019-02-02/late.csv"
+    stack.put(late, csv_bytes(transaction_lines(D(2019, 2, 2), 10**6, 4)))
+    stack.s3_client.delete_object(Bucket=stack.bucket, Key="transactions/2019-02-02/_SUCCESS")  # rewriting it
+    stack.put("transactions/2019-02-03/_SUCCESS", b"")
+    second = _run_backfill(stack, cfg, tmp_path, *window, "--reload-changed")
+    assert second.returncode == 22, second.stderr[-3000:]
+    assert second.stderr.splitlines()[-1] == (
+        "luigi-pipelines backfill: luigi exited 0 and dates asked for are loaded but stale, their sources changed "
+        "since and no reload replaced the previous load (a backfill with --reload-changed reloads them): 1 "
+        f"(2019-02-02: 1 added ({late}); not reloaded: {ready.format(2)}): exit 22")
+    assert sorted(table_counts(stack)) == [D(2019, 2, 1), D(2019, 2, 2), D(2019, 2, 3)]
+
+    stack.put("transactions/2019-02-02/_SUCCESS", b"")
+    third = _run_backfill(stack, cfg, tmp_path, *window, "--reload-changed")
+    assert third.returncode == 0, third.stderr[-3000:]
+
+
 def test_dry_run_prints_the_luigi_command(capsys):
     assert cli_main(["backfill", "--days-back", "2", "--now", "2019-03-10T05:00:00Z", "--dry-run",
                      "--local-scheduler"]) == 0
