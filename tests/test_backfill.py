@@ -318,6 +318,12 @@ def test_backfill_reload_changed_lists_each_date_once_per_run(stack, tmp_path):
     assert changed.returncode == 0, changed.stderr[-3000:]
     assert listings_since(stack, mark) == Counter({**dict.fromkeys(prefixes, 1), "transactions/2019-02-07/": 3})
 
+    window = [w for w in window if w != "--local-scheduler"]
+    mark = s3_log_mark(stack)
+    shared = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed", "--processes", "2")
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert listings_since(stack, mark) == Counter(dict.fromkeys(prefixes, 1))
+
 
 READY_MODULE = """\
 from luigi.tools.range import RangeDaily  # noqa: F401
