@@ -10,11 +10,9 @@ import datetime
 import gzip
 import io
 import json
-import re
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -188,14 +186,9 @@ def describe(procs: Sequence[ManagedProcess]) -> str:
 
 def s3_log_mark(stack: Any) -> int:
     """Where the S3 server's request log ends now: ``listings_since`` counts the requests after it."""
-    return stack.s3.log.stat().st_size
+    return len(stack.s3.output())
 
 
 def listings_since(stack: Any, mark: int) -> Counter[str]:
-    """The ListObjects requests made of the stack's bucket since ``mark``, by prefix, as the server logged them
-    (each request is logged before its response is sent, so a command that has exited is all there)."""
-    with open(stack.s3.log, "rb") as log:
-        log.seek(mark)
-        text = log.read().decode(errors="replace")
-    pattern = re.compile(rf'"GET /{re.escape(stack.bucket)}\?list-type=2&prefix=([^& ]*)[^"]*"')
-    return Counter(urllib.parse.unquote(m.group(1)) for m in pattern.finditer(text))
+    """The ListObjects requests made of the stack's bucket since ``mark``, by prefix, as the server logged them."""
+    return stack.s3.listings(stack.bucket, mark)
