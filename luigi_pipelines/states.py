@@ -168,3 +168,45 @@ def exit_code(calendars: Sequence[Calendar]) -> int:
     if any(c.count(MISSING) for c in calendars):
         return EXIT_MISSING
     return EXIT_ALL_LOADED
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """What a backfill's final check found not done among the dates it was asked for, each said as what it is.
+
+    ``not_loaded``: no marker; of them, ``waiting`` those whose producer has not written the ready key yet
+    (the key's URL). ``stale``: loaded (the previous load is in the table), but their sources changed since
+    and no reload replaced it (how they changed). A date is in ``not_loaded`` or ``stale``, never both.
+    """
+
+    not_loaded: tuple[datetime.date, ...] = ()
+    waiting: Mapping[datetime.date, str] = dataclasses.field(default_factory=dict)
+    stale: Mapping[datetime.date, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def dates(self) -> list[datetime.date]:
+        return sorted({*self.not_loaded, *self.stale})
+
+    def exit_code(self) -> int:
+        """21 if a date is not loaded, else 22 if one is stale (as ``status`` says them), else 0."""
+        return EXIT_MISSING if self.not_loaded else EXIT_STALE if self.stale else EXIT_ALL_LOADED
+
+    def describe(self, shown: int = 10) -> str:
+        """``"dates asked for are not loaded: 1 (2019-02-04); ..."``: each kind of date that is not done."""
+        absent = [d for d in self.not_loaded if d not in self.waiting]
+        parts = [f"dates asked for are not loaded: {listed(absent, {}, shown)}" if absent else "",
+                 f"dates asked for wait for their ready key (absent, so not loaded): "
+                 f"{listed(sorted(self.waiting), self.waiting, shown)}" if self.waiting else "",
+                 f"dates asked for are loaded but stale, their sources changed since and no reload replaced the "
+                 f"previous load (a backfill with --reload-changed reloads them): "
+                 f"{listed(sorted(self.stale), self.stale, shown)}" if self.stale else ""]
+        return "; ".join(p for p in parts if p)
+
+
+def listed(dates: Sequence[datetime.date], notes: Mapping[datetime.date, str], shown: int = 10) -> str:
+    """``"3 (2019-01-01, 2019-01-02: why, ...)"``: how many, and the first ``shown`` of them with their notes."""
+    if not dates:
+        return "0"
+    more = " ..." if len(dates) > shown else ""
+    named = [f"{d.isoformat()}: {notes[d]}" if notes.get(d) else d.isoformat() for d in dates[:shown]]
+    return f"{len(dates)} ({', '.join(named)}{more})"

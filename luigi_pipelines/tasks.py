@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
 
 import luigi
@@ -34,6 +35,19 @@ _MIB = 1024 * 1024
 _MERGE_PRIORITY = 3_000_000  # above every date's ordinal up to the year 8200: a merge's priority stays positive
 _READ_ONCE = "_luigi_pipelines_read_once"  # the instance attribute of ``PartitionTask.reading_config_once``
 T = TypeVar("T")
+# Within ``one_stale_check``: each partition's stale check, by task id, as made the first time it was asked.
+_STALE_CHECKED: ContextVar[dict[str, str | None] | None] = ContextVar("luigi_pipelines_stale_checked", default=None)
+
+
+@contextmanager
+def one_stale_check() -> Iterator[None]:
+    """Within the block, each partition's stale check (``stale_changes``) is made once, however often it is asked:
+    ``status`` checks a load, then its transform, whose check asks the load's again (a second S3 listing)."""
+    token = _STALE_CHECKED.set({})
+    try:
+        yield
+    finally:
+        _STALE_CHECKED.reset(token)
 
 
 class PartitionDateParameter(luigi.DateParameter):
@@ -73,6 +87,13 @@ class PartitionTask(luigi.Task):
         default=False, significant=False, positional=False,
         description="also count a loaded partition as not done when its sources changed since it was written "
         "(S3 objects added, removed or replaced; an upstream partition reloaded), so that it is reloaded"
+    )
+    stale_known = luigi.OptionalDictParameter(
+        default=None, significant=False, positional=False,
+        description="reload_changed mode: the partitions (as on the command line) that a check made earlier in "
+        "this run found stale, each with the load_id of its marker then; the others count as fresh without "
+        "listing their sources again (backfill --reload-changed checks once and hands the answer on). A "
+        "partition stays stale until a reload gives its marker another load_id. Unset: each check compares"
     )
 
     # luigi's [resources] caps how many of these run at once across all workers of a luigid
@@ -279,8 +300,11 @@ class PartitionTask(luigi.Task):
         making the tasks."""
         name = self.partition_parameter
         params = self.to_str_params(only_significant=True, only_public=True)
-        parameter = dict(type(self).get_params())[name]
-        return [luigi.task.task_id_str(self.task_family, {**params, name: parameter.serialize(v)}) for v in values]
+        return [luigi.task.task_id_str(self.task_family, {**params, name: self.serialized(v)}) for v in values]
+
+    def serialized(self, value: Any) -> str:
+        """The partition value ``value`` as luigi's command line says it (``2019-02-01``)."""
+        return str(dict(type(self).get_params())[self.partition_parameter].serialize(value))
 
     def learn_sources(self, values: Sequence[Any]) -> None:
         """Learn at once what the dependency checks of the partitions ``values`` (not complete) will ask, if that
@@ -293,13 +317,30 @@ class PartitionTask(luigi.Task):
 
     def stale_changes(self, values: Sequence[Any]) -> dict[Any, str]:
         """``stale_values`` with how each one changed (``source_changes``): what ``status --check-sources`` shows.
-        A failed attempt on record for a partition found fresh is superseded (``supersede_failures``)."""
+        With ``stale_known``, that earlier check's answer, and nothing is listed; within ``one_stale_check``, a
+        partition's first answer. A failed attempt on record for a partition found fresh is superseded
+        (``supersede_failures``)."""
+        checked = _STALE_CHECKED.get()
+        if checked is None:
+            return self._stale_changes(values)
+        ids = dict(zip(values, self.task_ids_of(values), strict=True))
+        asked = [v for v in values if ids[v] not in checked]
+        found = self._stale_changes(asked) if asked else {}
+        checked.update({ids[v]: found.get(v) for v in asked})  # None: fresh
+        return {v: change for v in values if (change := checked[ids[v]]) is not None}
+
+    def _stale_changes(self, values: Sequence[Any]) -> dict[Any, str]:
         partitions = self.partitions_of(values)
         with db.session(database_settings(), reset=False) as conn:
-            recorded = db.marker_sources(conn, self.marker_table, partitions)
+            found = db.marker_sources(conn, self.marker_table, partitions)
             checked_at = db.server_clock(conn)
-        gone = {v: "its marker is gone" for v, p in zip(values, partitions, strict=True) if p not in recorded}
-        present = [(v, recorded[p].sources) for v, p in zip(values, partitions, strict=True) if p in recorded]
+        recorded = {v: found[p] for v, p in zip(values, partitions, strict=True) if p in found}
+        if self.stale_known is not None:
+            known = dict(self.stale_known)
+            return {v: "found stale by this run's check" for v in values if v not in recorded or known.get(
+                self.serialized(v), v) == recorded[v].load_id}
+        gone = {v: "its marker is gone" for v in values if v not in recorded}
+        present = [(v, marker.sources) for v, marker in recorded.items()]
         changes = gone | (self.source_changes(present) if present else {})
         if self.compares_sources:
             self.supersede_failures([p for v, p in zip(values, partitions, strict=True) if v not in changes], checked_at)
@@ -328,6 +369,11 @@ class PartitionTask(luigi.Task):
     def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
         """``changed_sources`` with how each value's sources changed, where the task can say (else ``""``)."""
         return dict.fromkeys(self.changed_sources(recorded), "")
+
+    def absent_ready_keys(self, values: Sequence[Any]) -> dict[Any, str]:
+        """Of ``values`` (not loaded), those that wait for a ready key the producer has not written, with its URL.
+        Here none: only a load from S3 has one."""
+        return {}
 
     def source_change(self, tx: db.PartitionTransaction) -> str:
         """How the partition's sources differ from ``tx.previous`` (the marker), checked inside ``tx``; ``""`` if
@@ -712,6 +758,13 @@ class LoadPartition(PartitionTask):
         listed, ready = s3.list_partition(self.bucket, self.prefix, self.key_filter), self.prefix + self.ready_key
         return Listing([o for o in listed.objects if o.key != ready], [k for k in listed.left_out if k != ready])
 
+    def absent_ready_keys(self, values: Sequence[Any]) -> dict[Any, str]:
+        if not self.ready_key:
+            return {}
+        s3, bucket = self.s3_client(), self.source_bucket
+        keys = {value: self.of_value(value).prefix + self.ready_key for value in values}
+        return {value: f"s3://{bucket}/{key} absent" for value, key in keys.items() if not s3.exists(bucket, key)}
+
     def checked_objects(self, objects: list[S3Object]) -> list[S3Object]:
         if not objects and not self.empty_partition_ok:
             raise SourceError(f"s3://{self.bucket}/{self.prefix}: no objects to load")
@@ -1080,25 +1133,35 @@ class TransformPartition(PartitionTask):
 
     def source_change(self, tx: db.PartitionTransaction) -> str:
         recorded = recorded_upstream_loads(tx.previous["source_objects"] if tx.previous else [])
-        return upstream_change(recorded, self.upstream_loads(tx))
+        return upstream_change(recorded, self.upstream_loads(tx), self.upstream_name(self.date))
+
+    def upstream_name(self, value: Any) -> str:
+        """``"upstream LoadTransactions 2019-02-01"``: the upstream task and partition a change message names."""
+        return f"upstream {self.upstream.task_family} {value}"
 
     def changed_sources(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> set[Any]:
+        return set(self.source_changes(recorded))
+
+    def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
         """The dates whose upstream partitions were reloaded since (their load ids differ from the recorded
-        ones, one query), or are stale themselves (asked of the upstream task in the same mode: transitively)."""
+        ones, one query), or are stale themselves (asked of the upstream task in the same mode: transitively),
+        each with the upstream task and partition that changed and how."""
         wanted = {value: self.upstream_partitions(value) for value, _ in recorded}
         upstream = self.upstream_task()
         with db.session(database_settings(), reset=False) as conn:
             found = db.marker_sources(conn, upstream.marker_table, [p for ps in wanted.values() for p in ps])
-        changed = {value for value, sources in recorded
-                   if any(p not in found for p in wanted[value]) or upstream_change(
-                       recorded_upstream_loads(sources), {str(p[0]): found[p].load_id for p in wanted[value]})}
-        rest = [value for value, _ in recorded if value not in changed]
+        changes = {value: upstream_change(recorded_upstream_loads(sources),
+                                          {str(p[0]): found[p].load_id if p in found else None for p in wanted[value]},
+                                          self.upstream_name(value))
+                   for value, sources in recorded}
+        rest = [value for value, change in changes.items() if not change]
         values = {value: self.upstream.partition_values_of_date(value) for value in rest}
-        stale = upstream.stale_values([v for vs in values.values() for v in vs]) if rest else set()
-        return changed | {value for value, vs in values.items() if stale.intersection(vs)}
-
-    def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
-        return dict.fromkeys(self.changed_sources(recorded), "an upstream partition was reloaded since, or is stale")
+        stale = upstream.stale_changes([v for vs in values.values() for v in vs]) if rest else {}
+        for value, upstream_values in values.items():
+            hit = [v for v in upstream_values if v in stale]
+            changes[value] = f"{self.upstream_name(upstream.serialized(hit[0]))} is stale: {stale[hit[0]]}" + (
+                f" (and {len(hit) - 1} more of its partitions)" if len(hit) > 1 else "") if hit else ""
+        return {value: change for value, change in changes.items() if change}
 
     def write_partition(self, tx: db.PartitionTransaction) -> None:
         source = self.upstream_task()

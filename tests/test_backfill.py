@@ -19,7 +19,7 @@ from luigi.tools.range import RangeDaily
 
 from luigi_pipelines import backfill as bf
 from luigi_pipelines.cli import main as cli_main
-from tests.scheduling_support import seed_days, table_counts
+from tests.scheduling_support import listings_since, s3_log_mark, seed_days, table_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = datetime.timezone.utc
@@ -280,7 +280,9 @@ def test_backfill_reload_changed_reloads_exactly_the_dates_whose_files_changed(s
 
     changed = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
     assert changed.returncode == 0, changed.stderr[-3000:]
-    assert """--of-params '{"reload_changed": true}'""" in changed.stderr
+    assert '--of-params \'{"reload_changed": true, "stale_known": {"2019-02-07": "' in changed.stderr
+    assert "stale (loaded, sources changed since; reloaded by this run): 1 (2019-02-07: 1 added " \
+        "(transactions/2019-02-07/late.csv))" in changed.stderr
     assert table_counts(stack) == {**expected, D(2019, 2, 7): expected[D(2019, 2, 7)] + 4}
     markers = stack.markers(f"{stack.schema}.transaction")
     assert {d: m for d, m in markers.items() if d != D(2019, 2, 7)} == \
@@ -289,6 +291,89 @@ def test_backfill_reload_changed_reloads_exactly_the_dates_whose_files_changed(s
 
     again = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
     assert again.returncode == 0 and stack.markers(f"{stack.schema}.transaction") == markers  # fresh: a no-op
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_backfill_reload_changed_lists_each_date_once_per_run(stack, tmp_path):
+    """The stale check of `backfill --reload-changed` lists each loaded date's prefix once per run, as the S3
+    server saw it (it listed twice: luigi's RangeDaily, then backfill's final check). A stale date's reload then
+    lists as any load does: its dependency check (data there?) and, under its lock, the listing it loads."""
+    from luigi_pipelines.sample import csv_bytes, transaction_lines
+
+    seed_days(stack, D(2019, 2, 6), 3, rows=3, parts=1)
+    cfg = stack.write_config(tmp_path / "cron.cfg")
+    window = ["--days-back", "3", "--now", "2019-02-09T02:15:00Z", "--local-scheduler"]
+    assert _run_backfill(stack, cfg, ROOT, *window).returncode == 0
+    prefixes = [f"transactions/2019-02-0{n}/" for n in (6, 7, 8)]
+
+    mark = s3_log_mark(stack)
+    fresh = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert listings_since(stack, mark) == Counter(dict.fromkeys(prefixes, 1))
+
+    stack.put("transactions/2019-02-07/late.csv", csv_bytes(transaction_lines(D(2019, 2, 7), 10**6, 4)))
+    mark = s3_log_mark(stack)
+    changed = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert listings_since(stack, mark) == Counter({**dict.fromkeys(prefixes, 1), "transactions/2019-02-07/": 3})
+
+    window = [w for w in window if w != "--local-scheduler"]
+    mark = s3_log_mark(stack)
+    shared = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed", "--processes", "2")
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert listings_since(stack, mark) == Counter(dict.fromkeys(prefixes, 1))
+
+
+READY_MODULE = """\
+from luigi.tools.range import RangeDaily  # noqa: F401
+
+from luigi_pipelines.pipelines.transactions import LoadTransactions
+
+
+class LoadWhenReady(LoadTransactions):
+    ready_key = "_SUCCESS"
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_backfill_says_which_dates_wait_for_their_ready_key_and_which_are_stale(stack, tmp_path):
+    """Under luigi's own [retcode] (all 0) the verdict decides, and says what each date is: a date whose ready key
+    is absent waits for it (named), a loaded date whose files changed but whose reload waits is loaded and stale,
+    not "not loaded"; stale alone exits 22, as in `status`."""
+    from luigi_pipelines.sample import csv_bytes, transaction_lines
+
+    (tmp_path / "readymod.py").write_text(READY_MODULE)
+    seed_days(stack, D(2019, 2, 1), 3, rows=3, parts=1)
+    for day in ("2019-02-01", "2019-02-02"):
+        stack.put(f"transactions/{day}/_SUCCESS", b"")
+    cfg = stack.write_config(tmp_path / "user.cfg", LUIGI_OWN_DEFAULTS)
+    window = ["--module", "readymod", "--task", "LoadWhenReady", "--start", "2019-02-01", "--stop", "2019-02-04",
+              "--now", "2019-02-05T05:00:00Z", "--local-scheduler"]
+    ready = f"s3://{stack.bucket}/transactions/2019-02-0{{}}/_SUCCESS absent"
+
+    first = _run_backfill(stack, cfg, tmp_path, *window)
+    assert first.returncode == 21, first.stderr[-3000:]
+    assert first.stderr.splitlines()[-1] == (
+        "luigi-pipelines backfill: luigi exited 0 and dates asked for wait for their ready key (absent, so not "
+        f"loaded): 1 (2019-02-03: {ready.format(3)}): exit 21")
+
+    late = "transactions/2019-02-02/late.csv"
+    stack.put(late, csv_bytes(transaction_lines(D(2019, 2, 2), 10**6, 4)))
+    stack.s3_client.delete_object(Bucket=stack.bucket, Key="transactions/2019-02-02/_SUCCESS")  # rewriting it
+    stack.put("transactions/2019-02-03/_SUCCESS", b"")
+    second = _run_backfill(stack, cfg, tmp_path, *window, "--reload-changed")
+    assert second.returncode == 22, second.stderr[-3000:]
+    assert second.stderr.splitlines()[-1] == (
+        "luigi-pipelines backfill: luigi exited 0 and dates asked for are loaded but stale, their sources changed "
+        "since and no reload replaced the previous load (a backfill with --reload-changed reloads them): 1 "
+        f"(2019-02-02: 1 added ({late}); not reloaded: {ready.format(2)}): exit 22")
+    assert sorted(table_counts(stack)) == [D(2019, 2, 1), D(2019, 2, 2), D(2019, 2, 3)]
+
+    stack.put("transactions/2019-02-02/_SUCCESS", b"")
+    third = _run_backfill(stack, cfg, tmp_path, *window, "--reload-changed")
+    assert third.returncode == 0, third.stderr[-3000:]
 
 
 def test_dry_run_prints_the_luigi_command(capsys):

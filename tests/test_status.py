@@ -7,6 +7,7 @@ import datetime
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from luigi_pipelines.demo import seed_bucket
 from luigi_pipelines.sample import csv_bytes, transaction_lines
 from tests.browser_support import Elements, dump_dom, png_colours, screenshot
 from tests.conftest import ROOT, run_task
+from tests.scheduling_support import listings_since, s3_log_mark
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 D = datetime.date
@@ -218,7 +220,29 @@ def test_a_transform_is_stale_when_its_upstream_is(stack, changed):
     assert {d["date"]: d["state"] for d in pipeline["dates"]} == {
         "2019-02-01": "stale", "2019-02-02": "stale", "2019-02-03": "loaded", "2019-02-04": "stale",
         "2019-02-05": "loaded"}
-    assert pipeline["dates"][0]["change"] == "an upstream partition was reloaded since, or is stale"
+    assert pipeline["dates"][0]["change"] == f"upstream LoadTransactions 2019-02-01 is stale: 1 added ({ADDED})"
+    assert pipeline["dates"][3]["change"] == f"upstream LoadTransactions 2019-02-04 is stale: 1 removed ({REMOVED})"
+
+
+def test_a_transform_names_the_upstream_partition_reloaded_since(stack, changed):
+    from luigi_pipelines.pipelines.transactions import LoadTransactions
+
+    assert run_task(LoadTransactions(date=D(2019, 2, 2), reload_changed=True)).status == LuigiStatusCode.SUCCESS
+    result = status(stack, changed, *CHANGED_WINDOW, "--task", "SummarizeTransactions", "--check-sources", "--json")
+    [pipeline] = json.loads(result.stdout)["pipelines"]
+    assert pipeline["dates"][1]["change"] == \
+        f"upstream LoadTransactions 2019-02-02 was reloaded since ({stack.schema}.transaction)"
+
+
+def test_check_sources_lists_each_date_once_for_a_load_and_its_transform(stack, changed):
+    """`status --check-sources` of a load and its transform lists each date's prefix once, as the S3 server saw
+    it (the transform's check asked the load's again: twice)."""
+    mark = s3_log_mark(stack)
+    result = status(stack, changed, *CHANGED_WINDOW, "--task", "LoadTransactions", "--task", "SummarizeTransactions",
+                    "--check-sources", "--json")
+    assert result.returncode == 22, result.stderr
+    assert [p["totals"]["stale"] for p in json.loads(result.stdout)["pipelines"]] == [3, 3]
+    assert listings_since(stack, mark) == Counter({f"transactions/2019-02-0{n}/": 1 for n in range(1, 6)})
 
 
 def test_a_stale_date_reloaded_in_the_mode_is_loaded_again(stack, changed):
