@@ -346,6 +346,13 @@ class PartitionTask(luigi.Task):
             self.supersede_failures([p for v, p in zip(values, partitions, strict=True) if v not in changes], checked_at)
         return changes
 
+    def recorded(self, values: Sequence[Any]) -> dict[Any, db.MarkerSources]:
+        """The marker's sources and ``load_id`` of each of ``values`` that has a marker: one query."""
+        partitions = self.partitions_of(values)
+        with db.session(database_settings(), reset=False) as conn:
+            found = db.marker_sources(conn, self.marker_table, partitions)
+        return {v: found[p] for v, p in zip(values, partitions, strict=True) if p in found}
+
     # Whether ``changed_sources`` really compares a partition's sources with its marker (a plain PartitionTask
     # cannot tell: it is never stale, and never shown fresh either).
     compares_sources: ClassVar[bool] = False
@@ -358,8 +365,8 @@ class PartitionTask(luigi.Task):
         with db.session(database_settings(), reset=False) as conn:
             cleared = db.supersede_failures(conn, self.load_section().failures, fresh, checked_at)
         for key, day, error_class in cleared:
-            logger.info("%s %s: loaded, and its sources match its load: the failed attempt on record (%s) is "
-                        "superseded", key, day, error_class)
+            logger.warning("%s %s: loaded, and its sources match its load: the failed attempt on record (%s) is "
+                           "superseded", key, day, error_class)  # a warning: an alarm that clears itself is news
 
     def changed_sources(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> set[Any]:
         """Of (value, the marker's ``source_objects``) pairs, the values whose sources differ now. Here none:
