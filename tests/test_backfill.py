@@ -96,7 +96,8 @@ def test_luigi_command_for_luigid_and_for_a_local_scheduler():
                              reverse=True, extra=["--log-level", "INFO"], python="py")
     assert local == ["py", "-m", "luigi", "--module", "pkg.mod", "RangeDaily", "--of", "LoadX",
                      "--start", "2019-03-07", "--stop", "2019-03-10", "--now", "1552194000", "--days-back", "4",
-                     "--workers", "4", "--task-limit", "2", "--reverse", "--local-scheduler", "--log-level", "INFO"]
+                     "--workers", "4", "--task-limit", "2", "--reverse", "--local-scheduler", "--param-name", "date",
+                     "--log-level", "INFO"]
     central = bf.luigi_command("pkg.mod", "LoadX", win, bf.Scheduler(host="sched", port=8099, idle_s=60), python="py")
     assert central[-7:] == ["--scheduler-host", "sched", "--scheduler-port", "8099", "--worker-keep-alive",
                             "--worker-max-keep-alive-idle-duration", "60 seconds"]
