@@ -14,6 +14,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import luigi
+import luigi.configuration
+import psycopg2.extensions
 import pytest
 from luigi.tools.range import RangeDaily
 
@@ -596,3 +598,61 @@ def test_processes_when_the_database_cannot_say_what_to_load(tmp_path):
     assert result.returncode == 35, result.stderr[-3000:]
     assert "checking which dates are loaded failed (" in result.stderr and "exit 35" in result.stderr
     assert "[1/" not in result.stderr
+
+
+# -- a clean run: no warning, a verdict, and the hourly grain refused in one line (issue 16, items 8 and 10) ------
+
+def _production_config(stack, path: Path) -> Path:
+    """configs/production.cfg.example as a user fills it in, pointed at the test stack: only its values change."""
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.optionxform = str  # type: ignore[assignment,method-assign]  # keep luigi's option names as written
+    cfg.read(ROOT / "configs" / "production.cfg.example")
+    dsn = psycopg2.extensions.parse_dsn(stack.pg.dsn)
+    for option, value in (("host", dsn.get("host", "127.0.0.1")), ("port", dsn.get("port", "5432")),
+                          ("dbname", dsn["dbname"]), ("user", dsn.get("user", "postgres"))):
+        cfg.set("database", option, value)
+    for section, option in stack._config:
+        if not cfg.has_section(section):
+            cfg.add_section(section)
+        cfg.set(section, option, luigi.configuration.get_config().get(section, option))
+    with path.open("w") as out:
+        cfg.write(out)
+    return path
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_clean_backfill_with_the_production_config_prints_no_warning_and_ends_with_its_verdict(stack, tmp_path):
+    """configs/production.cfg.example used to make luigi warn (UnconsumedParameterWarning for [core]
+    default_scheduler_host/port) and every backfill printed `UserWarning: Parameter "param_name" with value "None"`;
+    a successful run said nothing at the end."""
+    expected = seed_days(stack, D(2019, 2, 1), 2, rows=3, parts=1)
+    cfg = _production_config(stack, tmp_path / "production.cfg")
+    result = _run_backfill(stack, cfg, tmp_path, "--start", "2019-02-01", "--stop", "2019-02-03",
+                           "--now", "2019-02-05T05:00:00Z", "--local-scheduler")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert table_counts(stack) == expected
+    assert "Warning" not in result.stderr and "warn" not in result.stderr.lower(), result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == ("luigi-pipelines backfill: every date asked for is loaded, "
+                                              "2 (2019-02-01, 2019-02-02): exit 0")
+    again = _run_backfill(stack, cfg, tmp_path, "--start", "2019-02-01", "--stop", "2019-02-03",
+                          "--now", "2019-02-05T05:00:00Z", "--local-scheduler", "--raw-exit-code")
+    assert again.returncode == 0 and "Warning" not in again.stderr
+    assert again.stderr.splitlines()[-1] == ("luigi-pipelines backfill: luigi exited 0 (--raw-exit-code: not "
+                                             "checked): exit 0")
+
+
+@pytest.mark.parametrize("processes", [[], ["--processes", "2"]])
+def test_backfill_of_an_hourly_task_says_what_to_use_instead(tmp_path, processes):
+    """It used to fail with `'datetime.date' object has no attribute 'hour'` (a traceback per shard)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", "backfill", "--module", "tests.hourly_tasks",
+                             "--task", "LoadHourlyEvents", "--start", "2019-02-01", "--stop", "2019-02-03",
+                             "--now", "2019-02-05T05:00:00Z", *processes], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.splitlines() == [
+        "luigi-pipelines backfill: --task LoadHourlyEvents is hourly (a LoadHourlyPartition) and backfill runs whole "
+        "days (RangeDaily): load its hours with luigi's RangeHourly, e.g. luigi --module tests.hourly_tasks "
+        "RangeHourly --of LoadHourlyEvents --start 2019-02-01T00 --stop 2019-02-03T00 --local-scheduler (or "
+        "backfill a daily task that requires LoadHourlyEvents.partitions_of_date(date)): exit 2"]
