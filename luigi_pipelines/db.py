@@ -726,6 +726,16 @@ def recorded_span(conn: psycopg2.extensions.connection, marker: TableName, failu
     return None if first is None else (first, last)
 
 
+def count_rows(conn: psycopg2.extensions.connection, key: ScopedTable) -> int | None:
+    """The rows of ``key``'s table (of its scope's share, with a scope) now; None when there is no such table."""
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(q.count_scoped(key.table, key.columns), [value for _, value in key.scope])
+            return int(cur.fetchone()[0])
+    except psycopg2.errors.UndefinedTable:
+        return None
+
+
 def marker_summary(conn: psycopg2.extensions.connection, marker: TableName, target: TableName) -> list[tuple]:
     """Every marker row of ``target``: date, rows, bytes, object count, finish time, host."""
     try:

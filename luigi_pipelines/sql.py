@@ -205,6 +205,13 @@ def count_by_date(table: TableName, date_column: str) -> sql.Composed:
     return sql.SQL("SELECT {0}, count(*) FROM {1} GROUP BY {0}").format(sql.Identifier(date_column), table_ident(table))
 
 
+def count_scoped(table: TableName, scope_columns: Sequence[str] = ()) -> sql.Composed:
+    """Parameters: the scope's values. The rows of a table, or of its scope's share of it."""
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(
+        sql.SQL("{} = %s").format(sql.Identifier(c)) for c in scope_columns) if scope_columns else sql.SQL("")
+    return sql.SQL("SELECT count(*) FROM {}{}").format(table_ident(table), where)
+
+
 def count_partition(table: TableName, date_column: str, scope_columns: Sequence[str] = ()) -> sql.Composed:
     """Parameters: the partition date, then the scope's values."""
     return sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
