@@ -400,13 +400,15 @@ class PartitionTask(luigi.Task):
         if not os.path.isdir(settings.temp_directory):
             raise ConfigurationError(f"[load] temp_dir {settings.temp_directory} does not exist (or is not a "
                                      f"directory): create it or point temp_dir elsewhere")
-        layout = self.layout
-        types = db.resolve_types(conn, (c.type for c in layout.table_columns))  # before anything is created or read
-        unknown = unknown_types(layout.table_columns, types)
-        if unknown:
-            raise ConfigurationError(f"{self.task_family}: PostgreSQL knows no type {', '.join(unknown)} "
-                                     f"(to_regtype); fix the column's type in `columns`")
-        checked = db.checks_of(conn)
+        layout, checked = self.layout, db.checks_of(conn)
+        declared = ("declared", layout.table, layout.table_columns)
+        types: layouts.ResolvedTypes = {}
+        if declared not in checked:  # before anything is created or read
+            types = db.resolve_types(conn, (c.type for c in layout.table_columns))
+            unknown = unknown_types(layout.table_columns, types)
+            if unknown:
+                raise ConfigurationError(f"{self.task_family}: PostgreSQL knows no type {', '.join(unknown)} "
+                                         f"(to_regtype); fix the column's type in `columns`")
         tables = ("tables", self.marker_table, settings.rejects, settings.failures)
         if tables not in checked:
             db.ensure_marker_table(conn, self.marker_table, settings.rejects, settings.failures)
@@ -415,7 +417,9 @@ class PartitionTask(luigi.Task):
         if exists not in checked:
             self._ensure_table(conn, layout)
             checked.add(exists)
-        self._check_table(conn, layout, types)
+        if declared not in checked or layout.defaults:
+            self._check_table(conn, layout, types)
+            checked.add(declared)
 
     def _ensure_table(self, conn: psycopg2.extensions.connection, layout: TableLayout) -> None:
         """The target table exists, created here if declared so."""
@@ -430,8 +434,12 @@ class PartitionTask(luigi.Task):
                      types: layouts.ResolvedTypes) -> None:
         """An existing table must have the declared columns, of their kind of type, and what the layout adds to
         them (or the load would leave those columns NULL); no column the load leaves out may be NOT NULL without
-        a default. Every problem is reported at once, with the one ``ALTER TABLE`` that fixes them all."""
-        problems = table_problems(layout, db.table_columns(conn, layout.table), types)
+        a default. Every problem is reported at once, with the one ``ALTER TABLE`` that fixes them all.
+        Checked once per connection, but the defaults every time; ``types`` empty: the types are not compared."""
+        existing = db.table_columns(conn, layout.table)
+        if not existing:  # dropped since this connection created it: the load fails naming it, and the next creates it
+            return
+        problems = table_problems(layout, existing, types)
         if problems:
             fix = q.alter_table(layout.table, [action for _, action in problems]).as_string(conn)
             head = problems[0][0] if len(problems) == 1 else (
