@@ -315,7 +315,12 @@ def _cron_jobs() -> list[list[str]]:
     return jobs
 
 
-def test_crontab_example_runs_backfill_commands_that_parse(capsys):
+def test_crontab_example_runs_backfill_commands_that_parse(capsys, tmp_path, monkeypatch):
+    (tmp_path / "mypipes").mkdir()  # the user's package the example names, where its PYTHONPATH would find it
+    (tmp_path / "mypipes" / "__init__.py").write_text("")
+    (tmp_path / "mypipes" / "orders.py").write_text("from luigi_pipelines.pipelines.transactions import "
+                                                     "LoadTransactions as LoadOrders  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     jobs = _cron_jobs()
     assert jobs
     for *schedule, command in jobs:
