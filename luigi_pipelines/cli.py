@@ -16,12 +16,12 @@ import psycopg2
 
 from . import backfill as backfill_command
 from . import status as status_command
-from .errors import PipelineError
+from .errors import ConfigurationError, PipelineError
 from .reporting import one_line
 
 # Exit codes of the command itself (luigi's [retcode] codes pass through backfill unchanged): README, "Exit codes".
 USAGE = 2  # the command line or a declaration is wrong; nothing ran
-DATABASE_DOWN = 35  # PostgreSQL could not be reached; nothing ran (luigi's scheduling_error: its check failed too)
+CHECK_FAILED = 35  # PostgreSQL (or S3) could not be asked; nothing ran (luigi's scheduling_error: its check fails too)
 INTERNAL = 40  # anything else, a bug: one line here, and the traceback with LUIGI_PIPELINES_TRACEBACK=1
 
 
@@ -77,14 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_command(name: str, command: Callable[[], int]) -> int:
     """``command``'s exit code; an error it raises is one line on stderr, prefixed with ``name``, and an exit code
-    of the README's table (``USAGE``, ``DATABASE_DOWN``, ``INTERNAL``), never a traceback."""
+    of the README's table (``USAGE``, ``CHECK_FAILED``, ``INTERNAL``), never a traceback."""
     try:
         return command()
-    except PipelineError as exc:
+    except ConfigurationError as exc:
         return _one_line(name, str(exc), USAGE)
+    except PipelineError as exc:  # S3 could not be listed, ...
+        return _one_line(name, str(exc), CHECK_FAILED)
     except psycopg2.OperationalError as exc:
         return _one_line(name, f"cannot reach PostgreSQL: {one_line(str(exc))}; check PGHOST/PGPORT (or [database]) and that "
-                         "it is running, then rerun", DATABASE_DOWN)
+                         "it is running, then rerun", CHECK_FAILED)
     except Exception as exc:
         if os.environ.get("LUIGI_PIPELINES_TRACEBACK"):
             raise
