@@ -41,12 +41,19 @@ from typing import IO, Any
 
 import luigi.cmdline_parser
 import luigi.retcodes
+import psycopg2
 from luigi.tools.range import RangeDaily  # noqa: F401 - registered, so the command line below can be parsed here
 
-from . import defaults  # noqa: F401 - [retcode] as the luigi process sees it, from any directory
+from . import (
+    db,
+    defaults,  # noqa: F401 - [retcode] as the luigi process sees it, from any directory
+)
+from .config import database_settings
+from .errors import ConfigurationError
 from .partitions import date_range
+from .reporting import one_line
 from .states import Shortfall, listed
-from .tasks import MergePartition
+from .tasks import LoadHourlyPartition, MergePartition, PartitionTask
 
 UTC = datetime.timezone.utc
 DEFAULT_IDLE_S = 300
@@ -172,7 +179,7 @@ def luigi_command(
         days_back=(win.today - win.start).days + 1,
         workers=workers, task_limit=task_limit, reverse=reverse, local_scheduler=scheduler.local,
         of_params=mode_params(reload_changed, stale),
-    )]
+    ), "--param-name", "date"]  # named: luigi's default (None, "the first parameter") warns on every run
     if not scheduler.local:
         if scheduler.host:
             cmd += ["--scheduler-host", scheduler.host]
@@ -240,8 +247,27 @@ def judge(code: int, cooperation: set[int], still_missing: Callable[[], Sequence
 
 
 def task_class(module: str, name: str) -> Any:
-    """The task class ``name`` of the pipeline module ``module``."""
-    return getattr(importlib.import_module(module), name)
+    """The task class ``name`` of the pipeline module ``module``; a ``ConfigurationError`` in the user's words
+    when the module cannot be imported or holds no partition task of that name."""
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise ConfigurationError(
+                f"--module {module}: no module named {exc.name!r} here (cwd {os.getcwd()}, PYTHONPATH "
+                f"{os.environ.get('PYTHONPATH', 'unset')}): put its directory on PYTHONPATH, or install "
+                f"its package into this Python ({sys.executable})") from exc
+        raise ConfigurationError(f"--module {module}: importing it failed: {exc}") from exc
+    except Exception as exc:
+        raise ConfigurationError(f"--module {module}: importing it failed: {type(exc).__name__}: {exc}") from exc
+    cls = getattr(found, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, PartitionTask)):
+        tasks = sorted(n for n, v in vars(found).items() if isinstance(v, type) and issubclass(v, PartitionTask)
+                       and v.__module__ == found.__name__)
+        what = "has no" if cls is None else "has a name, but not a partition task class,"
+        raise ConfigurationError(f"--task {name}: module {module} {what} {name}; its partition tasks: "
+                                 f"{', '.join(tasks) or 'none'}")
+    return cls
 
 
 def incomplete(module: str, task: str, dates: Sequence[datetime.date], reload_changed: bool = False
@@ -455,8 +481,31 @@ def combined_code(codes: Sequence[int], cooperation: set[int]) -> int:
 
 def _checks_failed(exc: Exception) -> int:
     code = luigi.retcodes.retcode().scheduling_error or STILL_MISSING
-    print(f"luigi-pipelines backfill: checking which dates are loaded failed ({exc}): exit {code}", file=sys.stderr)
+    print(f"luigi-pipelines backfill: checking which dates are loaded failed ({one_line(str(exc))}): exit {code}",
+          file=sys.stderr)
     return code
+
+
+def _database_answers() -> Exception | None:
+    """Why PostgreSQL cannot be reached (None when it can): asked before luigi runs, whose own check would fail
+    with a traceback per task."""
+    try:
+        with db.connect(database_settings()):
+            return None
+    except psycopg2.OperationalError as exc:
+        return exc
+
+
+def checked_task(module: str, task: str, win: Window) -> Any:
+    """The task class a backfill runs, refused in one line (``ConfigurationError``) when backfill cannot run it."""
+    cls = task_class(module, task)
+    if issubclass(cls, LoadHourlyPartition):
+        raise ConfigurationError(
+            f"--task {task} is hourly (a LoadHourlyPartition) and backfill runs whole days (RangeDaily): load its "
+            f"hours with luigi's RangeHourly, e.g. luigi --module {module} RangeHourly --of {task} --start "
+            f"{win.start}T00 --stop {win.stop}T00 --local-scheduler (or backfill a daily task that requires "
+            f"{task}.partitions_of_date(date))")
+    return cls
 
 
 def main_processes(args: argparse.Namespace, win: Window, task_limit: int) -> int:
@@ -517,11 +566,15 @@ def _verdict(args: argparse.Namespace, code: int, wanted: Sequence[datetime.date
              stale: Stale | None = None) -> int:
     """The backfill's exit code for ``code`` (``judge``d unless ``--raw-exit-code``), saying why when it differs."""
     if args.raw_exit_code:
+        print(f"luigi-pipelines backfill: {who} exited {code} (--raw-exit-code: not checked): exit {code}",
+              file=sys.stderr)
         return code
     code, why = judge(code, cooperation_codes(luigi.retcodes.retcode()),
                       lambda: shortfall(args.module, args.task, wanted, stale), who)
-    if why:
-        print(f"luigi-pipelines backfill: {why}", file=sys.stderr)
+    if not why:  # the verdict of a success too: one line that cron's log ends with
+        why = f"every date asked for is loaded, {format_dates(wanted, shown=2)}: exit {code}" if not code else \
+            f"{who} exited {code}; every date asked for is loaded, {format_dates(wanted, shown=2)}: exit {code}"
+    print(f"luigi-pipelines backfill: {why}", file=sys.stderr)
     return code
 
 
@@ -543,7 +596,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reload-changed", action="store_true",
                         help="also reload loaded dates whose sources changed since (S3 objects added, removed or "
                         "replaced; an upstream reloaded): one S3 listing per loaded date")
-    where = parser.add_argument_group("scheduler (default: luigid from [core] default_scheduler_host/port)")
+    where = parser.add_argument_group("scheduler (default: luigid from [core] scheduler_host/port)")
     where.add_argument("--local-scheduler", action="store_true", help="no luigid: this process schedules alone")
     where.add_argument("--scheduler-host", help="luigid host")
     where.add_argument("--scheduler-port", type=int, help="luigid port")
@@ -573,6 +626,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"luigi-pipelines backfill: {exc}", file=sys.stderr)
         return 2
     scheduler = Scheduler(args.local_scheduler, args.scheduler_host, args.scheduler_port, args.idle_timeout)
+    checked_task(args.module, args.task, win)
+    unreachable = None if args.dry_run else _database_answers()
+    if unreachable is not None:
+        return _checks_failed(unreachable)
     # luigi's own task_limit (50 without a [RangeDaily] section) would quietly cut the window: give it explicitly.
     task_limit = len(win.dates()) if args.task_limit is None else args.task_limit
     if args.processes is not None:

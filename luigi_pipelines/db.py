@@ -29,6 +29,7 @@ from .errors import (
     copy_error_position,
     describe_bad_input,
 )
+from .layouts import ExistingColumn
 from .partitions import ScopedTable, TableName, lock_key, table_lock_key
 from .settings import DatabaseSettings
 
@@ -522,6 +523,27 @@ def column_info(conn: psycopg2.extensions.connection, table: TableName, column: 
     return None if row is None else ColumnInfo(row[0] or "", bool(row[1]))
 
 
+def resolve_types(conn: psycopg2.extensions.connection, types: Iterable[str]) -> dict[str, tuple[str, str] | None]:
+    """Each of ``types`` as PostgreSQL names it, with its category (``to_regtype``); None for one it does not know."""
+    resolved: dict[str, tuple[str, str] | None] = {}
+    for name in dict.fromkeys(types):
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(q.resolve_type(), (name,))
+                shown, category = cur.fetchone()
+        except psycopg2.errors.SyntaxError:
+            shown = category = None
+        resolved[name] = (shown, category) if shown else None
+    return resolved
+
+
+def table_columns(conn: psycopg2.extensions.connection, table: TableName) -> list[ExistingColumn]:
+    """Every column of ``table`` as the catalog shows it."""
+    with conn, conn.cursor() as cur:
+        cur.execute(q.select_table_columns(), (_regclass(conn, table),))
+        return [ExistingColumn(*row) for row in cur.fetchall()]
+
+
 def check_time_zone(conn: psycopg2.extensions.connection, zone: str) -> bool:
     """Whether PostgreSQL knows the time zone ``zone``."""
     try:
@@ -759,6 +781,16 @@ def recorded_span(conn: psycopg2.extensions.connection, marker: TableName, failu
     except psycopg2.errors.UndefinedTable:
         return None
     return None if first is None else (first, last)
+
+
+def count_rows(conn: psycopg2.extensions.connection, key: ScopedTable) -> int | None:
+    """The rows of ``key``'s table (of its scope's share, with a scope) now; None when there is no such table."""
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(q.count_scoped(key.table, key.columns), [value for _, value in key.scope])
+            return int(cur.fetchone()[0])
+    except psycopg2.errors.UndefinedTable:
+        return None
 
 
 def marker_summary(conn: psycopg2.extensions.connection, marker: TableName, target: TableName) -> list[tuple]:

@@ -83,7 +83,7 @@ def create_table(table: TableName, columns: Sequence[Column], filled: Sequence[C
     the column's default (see ``fill_setting``), at COPY speed. ``extra`` are further column
     definitions (``generated_column``, ``column_with_default``).
     """
-    defs = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns]
+    defs: list[sql.Composable] = [column_definition(c) for c in columns]
     defs += [column_with_default(c, fill_default(c)) for c in filled]
     defs += list(extra)
     return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table_ident(table), sql.SQL(", ").join(defs))
@@ -102,7 +102,52 @@ def generated_column(column: Column, expression: sql.Composable) -> sql.Composed
 
 def add_column(table: TableName, definition: sql.Composable) -> sql.Composed:
     """``ALTER TABLE t ADD COLUMN <definition>``: what a user runs to give an existing table a managed column."""
-    return sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(table_ident(table), definition)
+    return alter_table(table, [add_column_action(definition)])
+
+
+def alter_table(table: TableName, actions: Sequence[sql.Composable]) -> sql.Composed:
+    """``ALTER TABLE t <action>, <action>, ...``: one statement that makes every change at once."""
+    return sql.SQL("ALTER TABLE {} {}").format(table_ident(table), sql.SQL(", ").join(actions))
+
+
+def add_column_action(definition: sql.Composable) -> sql.Composed:
+    return sql.SQL("ADD COLUMN {}").format(definition)
+
+
+def column_definition(column: Column) -> sql.Composed:
+    """``"c" type``."""
+    return sql.SQL("{} {}").format(sql.Identifier(column.name), sql.SQL(column.type))
+
+
+def set_default_action(column: Column, default: sql.Composable) -> sql.Composed:
+    return sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(column.name), default)
+
+
+def set_type_action(column: Column) -> sql.Composed:
+    """``ALTER COLUMN "c" TYPE type USING "c"::type``."""
+    return sql.SQL("ALTER COLUMN {0} TYPE {1} USING {0}::{1}").format(sql.Identifier(column.name), sql.SQL(column.type))
+
+
+def drop_not_null_action(column: str) -> sql.Composed:
+    return sql.SQL("ALTER COLUMN {} DROP NOT NULL").format(sql.Identifier(column))
+
+
+def resolve_type() -> sql.SQL:
+    """Parameter: a declared SQL type. The type as PostgreSQL names it and its category (``pg_type.typcategory``);
+    NULLs when PostgreSQL knows no such type (``to_regtype``; a type that does not parse raises instead)."""
+    return sql.SQL("SELECT format_type(t.oid, NULL), t.typcategory FROM (SELECT to_regtype(%s) AS oid) r "
+                   "LEFT JOIN pg_catalog.pg_type t ON t.oid = r.oid")
+
+
+def select_table_columns() -> sql.SQL:
+    """Parameter: schema-qualified table. Every column: name, type, type category, NOT NULL, default expression,
+    generated, identity."""
+    return sql.SQL(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory, a.attnotnull, "
+        "coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attgenerated = 's', a.attidentity <> '' "
+        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum")
 
 
 def fill_setting(column: str) -> str:
@@ -126,8 +171,7 @@ def add_fill_default(table: TableName, column: Column) -> sql.Composed:
 
 
 def set_default(table: TableName, column: Column, default: sql.Composable) -> sql.Composed:
-    return sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-        table_ident(table), sql.Identifier(column.name), default)
+    return alter_table(table, [set_default_action(column, default)])
 
 
 def select_column() -> sql.SQL:
@@ -203,6 +247,13 @@ def insert_from_query(target: TableName, columns: Sequence[Column], upstream: Ta
 def count_by_date(table: TableName, date_column: str) -> sql.Composed:
     """Rows per date of a whole table."""
     return sql.SQL("SELECT {0}, count(*) FROM {1} GROUP BY {0}").format(sql.Identifier(date_column), table_ident(table))
+
+
+def count_scoped(table: TableName, scope_columns: Sequence[str] = ()) -> sql.Composed:
+    """Parameters: the scope's values. The rows of a table, or of its scope's share of it."""
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(
+        sql.SQL("{} = %s").format(sql.Identifier(c)) for c in scope_columns) if scope_columns else sql.SQL("")
+    return sql.SQL("SELECT count(*) FROM {}{}").format(table_ident(table), where)
 
 
 def count_partition(table: TableName, date_column: str, scope_columns: Sequence[str] = ()) -> sql.Composed:

@@ -85,6 +85,9 @@ class Calendar:
     stop: datetime.date
     days: tuple[DateState, ...]
     sources_checked: bool = False
+    # A merge's table (its rows now, in the task's scope), None for other writes. Its dates' rows are the rows read
+    # from each date's objects and merged by key, so their sum is not what the table holds.
+    table_rows: int | None = None
 
     @property
     def totals(self) -> Totals:

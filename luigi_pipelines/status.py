@@ -19,7 +19,7 @@ from . import backfill, db, views
 from .config import database_settings, load_settings
 from .partitions import date_range
 from .states import LOADED, Calendar, date_states, exit_code, with_stale
-from .tasks import one_stale_check
+from .tasks import MergePartition, one_stale_check
 
 UTC = datetime.timezone.utc
 
@@ -78,13 +78,14 @@ def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.dat
     with db.connect(database_settings()) as conn:
         markers = db.marker_window(conn, probe.marker_table, key, start, stop)
         failed = db.failures_window(conn, failures, key, start, stop)
+        table_rows = db.count_rows(conn, key) if isinstance(probe, MergePartition) else None
     dates = date_range(start, stop)
     not_loaded = backfill.incomplete(module, task, dates)  # what backfill would load: the same one query
     days = date_states(dates, not_loaded, markers, failed)
     if check_sources:  # the loaded dates, and those whose reload failed (the previous load kept)
         loaded = [d.date for d in days if d.state == LOADED or d.kept_previous]
         days = with_stale(days, probe.stale_changes(loaded) if loaded else {}, checked=loaded)
-    return Calendar(task, str(key), start, stop, days, sources_checked=check_sources)
+    return Calendar(task, str(key), start, stop, days, sources_checked=check_sources, table_rows=table_rows)
 
 
 def _window(args: argparse.Namespace, now: datetime.datetime,

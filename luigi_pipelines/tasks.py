@@ -15,13 +15,13 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from . import db
+from . import db, layouts
 from . import sql as q
 from .config import database_settings, load_settings, s3_settings
 from .db import SupportsRead
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
 from .files import csv_line, sweep_stale, temp_download
-from .layouts import FILES, DateSource, Lineage, MergeLayout, TableLayout
+from .layouts import FILES, DateSource, Lineage, MergeLayout, TableLayout, table_problems, unknown_types
 from .manifests import UPSTREAM_LOADS, objects_change, recorded_upstream_loads, upstream_change
 from .objects import CsvDecoder, Decoder, ObjectLoader, ObjectRecord
 from .partitions import CONVENTIONAL_SKIPS, KeyFilter, ScopedTable, TableName, key_prefix, prefixes_apart
@@ -477,17 +477,26 @@ class PartitionTask(luigi.Task):
         if not os.path.isdir(settings.temp_directory):
             raise ConfigurationError(f"[load] temp_dir {settings.temp_directory} does not exist (or is not a "
                                      f"directory): create it or point temp_dir elsewhere")
-        checked = db.checks_of(conn)
+        layout, checked = self.layout, db.checks_of(conn)
+        declared = ("declared", layout.table, layout.table_columns)
+        types: layouts.ResolvedTypes = {}
+        if declared not in checked:  # before anything is created or read
+            types = db.resolve_types(conn, (c.type for c in layout.table_columns))
+            unknown = unknown_types(layout.table_columns, types)
+            if unknown:
+                raise ConfigurationError(f"{self.task_family}: PostgreSQL knows no type {', '.join(unknown)} "
+                                         f"(to_regtype); fix the column's type in `columns`")
         tables = ("tables", self.marker_table, settings.rejects, settings.failures)
         if tables not in checked:
             db.ensure_marker_table(conn, self.marker_table, settings.rejects, settings.failures)
             checked.add(tables)
-        layout = self.layout
         exists = ("exists", layout.table)
         if exists not in checked:
             self._ensure_table(conn, layout)
             checked.add(exists)
-        self._check_table(conn, layout)
+        if declared not in checked or layout.defaults:
+            self._check_table(conn, layout, types)
+            checked.add(declared)
 
     def _ensure_table(self, conn: psycopg2.extensions.connection, layout: TableLayout) -> None:
         """The target table exists, created here if declared so."""
@@ -498,20 +507,22 @@ class PartitionTask(luigi.Task):
                 else "create_table is off"
             raise ConfigurationError(f"{self.task_family}: table {layout.table} does not exist and {why}")
 
-    def _check_table(self, conn: psycopg2.extensions.connection, layout: TableLayout) -> None:
-        """An existing table must have what the layout adds to the files' columns, or the load would
-        leave those columns NULL: each problem is one error with the statement that fixes it."""
-        for default in layout.defaults:
-            info = db.column_info(conn, layout.table, default.column.name)
-            if info is not None and default.matches(info.default):
-                continue
-            if info is None:
-                fix = q.add_column(layout.table, q.column_with_default(default.column, default.expression))
-                problem = f"table {layout.table} has no column {default.column.name!r}, which each load fills"
-            else:
-                fix = q.set_default(layout.table, default.column, default.expression)
-                problem = f"column {default.column.name!r} of {layout.table} is filled by each load through its default"
-            raise ConfigurationError(f"{self.task_family}: {problem}; run once: {fix.as_string(conn)}")
+    def _check_table(self, conn: psycopg2.extensions.connection, layout: TableLayout,
+                     types: layouts.ResolvedTypes) -> None:
+        """An existing table must have the declared columns, of their kind of type, and what the layout adds to
+        them (or the load would leave those columns NULL); no column the load leaves out may be NOT NULL without
+        a default. Every problem is reported at once, with the one ``ALTER TABLE`` that fixes them all.
+        Checked once per connection, but the defaults every time; ``types`` empty: the types are not compared."""
+        existing = db.table_columns(conn, layout.table)
+        if not existing:  # dropped since this connection created it: the load fails naming it, and the next creates it
+            return
+        problems = table_problems(layout, existing, types)
+        if problems:
+            fix = q.alter_table(layout.table, [action for _, action in problems]).as_string(conn)
+            head = problems[0][0] if len(problems) == 1 else (
+                f"{layout.table} does not match the declaration, {len(problems)} problems: "
+                + "; ".join(problem for problem, _ in problems))
+            raise ConfigurationError(f"{self.task_family}: {head}; run once: {fix}")
         if self.date_from.generated:
             self._check_generated_date(conn, layout)
 

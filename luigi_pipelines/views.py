@@ -84,8 +84,9 @@ def _totals_line(cal: Calendar) -> str:
     t = cal.totals
     rejects = f" ({t.with_rejects} with {t.rejected:,} rows rejected)" if t.with_rejects else ""
     stale = f", {t.stale} stale" if cal.sources_checked else ""
-    return (f"{t.dates} dates: {t.loaded} loaded{rejects}{stale}, {t.failed} failed, {t.missing} missing; "
-            f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB loaded")
+    loaded = f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB loaded" if cal.table_rows is None else (
+        f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB read and merged by key; the table holds {cal.table_rows:,} rows")
+    return f"{t.dates} dates: {t.loaded} loaded{rejects}{stale}, {t.failed} failed, {t.missing} missing; {loaded}"
 
 
 def _problem_lines(cal: Calendar, listed: int) -> list[str]:
@@ -152,6 +153,8 @@ def _totals_json(cal: Calendar) -> dict[str, Any]:
     totals = dataclasses.asdict(cal.totals)
     if not cal.sources_checked:
         totals["stale"] = None  # not checked: unknown, not zero
+    if cal.table_rows is not None:  # a merge: "rows" were read from the dates' objects; the table holds these
+        totals["table_rows"] = cal.table_rows
     return totals
 
 

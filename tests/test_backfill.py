@@ -14,6 +14,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import luigi
+import luigi.configuration
+import psycopg2.extensions
 import pytest
 from luigi.tools.range import RangeDaily
 
@@ -96,7 +98,8 @@ def test_luigi_command_for_luigid_and_for_a_local_scheduler():
                              reverse=True, extra=["--log-level", "INFO"], python="py")
     assert local == ["py", "-m", "luigi", "--module", "pkg.mod", "RangeDaily", "--of", "LoadX",
                      "--start", "2019-03-07", "--stop", "2019-03-10", "--now", "1552194000", "--days-back", "4",
-                     "--workers", "4", "--task-limit", "2", "--reverse", "--local-scheduler", "--log-level", "INFO"]
+                     "--workers", "4", "--task-limit", "2", "--reverse", "--local-scheduler", "--param-name", "date",
+                     "--log-level", "INFO"]
     central = bf.luigi_command("pkg.mod", "LoadX", win, bf.Scheduler(host="sched", port=8099, idle_s=60), python="py")
     assert central[-7:] == ["--scheduler-host", "sched", "--scheduler-port", "8099", "--worker-keep-alive",
                             "--worker-max-keep-alive-idle-duration", "60 seconds"]
@@ -397,7 +400,12 @@ def _cron_jobs() -> list[list[str]]:
     return jobs
 
 
-def test_crontab_example_runs_backfill_commands_that_parse(capsys):
+def test_crontab_example_runs_backfill_commands_that_parse(capsys, tmp_path, monkeypatch):
+    (tmp_path / "mypipes").mkdir()  # the user's package the example names, where its PYTHONPATH would find it
+    (tmp_path / "mypipes" / "__init__.py").write_text("")
+    (tmp_path / "mypipes" / "orders.py").write_text("from luigi_pipelines.pipelines.transactions import "
+                                                     "LoadTransactions as LoadOrders  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     jobs = _cron_jobs()
     assert jobs
     for *schedule, command in jobs:
@@ -680,3 +688,61 @@ def test_processes_when_the_database_cannot_say_what_to_load(tmp_path):
     assert result.returncode == 35, result.stderr[-3000:]
     assert "checking which dates are loaded failed (" in result.stderr and "exit 35" in result.stderr
     assert "[1/" not in result.stderr
+
+
+# -- a clean run: no warning, a verdict, and the hourly grain refused in one line (issue 16, items 8 and 10) ------
+
+def _production_config(stack, path: Path) -> Path:
+    """configs/production.cfg.example as a user fills it in, pointed at the test stack: only its values change."""
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.optionxform = str  # type: ignore[assignment,method-assign]  # keep luigi's option names as written
+    cfg.read(ROOT / "configs" / "production.cfg.example")
+    dsn = psycopg2.extensions.parse_dsn(stack.pg.dsn)
+    for option, value in (("host", dsn.get("host", "127.0.0.1")), ("port", dsn.get("port", "5432")),
+                          ("dbname", dsn["dbname"]), ("user", dsn.get("user", "postgres"))):
+        cfg.set("database", option, value)
+    for section, option in stack._config:
+        if not cfg.has_section(section):
+            cfg.add_section(section)
+        cfg.set(section, option, luigi.configuration.get_config().get(section, option))
+    with path.open("w") as out:
+        cfg.write(out)
+    return path
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_clean_backfill_with_the_production_config_prints_no_warning_and_ends_with_its_verdict(stack, tmp_path):
+    """configs/production.cfg.example used to make luigi warn (UnconsumedParameterWarning for [core]
+    default_scheduler_host/port) and every backfill printed `UserWarning: Parameter "param_name" with value "None"`;
+    a successful run said nothing at the end."""
+    expected = seed_days(stack, D(2019, 2, 1), 2, rows=3, parts=1)
+    cfg = _production_config(stack, tmp_path / "production.cfg")
+    result = _run_backfill(stack, cfg, tmp_path, "--start", "2019-02-01", "--stop", "2019-02-03",
+                           "--now", "2019-02-05T05:00:00Z", "--local-scheduler")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert table_counts(stack) == expected
+    assert "Warning" not in result.stderr and "warn" not in result.stderr.lower(), result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == ("luigi-pipelines backfill: every date asked for is loaded, "
+                                              "2 (2019-02-01, 2019-02-02): exit 0")
+    again = _run_backfill(stack, cfg, tmp_path, "--start", "2019-02-01", "--stop", "2019-02-03",
+                          "--now", "2019-02-05T05:00:00Z", "--local-scheduler", "--raw-exit-code")
+    assert again.returncode == 0 and "Warning" not in again.stderr
+    assert again.stderr.splitlines()[-1] == ("luigi-pipelines backfill: luigi exited 0 (--raw-exit-code: not "
+                                             "checked): exit 0")
+
+
+@pytest.mark.parametrize("processes", [[], ["--processes", "2"]])
+def test_backfill_of_an_hourly_task_says_what_to_use_instead(tmp_path, processes):
+    """It used to fail with `'datetime.date' object has no attribute 'hour'` (a traceback per shard)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", "backfill", "--module", "tests.hourly_tasks",
+                             "--task", "LoadHourlyEvents", "--start", "2019-02-01", "--stop", "2019-02-03",
+                             "--now", "2019-02-05T05:00:00Z", *processes], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.splitlines() == [
+        "luigi-pipelines backfill: --task LoadHourlyEvents is hourly (a LoadHourlyPartition) and backfill runs whole "
+        "days (RangeDaily): load its hours with luigi's RangeHourly, e.g. luigi --module tests.hourly_tasks "
+        "RangeHourly --of LoadHourlyEvents --start 2019-02-01T00 --stop 2019-02-03T00 --local-scheduler (or "
+        "backfill a daily task that requires LoadHourlyEvents.partitions_of_date(date)): exit 2"]

@@ -288,3 +288,23 @@ def test_objects_left_out_by_keys_are_shown_per_date(stack, tmp_path):
     page = tmp_path / "status.html"
     assert status(stack, cfg, *args, "--html", str(page)).returncode == 0
     assert "1 object left out by keys: c/2019-02-01/b.csv.gz" in page.read_text()
+
+
+def test_a_merge_shows_the_rows_read_and_the_rows_its_table_holds(stack, tmp_path):
+    """Three daily snapshots of the same 3 accounts: 9 rows were read and merged by key, the table holds 3. The
+    totals used to say `9 rows ... loaded`, as if the table held every snapshot's rows."""
+    from luigi_pipelines.pipelines.transactions import MergeAccounts
+
+    stack.set_config("transactions", "accounts_table", f"{stack.schema}.account")
+    for day in (D(2019, 2, 1), D(2019, 2, 2), D(2019, 2, 3)):
+        stack.put(f"accounts/{day}/accounts.csv", f"account,name,tier\na1,Ann,gold\na2,Bo,{day}\na3,Cy,basic\n")
+        assert run_task(MergeAccounts(date=day)).status == LuigiStatusCode.SUCCESS
+    cfg = stack.write_config(tmp_path / "merge.cfg")
+    window = ["--start", "2019-02-01", "--stop", "2019-02-04", "--task", "MergeAccounts"]
+
+    text = status(stack, cfg, *window, "--color", "never")
+    assert text.returncode == 0, text.stderr
+    assert "3 dates: 3 loaded, 0 failed, 0 missing; 9 rows, 0.0 MiB read and merged by key; the table holds 3 rows" \
+        in text.stdout
+    totals = json.loads(status(stack, cfg, *window, "--json").stdout)["pipelines"][0]["totals"]
+    assert (totals["rows"], totals["table_rows"]) == (9, 3)
