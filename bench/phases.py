@@ -79,7 +79,7 @@ def instrument(clock: PhaseClock) -> None:
     method(tasks.S3PartitionExists, "complete", "s3_exists")
     method(tasks.PartitionTask, "prepare", "ddl")
     method(tasks.PartitionTask, "write_once", "transaction")
-    method(s3.S3Client, "list_objects", "s3_list")
+    method(s3.S3Client, "list_partition", "s3_list")
     method(luigi.rpc.RemoteScheduler, "_request", "luigid_rpc")
     db.psycopg2.connect = clock.wrap("connect", psycopg2.connect)  # type: ignore[attr-defined]
 

@@ -34,17 +34,26 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
 import luigi.cmdline_parser
 import luigi.retcodes
+import psycopg2
 from luigi.tools.range import RangeDaily  # noqa: F401 - registered, so the command line below can be parsed here
 
-from . import defaults  # noqa: F401 - [retcode] as the luigi process sees it, from any directory
+from . import (
+    db,
+    defaults,  # noqa: F401 - [retcode] as the luigi process sees it, from any directory
+)
+from .config import database_settings
+from .errors import ConfigurationError
 from .partitions import date_range
+from .reporting import one_line
+from .states import Shortfall, listed
+from .tasks import PartitionTask
 
 UTC = datetime.timezone.utc
 DEFAULT_IDLE_S = 300
@@ -160,15 +169,17 @@ def luigi_command(
     extra: Sequence[str] = (),
     python: str = sys.executable,
     reload_changed: bool = False,
+    stale: Mapping[datetime.date, str | None] | None = None,
 ) -> list[str]:
-    """The real luigi command line of a backfill."""
+    """The real luigi command line of a backfill; in the ``reload_changed`` mode with the dates ``stale`` that the
+    backfill's own check found (``stale_known``: luigi's checks then list nothing again)."""
     cmd = [python, "-m", "luigi", *range_daily_args(
         module, task, win.start, win.stop, now=win.now,
         # RangeDaily also drops dates more than its days_back before now: cover the window, whatever the config says.
         days_back=(win.today - win.start).days + 1,
         workers=workers, task_limit=task_limit, reverse=reverse, local_scheduler=scheduler.local,
-        of_params={"reload_changed": True} if reload_changed else None,
-    )]
+        of_params=mode_params(reload_changed, stale),
+    ), "--param-name", "date"]  # named: luigi's default (None, "the first parameter") warns on every run
     if not scheduler.local:
         if scheduler.host:
             cmd += ["--scheduler-host", scheduler.host]
@@ -178,6 +189,14 @@ def luigi_command(
         # luigid's worker_disconnect_delay + retry_delay), but not forever (data that never arrives).
         cmd += ["--worker-keep-alive", "--worker-max-keep-alive-idle-duration", f"{scheduler.idle_s} seconds"]
     return cmd + list(extra)
+
+
+def mode_params(reload_changed: bool, stale: Mapping[datetime.date, str | None] | None) -> dict[str, Any] | None:
+    """The ``--of-params`` of the ``reload_changed`` mode, with what a check made already found stale."""
+    if not reload_changed:
+        return None
+    known = {} if stale is None else {"stale_known": {d.isoformat(): load_id for d, load_id in stale.items()}}
+    return {"reload_changed": True, **known}
 
 
 def scheduled_dates(cmd: Sequence[str]) -> list[datetime.date]:
@@ -202,35 +221,53 @@ def cooperation_codes(codes: Any) -> set[int]:
 
 def format_dates(dates: Sequence[datetime.date], shown: int = 10) -> str:
     """``"3 (2019-01-01, 2019-01-02, 2019-01-05)"``: how many, and the first ``shown`` of them."""
-    if not dates:
-        return "0"
-    more = " ..." if len(dates) > shown else ""
-    return f"{len(dates)} ({', '.join(d.isoformat() for d in dates[:shown])}{more})"
+    return listed(dates, {}, shown)
 
 
-def judge(code: int, cooperation: set[int], still_missing: Callable[[], list[datetime.date]],
+def judge(code: int, cooperation: set[int], still_missing: Callable[[], Sequence[datetime.date] | Shortfall],
           who: str = "luigi") -> tuple[int, str]:
     """The exit code of the backfill from luigi's ``code``, and a line saying why if it differs or dates are missing.
 
-    ``still_missing`` (one query) is asked whatever luigi returned: 0 only when it finds nothing missing.
-    ``who`` names what returned ``code`` in that line.
+    ``still_missing`` (the dates not loaded, or a ``Shortfall`` that says what each is) is asked whatever luigi
+    returned: 0 only when it finds nothing missing. When luigi said 0, dates not loaded give 21 and dates
+    loaded but stale 22, as ``status`` says them. ``who`` names what returned ``code`` in that line.
     """
     try:
-        missing = still_missing()
+        found = still_missing()
     except Exception as exc:  # the database cannot say: nothing is confirmed loaded
         result = code or STILL_MISSING
         return result, f"{who} exited {code}; checking which dates are loaded failed ({exc}): exit {result}"
-    if missing:
-        result = code or STILL_MISSING
-        return result, f"{who} exited {code} and dates asked for are not loaded: {format_dates(missing)}: exit {result}"
+    missing = found if isinstance(found, Shortfall) else Shortfall(not_loaded=tuple(found))
+    if missing.dates:
+        result = code or missing.exit_code()
+        return result, f"{who} exited {code} and {missing.describe()}: exit {result}"
     if code in cooperation:
         return 0, f"{who} exited {code} because other workers ran some of the tasks; every date is loaded: exit 0"
     return code, ""
 
 
 def task_class(module: str, name: str) -> Any:
-    """The task class ``name`` of the pipeline module ``module``."""
-    return getattr(importlib.import_module(module), name)
+    """The task class ``name`` of the pipeline module ``module``; a ``ConfigurationError`` in the user's words
+    when the module cannot be imported or holds no partition task of that name."""
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise ConfigurationError(
+                f"--module {module}: no module named {exc.name!r} here (cwd {os.getcwd()}, PYTHONPATH "
+                f"{os.environ.get('PYTHONPATH', 'unset')}): put its directory on PYTHONPATH, or install "
+                f"its package into this Python ({sys.executable})") from exc
+        raise ConfigurationError(f"--module {module}: importing it failed: {exc}") from exc
+    except Exception as exc:
+        raise ConfigurationError(f"--module {module}: importing it failed: {type(exc).__name__}: {exc}") from exc
+    cls = getattr(found, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, PartitionTask)):
+        tasks = sorted(n for n, v in vars(found).items() if isinstance(v, type) and issubclass(v, PartitionTask)
+                       and v.__module__ == found.__name__)
+        what = "has no" if cls is None else "has a name, but not a partition task class,"
+        raise ConfigurationError(f"--task {name}: module {module} {what} {name}; its partition tasks: "
+                                 f"{', '.join(tasks) or 'none'}")
+    return cls
 
 
 def incomplete(module: str, task: str, dates: Sequence[datetime.date], reload_changed: bool = False
@@ -245,6 +282,40 @@ def incomplete(module: str, task: str, dates: Sequence[datetime.date], reload_ch
     else:
         done = set(cls.bulk_complete(list(dates)))
     return [d for d in dates if d not in done]
+
+
+# A loaded date found stale before a run: how its sources changed, and the load id of the load it would replace.
+Stale = dict[datetime.date, tuple[str, str | None]]
+
+
+def stale_before(module: str, task: str, dates: Sequence[datetime.date]) -> Stale:
+    """Those of ``dates`` loaded whose sources changed since: the stale check of the ``reload_changed`` mode,
+    made once per run here (one S3 listing per loaded date) and handed to luigi as ``stale_known``."""
+    not_loaded = set(incomplete(module, task, dates))
+    loaded = [d for d in dates if d not in not_loaded]
+    if not loaded:
+        return {}
+    probe = task_class(module, task)(date=loaded[0], reload_changed=True)
+    changes = probe.stale_changes(loaded)
+    recorded = probe.recorded(sorted(changes)) if changes else {}
+    return {d: (changes[d], recorded[d].load_id if d in recorded else None) for d in sorted(changes)}
+
+
+def shortfall(module: str, task: str, dates: Sequence[datetime.date], stale: Stale | None = None) -> Shortfall:
+    """What is not done of ``dates`` after a run: those not loaded (naming the ready key a date waits for) and
+    of the dates ``stale`` found stale before it, those whose load no reload replaced (same load id). One marker
+    query, one more for those stale dates, and a HEAD per ready key of a date not loaded; no listing."""
+    not_loaded = incomplete(module, task, dates)
+    if not dates:
+        return Shortfall()
+    probe = task_class(module, task)(date=dates[0])
+    stale = stale or {}
+    kept = [d for d in stale if d not in not_loaded]
+    now = probe.recorded(kept) if kept else {}
+    left = [d for d in kept if d in now and now[d].load_id == stale[d][1]]
+    absent = probe.absent_ready_keys([*not_loaded, *left]) if not_loaded or left else {}
+    why = {d: f"{stale[d][0]}; not reloaded" + (f": {absent[d]}" if d in absent else "") for d in left}
+    return Shortfall(tuple(not_loaded), {d: absent[d] for d in not_loaded if d in absent}, why)
 
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -308,7 +379,8 @@ class Shard:
 
 
 def shard_commands(module: str, task: str, win: Window, todo: Sequence[datetime.date], processes: int,
-                   reverse: bool = False, extra: Sequence[str] = (), reload_changed: bool = False) -> list[Shard]:
+                   reverse: bool = False, extra: Sequence[str] = (), reload_changed: bool = False,
+                   stale: Mapping[datetime.date, str | None] | None = None) -> list[Shard]:
     """The luigi command of each shard of ``todo``: ``RangeDaily`` over the shard's own dates, with a local
     scheduler and one worker, which runs its tasks in its own process (luigi forks per task only with more)."""
     runs = shards(todo, processes)
@@ -316,7 +388,7 @@ def shard_commands(module: str, task: str, win: Window, todo: Sequence[datetime.
     for n, dates in enumerate(runs, 1):
         own = Window(dates[0], dates[-1] + datetime.timedelta(days=1), win.now)
         cmd = luigi_command(module, task, own, Scheduler(local=True), 1, len(dates), reverse, extra,
-                            reload_changed=reload_changed)
+                            reload_changed=reload_changed, stale=stale)
         found.append(Shard(f"[{n}/{len(runs)}]", tuple(dates), tuple(cmd)))
     return found
 
@@ -409,14 +481,46 @@ def combined_code(codes: Sequence[int], cooperation: set[int]) -> int:
 
 def _checks_failed(exc: Exception) -> int:
     code = luigi.retcodes.retcode().scheduling_error or STILL_MISSING
-    print(f"luigi-pipelines backfill: checking which dates are loaded failed ({exc}): exit {code}", file=sys.stderr)
+    print(f"luigi-pipelines backfill: checking which dates are loaded failed ({one_line(str(exc))}): exit {code}",
+          file=sys.stderr)
     return code
+
+
+def _database_answers() -> Exception | None:
+    """Why PostgreSQL cannot be reached (None when it can): asked before luigi runs, whose own check would fail
+    with a traceback per task."""
+    try:
+        with db.connect(database_settings()):
+            return None
+    except psycopg2.OperationalError as exc:
+        return exc
+
+
+def checked_task(module: str, task: str, win: Window) -> Any:
+    """The task class a backfill runs, refused in one line (``ConfigurationError``) when backfill cannot run it."""
+    cls = task_class(module, task)
+    if cls.grain.unit == "hour":
+        raise ConfigurationError(
+            f"--task {task} is hourly (grain = HOURLY) and backfill runs whole days (RangeDaily): load its "
+            f"hours with luigi's RangeHourly, e.g. luigi --module {module} RangeHourly --of {task} --start "
+            f"{win.start}T00 --stop {win.stop}T00 --local-scheduler (or backfill a daily task that requires "
+            f"{task}.partitions_of_date(date))")
+    if cls.grain.unit != "day":
+        raise ConfigurationError(
+            f"--task {task} is {cls.grain.name} and backfill runs whole days (RangeDaily): load it with luigi's "
+            f"{cls.grain.range_task}, e.g. luigi --module {module} {cls.grain.range_task} --of {task} --start "
+            f"{win.start:%Y-%m} --stop {win.stop:%Y-%m} --local-scheduler")
+    return cls
 
 
 def main_processes(args: argparse.Namespace, win: Window, task_limit: int) -> int:
     """``backfill --processes N``: plan the shards with one ``bulk_complete`` query, run them, judge the result."""
+    try:
+        stale = check_stale(args, win)
+    except Exception as exc:  # the database or S3 cannot say what is stale
+        return _checks_failed(exc)
     whole = luigi_command(args.module, args.task, win, Scheduler(local=True), 1, task_limit, args.reverse,
-                          args.luigi_args, reload_changed=args.reload_changed)
+                          args.luigi_args, reload_changed=args.reload_changed, stale=known(stale))
     print(f"backfill [{win.start}, {win.stop}) at {win.now:%Y-%m-%dT%H:%M:%SZ} on {args.processes} processes, "
           f"the dates to load cut into runs of consecutive dates: luigi {shlex.join(whole[3:])}",
           file=sys.stderr, flush=True)
@@ -427,14 +531,15 @@ def main_processes(args: argparse.Namespace, win: Window, task_limit: int) -> in
     except Exception as exc:  # the database cannot say what to load
         return _checks_failed(exc)
     processes = args.processes
-    if processes > 1 and task_class(args.module, args.task).merged or task_class(args.module, args.task).merge_key:
+    merged = task_class(args.module, args.task)
+    if processes > 1 and (merged.merged or merged.merge_key):
         # Merges apply in date order, and N local schedulers do not know of each other's dates: a later run would
         # merge its first date while an earlier one is still at its own, whose later dates are then refused.
         print(f"{args.task} merges its dates in order: one process, not {processes}", file=sys.stderr, flush=True)
         processes = 1
     wanted = win.dates() if args.task_limit is None else todo
     planned = shard_commands(args.module, args.task, win, todo, processes, args.reverse, args.luigi_args,
-                             args.reload_changed)
+                             args.reload_changed, known(stale))
     print(f"to load: {format_dates(todo)}", file=sys.stderr, flush=True)
     for shard in planned:
         print(f"{shard.label} {len(shard.dates)} dates, {shard.dates[0]} to {shard.dates[-1]}: "
@@ -444,17 +549,38 @@ def main_processes(args: argparse.Namespace, win: Window, task_limit: int) -> in
         print(f"{shard.label} exited {code}", file=sys.stderr, flush=True)
     code = combined_code(codes, cooperation_codes(luigi.retcodes.retcode()))
     return _verdict(args, code, wanted,
-                    f"the {len(planned)} luigi processes (the highest code)" if len(planned) > 1 else "luigi")
+                    f"the {len(planned)} luigi processes (the highest code)" if len(planned) > 1 else "luigi", stale)
 
 
-def _verdict(args: argparse.Namespace, code: int, wanted: Sequence[datetime.date], who: str = "luigi") -> int:
+def check_stale(args: argparse.Namespace, win: Window) -> Stale | None:
+    """With ``--reload-changed`` (and not ``--dry-run``), the window's loaded dates found stale, said on stderr:
+    the run's one stale check. Otherwise None: nothing is checked."""
+    if not args.reload_changed or args.dry_run:
+        return None
+    stale = stale_before(args.module, args.task, win.dates())
+    print(f"stale (loaded, sources changed since; reloaded by this run): "
+          f"{listed(sorted(stale), {d: change for d, (change, _) in stale.items()})}", file=sys.stderr, flush=True)
+    return stale
+
+
+def known(stale: Stale | None) -> dict[datetime.date, str | None] | None:
+    """``check_stale``'s answer as luigi's ``stale_known`` takes it: each date's load id (None: not checked)."""
+    return None if stale is None else {d: load_id for d, (_, load_id) in stale.items()}
+
+
+def _verdict(args: argparse.Namespace, code: int, wanted: Sequence[datetime.date], who: str = "luigi",
+             stale: Stale | None = None) -> int:
     """The backfill's exit code for ``code`` (``judge``d unless ``--raw-exit-code``), saying why when it differs."""
     if args.raw_exit_code:
+        print(f"luigi-pipelines backfill: {who} exited {code} (--raw-exit-code: not checked): exit {code}",
+              file=sys.stderr)
         return code
     code, why = judge(code, cooperation_codes(luigi.retcodes.retcode()),
-                      lambda: incomplete(args.module, args.task, wanted, args.reload_changed), who)
-    if why:
-        print(f"luigi-pipelines backfill: {why}", file=sys.stderr)
+                      lambda: shortfall(args.module, args.task, wanted, stale), who)
+    if not why:  # the verdict of a success too: one line that cron's log ends with
+        why = f"every date asked for is loaded, {format_dates(wanted, shown=2)}: exit {code}" if not code else \
+            f"{who} exited {code}; every date asked for is loaded, {format_dates(wanted, shown=2)}: exit {code}"
+    print(f"luigi-pipelines backfill: {why}", file=sys.stderr)
     return code
 
 
@@ -476,7 +602,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reload-changed", action="store_true",
                         help="also reload loaded dates whose sources changed since (S3 objects added, removed or "
                         "replaced; an upstream reloaded): one S3 listing per loaded date")
-    where = parser.add_argument_group("scheduler (default: luigid from [core] default_scheduler_host/port)")
+    where = parser.add_argument_group("scheduler (default: luigid from [core] scheduler_host/port)")
     where.add_argument("--local-scheduler", action="store_true", help="no luigid: this process schedules alone")
     where.add_argument("--scheduler-host", help="luigid host")
     where.add_argument("--scheduler-port", type=int, help="luigid port")
@@ -506,6 +632,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"luigi-pipelines backfill: {exc}", file=sys.stderr)
         return 2
     scheduler = Scheduler(args.local_scheduler, args.scheduler_host, args.scheduler_port, args.idle_timeout)
+    checked_task(args.module, args.task, win)
+    unreachable = None if args.dry_run else _database_answers()
+    if unreachable is not None:
+        return _checks_failed(unreachable)
     # luigi's own task_limit (50 without a [RangeDaily] section) would quietly cut the window: give it explicitly.
     task_limit = len(win.dates()) if args.task_limit is None else args.task_limit
     if args.processes is not None:
@@ -514,12 +644,16 @@ def main(args: argparse.Namespace) -> int:
             print(f"luigi-pipelines backfill: {wrong}", file=sys.stderr)
             return 2
         return main_processes(args, win, task_limit)
+    try:
+        stale = check_stale(args, win)
+    except Exception as exc:  # the database or S3 cannot say what is stale
+        return _checks_failed(exc)
     cmd = luigi_command(args.module, args.task, win, scheduler, args.workers, task_limit, args.reverse,
-                        args.luigi_args, reload_changed=args.reload_changed)
+                        args.luigi_args, reload_changed=args.reload_changed, stale=known(stale))
     print(f"backfill [{win.start}, {win.stop}) at {win.now:%Y-%m-%dT%H:%M:%SZ}: luigi {shlex.join(cmd[3:])}",
           file=sys.stderr, flush=True)
     if args.dry_run:
         return 0
     wanted = win.dates() if args.task_limit is None else scheduled_dates(cmd)
     code = _run(cmd)
-    return _verdict(args, code, wanted)
+    return _verdict(args, code, wanted, stale=stale)

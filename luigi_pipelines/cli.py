@@ -6,12 +6,23 @@ only builds that command from a window of whole UTC days and runs it.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import psycopg2
 
 from . import backfill as backfill_command
 from . import status as status_command
+from .errors import ConfigurationError, PipelineError
+from .reporting import one_line
+
+# Exit codes of the command itself (luigi's [retcode] codes pass through backfill unchanged): README, "Exit codes".
+USAGE = 2  # the command line or a declaration is wrong; nothing ran
+CHECK_FAILED = 35  # PostgreSQL (or S3) could not be asked; nothing ran (luigi's scheduling_error: its check fails too)
+INTERNAL = 40  # anything else, a bug: one line here, and the traceback with LUIGI_PIPELINES_TRACEBACK=1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -22,6 +33,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="luigi-pipelines", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the example backfill on a local PostgreSQL and S3 it starts itself, "
@@ -31,10 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     status = sub.add_parser(
-        "status", help="each date's state (loaded, failed, missing) as a calendar, JSON or an HTML page; "
-        "exit 0 all loaded, 21 dates missing, 30 a date's last attempt failed",
-        description="Each date's state of one or more pipelines (loaded, failed, missing; rows rejected) over a "
-        "window. Exit 0: every date is loaded; 21: dates are missing; 30: a date's last attempt failed.")
+        "status", help="each date's state (loaded, stale, failed, missing) as a calendar, JSON or an HTML page; "
+        "exit 0 all loaded, 21 dates missing, 22 dates stale (--check-sources), 30 a date's last attempt failed",
+        description="Each date's state of one or more pipelines (loaded, stale, failed, missing; rows rejected) over "
+        "a window. Exit 0: every date is loaded (and, with --check-sources, fresh); 21: dates are missing; 22: "
+        "loaded dates are stale, their sources changed since the load (only with --check-sources); 30: a date's "
+        "last attempt failed; the highest applies. 2: the command line or the task's declaration is wrong; 35: "
+        "PostgreSQL cannot be reached.")
     status_command.add_arguments(status)
     status.set_defaults(func=status_command.main)
 
@@ -47,9 +62,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    """The installed package's version, from its metadata."""
+    try:
+        return importlib.metadata.version("luigi-pipelines")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    return run_command(f"luigi-pipelines {args.command}", lambda: int(args.func(args)))
+
+
+def run_command(name: str, command: Callable[[], int]) -> int:
+    """``command``'s exit code; an error it raises is one line on stderr, prefixed with ``name``, and an exit code
+    of the README's table (``USAGE``, ``CHECK_FAILED``, ``INTERNAL``), never a traceback."""
+    try:
+        return command()
+    except ConfigurationError as exc:
+        return _one_line(name, str(exc), USAGE)
+    except PipelineError as exc:  # S3 could not be listed, ...
+        return _one_line(name, str(exc), CHECK_FAILED)
+    except psycopg2.OperationalError as exc:
+        return _one_line(name, f"cannot reach PostgreSQL: {one_line(str(exc))}; check PGHOST/PGPORT (or [database]) and that "
+                         "it is running, then rerun", CHECK_FAILED)
+    except Exception as exc:
+        if os.environ.get("LUIGI_PIPELINES_TRACEBACK"):
+            raise
+        return _one_line(name, f"unexpected {type(exc).__name__}: {exc} (LUIGI_PIPELINES_TRACEBACK=1 shows where)",
+                         INTERNAL)
+
+
+def _one_line(name: str, text: str, code: int) -> int:
+    print(f"{name}: {one_line(text, limit=2000)}: exit {code}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

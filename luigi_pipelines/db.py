@@ -29,6 +29,7 @@ from .errors import (
     copy_error_position,
     describe_bad_input,
 )
+from .layouts import ExistingColumn
 from .partitions import ScopedTable, TableName, lock_key, table_lock_key
 from .settings import DatabaseSettings
 
@@ -280,23 +281,28 @@ def ensure_table(conn: psycopg2.extensions.connection, table: TableName, ddl: Se
 
 def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName, rejects: TableName,
                         failures: TableName) -> None:
-    """The marker table and the rejects and failures tables beside it (two catalog reads on the common
-    path: the newest of those tables, so a database made before it existed gets it too, and the marker's
-    ``load_id`` column).
+    """The marker table and the rejects and failures tables beside it (a catalog read of the newest of those
+    tables, so a database made before it existed gets it too, and one per marker column added since the first
+    marker tables: ``load_id``, ``skipped_keys``).
 
-    A marker table made before markers had a ``load_id`` gets the column (nullable: no rewrite, old
-    rows keep NULL), once, under the DDL lock: no manual migration.
+    A marker table made before one of those columns gets it (nullable: no rewrite, old rows keep NULL),
+    once, under the DDL lock: no manual migration.
     """
     ensure_table(conn, failures, [q.create_marker_table(marker), q.create_marker_date_index(marker),
                                   q.create_rejects_table(rejects), q.create_failures_table(failures)])
-    if column_info(conn, marker, "load_id") is None:
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(q.advisory_xact_lock(), _DDL_LOCK)
-                cur.execute(q.add_marker_load_id(marker))
-        except psycopg2.errors.InsufficientPrivilege:
-            raise ConfigurationError(f"the marker table {marker} predates load_id and this user may not add it: "
-                                     f"its owner runs once: {q.add_marker_load_id(marker).as_string(conn)}") from None
+    for column, _ in q.MARKER_ADDED_COLUMNS:
+        if column_info(conn, marker, column) is None:
+            _add_marker_column(conn, marker, column)
+
+
+def _add_marker_column(conn: psycopg2.extensions.connection, marker: TableName, column: str) -> None:
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(q.advisory_xact_lock(), _DDL_LOCK)
+            cur.execute(q.add_marker_column(marker, column))
+    except psycopg2.errors.InsufficientPrivilege:
+        raise ConfigurationError(f"the marker table {marker} predates {column} and this user may not add it: its "
+                                 f"owner runs once: {q.add_marker_column(marker, column).as_string(conn)}") from None
 
 
 def completed_dates(
@@ -385,6 +391,7 @@ class PartitionTransaction:
     bytes: int = 0
     load_id: uuid.UUID = field(default_factory=uuid.uuid4)  # this load's id: in the marker, and in lineage columns
     stop: datetime.date | None = None  # the date after the partition's last, when it covers more than ``date`` (a month)
+    skipped: list[str] = field(default_factory=list)  # keys under the prefix that looked like data, left out by keys
 
     @property
     def target(self) -> TableName:
@@ -531,6 +538,27 @@ def column_info(conn: psycopg2.extensions.connection, table: TableName, column: 
     return None if row is None else ColumnInfo(row[0] or "", bool(row[1]))
 
 
+def resolve_types(conn: psycopg2.extensions.connection, types: Iterable[str]) -> dict[str, tuple[str, str] | None]:
+    """Each of ``types`` as PostgreSQL names it, with its category (``to_regtype``); None for one it does not know."""
+    resolved: dict[str, tuple[str, str] | None] = {}
+    for name in dict.fromkeys(types):
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(q.resolve_type(), (name,))
+                shown, category = cur.fetchone()
+        except psycopg2.errors.SyntaxError:
+            shown = category = None
+        resolved[name] = (shown, category) if shown else None
+    return resolved
+
+
+def table_columns(conn: psycopg2.extensions.connection, table: TableName) -> list[ExistingColumn]:
+    """Every column of ``table`` as the catalog shows it."""
+    with conn, conn.cursor() as cur:
+        cur.execute(q.select_table_columns(), (_regclass(conn, table),))
+        return [ExistingColumn(*row) for row in cur.fetchall()]
+
+
 def check_time_zone(conn: psycopg2.extensions.connection, zone: str) -> bool:
     """Whether PostgreSQL knows the time zone ``zone``."""
     try:
@@ -607,7 +635,7 @@ def copy_stream(
     """
     try:
         tx.cursor.copy_expert(statement, reader, size=buffer_size)
-    except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+    except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.StatementTooComplex) as exc:  # a value nested too deep
         position = copy_error_position(exc.diag.context)
         reason = exc.diag.message_primary or str(exc).strip()
         raise BadInputError(describe_bad_input(source, position, reason), position.line, position.column, reason) from exc
@@ -661,6 +689,7 @@ def write_marker(tx: PartitionTransaction, marker: TableName, task_family: str, 
             "started_at": tx.started_at,
             "host": socket.gethostname(),
             "load_id": str(tx.load_id),
+            "skipped_keys": json.dumps(tx.skipped),
         },
     )
 
@@ -709,6 +738,34 @@ def clear_failure(tx: PartitionTransaction, failures: TableName) -> None:
     tx.cursor.execute(q.delete_failure(failures), (str(tx.key), tx.date))
 
 
+def server_clock(conn: psycopg2.extensions.connection) -> datetime.datetime:
+    """The server's clock now (failure records are stamped with it, not with this host's)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(q.server_clock())
+        return cur.fetchone()[0]
+
+
+def supersede_failures(conn: psycopg2.extensions.connection, failures: TableName,
+                       partitions: Sequence[tuple[ScopedTable, datetime.date]], before: datetime.datetime
+                       ) -> list[tuple[str, datetime.date, str]]:
+    """Delete the failure records of ``partitions`` made before ``before``: a check that began then found each of
+    them loaded and its sources equal to its marker, so the table holds what the sources say and the failed
+    attempt is history. A record made after ``before`` (an attempt that failed while the check ran) stays.
+    Returns (key, date, error class) of each record deleted; its own errors are logged, never raised."""
+    if not partitions:
+        return []
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(q.delete_superseded_failures(failures),
+                        ([str(k) for k, _ in partitions], [d for _, d in partitions], before))
+            return list(cur.fetchall())
+    except psycopg2.errors.UndefinedTable:
+        return []  # no failure ever recorded
+    except psycopg2.Error as exc:  # e.g. a read-only monitoring user: status still reports what it found
+        logger.warning("could not clear superseded failure records in %s: %s", failures, _primary(exc))
+        return []
+
+
 def _rows_of_window(conn: psycopg2.extensions.connection, statement: q.sql.Composable, key: ScopedTable,
                     start: datetime.date, stop: datetime.date, fields: Sequence[str]) -> list[dict[str, Any]]:
     try:
@@ -741,6 +798,16 @@ def recorded_span(conn: psycopg2.extensions.connection, marker: TableName, failu
     except psycopg2.errors.UndefinedTable:
         return None
     return None if first is None else (first, last)
+
+
+def count_rows(conn: psycopg2.extensions.connection, key: ScopedTable) -> int | None:
+    """The rows of ``key``'s table (of its scope's share, with a scope) now; None when there is no such table."""
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(q.count_scoped(key.table, key.columns), [value for _, value in key.scope])
+            return int(cur.fetchone()[0])
+    except psycopg2.errors.UndefinedTable:
+        return None
 
 
 def marker_summary(conn: psycopg2.extensions.connection, marker: TableName, target: TableName) -> list[tuple]:

@@ -25,6 +25,7 @@ class UpstreamPartition(PartitionTask):
 
     upstream: ClassVar[type[PartitionTask]]
     source_columns: ClassVar[Sequence[str]] = ()
+    compares_sources = True
 
     def requires(self) -> PartitionTask | list[PartitionTask]:
         """The upstream partitions of this one's span. In ``reload_changed`` mode they are asked in that mode too, so
@@ -57,7 +58,12 @@ class UpstreamPartition(PartitionTask):
         same = type(self.grain) is type(self.upstream.grain)
         rows = up.key_of(value) if same and not up.is_merge else up.table_key
         return Upstream(rows, "" if up.is_merge else up.date_column, self.grain.date_of(value),
-                        self.grain.stop_of(value), up.marker_table, tuple(up.partitions_of(values)), up.task_family)
+                        self.grain.stop_of(value), up.marker_table, tuple(up.partitions_of(values)),
+                        self.upstream_name(self.grain.describe(value)))
+
+    def upstream_name(self, value: str) -> str:
+        """``"upstream LoadTransactions 2019-02-01"``: the upstream task and partition a change message names."""
+        return f"upstream {self.upstream.task_family} {value}"
 
     def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
         """The partitions whose upstream partitions were reloaded since (their load ids differ from the recorded
@@ -72,8 +78,8 @@ class UpstreamPartition(PartitionTask):
         for value, vs in values.items():
             hit = [v for v in vs if v in stale]
             if hit:
-                changed[value] = (f"{up.task_family} {self.upstream.grain.describe(hit[0])} is stale: "
-                                  f"{stale[hit[0]]}")
+                changed[value] = f"{self.upstream_name(up.grain.describe(hit[0]))} is stale: {stale[hit[0]]}" + (
+                    f" (and {len(hit) - 1} more of its partitions)" if len(hit) > 1 else "")
         return changed
 
 

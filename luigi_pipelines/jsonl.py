@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import IO
 
 import psycopg2
+import psycopg2.errors
 
-from . import db, quarantine
+from . import db, quarantine, rowchecks
 from . import sql as q
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
-from .objects import CopyPlan, CsvDecoder, ObjectLoader, plain_copy
+from .objects import CopyPlan, CsvDecoder, ObjectLoader, Scope, plain_copy
 from .partitions import TableName, compression_for
 from .s3 import S3Object
 
@@ -50,18 +51,24 @@ class JsonLinesDecoder:
     column, an array also into an SQL array column (``text[]``). Strings and numbers are read by the
     column type's own input (``"2019-02-01T10:00:00+01:00"`` into ``timestamptz``, ``12.50`` or ``"12.50"``
     into ``numeric``). Empty lines are skipped; a line of blanks, like any other line that is not one
-    JSON object, is an error naming the key and the line (a reject under ``max_bad_rows``).
+    JSON object, is an error naming the key and the line (a reject under ``max_bad_rows``). So is an object none
+    of whose keys names a declared column (``{}``; ``{"ID": 3}`` for ``id``), unless ``unmatched_lines_ok``
+    (then a row of NULLs), and a key of a scope column with another value (``rowchecks``).
     """
 
     extra: str = ""
+    unmatched_lines_ok: bool = False
 
-    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
+        """Each line into the stage, which checks its keys as COPY reads it (``rowchecks.json_line_check``)."""
         by_name = {c.name: c for c in columns}
         if self.extra and (self.extra not in by_name or by_name[self.extra].type.lower() not in ("jsonb", "json")):
             raise ConfigurationError(f"JsonLinesDecoder(extra={self.extra!r}) must name a declared jsonb column, "
                                      f"not {by_name[self.extra].type if self.extra in by_name else 'an undeclared one'}")
-        return CopyPlan(q.copy_json_lines(), q.STAGE, (q.JSON_LINE,), table, tuple(columns),
-                        (q.create_json_stage(),))  # a new sequence: lines count from 1
+        check = rowchecks.json_line_check(q.JSON_LINE.name, [c.name for c in columns if c.name != self.extra], scope,
+                                          any_key=bool(self.extra), unmatched_ok=self.unmatched_lines_ok)
+        stage = (q.create_json_stage(),) if check is None else (*rowchecks.create_functions(), q.create_json_stage((check,)))
+        return CopyPlan(q.copy_json_lines(), q.STAGE, (q.JSON_LINE,), table, tuple(columns), stage)  # lines count from 1
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
         return SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=True, quote=q.JSON_LINES.quote.encode(),
@@ -71,11 +78,14 @@ class JsonLinesDecoder:
         """COPY must have taken every line (scrubbed data holds no quote, so every line is one row)."""
         CsvDecoder(q.JSON_LINES).check_copied(obj, reader, rows)
 
-    def located(self, reader: SourceReader, error: BadInputError) -> BadInputError:
-        """COPY's error names the stage's column; the line is what counts."""
+    def located(self, reader: SourceReader | None, error: BadInputError) -> BadInputError:
+        """COPY's error names the stage's column and PostgreSQL's words; the line and what is wrong with it count."""
         if error.column != q.JSON_LINE.name:
             return error
-        return BadInputError(str(error).replace(f" column {error.column}:", ":", 1), error.line, None, error.reason)
+        cause = error.__cause__
+        detail = cause.diag.message_detail if isinstance(cause, psycopg2.Error) else None
+        reason = _in_words(error.reason or "", detail)
+        return BadInputError(f"{str(error).split(f' column {error.column}:', 1)[0]}: {reason}", error.line, None, reason)
 
     def salvage(self, loader: ObjectLoader, obj: S3Object, raw: IO[bytes], first_error: BadInputError) -> int:
         """The COPY into the stage failed (a line that is not JSON, bytes that are not UTF-8): the segmented copy of
@@ -88,8 +98,9 @@ class JsonLinesDecoder:
 
         def copy_segment(segment: quarantine.SegmentReader) -> int | BadInputError:
             tx.cursor.execute(q.number_json_lines(), (segment.first_line,))
-            return db.copy_in_savepoint(tx, statement, EndMarkerGuard(segment, q.JSON_LINES.quote.encode()),
-                                        obj.url, loader.settings.copy_buffer)
+            outcome = db.copy_in_savepoint(tx, statement, EndMarkerGuard(segment, q.JSON_LINES.quote.encode()),
+                                           obj.url, loader.settings.copy_buffer)
+            return self.located(None, outcome) if isinstance(outcome, BadInputError) else outcome
 
         with temp_download(loader.settings.temp_directory) as plain:
             plain = plain_copy(obj, raw, plain, scrub)
@@ -155,7 +166,7 @@ def _try_insert(tx: db.PartitionTransaction, statement: q.sql.Composable, first:
     cur.execute(q.savepoint(_SAVEPOINT))
     try:
         cur.execute(statement, (first, last))
-    except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+    except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.StatementTooComplex) as exc:
         cur.execute(q.rollback_to_savepoint(_SAVEPOINT))
         reason = _reason(exc)
         return BadInputError(reason, None, None, reason)
@@ -165,11 +176,21 @@ def _try_insert(tx: db.PartitionTransaction, statement: q.sql.Composable, first:
 
 
 def _reason(exc: psycopg2.Error) -> str:
-    """PostgreSQL's message, its detail (which says where the JSON is wrong), and what a non-object line is."""
-    reason = exc.diag.message_primary or str(exc).strip()
-    if reason.startswith("cannot call populate_composite on"):  # jsonb_to_record of an array or a scalar
-        reason = f"the line is not a JSON object ({reason})"
-    return f"{reason}: {exc.diag.message_detail}" if exc.diag.message_detail else reason
+    return _in_words(exc.diag.message_primary or str(exc).strip(), exc.diag.message_detail)
+
+
+def _in_words(message: str, detail: str | None) -> str:
+    """What is wrong with a line, from PostgreSQL's ``message`` and its ``detail`` (which says where the JSON is
+    wrong): a line that is not JSON, one nested too deep, one that is not an object, a value its column refuses."""
+    if message == "invalid input syntax for type json":
+        if detail == "Character with value 0x03 must be escaped.":  # 0x01 and 0x02 were made 0x03 (``scrub``)
+            detail = "A control character (0x01, 0x02 or 0x03) must be escaped."
+        return "the line is not JSON" + (f": {detail[:1].lower()}{detail[1:].rstrip('.')}" if detail else "")
+    if message == "stack depth limit exceeded":
+        return f"the line is nested too deep for PostgreSQL ({message})"
+    if message.startswith("cannot call populate_composite on"):  # jsonb_to_record of an array or a scalar
+        message = f"the line is not a JSON object ({message})"
+    return f"{message}: {detail}" if detail else message
 
 
 def _first_bad_line(tx: db.PartitionTransaction, statement: q.sql.Composable, first: int, stop: int,

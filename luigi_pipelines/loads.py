@@ -92,6 +92,7 @@ class LoadPartition(PartitionTask):
     keys: ClassVar[Sequence[str]] = ()
     # names below the prefix that are never data (_SUCCESS, _temporary/..., *.crc, dot-files); () loads them too
     skip_keys: ClassVar[Sequence[str]] = CONVENTIONAL_SKIPS
+    compares_sources = True
 
     @property
     def prefix(self) -> str:
@@ -137,7 +138,7 @@ class LoadPartition(PartitionTask):
     def objects_of(self, value: Any) -> S3Objects:
         """The data objects of the partition ``value`` (listed when asked)."""
         return S3Objects(self.s3_client(), self.source_bucket, self.prefix_of(value), self.key_filter, self.ready_key,
-                         self.empty_partition_ok)
+                         self.empty_partition_ok, snapshot=self.is_merge and self.snapshot)
 
     def source_part(self) -> S3Load:
         return S3Load(self.objects_of(self.partition_value), self.decoder or CsvDecoder(self.csv), self.target_columns,
@@ -146,6 +147,13 @@ class LoadPartition(PartitionTask):
     def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
         """How each partition's objects differ from its marker's: one listing per partition, e.g. ``"1 added (d/b.csv)"``."""
         return s3_changes(recorded, self.objects_of)
+
+    def absent_ready_keys(self, values: Sequence[Any]) -> dict[Any, str]:
+        """Of ``values`` (not loaded), those waiting for the ready key, with its URL: one HEAD each."""
+        if not self.ready_key:
+            return {}
+        absent = {value: self.objects_of(value).absent_ready_key() for value in values}
+        return {value: why for value, why in absent.items() if why}
 
     def learn_sources(self, values: Sequence[Any]) -> None:
         """Of a range of partitions not loaded, which have S3 data, for their ``S3PartitionExists`` checks: one

@@ -39,18 +39,24 @@ def recorded_upstream_loads(entries: Iterable[Mapping[str, Any]]) -> dict[str, s
     return None
 
 
-def upstream_change(recorded: Mapping[str, str | None] | None, current: Mapping[str, str | None]) -> str:
-    """How the upstream partitions' loads ``current`` differ from those a transform ``recorded``; ``""`` if not."""
+def upstream_change(recorded: Mapping[str, str | None] | None, current: Mapping[str, str | None],
+                    upstream: str = "upstream") -> str:
+    """How the upstream partitions' loads ``current`` (None: no marker) differ from those a transform ``recorded``,
+    e.g. ``"upstream LoadT 2019-02-01 was reloaded since (s.t)"`` with ``upstream`` naming the upstream task and
+    date; ``""`` if not."""
     if recorded is None:
         return "no record of the upstream loads it read (written before they were recorded)"
-    reloaded = sorted(k for k in current.keys() | recorded.keys() if current.get(k) != recorded.get(k))
-    return _changes(("reloaded upstream", reloaded))
+    gone = sorted(k for k in current if current[k] is None and recorded.get(k) is not None)
+    reloaded = sorted(k for k in current.keys() | recorded.keys() if current.get(k) != recorded.get(k) and k not in gone)
+    parts = [f"{upstream} is not loaded any more (no marker: {_shown(gone)})" if gone else "",
+             f"{upstream} was reloaded since ({_shown(reloaded)})" if reloaded else ""]
+    return "; ".join(p for p in parts if p)
 
 
-def _changes(*groups: tuple[str, list[str]], shown: int = 3) -> str:
-    parts = []
-    for what, keys in groups:
-        if keys:
-            more = ", ..." if len(keys) > shown else ""
-            parts.append(f"{len(keys)} {what} ({', '.join(keys[:shown])}{more})")
-    return ", ".join(parts)
+def _changes(*groups: tuple[str, list[str]]) -> str:
+    return ", ".join(f"{len(keys)} {what} ({_shown(keys)})" for what, keys in groups if keys)
+
+
+def _shown(keys: list[str], shown: int = 3) -> str:
+    """``"a, b, c, ..."``: the first ``shown`` keys."""
+    return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")

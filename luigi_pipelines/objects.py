@@ -25,7 +25,7 @@ from typing import IO, Any, Protocol
 import psycopg2
 from psycopg2 import sql
 
-from . import db, quarantine
+from . import db, quarantine, rowchecks
 from . import sql as q
 from .errors import BadInputError, CopyAborted, LoadError, PipelineError
 from .files import DownloadCancelled, EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
@@ -35,6 +35,7 @@ from .s3 import S3Client, S3Object
 from .settings import LoadSettings
 
 SupportsRead = db.SupportsRead
+Scope = Sequence[tuple[str, str]]  # a partition's scope: (column, value) pairs
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
 _MIB = 1024 * 1024
@@ -78,8 +79,9 @@ class CopyPlan:
 class Decoder(Protocol):
     """How one format's objects become ``COPY ... FROM STDIN`` input."""
 
-    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
-        """The COPY of one object (opened by ``open``) into ``table``'s declared ``columns``."""
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
+        """The COPY of one object (opened by ``open``) into ``table``'s declared ``columns``; a file column (or key)
+        named like a ``scope`` column must hold its value (``rowchecks``)."""
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
         """A reader of the object's data as COPY reads it (decompressed, decoded)."""
@@ -107,20 +109,24 @@ class CsvDecoder:
     def utf8(self) -> bool:
         return self.fmt.encoding.upper().replace("-", "") == "UTF8"
 
-    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
         """By position, or (``by_name``) by the header's names: straight into the table when the file has
-        only declared columns, else through the staging table (one more write of the rows)."""
-        if not self.fmt.by_name:
-            return CopyPlan(q.copy_from_stdin(table, columns, self.fmt), table, tuple(columns))
-        try:
-            in_file, extra = columns_by_header(self.header(reader), columns)
-        except ValueError as exc:
-            raise BadInputError(f"{reader.source}: {exc}") from None
-        if not extra:
+        only declared columns, else through the staging table (one more write of the rows): when it has others,
+        or a column named like a ``scope`` column, which the stage checks row by row (``rowchecks.scope_check``)."""
+        in_file, extra, names = tuple(columns), False, [c.name for c in columns]
+        if self.fmt.by_name:
+            names = self.header(reader)
+            try:
+                in_file, extra = columns_by_header(names, columns)
+            except ValueError as exc:
+                raise BadInputError(f"{reader.source}: {exc}") from None
+        checks = [rowchecks.scope_check(c.name, name, scope_value) for c, name in zip(in_file, names, strict=True)
+                  for scoped, scope_value in scope if name == scoped]
+        if not extra and not checks:
             return CopyPlan(q.copy_from_stdin(table, in_file, self.fmt), table, in_file)
-        unchecked = dataclasses.replace(self.fmt, check_header=False)  # the stage names the extras by position
-        return CopyPlan(q.copy_from_stdin(q.STAGE, in_file, unchecked), q.STAGE, in_file, table, tuple(columns),
-                        (q.create_stage(in_file),))
+        fmt = dataclasses.replace(self.fmt, check_header=False) if extra else self.fmt  # the stage names extras by position
+        return CopyPlan(q.copy_from_stdin(q.STAGE, in_file, fmt), q.STAGE, in_file, table, tuple(columns),
+                        (*(rowchecks.create_functions() if checks else ()), q.create_stage(in_file, checks)))
 
     def header(self, reader: SourceReader) -> list[str]:
         """The names in the object's header line."""
@@ -252,7 +258,7 @@ class ObjectLoader:
                 if reader.is_empty():
                     record.empty = "has no data after decompression and byte-order mark removal"
                 else:
-                    self.plan = self.decoder.plan(self.target, self.columns, reader)
+                    self.plan = self.decoder.plan(self.target, self.columns, reader, self.tx.key.scope)
                     record.rows = self._staged(obj, lambda: self._copy_stream(record, reader, tmp, growing))
                     record.rejected = self.tx.rejected - rejected_before  # by the COPY's salvage or the staged INSERT
             finally:

@@ -7,17 +7,16 @@ decoded and written as CSV in batches, ``pyarrow.csv.write_csv`` into the COPY s
 one row group and one batch's CSV, never the file. Strings are always quoted, so NULL (an empty
 unquoted field) and the empty string stay apart; timestamps carry their offset or ``Z``; decimals,
 dates and booleans are written as PostgreSQL reads them. Lists, structs and maps become JSON text
-(for ``jsonb`` columns), one value at a time in Python: the one per-value step, for those columns only.
+(for ``jsonb`` columns) and binary values UTF-8 text or ``bytea``'s (``parquet_text``), one value at a time
+in Python: the one per-value step, for those columns only.
 Timestamps with a time zone are written as their UTC wall time and ``Z``, which Arrow formats fast.
 pyarrow is imported on first use, with an error naming the extra when it is missing.
 """
 from __future__ import annotations
 
 import bisect
-import datetime
 import io
 import itertools
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -25,8 +24,11 @@ from typing import IO, Any
 from . import sql as q
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import GrowingFile, SourceReader
-from .objects import CopyPlan, ObjectLoader
+from .objects import CopyPlan, ObjectLoader, Scope
+from .parquet_text import RECASTS, UnwritableValue, recast
+from .parquet_values import ValueChecks
 from .partitions import TableName
+from .rowchecks import scope_reason
 from .s3 import S3Object
 
 EXTRA = "parquet"  # pip install 'luigi-pipelines[parquet]'
@@ -57,8 +59,8 @@ class ParquetDecoder:
 
     batch_rows: int = 65_536
 
-    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader) -> CopyPlan:
-        _rows(reader).select(columns)
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
+        _rows(reader).select(columns, scope)
         return CopyPlan(q.copy_from_stdin(table, columns, CSV), table, tuple(columns))
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
@@ -130,7 +132,9 @@ class ParquetRows:
         self._file: Any = None
         self._handle: IO[bytes] | None = None
         self._names: list[str] = []
-        self._nested: set[str] = set()
+        self._checks = ValueChecks()
+        self._recast: dict[str, str] = {}  # a column written other than as Arrow writes it: "json", "text" or "bytea"
+        self._scope: list[tuple[str, str]] = []  # (a file column named like a scope column, the scope's value)
         self._batches: Iterator[bytes] | None = None
         self._buffer = memoryview(b"")
         self.group = -1  # the row group being read
@@ -147,7 +151,8 @@ class ParquetRows:
             self._raw.wait()
             self._handle = open(self._raw.fileno(), "rb", closefd=False)  # noqa: SIM115 - closed after the last row group
             try:
-                self._file = pa.parquet.ParquetFile(self._handle)
+                self._file = pa.parquet.ParquetFile(self._handle, coerce_int96_timestamp_unit="us",  # as Spark writes it
+                                                    page_checksum_verification=True)  # where the file has CRCs
             except (pa.ArrowException, OSError, ValueError) as exc:
                 raise BadInputError(f"{self.source}: not a Parquet file, or a truncated one: {exc}") from None
             sizes = [self._file.metadata.row_group(i).num_rows for i in range(self._file.num_row_groups)]
@@ -158,29 +163,40 @@ class ParquetRows:
     def num_rows(self) -> int:
         return int(self.parquet.metadata.num_rows)
 
-    def select(self, columns: Sequence[q.Column]) -> None:
-        """Read the declared ``columns`` (by name, in their order) from here on."""
+    def select(self, columns: Sequence[q.Column], scope: Scope = ()) -> None:
+        """Read the declared ``columns`` (by name, in their order) from here on, and check that the file's columns
+        named like a ``scope`` column (declared or not) hold its value."""
         schema = self.parquet.schema_arrow
         missing = [c.name for c in columns if c.name not in schema.names]
         if missing:
             raise BadInputError(f"{self.source}: the Parquet file lacks the declared column{'s' if len(missing) > 1 else ''} "
                                 f"{', '.join(map(repr, missing))} (it has {', '.join(map(repr, schema.names[:20]))})")
+        twice = next((c.name for c in columns if schema.names.count(c.name) > 1), None)
+        if twice is not None:
+            raise BadInputError(f"{self.source}: the Parquet file has {schema.names.count(twice)} columns named {twice!r}, "
+                                f"the declared column; which one to load is not known: rename one in the file")
         pa = pyarrow_modules()
-        binary = [c.name for c in columns if _binary(pa, schema.field(c.name).type)]
-        if binary:
-            raise ConfigurationError(f"{self.source}: Parquet binary columns are not supported: {', '.join(map(repr, binary))}")
         self._names = [c.name for c in columns]
-        self._nested = {n for n in self._names if pa.types.is_nested(schema.field(n).type)}
+        assert self._handle is not None  # opened with the file, above
+        self._checks = ValueChecks.of(pa, self.parquet, self._handle, columns)
+        self._recast = {c.name: how for c in columns if (how := recast(pa, schema.field(c.name).type, c.type))}
+        self._scope = [(name, value) for name, value in scope if name in schema.names]
 
     def where(self, line: int) -> str:
         """``row group G row R (row N of the file)``, all 1-based, for the row COPY names by ``line``."""
-        row = self.row_of_line(line)
+        return self._place(self.row_of_line(line))
+
+    def _place(self, row: int) -> str:
         group = bisect.bisect_right(self._starts, row - 1) - 1
-        return f"row group {group + 1} row {row - self._starts[group]} (row {row} of the file)"
+        return self.place(group, row - 1 - self._starts[group])
+
+    def place(self, group: int, index: int) -> str:
+        """``row group G row R (row N of the file)`` for row ``index`` (0-based) of row group ``group`` (0-based)."""
+        return f"row group {group + 1} row {index + 1} (row {self._starts[group] + index + 1} of the file)"
 
     def row_of_line(self, line: int) -> int:
-        """The row (1-based) at COPY's ``line``. COPY counts the newlines inside a quoted field as lines,
-        but for those of the first record; row ``k`` is on line ``k`` + the newlines in rows 2..``k``."""
+        """The row (1-based) at COPY's ``line``, which COPY gives as the record's last line: row ``k`` ends on line
+        ``k`` + the line breaks COPY counted in rows 1..``k`` (see ``_account``)."""
         span = self._spans[max(bisect.bisect_right([s.line for s in self._spans], line) - 1, 0)]
         if span.newlines is None:
             return span.row + line - span.line
@@ -209,12 +225,16 @@ class ParquetRows:
             for group in range(self.parquet.num_row_groups):
                 self.group = group
                 try:
-                    table = self.parquet.read_row_group(group, columns=self._names, use_threads=False)
+                    scoped = [n for n, _ in self._scope if n not in self._names]
+                    table = self.parquet.read_row_group(group, columns=self._names + scoped, use_threads=False)
+                    self._check_scope(group, table)
+                    self._check_values(group, table)
                     for batch in table.select(self._names).to_batches(max_chunksize=self._batch_rows):
                         sink = io.BytesIO()
-                        pa.csv.write_csv(self._jsonified(batch), sink, write_options=options)
+                        written = self._jsonified(batch)
+                        pa.csv.write_csv(written, sink, write_options=options)
                         csv = sink.getvalue()
-                        self._account(batch, csv)
+                        self._account(written, csv)
                         yield csv
                 except (pa.ArrowException, OSError, ValueError) as exc:
                     raise BadInputError(f"{self.source} row group {group + 1}: cannot be read: {exc}") from None
@@ -223,42 +243,71 @@ class ParquetRows:
             if self._handle is not None:
                 self._handle.close()
 
+    def _check_values(self, group: int, table: Any) -> None:
+        """A value the table would hold as another value (``parquet_values``) fails, naming its row."""
+        problem = self._checks.first_problem(pyarrow_modules(), group, table)
+        if problem is not None:
+            raise BadInputError(f"{self.source} {self.place(group, problem.index)} column {problem.column}: "
+                                f"{problem.reason}", column=problem.column, reason=problem.reason)
+
+    def _check_scope(self, group: int, table: Any) -> None:
+        """A row of ``table`` (row group ``group``) whose scope column does not hold the scope's value (NULL does
+        not) is bad input naming it (``rowchecks.scope_reason``)."""
+        pa = pyarrow_modules()
+        for name, value in self._scope:
+            other = pa.compute.invert(pa.compute.fill_null(pa.compute.equal(table.column(name).cast(pa.string()), value),
+                                                           False))
+            index = pa.compute.index(other, True).as_py()
+            if index >= 0:
+                raise BadInputError(f"{self.source} {self.place(group, index)}: {scope_reason(name, value)}")
+
     def _account(self, batch: Any, csv: bytes) -> None:
-        """Note where ``batch``'s rows start in COPY's line numbers; when its strings hold newlines, how many
-        each row holds (cumulated; counted by Arrow, and only then), so an error's line finds its row."""
+        """Note where ``batch``'s rows start in COPY's line numbers; when its strings hold line breaks, how many
+        each row adds (cumulated; counted by Arrow, and only then), so an error's line finds its row.
+
+        COPY counts a quoted ``\\n`` as a line, but inside the first record, whose line ending it does not know
+        yet, a quoted ``\\r`` instead (PostgreSQL's ``CopyReadLineText``): ``"a\\r\\nb"`` adds one line there too,
+        ``"a\\rb"`` one there and none later."""
         span = _Span(self._rows + 1, self._rows + 1 + self._newlines)
-        inside = csv.count(b"\n") - batch.num_rows
-        if inside:
-            pa = pyarrow_modules()
-            counts = [pa.compute.count_substring(column.cast(pa.large_string()), "\n").fill_null(0)
-                      for column in batch.columns if _textual(pa, column.type)]
-            per_row = counts[0]
-            for more in counts[1:]:
-                per_row = pa.compute.add(per_row, more)
-            cumulated = pa.compute.cumulative_sum(per_row)
-            if self._rows == 0:  # COPY does not count the first record's
-                first = cumulated[0].as_py()
-                inside -= first
-                cumulated = pa.compute.subtract(cumulated, first)
+        first = self._rows == 0 and b"\r" in csv
+        if first or csv.count(b"\n") > batch.num_rows:
+            per_row = _breaks(batch, "\n")
+            if self._rows == 0:
+                per_row = pyarrow_modules().concat_arrays([_breaks(batch.slice(0, 1), "\r"), per_row[1:]])
+            cumulated = pyarrow_modules().compute.cumulative_sum(per_row)
+            self._newlines += cumulated[-1].as_py()
             span = _Span(span.row, span.line, cumulated)
         self._spans.append(span)
         self._rows += batch.num_rows
-        self._newlines += inside
 
     def _jsonified(self, batch: Any) -> Any:
-        """``batch`` with its nested columns (lists, structs, maps) as JSON text and its timestamps with a time zone
-        as UTC text ending in ``Z`` (the same instants: Arrow keeps them in UTC; its CSV writer formats a zoned
-        timestamp some 25 times slower than a plain one)."""
+        """``batch`` with its nested and binary columns as text (``parquet_text.recast``) and its timestamps with a
+        time zone as UTC text ending in ``Z`` (the same instants: Arrow keeps them in UTC; its CSV writer formats a
+        zoned timestamp some 25 times slower than a plain one)."""
         pa = pyarrow_modules()
-        if not self._nested and not any(_zoned(pa, t) for t in batch.schema.types):
+        if not self._recast and not any(_zoned(pa, t) for t in batch.schema.types):
             return batch
-        arrays = [_as_json(pa, column) if name in self._nested else _as_utc_text(pa, column) if _zoned(pa, column.type)
-                  else column for name, column in zip(batch.schema.names, batch.columns, strict=True)]
+        arrays = [self._recast_column(name, column) if name in self._recast else _as_utc_text(pa, column)
+                  if _zoned(pa, column.type) else column for name, column in zip(batch.schema.names, batch.columns, strict=True)]
         return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
+    def _recast_column(self, name: str, column: Any) -> Any:
+        """``column`` as JSON, UTF-8 or ``bytea`` text; a value that cannot be is a bad value naming its row."""
+        try:
+            return RECASTS[self._recast[name]](pyarrow_modules(), column)
+        except UnwritableValue as bad:
+            raise BadInputError(f"{self.source} {self._place(self._rows + bad.index + 1)} column {name}: {bad.reason}",
+                                column=name, reason=bad.reason) from None
 
-def _binary(pa: Any, kind: Any) -> bool:
-    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind))
+
+def _breaks(batch: Any, char: str) -> Any:
+    """Per row of ``batch``, how many ``char`` its strings hold (an int64 array)."""
+    pa = pyarrow_modules()
+    per_row = pa.repeat(pa.scalar(0, pa.int64()), batch.num_rows)
+    for column in batch.columns:
+        if _textual(pa, column.type):
+            per_row = pa.compute.add(per_row, pa.compute.count_substring(column.cast(pa.large_string()), char).fill_null(0))
+    return per_row
 
 
 def _zoned(pa: Any, kind: Any) -> bool:
@@ -269,18 +318,3 @@ def _as_utc_text(pa: Any, column: Any) -> Any:
     """``2019-02-01 10:00:00.123456Z``: the UTC wall time of each instant, and ``Z``."""
     plain = column.cast(pa.timestamp(column.type.unit)).cast(pa.string())
     return pa.compute.binary_join_element_wise(plain, pa.scalar("Z"), pa.scalar(""))
-
-
-def _as_json(pa: Any, column: Any) -> Any:
-    return pa.array([None if v is None else json.dumps(v, default=_json_default) for v in column.to_pylist()],
-                    pa.string())
-
-
-def _json_default(value: Any) -> Any:
-    """JSON for what ``to_pylist`` gives inside nested values: dates and times as ISO text, bytes as hex, decimals
-    (exactly) and anything else as their text."""
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    return str(value)

@@ -160,6 +160,18 @@ class KeyFilter:
 
     def skip_reason(self, prefix: str, key: str, size: int) -> str | None:
         """Why ``key`` (of ``size`` bytes, listed under ``prefix``) is not a data object, or None if it is one."""
+        return self._not_data(prefix, key, size) or self._unmatched(prefix, key)
+
+    def left_out(self, prefix: str, key: str, size: int) -> bool:
+        """Whether ``key`` looks like data but ``patterns`` leave it out: it holds bytes and is neither a folder
+        marker nor named as not data by ``skip``. A load names such keys; a snapshot merge refuses to run.
+
+        >>> KeyFilter(("*.csv",)).left_out("d/2019-02-01/", "d/2019-02-01/b.csv.gz", 20)
+        True
+        """
+        return size > 0 and self._not_data(prefix, key, size) is None and self._unmatched(prefix, key) is not None
+
+    def _not_data(self, prefix: str, key: str, size: int) -> str | None:
         if key.endswith("/") and size == 0:
             return "a folder marker"
         folder = prefix[: prefix.rfind("/") + 1]  # a prefix cut inside a name is judged by the whole name
@@ -167,6 +179,9 @@ class KeyFilter:
             for glob in self.skip:
                 if fnmatchcase(name, glob):
                     return f"its name {name!r} matches {glob!r}"
+        return None
+
+    def _unmatched(self, prefix: str, key: str) -> str | None:
         if self.patterns and not any(fnmatchcase(key[len(prefix):], glob) for glob in self.patterns):
             return f"not matched by keys {self.patterns!r}"
         return None

@@ -53,6 +53,15 @@ class S3Object:
         return {k: v for k, v in asdict(self).items() if k != "bucket"}
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What a listing of a partition's prefix found: its data objects, and the keys that look like data but that
+    the task's ``keys`` leave out (``KeyFilter.left_out``)."""
+
+    objects: list[S3Object]
+    left_out: list[str]
+
+
 class S3Client:
     """A thin wrapper over one boto3 client: list, probe and download, with errors that name the object."""
 
@@ -104,27 +113,35 @@ class S3Client:
     def list_objects(
         self, bucket: str, prefix: str, keys: KeyFilter = _EVERY_DATA_KEY, page_size: int = _PAGE
     ) -> list[S3Object]:
-        """The data objects under ``prefix`` (all pages), sorted by key: what ``keys`` does not skip.
+        """The data objects under ``prefix`` (all pages), sorted by key: what ``keys`` does not skip."""
+        return self.list_partition(bucket, prefix, keys, page_size).objects
+
+    def list_partition(
+        self, bucket: str, prefix: str, keys: KeyFilter = _EVERY_DATA_KEY, page_size: int = _PAGE
+    ) -> Listing:
+        """``list_objects``, and the keys that look like data but that ``keys`` leave out (``KeyFilter.left_out``).
 
         A key ending in ``/`` that holds bytes is neither a folder marker nor a file name; it is
         refused rather than skipped, so its bytes are never silently left out.
         """
-        found, skipped = [], 0
+        found, left_out, skipped = [], [], 0
         for item in self._listing(bucket, prefix, page_size):
             key, size = item["Key"], item["Size"]
             reason = keys.skip_reason(prefix, key, size)
             if reason is not None:
                 logger.debug("s3://%s/%s: not data, skipped: %s", bucket, key, reason)
                 skipped += 1
+                if keys.left_out(prefix, key, size):
+                    left_out.append(key)
             elif key.endswith("/"):
                 raise SourceError(f"s3://{bucket}/{key}: a key ending in '/' holds {size} bytes: it is neither a "
                                   f"folder marker nor a file name; rename or delete it, then rerun")
             else:
                 found.append(S3Object(bucket, key, size, item["ETag"].strip('"')))
-        if skipped:
+        if skipped > len(left_out):
             logger.info("s3://%s/%s: %d listed keys are not data (folder markers, %s) and were skipped",
-                        bucket, prefix, skipped, ", ".join(keys.skip) or "no names")
-        return sorted(found, key=lambda o: o.key)
+                        bucket, prefix, skipped - len(left_out), ", ".join(keys.skip) or "no names")
+        return Listing(sorted(found, key=lambda o: o.key), sorted(left_out))
 
     def has_objects(self, bucket: str, prefix: str, keys: KeyFilter = _EVERY_DATA_KEY, page_size: int = _PAGE) -> bool:
         """Whether ``list_objects`` would find something under ``prefix``: pages are read until the first

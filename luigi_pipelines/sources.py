@@ -32,7 +32,7 @@ from .manifests import UPSTREAM_LOADS, objects_change, recorded_upstream_loads, 
 from .objects import Decoder, ObjectLoader, ObjectRecord
 from .partitions import KeyFilter, ScopedTable, TableName
 from .reporting import ProgressReport
-from .s3 import S3Client, S3Object
+from .s3 import Listing, S3Client, S3Object
 from .settings import DatabaseSettings, LoadSettings
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
@@ -54,7 +54,11 @@ class ObjectHooks(Protocol):
 
 @dataclass
 class S3Objects:
-    """The data objects under one partition's key prefix (see the module docstring)."""
+    """The data objects under one partition's key prefix (see the module docstring).
+
+    Keys under the prefix that look like data but that ``key_filter``'s patterns leave out are named in a warning
+    and recorded in the marker (``tx.skipped``); a ``snapshot`` merge, which deletes every key its objects lack,
+    refuses to run when there are any."""
 
     s3: S3Client
     bucket: str
@@ -62,13 +66,18 @@ class S3Objects:
     key_filter: KeyFilter
     ready_key: str = ""
     empty_partition_ok: bool = False
+    snapshot: bool = False
     in_progress: str | None = None  # the key being copied: named by a failure
-    _listed: tuple[Any, list[S3Object]] | None = field(default=None, repr=False)
+    _listed: tuple[Any, Listing] | None = field(default=None, repr=False)
+
+    def listing(self) -> Listing:
+        """One paginated listing: the data objects (``key_filter`` applied, the ready key left out), and the keys that
+        look like data but that ``keys`` leave out (the ready key is neither)."""
+        listed, ready = self.s3.list_partition(self.bucket, self.prefix, self.key_filter), self.prefix + self.ready_key
+        return Listing([o for o in listed.objects if o.key != ready], [k for k in listed.left_out if k != ready])
 
     def data_objects(self) -> list[S3Object]:
-        """One paginated listing, ``key_filter`` applied, the ready key left out."""
-        listed = self.s3.list_objects(self.bucket, self.prefix, self.key_filter)
-        return [o for o in listed if o.key != self.prefix + self.ready_key]
+        return self.listing().objects
 
     def manifest(self) -> list[dict[str, Any]]:
         """What a load would record of its objects now."""
@@ -77,21 +86,56 @@ class S3Objects:
     def change(self, tx: db.PartitionTransaction) -> str:
         """How the objects listed now (under the lock) differ from the marker's; the listing is kept for the load of
         the same transaction."""
-        objects = self.data_objects()
-        self._listed = (tx.load_id, objects)
-        return objects_change(tx.previous["source_objects"] if tx.previous else [], [o.as_marker() for o in objects])
+        listing = self.listing()
+        self._listed = (tx.load_id, listing)
+        return objects_change(tx.previous["source_objects"] if tx.previous else [],
+                              [o.as_marker() for o in listing.objects])
 
     def objects_to_load(self, tx: db.PartitionTransaction) -> list[S3Object]:
         """The objects to load in ``tx``: those ``change`` listed under its lock, or a new listing; none is an error
-        unless declared fine."""
+        unless declared fine. The keys that ``keys`` leave out go to the marker (``tx.skipped``) and a warning."""
         listed, self._listed = self._listed, None
-        objects = listed[1] if listed is not None and listed[0] == tx.load_id else self.data_objects()
-        if not objects and not self.empty_partition_ok:
-            raise SourceError(f"s3://{self.bucket}/{self.prefix}: no objects to load")
-        return objects
+        listing = listed[1] if listed is not None and listed[0] == tx.load_id else self.listing()
+        left_out = listing.left_out
+        if left_out and self.snapshot:
+            raise ConfigurationError(
+                f"{tx.key.describe()} {tx.date}: a snapshot merge deletes every key absent from the date's objects, and "
+                f"keys {self.key_filter.patterns!r} leave out {_objects(left_out)} under {self.url(self.prefix)} that "
+                f"look{'' if len(left_out) > 1 else 's'} like data (bytes, not a folder marker, not matched by "
+                f"skip_keys): {_named(left_out)}; nothing was written. Match {_them(left_out)} with keys to merge "
+                f"{_them(left_out)}, or declare {_them(left_out)} not data in skip_keys")
+        tx.skipped = left_out
+        if left_out:
+            logger.warning("%s %s: %s under %s look%s like data but %s left out by keys %r, not loaded: %s (recorded "
+                           "in the marker's skipped_keys; declare them in keys to load them, or in skip_keys if they "
+                           "are not data)", tx.key, tx.date, _objects(left_out), self.url(self.prefix),
+                           "" if len(left_out) > 1 else "s", "are" if len(left_out) > 1 else "is",
+                           self.key_filter.patterns, _named(left_out))
+        if not listing.objects and not self.empty_partition_ok:
+            raise SourceError(f"{self.url(self.prefix)}: no objects to load")
+        return listing.objects
+
+    def absent_ready_key(self) -> str:
+        """``s3://bucket/key absent`` when the partition waits for a ready key the producer has not written, else ``""``."""
+        if not self.ready_key or self.s3.exists(self.bucket, self.prefix + self.ready_key):
+            return ""
+        return f"{self.url(self.prefix + self.ready_key)} absent"
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+
+def _objects(keys: Sequence[str]) -> str:
+    return f"{len(keys)} object{'s' if len(keys) > 1 else ''}"
+
+
+def _them(keys: Sequence[str]) -> str:
+    return "them" if len(keys) > 1 else "it"
+
+
+def _named(keys: Sequence[str], shown: int = 5) -> str:
+    """At most ``shown`` of ``keys``, and ``...`` if there are more."""
+    return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")
 
 
 @dataclass
@@ -174,7 +218,7 @@ class Upstream:
     stop: datetime.date
     marker: TableName
     partitions: tuple[tuple[ScopedTable, datetime.date], ...]
-    task: str = ""  # the upstream task's family, named by a stale reason
+    name: str = "upstream"  # how a stale reason names it: "upstream LoadTransactions 2019-02-01"
 
     def loads(self, tx: db.PartitionTransaction) -> dict[str, str | None]:
         """The ``load_id`` of each upstream partition, by marker key, read in ``tx`` and recorded in the marker. Read
@@ -185,11 +229,7 @@ class Upstream:
 
     def change(self, tx: db.PartitionTransaction) -> str:
         recorded = recorded_upstream_loads(tx.previous["source_objects"] if tx.previous else [])
-        return self.named(upstream_change(recorded, self.loads(tx)))
-
-    def named(self, change: str) -> str:
-        """``change`` said of this upstream: which task's partitions."""
-        return f"{self.task}: {change}" if change and self.task else change
+        return upstream_change(recorded, self.loads(tx), self.name)
 
     @property
     def span(self) -> bool:
@@ -199,24 +239,20 @@ class Upstream:
 
 def upstream_changes(recorded: Sequence[tuple[Any, list[dict[str, Any]]]], upstream_of: Callable[[Any], Upstream],
                      database: DatabaseSettings) -> dict[Any, str]:
-    """Of (value, the marker's ``source_objects``) pairs of a transform, the values whose upstream partitions were
-    reloaded since (their load ids differ from the recorded ones): one query for all."""
+    """Of (value, the marker's ``source_objects``) pairs of a transform, how each value's upstream partitions changed
+    since (reloaded: their load ids differ from the recorded ones; gone: no marker), naming the upstream: one query
+    for all; values whose upstream is the same are left out."""
     if not recorded:
         return {}
     wanted = {value: upstream_of(value) for value, _ in recorded}
     marker = next(iter(wanted.values())).marker
     with db.session(database, reset=False) as conn:
         found = db.marker_sources(conn, marker, [p for up in wanted.values() for p in up.partitions])
-    changes = {}
-    for value, sources in recorded:
-        up = wanted[value]
-        missing = [str(p[0]) + f" {p[1]}" for p in up.partitions if p not in found]
-        change = (f"{len(missing)} upstream partition{'s' if len(missing) > 1 else ''} without a marker "
-                  f"({', '.join(missing[:3])})" if missing else
-                  upstream_change(recorded_upstream_loads(sources), {str(p[0]): found[p].load_id for p in up.partitions}))
-        if change:
-            changes[value] = up.named(change)
-    return changes
+    changes = {value: upstream_change(recorded_upstream_loads(sources),
+                                      {str(p[0]): found[p].load_id if p in found else None
+                                       for p in wanted[value].partitions}, wanted[value].name)
+               for value, sources in recorded}
+    return {value: change for value, change in changes.items() if change}
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def create_table(table: TableName, columns: Sequence[Column], filled: Sequence[C
     the column's default (see ``fill_setting``), at COPY speed. ``extra`` are further column
     definitions (``generated_column``, ``column_with_default``).
     """
-    defs = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns]
+    defs: list[sql.Composable] = [column_definition(c) for c in columns]
     defs += [column_with_default(c, fill_default(c)) for c in filled]
     defs += list(extra)
     return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table_ident(table), sql.SQL(", ").join(defs))
@@ -102,7 +102,52 @@ def generated_column(column: Column, expression: sql.Composable) -> sql.Composed
 
 def add_column(table: TableName, definition: sql.Composable) -> sql.Composed:
     """``ALTER TABLE t ADD COLUMN <definition>``: what a user runs to give an existing table a managed column."""
-    return sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(table_ident(table), definition)
+    return alter_table(table, [add_column_action(definition)])
+
+
+def alter_table(table: TableName, actions: Sequence[sql.Composable]) -> sql.Composed:
+    """``ALTER TABLE t <action>, <action>, ...``: one statement that makes every change at once."""
+    return sql.SQL("ALTER TABLE {} {}").format(table_ident(table), sql.SQL(", ").join(actions))
+
+
+def add_column_action(definition: sql.Composable) -> sql.Composed:
+    return sql.SQL("ADD COLUMN {}").format(definition)
+
+
+def column_definition(column: Column) -> sql.Composed:
+    """``"c" type``."""
+    return sql.SQL("{} {}").format(sql.Identifier(column.name), sql.SQL(column.type))
+
+
+def set_default_action(column: Column, default: sql.Composable) -> sql.Composed:
+    return sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(column.name), default)
+
+
+def set_type_action(column: Column) -> sql.Composed:
+    """``ALTER COLUMN "c" TYPE type USING "c"::type``."""
+    return sql.SQL("ALTER COLUMN {0} TYPE {1} USING {0}::{1}").format(sql.Identifier(column.name), sql.SQL(column.type))
+
+
+def drop_not_null_action(column: str) -> sql.Composed:
+    return sql.SQL("ALTER COLUMN {} DROP NOT NULL").format(sql.Identifier(column))
+
+
+def resolve_type() -> sql.SQL:
+    """Parameter: a declared SQL type. The type as PostgreSQL names it and its category (``pg_type.typcategory``);
+    NULLs when PostgreSQL knows no such type (``to_regtype``; a type that does not parse raises instead)."""
+    return sql.SQL("SELECT format_type(t.oid, NULL), t.typcategory FROM (SELECT to_regtype(%s) AS oid) r "
+                   "LEFT JOIN pg_catalog.pg_type t ON t.oid = r.oid")
+
+
+def select_table_columns() -> sql.SQL:
+    """Parameter: schema-qualified table. Every column: name, type, type category, NOT NULL, default expression,
+    generated, identity."""
+    return sql.SQL(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory, a.attnotnull, "
+        "coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attgenerated = 's', a.attidentity <> '' "
+        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum")
 
 
 def fill_setting(column: str) -> str:
@@ -126,8 +171,7 @@ def add_fill_default(table: TableName, column: Column) -> sql.Composed:
 
 
 def set_default(table: TableName, column: Column, default: sql.Composable) -> sql.Composed:
-    return sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-        table_ident(table), sql.Identifier(column.name), default)
+    return alter_table(table, [set_default_action(column, default)])
 
 
 def select_column() -> sql.SQL:
@@ -214,6 +258,13 @@ def count_by_date(table: TableName, date_column: str) -> sql.Composed:
     return sql.SQL("SELECT {0}, count(*) FROM {1} GROUP BY {0}").format(sql.Identifier(date_column), table_ident(table))
 
 
+def count_scoped(table: TableName, scope_columns: Sequence[str] = ()) -> sql.Composed:
+    """Parameters: the scope's values. The rows of a table, or of its scope's share of it."""
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(
+        sql.SQL("{} = %s").format(sql.Identifier(c)) for c in scope_columns) if scope_columns else sql.SQL("")
+    return sql.SQL("SELECT count(*) FROM {}{}").format(table_ident(table), where)
+
+
 def count_partition(table: TableName, date_column: str, scope_columns: Sequence[str] = (), span: bool = False
                     ) -> sql.Composed:
     """Parameters: as ``delete_partition``'s."""
@@ -249,9 +300,10 @@ def copy_from_stdin(table: TableName, columns: Sequence[Column], fmt: CsvFormat)
 STAGE = TableName("pg_temp", "luigi_pipelines_stage")  # where an object with undeclared columns is copied first
 
 
-def create_stage(columns: Sequence[Column]) -> sql.Composed:
-    """``CREATE TEMP TABLE luigi_pipelines_stage (<columns>) ON COMMIT DROP``: one object's file, all its columns."""
-    defs = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns]
+def create_stage(columns: Sequence[Column], checks: Sequence[sql.Composable] = ()) -> sql.Composed:
+    """``CREATE TEMP TABLE luigi_pipelines_stage (<columns>[, <checks>]) ON COMMIT DROP``: one object's file, all its
+    columns (``checks``: table constraints, ``rowchecks``)."""
+    defs = [*(sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns), *checks]
     return sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(sql.Identifier(STAGE.name), sql.SQL(", ").join(defs))
 
 
@@ -408,10 +460,10 @@ JSON_LINE = Column("raw", "jsonb")
 JSON_LINE_NUMBER = "line"
 
 
-def create_json_stage() -> sql.Composed:
+def create_json_stage(checks: Sequence[sql.Composable] = ()) -> sql.Composed:
     """``CREATE TEMP TABLE luigi_pipelines_stage (line bigserial, raw jsonb) ON COMMIT DROP``: one object's lines,
     parsed by COPY and numbered as it reads them (``number_json_lines`` sets where the numbering starts)."""
-    return create_stage((Column(JSON_LINE_NUMBER, "bigserial"), JSON_LINE))
+    return create_stage((Column(JSON_LINE_NUMBER, "bigserial"), JSON_LINE), checks)
 
 
 def copy_json_lines() -> sql.Composed:
@@ -484,27 +536,36 @@ def create_marker_table(marker: TableName) -> sql.Composed:
     finished_at    timestamptz NOT NULL,
     host           text        NOT NULL,
     load_id        uuid,
+    skipped_keys   jsonb,
     PRIMARY KEY (target_table, partition_date))"""
     ).format(table_ident(marker))
 
 
-def add_marker_load_id(marker: TableName) -> sql.Composed:
-    """``load_id`` came after the first marker tables: added to an existing one (nullable, so instantly)."""
-    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS load_id uuid").format(table_ident(marker))
+# Marker columns that came after the first marker tables, in the order they came, with their types: an existing
+# table gets them (nullable, so instantly; its rows keep NULL).
+MARKER_ADDED_COLUMNS = (("load_id", "uuid"), ("skipped_keys", "jsonb"))
+
+
+def add_marker_column(marker: TableName, column: str) -> sql.Composed:
+    """``ALTER TABLE marker ADD COLUMN IF NOT EXISTS <column> <type>``, of ``MARKER_ADDED_COLUMNS``."""
+    kind = dict(MARKER_ADDED_COLUMNS)[column]
+    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+        table_ident(marker), sql.Identifier(column), sql.SQL(kind))
 
 
 def upsert_marker(marker: TableName) -> sql.Composed:
     """Parameters, by name: the columns of the marker table; ``finished_at`` is the commit's clock."""
     return sql.SQL(
         """INSERT INTO {} (target_table, partition_date, task_family, task_id, rows_loaded, rows_rejected,
-                bytes_loaded, source_objects, started_at, finished_at, host, load_id)
+                bytes_loaded, source_objects, started_at, finished_at, host, load_id, skipped_keys)
 VALUES (%(target_table)s, %(partition_date)s, %(task_family)s, %(task_id)s, %(rows_loaded)s, %(rows_rejected)s,
-        %(bytes_loaded)s, %(source_objects)s, %(started_at)s, clock_timestamp(), %(host)s, %(load_id)s)
+        %(bytes_loaded)s, %(source_objects)s, %(started_at)s, clock_timestamp(), %(host)s, %(load_id)s,
+        %(skipped_keys)s)
 ON CONFLICT (target_table, partition_date) DO UPDATE SET
     task_family = EXCLUDED.task_family, task_id = EXCLUDED.task_id, rows_loaded = EXCLUDED.rows_loaded,
     rows_rejected = EXCLUDED.rows_rejected, bytes_loaded = EXCLUDED.bytes_loaded, source_objects = EXCLUDED.source_objects,
     started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, host = EXCLUDED.host,
-    load_id = EXCLUDED.load_id"""
+    load_id = EXCLUDED.load_id, skipped_keys = EXCLUDED.skipped_keys"""
     ).format(table_ident(marker))
 
 
@@ -574,6 +635,24 @@ def delete_failure(failures: TableName) -> sql.Composed:
     return sql.SQL("DELETE FROM {} WHERE target_table = %s AND partition_date = %s").format(table_ident(failures))
 
 
+def delete_superseded_failures(failures: TableName) -> sql.Composed:
+    """Parameters: an array of target table keys, an array of as many dates, a time. The failure rows of those
+    (key, date) pairs recorded before that time, which a check found superseded; returns their key and date::
+
+        DELETE FROM failures WHERE (target_table, partition_date) IN (SELECT * FROM unnest(%s::text[], %s::date[]))
+        AND failed_at < %s RETURNING target_table, partition_date, error_class
+    """
+    return sql.SQL(
+        "DELETE FROM {} WHERE (target_table, partition_date) IN (SELECT * FROM unnest(%s::text[], %s::date[])) "
+        "AND failed_at < %s RETURNING target_table, partition_date, error_class"
+    ).format(table_ident(failures))
+
+
+def server_clock() -> sql.SQL:
+    """``SELECT clock_timestamp()``: the server's clock, the one failure records are stamped with."""
+    return sql.SQL("SELECT clock_timestamp()")
+
+
 # What ``select_failures`` returns per row, in this order.
 FAILURE_FIELDS = ("partition_date", "task_family", "error_class", "message", "s3_key", "host", "failed_at", "attempts")
 
@@ -587,16 +666,20 @@ def select_failures(failures: TableName) -> sql.Composed:
 
 # What ``select_marker_window`` returns per row, in this order.
 MARKER_WINDOW_FIELDS = ("partition_date", "rows_loaded", "rows_rejected", "bytes_loaded", "objects", "seconds",
-                        "finished_at", "host", "task_family")
+                        "finished_at", "host", "task_family", "skipped", "skipped_keys")
+SKIPPED_KEYS_SHOWN = 5  # of a marker's skipped_keys, how many ``select_marker_window`` returns
 
 
 def select_marker_window(marker: TableName) -> sql.Composed:
-    """Parameters: target table key, first date, stop date (exclusive). The marker rows of a window, summarised."""
+    """Parameters: target table key, first date, stop date (exclusive). The marker rows of a window, summarised;
+    the skipped keys (``to_jsonb(m)``: NULL in a marker table made before them) as a count and the first few."""
     return sql.SQL(
         "SELECT partition_date, rows_loaded, rows_rejected, bytes_loaded, jsonb_array_length(source_objects), "
-        "extract(epoch FROM finished_at - started_at)::float8, finished_at, host, task_family "
-        "FROM {} WHERE target_table = %s AND partition_date >= %s AND partition_date < %s ORDER BY partition_date"
-    ).format(table_ident(marker))
+        "extract(epoch FROM finished_at - started_at)::float8, finished_at, host, task_family, "
+        "coalesce(jsonb_array_length(to_jsonb(m) -> 'skipped_keys'), 0), "
+        "ARRAY(SELECT jsonb_array_elements_text(to_jsonb(m) -> 'skipped_keys') LIMIT {}) "
+        "FROM {} AS m WHERE target_table = %s AND partition_date >= %s AND partition_date < %s ORDER BY partition_date"
+    ).format(sql.Literal(SKIPPED_KEYS_SHOWN), table_ident(marker))
 
 
 def select_recorded_span(marker: TableName, failures: TableName) -> sql.Composed:

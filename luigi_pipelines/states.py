@@ -49,6 +49,8 @@ class DateState:
     failed_host: str | None = None
     attempts: int | None = None
     change: str | None = None  # a stale date: how its sources changed since its load ("" when not said)
+    skipped: int = 0  # from the marker: objects that looked like data but that ``keys`` left out
+    skipped_keys: tuple[str, ...] = ()  # the first few of them
 
     @property
     def kept_previous(self) -> bool:
@@ -83,6 +85,9 @@ class Calendar:
     stop: datetime.date
     days: tuple[DateState, ...]
     sources_checked: bool = False
+    # A merge's table (its rows now, in the task's scope), None for other writes. Its dates' rows are the rows read
+    # from each date's objects and merged by key, so their sum is not what the table holds.
+    table_rows: int | None = None
 
     @property
     def totals(self) -> Totals:
@@ -132,18 +137,28 @@ def _state(day: datetime.date, pending: bool, marker: Mapping[str, Any] | None,
     if marker is not None and not pending:
         details.update(rows=marker["rows_loaded"], rejected=marker["rows_rejected"], bytes=marker["bytes_loaded"],
                        objects=marker["objects"], seconds=marker["seconds"], finished_at=marker["finished_at"],
-                       host=marker["host"])
+                       host=marker["host"], skipped=marker["skipped"], skipped_keys=tuple(marker["skipped_keys"]))
     if last_failed and failure is not None:
         details.update(error_class=failure["error_class"], error=failure["message"], s3_key=failure["s3_key"],
                        failed_at=failure["failed_at"], failed_host=failure["host"], attempts=failure["attempts"])
     return DateState(day, state, **details)
 
 
-def with_stale(days: Iterable[DateState], changes: Mapping[datetime.date, str]) -> tuple[DateState, ...]:
+def with_stale(days: Iterable[DateState], changes: Mapping[datetime.date, str],
+               checked: Iterable[datetime.date] = ()) -> tuple[DateState, ...]:
     """``days`` with each loaded date of ``changes`` (the dates whose sources changed since their load, and how)
-    made **stale**. A failed or missing date keeps its state: its last attempt, or its absence, says more."""
-    return tuple(dataclasses.replace(d, state=STALE, change=changes[d.date])
-                 if d.state == LOADED and d.date in changes else d for d in days)
+    made **stale**, and each failed reload (``kept_previous``) among the ``checked`` dates whose sources did not
+    change made **loaded**: the previous load is what its sources hold again, and the check superseded its
+    failure record. Other failed dates and missing ones keep their state."""
+    fresh = set(checked) - set(changes)
+    return tuple(dataclasses.replace(d, state=STALE, change=changes[d.date]) if d.state == LOADED and d.date in changes
+                 else _superseded(d) if d.kept_previous and d.date in fresh else d for d in days)
+
+
+def _superseded(day: DateState) -> DateState:
+    """A failed reload whose sources match the kept load again: loaded, without the failure's details."""
+    return dataclasses.replace(day, state=LOADED, error_class=None, error=None, s3_key=None, failed_at=None,
+                               failed_host=None, attempts=None)
 
 
 def exit_code(calendars: Sequence[Calendar]) -> int:
@@ -156,3 +171,45 @@ def exit_code(calendars: Sequence[Calendar]) -> int:
     if any(c.count(MISSING) for c in calendars):
         return EXIT_MISSING
     return EXIT_ALL_LOADED
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """What a backfill's final check found not done among the dates it was asked for, each said as what it is.
+
+    ``not_loaded``: no marker; of them, ``waiting`` those whose producer has not written the ready key yet
+    (the key's URL). ``stale``: loaded (the previous load is in the table), but their sources changed since
+    and no reload replaced it (how they changed). A date is in ``not_loaded`` or ``stale``, never both.
+    """
+
+    not_loaded: tuple[datetime.date, ...] = ()
+    waiting: Mapping[datetime.date, str] = dataclasses.field(default_factory=dict)
+    stale: Mapping[datetime.date, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def dates(self) -> list[datetime.date]:
+        return sorted({*self.not_loaded, *self.stale})
+
+    def exit_code(self) -> int:
+        """21 if a date is not loaded, else 22 if one is stale (as ``status`` says them), else 0."""
+        return EXIT_MISSING if self.not_loaded else EXIT_STALE if self.stale else EXIT_ALL_LOADED
+
+    def describe(self, shown: int = 10) -> str:
+        """``"dates asked for are not loaded: 1 (2019-02-04); ..."``: each kind of date that is not done."""
+        absent = [d for d in self.not_loaded if d not in self.waiting]
+        parts = [f"dates asked for are not loaded: {listed(absent, {}, shown)}" if absent else "",
+                 f"dates asked for wait for their ready key (absent, so not loaded): "
+                 f"{listed(sorted(self.waiting), self.waiting, shown)}" if self.waiting else "",
+                 f"dates asked for are loaded but stale, their sources changed since and no reload replaced the "
+                 f"previous load (a backfill with --reload-changed reloads them): "
+                 f"{listed(sorted(self.stale), self.stale, shown)}" if self.stale else ""]
+        return "; ".join(p for p in parts if p)
+
+
+def listed(dates: Sequence[datetime.date], notes: Mapping[datetime.date, str], shown: int = 10) -> str:
+    """``"3 (2019-01-01, 2019-01-02: why, ...)"``: how many, and the first ``shown`` of them with their notes."""
+    if not dates:
+        return "0"
+    more = " ..." if len(dates) > shown else ""
+    named = [f"{d.isoformat()}: {notes[d]}" if notes.get(d) else d.isoformat() for d in dates[:shown]]
+    return f"{len(dates)} ({', '.join(named)}{more})"

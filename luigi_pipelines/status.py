@@ -19,6 +19,7 @@ from . import backfill, db, views
 from .config import database_settings, load_settings
 from .partitions import date_range
 from .states import LOADED, Calendar, date_states, exit_code, with_stale
+from .tasks import one_stale_check
 
 UTC = datetime.timezone.utc
 
@@ -54,7 +55,8 @@ def main(args: argparse.Namespace) -> int:
     if window is None:
         print("luigi-pipelines status: nothing on record yet; give --start (and --stop) or --days-back", file=sys.stderr)
         return 0
-    calendars = [calendar_of(args.module, task, *window, check_sources=args.check_sources) for task in tasks]
+    with one_stale_check():  # a transform's check asks its upstream's again: each date is listed once
+        calendars = [calendar_of(args.module, task, *window, check_sources=args.check_sources) for task in tasks]
     code = exit_code(calendars)
     if args.json:
         print(json.dumps(views.as_json(calendars, code), indent=2))
@@ -69,19 +71,21 @@ def main(args: argparse.Namespace) -> int:
 def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.date,
                 check_sources: bool = False) -> Calendar:
     """The states of ``module.task``'s dates in ``[start, stop)``: one query per table, plus ``bulk_complete``;
-    with ``check_sources``, the loaded dates whose sources changed since are stale (``stale_changes``)."""
+    with ``check_sources``, the loaded dates whose sources changed since are stale (``stale_changes``), and a failed
+    reload whose sources match the previous load again is loaded (the check supersedes its failure record)."""
     probe = backfill.task_class(module, task)(date=start, reload_changed=check_sources)
     key, failures = probe.partition_key, load_settings().failures
     with db.connect(database_settings()) as conn:
         markers = db.marker_window(conn, probe.marker_table, key, start, stop)
         failed = db.failures_window(conn, failures, key, start, stop)
+        table_rows = db.count_rows(conn, key) if probe.is_merge else None
     dates = date_range(start, stop)
     not_loaded = backfill.incomplete(module, task, dates)  # what backfill would load: the same one query
     days = date_states(dates, not_loaded, markers, failed)
-    if check_sources:
-        loaded = [d.date for d in days if d.state == LOADED]
-        days = with_stale(days, probe.stale_changes(loaded) if loaded else {})
-    return Calendar(task, str(key), start, stop, days, sources_checked=check_sources)
+    if check_sources:  # the loaded dates, and those whose reload failed (the previous load kept)
+        loaded = [d.date for d in days if d.state == LOADED or d.kept_previous]
+        days = with_stale(days, probe.stale_changes(loaded) if loaded else {}, checked=loaded)
+    return Calendar(task, str(key), start, stop, days, sources_checked=check_sources, table_rows=table_rows)
 
 
 def _window(args: argparse.Namespace, now: datetime.datetime,

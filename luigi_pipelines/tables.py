@@ -9,10 +9,10 @@ import os
 
 import psycopg2.extensions
 
-from . import db
+from . import db, layouts
 from . import sql as q
 from .errors import ConfigurationError
-from .layouts import DateSource, TableLayout
+from .layouts import DateSource, TableLayout, table_problems, unknown_types
 from .partitions import TableName
 from .settings import LoadSettings
 
@@ -25,14 +25,23 @@ def check_temp_dir(settings: LoadSettings) -> None:
 
 def prepare(conn: psycopg2.extensions.connection, settings: LoadSettings, marker: TableName, layout: TableLayout,
             family: str, create_table: bool, date_from: DateSource) -> None:
-    """Create the marker tables, and the target table if declared so; check what each load fills.
+    """Check the declared types (``to_regtype``, before anything is created or read), create the marker tables,
+    and the target table if declared so; check that an existing table matches the declaration.
 
-    On a reused connection (``db.session``) the tables' existence is checked once: a table dropped later makes
-    the load fail (its DELETE, COPY or marker read names the missing relation), which drops the connection and
-    what was checked on it, so the next attempt checks and creates again. The columns that each load fills
-    (``check_table``) are checked every time: a default removed meanwhile would leave them NULL without an error."""
+    On a reused connection (``db.session``) the types, the tables' existence and the table's columns are checked
+    once: a table dropped later makes the load fail (its DELETE, COPY or marker read names the missing relation),
+    which drops the connection and what was checked on it, so the next attempt checks and creates again. The
+    columns that each load fills are checked every time: a default removed meanwhile would leave them NULL."""
     check_temp_dir(settings)
     checked = db.checks_of(conn)
+    declared = ("declared", layout.table, layout.table_columns)
+    types: layouts.ResolvedTypes = {}
+    if declared not in checked:  # before anything is created or read
+        types = db.resolve_types(conn, (c.type for c in layout.table_columns))
+        unknown = unknown_types(layout.table_columns, types)
+        if unknown:
+            raise ConfigurationError(f"{family}: PostgreSQL knows no type {', '.join(unknown)} (to_regtype); fix the "
+                                     f"column's type in `columns`")
     tables = ("tables", marker, settings.rejects, settings.failures)
     if tables not in checked:
         db.ensure_marker_table(conn, marker, settings.rejects, settings.failures)
@@ -41,7 +50,9 @@ def prepare(conn: psycopg2.extensions.connection, settings: LoadSettings, marker
     if exists not in checked:
         ensure_table(conn, layout, family, create_table, date_from)
         checked.add(exists)
-    check_table(conn, layout, family, date_from)
+    if declared not in checked or layout.defaults:
+        check_table(conn, layout, family, date_from, types)
+        checked.add(declared)
 
 
 def ensure_table(conn: psycopg2.extensions.connection, layout: TableLayout, family: str, create_table: bool,
@@ -55,20 +66,22 @@ def ensure_table(conn: psycopg2.extensions.connection, layout: TableLayout, fami
         raise ConfigurationError(f"{family}: table {layout.table} does not exist and {why}")
 
 
-def check_table(conn: psycopg2.extensions.connection, layout: TableLayout, family: str, date_from: DateSource) -> None:
-    """An existing table must have what the layout adds to the files' columns, or the load would leave those
-    columns NULL: each problem is one error with the statement that fixes it."""
-    for default in layout.defaults:
-        info = db.column_info(conn, layout.table, default.column.name)
-        if info is not None and default.matches(info.default):
-            continue
-        if info is None:
-            fix = q.add_column(layout.table, q.column_with_default(default.column, default.expression))
-            problem = f"table {layout.table} has no column {default.column.name!r}, which each load fills"
-        else:
-            fix = q.set_default(layout.table, default.column, default.expression)
-            problem = f"column {default.column.name!r} of {layout.table} is filled by each load through its default"
-        raise ConfigurationError(f"{family}: {problem}; run once: {fix.as_string(conn)}")
+def check_table(conn: psycopg2.extensions.connection, layout: TableLayout, family: str, date_from: DateSource,
+                types: layouts.ResolvedTypes) -> None:
+    """An existing table must have the declared columns, of their kind of type, and what the layout adds to them (or
+    the load would leave those columns NULL); no column the load leaves out may be NOT NULL without a default. Every
+    problem is reported at once, with the one ``ALTER TABLE`` that fixes them all. ``types`` empty: the types are
+    not compared."""
+    existing = db.table_columns(conn, layout.table)
+    if not existing:  # dropped since this connection created it: the load fails naming it, and the next creates it
+        return
+    problems = table_problems(layout, existing, types)
+    if problems:
+        fix = q.alter_table(layout.table, [action for _, action in problems]).as_string(conn)
+        head = problems[0][0] if len(problems) == 1 else (
+            f"{layout.table} does not match the declaration, {len(problems)} problems: "
+            + "; ".join(problem for problem, _ in problems))
+        raise ConfigurationError(f"{family}: {head}; run once: {fix}")
     if date_from.generated:
         check_generated_date(conn, layout, family, date_from)
 

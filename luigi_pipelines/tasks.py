@@ -18,6 +18,7 @@ import datetime
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
 
 import luigi
@@ -32,13 +33,34 @@ from .layouts import FILES, DateSource, Lineage, TableLayout
 from .partitions import ScopedTable, TableName
 from .reporting import ROLLED_BACK, failure_text, one_line
 from .settings import DatabaseSettings, LoadSettings
-from .targets import PartitionMarkerTarget, check_owner, completed_values, forget_missing, take_missing
+from .targets import (
+    PartitionMarkerTarget,
+    check_owner,
+    completed_values,
+    forget_missing,
+    supersede_failures,
+    take_missing,
+    task_ids_of,
+)
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
 _MERGE_PRIORITY = 1_000_000_000  # above every partition's ordinal (an hour's up to the year 9999): stays positive
 _READ_ONCE = "_luigi_pipelines_read_once"  # the instance attribute of ``PartitionTask.reading_config_once``
 _GRAIN_PARAMETERS = ("date", "date_hour", "month")
 T = TypeVar("T")
+# Within ``one_stale_check``: each partition's stale check, by task id, as made the first time it was asked.
+_STALE_CHECKED: ContextVar[dict[str, str | None] | None] = ContextVar("luigi_pipelines_stale_checked", default=None)
+
+
+@contextmanager
+def one_stale_check() -> Iterator[None]:
+    """Within the block, each partition's stale check (``stale_changes``) is made once, however often it is asked:
+    ``status`` checks a load, then its transform, whose check asks the load's again (a second S3 listing)."""
+    token = _STALE_CHECKED.set({})
+    try:
+        yield
+    finally:
+        _STALE_CHECKED.reset(token)
 
 
 class PartitionDateParameter(luigi.DateParameter):
@@ -75,6 +97,12 @@ class PartitionTask(luigi.Task):
         default=False, significant=False, positional=False,
         description="also count a written partition as not done when its sources changed since it was written "
         "(S3 objects added, removed or replaced; an upstream partition reloaded), so that it is written again")
+    stale_known = luigi.OptionalDictParameter(
+        default=None, significant=False, positional=False,
+        description="reload_changed mode: the partitions (as on the command line) that a check made earlier in "
+        "this run found stale, each with the load_id of its marker then; the others count as fresh without "
+        "listing their sources again (backfill --reload-changed checks once and hands the answer on). A "
+        "partition stays stale until a reload gives its marker another load_id. Unset: each check compares")
 
     # luigi's [resources] caps how many of these run at once across all workers of a luigid
     # (luigi.cfg: postgres_loads), so a big backfill cannot exhaust the database's connections.
@@ -253,18 +281,60 @@ class PartitionTask(luigi.Task):
 
     def stale_changes(self, values: Sequence[Any]) -> dict[Any, str]:
         """Of ``values`` (partitions with a marker), those whose sources changed since their marker was written, or
-        whose marker is gone, with how: one marker query, then ``source_changes``."""
+        whose marker is gone, with how (``source_changes``): what ``status --check-sources`` shows. With
+        ``stale_known``, that earlier check's answer, and nothing is listed; within ``one_stale_check``, a
+        partition's first answer. A failed attempt on record for a partition found fresh is superseded."""
+        checked = _STALE_CHECKED.get()
+        if checked is None:
+            return self._stale_changes(values)
+        ids = dict(zip(values, task_ids_of(self, values), strict=True))
+        asked = [v for v in values if ids[v] not in checked]
+        found = self._stale_changes(asked) if asked else {}
+        checked.update({ids[v]: found.get(v) for v in asked})  # None: fresh
+        return {v: change for v in values if (change := checked[ids[v]]) is not None}
+
+    def _stale_changes(self, values: Sequence[Any]) -> dict[Any, str]:
         partitions = self.partitions_of(values)
         with db.session(self.database(), reset=False) as conn:
-            recorded = db.marker_sources(conn, self.marker_table, partitions)
-        gone = {v: "its marker is gone" for v, p in zip(values, partitions, strict=True) if p not in recorded}
-        present = [(v, recorded[p].sources) for v, p in zip(values, partitions, strict=True) if p in recorded]
-        return gone | (self.source_changes(present) if present else {})
+            found = db.marker_sources(conn, self.marker_table, partitions)
+            checked_at = db.server_clock(conn)
+        recorded = {v: found[p] for v, p in zip(values, partitions, strict=True) if p in found}
+        if self.stale_known is not None:
+            known = dict(self.stale_known)
+            return {v: "found stale by this run's check" for v in values if v not in recorded or known.get(
+                self.serialized(v), v) == recorded[v].load_id}
+        gone = {v: "its marker is gone" for v in values if v not in recorded}
+        present = [(v, marker.sources) for v, marker in recorded.items()]
+        changes = gone | (self.source_changes(present) if present else {})
+        if self.compares_sources:
+            fresh = [p for v, p in zip(values, partitions, strict=True) if v not in changes]
+            supersede_failures(self.database(), self.load_section().failures, fresh, checked_at)
+        return changes
+
+    def recorded(self, values: Sequence[Any]) -> dict[Any, db.MarkerSources]:
+        """The marker's sources and ``load_id`` of each of ``values`` that has a marker: one query."""
+        partitions = self.partitions_of(values)
+        with db.session(self.database(), reset=False) as conn:
+            found = db.marker_sources(conn, self.marker_table, partitions)
+        return {v: found[p] for v, p in zip(values, partitions, strict=True) if p in found}
+
+    # Whether ``source_changes`` really compares a partition's sources with its marker (a plain PartitionTask
+    # cannot tell: it is never stale, and never shown fresh either).
+    compares_sources: ClassVar[bool] = False
 
     def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
         """Of (value, the marker's ``source_objects``) pairs, how each value's sources differ now (the source's
         diff of manifests); a task that cannot tell is never stale."""
         return {}
+
+    def absent_ready_keys(self, values: Sequence[Any]) -> dict[Any, str]:
+        """Of ``values`` (not loaded), those that wait for a ready key the producer has not written, with its URL.
+        Here none: only a load from S3 has one."""
+        return {}
+
+    def serialized(self, value: Any) -> str:
+        """The partition value ``value`` as luigi's command line says it (``2019-02-01``)."""
+        return str(dict(type(self).get_params())[self.grain.parameter].serialize(value))
 
     # -- the write -------------------------------------------------------------------------------
 

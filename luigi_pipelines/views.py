@@ -84,8 +84,9 @@ def _totals_line(cal: Calendar) -> str:
     t = cal.totals
     rejects = f" ({t.with_rejects} with {t.rejected:,} rows rejected)" if t.with_rejects else ""
     stale = f", {t.stale} stale" if cal.sources_checked else ""
-    return (f"{t.dates} dates: {t.loaded} loaded{rejects}{stale}, {t.failed} failed, {t.missing} missing; "
-            f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB loaded")
+    loaded = f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB loaded" if cal.table_rows is None else (
+        f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB read and merged by key; the table holds {cal.table_rows:,} rows")
+    return f"{t.dates} dates: {t.loaded} loaded{rejects}{stale}, {t.failed} failed, {t.missing} missing; {loaded}"
 
 
 def _problem_lines(cal: Calendar, listed: int) -> list[str]:
@@ -105,11 +106,18 @@ def _problem_lines(cal: Calendar, listed: int) -> list[str]:
               for day in stale[:listed]]
     if len(stale) > listed:
         lines.append(f"  ... and {len(stale) - listed} more stale dates (--json or --html lists them all)")
+    lines += [f"  skipped {day.date}  {_left_out(day)}" for day in cal.days if day.skipped][:listed]
     missing = cal.of(MISSING)
     if missing:
         shown = ", ".join(d.date.isoformat() for d in missing[:listed]) + (" ..." if len(missing) > listed else "")
         lines.append(f"  missing {len(missing)}: {shown}")
     return lines
+
+
+def _left_out(day: DateState) -> str:
+    """``2 objects left out by keys: d/b.csv.gz, d/c.json``: the marker's skipped keys (the first few)."""
+    more = ", ..." if day.skipped > len(day.skipped_keys) else ""
+    return f"{day.skipped} object{_s(day.skipped)} left out by keys: {', '.join(day.skipped_keys)}{more}"
 
 
 def _short(message: str, limit: int) -> str:
@@ -145,6 +153,8 @@ def _totals_json(cal: Calendar) -> dict[str, Any]:
     totals = dataclasses.asdict(cal.totals)
     if not cal.sources_checked:
         totals["stale"] = None  # not checked: unknown, not zero
+    if cal.table_rows is not None:  # a merge: "rows" were read from the dates' objects; the table holds these
+        totals["table_rows"] = cal.table_rows
     return totals
 
 
@@ -161,6 +171,10 @@ def _date_json(day: DateState) -> dict[str, Any]:
             out[name] = moment.astimezone(datetime.timezone.utc).isoformat()
     if day.kept_previous:
         out["kept_previous"] = True
+    if day.rows is not None:
+        out["skipped"] = day.skipped
+    if day.skipped:
+        out["skipped_keys"] = list(day.skipped_keys)
     return out
 
 
@@ -232,6 +246,8 @@ def tooltip(day: DateState) -> str:
         lines.append(f"loaded {_when(day.finished_at)} on {day.host}")
         if day.rejected:
             lines.append(f"{day.rejected:,} rows rejected")
+        if day.skipped:
+            lines.append(_left_out(day))
     if day.state == FAILED:
         lines.append(f"{day.error_class}: {_short(day.error or '', 200)}")
         if day.s3_key:

@@ -34,3 +34,9 @@ class MergeCustomers(MergePartition):
     def after_copy(self, tx: db.PartitionTransaction) -> None:
         if _stops_at("merge", self.date):
             checkpoint()
+
+
+class MergeCustomerCsvs(MergeCustomers):
+    """``MergeCustomers`` of the ``*.csv`` objects only: other objects of the date are left out by ``keys``."""
+
+    keys = ("*.csv",)

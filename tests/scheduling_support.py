@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,3 +180,15 @@ def sample_while(procs: Sequence[ManagedProcess], probe: Callable[[Any], T], dsn
 def describe(procs: Sequence[ManagedProcess]) -> str:
     return "\n".join(f"--- {p.name} (exit {p.returncode})\n{p.output()[-2500:]}" for p in procs)
 
+
+
+# -- S3 requests, as moto's server logged them ------------------------------------------------------
+
+def s3_log_mark(stack: Any) -> int:
+    """Where the S3 server's request log ends now: ``listings_since`` counts the requests after it."""
+    return len(stack.s3.output())
+
+
+def listings_since(stack: Any, mark: int) -> Counter[str]:
+    """The ListObjects requests made of the stack's bucket since ``mark``, by prefix, as the server logged them."""
+    return stack.s3.listings(stack.bucket, mark)

@@ -14,12 +14,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import luigi
+import luigi.configuration
+import psycopg2.extensions
 import pytest
 from luigi.tools.range import RangeDaily
 
 from luigi_pipelines import backfill as bf
 from luigi_pipelines.cli import main as cli_main
-from tests.scheduling_support import seed_days, table_counts
+from tests.scheduling_support import listings_since, s3_log_mark, seed_days, table_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = datetime.timezone.utc
@@ -96,7 +98,8 @@ def test_luigi_command_for_luigid_and_for_a_local_scheduler():
                              reverse=True, extra=["--log-level", "INFO"], python="py")
     assert local == ["py", "-m", "luigi", "--module", "pkg.mod", "RangeDaily", "--of", "LoadX",
                      "--start", "2019-03-07", "--stop", "2019-03-10", "--now", "1552194000", "--days-back", "4",
-                     "--workers", "4", "--task-limit", "2", "--reverse", "--local-scheduler", "--log-level", "INFO"]
+                     "--workers", "4", "--task-limit", "2", "--reverse", "--local-scheduler", "--param-name", "date",
+                     "--log-level", "INFO"]
     central = bf.luigi_command("pkg.mod", "LoadX", win, bf.Scheduler(host="sched", port=8099, idle_s=60), python="py")
     assert central[-7:] == ["--scheduler-host", "sched", "--scheduler-port", "8099", "--worker-keep-alive",
                             "--worker-max-keep-alive-idle-duration", "60 seconds"]
@@ -280,7 +283,9 @@ def test_backfill_reload_changed_reloads_exactly_the_dates_whose_files_changed(s
 
     changed = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
     assert changed.returncode == 0, changed.stderr[-3000:]
-    assert """--of-params '{"reload_changed": true}'""" in changed.stderr
+    assert '--of-params \'{"reload_changed": true, "stale_known": {"2019-02-07": "' in changed.stderr
+    assert "stale (loaded, sources changed since; reloaded by this run): 1 (2019-02-07: 1 added " \
+        "(transactions/2019-02-07/late.csv))" in changed.stderr
     assert table_counts(stack) == {**expected, D(2019, 2, 7): expected[D(2019, 2, 7)] + 4}
     markers = stack.markers(f"{stack.schema}.transaction")
     assert {d: m for d, m in markers.items() if d != D(2019, 2, 7)} == \
@@ -289,6 +294,89 @@ def test_backfill_reload_changed_reloads_exactly_the_dates_whose_files_changed(s
 
     again = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
     assert again.returncode == 0 and stack.markers(f"{stack.schema}.transaction") == markers  # fresh: a no-op
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_backfill_reload_changed_lists_each_date_once_per_run(stack, tmp_path):
+    """The stale check of `backfill --reload-changed` lists each loaded date's prefix once per run, as the S3
+    server saw it (it listed twice: luigi's RangeDaily, then backfill's final check). A stale date's reload then
+    lists as any load does: its dependency check (data there?) and, under its lock, the listing it loads."""
+    from luigi_pipelines.devstack.sample import csv_bytes, transaction_lines
+
+    seed_days(stack, D(2019, 2, 6), 3, rows=3, parts=1)
+    cfg = stack.write_config(tmp_path / "cron.cfg")
+    window = ["--days-back", "3", "--now", "2019-02-09T02:15:00Z", "--local-scheduler"]
+    assert _run_backfill(stack, cfg, ROOT, *window).returncode == 0
+    prefixes = [f"transactions/2019-02-0{n}/" for n in (6, 7, 8)]
+
+    mark = s3_log_mark(stack)
+    fresh = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert listings_since(stack, mark) == Counter(dict.fromkeys(prefixes, 1))
+
+    stack.put("transactions/2019-02-07/late.csv", csv_bytes(transaction_lines(D(2019, 2, 7), 10**6, 4)))
+    mark = s3_log_mark(stack)
+    changed = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert listings_since(stack, mark) == Counter({**dict.fromkeys(prefixes, 1), "transactions/2019-02-07/": 3})
+
+    window = [w for w in window if w != "--local-scheduler"]
+    mark = s3_log_mark(stack)
+    shared = _run_backfill(stack, cfg, ROOT, *window, "--reload-changed", "--processes", "2")
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert listings_since(stack, mark) == Counter(dict.fromkeys(prefixes, 1))
+
+
+READY_MODULE = """\
+from luigi.tools.range import RangeDaily  # noqa: F401
+
+from luigi_pipelines.pipelines.transactions import LoadTransactions
+
+
+class LoadWhenReady(LoadTransactions):
+    ready_key = "_SUCCESS"
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_backfill_says_which_dates_wait_for_their_ready_key_and_which_are_stale(stack, tmp_path):
+    """Under luigi's own [retcode] (all 0) the verdict decides, and says what each date is: a date whose ready key
+    is absent waits for it (named), a loaded date whose files changed but whose reload waits is loaded and stale,
+    not "not loaded"; stale alone exits 22, as in `status`."""
+    from luigi_pipelines.devstack.sample import csv_bytes, transaction_lines
+
+    (tmp_path / "readymod.py").write_text(READY_MODULE)
+    seed_days(stack, D(2019, 2, 1), 3, rows=3, parts=1)
+    for day in ("2019-02-01", "2019-02-02"):
+        stack.put(f"transactions/{day}/_SUCCESS", b"")
+    cfg = stack.write_config(tmp_path / "user.cfg", LUIGI_OWN_DEFAULTS)
+    window = ["--module", "readymod", "--task", "LoadWhenReady", "--start", "2019-02-01", "--stop", "2019-02-04",
+              "--now", "2019-02-05T05:00:00Z", "--local-scheduler"]
+    ready = f"s3://{stack.bucket}/transactions/2019-02-0{{}}/_SUCCESS absent"
+
+    first = _run_backfill(stack, cfg, tmp_path, *window)
+    assert first.returncode == 21, first.stderr[-3000:]
+    assert first.stderr.splitlines()[-1] == (
+        "luigi-pipelines backfill: luigi exited 0 and dates asked for wait for their ready key (absent, so not "
+        f"loaded): 1 (2019-02-03: {ready.format(3)}): exit 21")
+
+    late = "transactions/2019-02-02/late.csv"
+    stack.put(late, csv_bytes(transaction_lines(D(2019, 2, 2), 10**6, 4)))
+    stack.s3_client.delete_object(Bucket=stack.bucket, Key="transactions/2019-02-02/_SUCCESS")  # rewriting it
+    stack.put("transactions/2019-02-03/_SUCCESS", b"")
+    second = _run_backfill(stack, cfg, tmp_path, *window, "--reload-changed")
+    assert second.returncode == 22, second.stderr[-3000:]
+    assert second.stderr.splitlines()[-1] == (
+        "luigi-pipelines backfill: luigi exited 0 and dates asked for are loaded but stale, their sources changed "
+        "since and no reload replaced the previous load (a backfill with --reload-changed reloads them): 1 "
+        f"(2019-02-02: 1 added ({late}); not reloaded: {ready.format(2)}): exit 22")
+    assert sorted(table_counts(stack)) == [D(2019, 2, 1), D(2019, 2, 2), D(2019, 2, 3)]
+
+    stack.put("transactions/2019-02-02/_SUCCESS", b"")
+    third = _run_backfill(stack, cfg, tmp_path, *window, "--reload-changed")
+    assert third.returncode == 0, third.stderr[-3000:]
 
 
 def test_dry_run_prints_the_luigi_command(capsys):
@@ -312,7 +400,12 @@ def _cron_jobs() -> list[list[str]]:
     return jobs
 
 
-def test_crontab_example_runs_backfill_commands_that_parse(capsys):
+def test_crontab_example_runs_backfill_commands_that_parse(capsys, tmp_path, monkeypatch):
+    (tmp_path / "mypipes").mkdir()  # the user's package the example names, where its PYTHONPATH would find it
+    (tmp_path / "mypipes" / "__init__.py").write_text("")
+    (tmp_path / "mypipes" / "orders.py").write_text("from luigi_pipelines.pipelines.transactions import "
+                                                     "LoadTransactions as LoadOrders  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     jobs = _cron_jobs()
     assert jobs
     for *schedule, command in jobs:
@@ -595,3 +688,61 @@ def test_processes_when_the_database_cannot_say_what_to_load(tmp_path):
     assert result.returncode == 35, result.stderr[-3000:]
     assert "checking which dates are loaded failed (" in result.stderr and "exit 35" in result.stderr
     assert "[1/" not in result.stderr
+
+
+# -- a clean run: no warning, a verdict, and the hourly grain refused in one line (issue 16, items 8 and 10) ------
+
+def _production_config(stack, path: Path) -> Path:
+    """configs/production.cfg.example as a user fills it in, pointed at the test stack: only its values change."""
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.optionxform = str  # type: ignore[assignment,method-assign]  # keep luigi's option names as written
+    cfg.read(ROOT / "configs" / "production.cfg.example")
+    dsn = psycopg2.extensions.parse_dsn(stack.pg.dsn)
+    for option, value in (("host", dsn.get("host", "127.0.0.1")), ("port", dsn.get("port", "5432")),
+                          ("dbname", dsn["dbname"]), ("user", dsn.get("user", "postgres"))):
+        cfg.set("database", option, value)
+    for section, option in stack._config:
+        if not cfg.has_section(section):
+            cfg.add_section(section)
+        cfg.set(section, option, luigi.configuration.get_config().get(section, option))
+    with path.open("w") as out:
+        cfg.write(out)
+    return path
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_clean_backfill_with_the_production_config_prints_no_warning_and_ends_with_its_verdict(stack, tmp_path):
+    """configs/production.cfg.example used to make luigi warn (UnconsumedParameterWarning for [core]
+    default_scheduler_host/port) and every backfill printed `UserWarning: Parameter "param_name" with value "None"`;
+    a successful run said nothing at the end."""
+    expected = seed_days(stack, D(2019, 2, 1), 2, rows=3, parts=1)
+    cfg = _production_config(stack, tmp_path / "production.cfg")
+    result = _run_backfill(stack, cfg, tmp_path, "--start", "2019-02-01", "--stop", "2019-02-03",
+                           "--now", "2019-02-05T05:00:00Z", "--local-scheduler")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert table_counts(stack) == expected
+    assert "Warning" not in result.stderr and "warn" not in result.stderr.lower(), result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == ("luigi-pipelines backfill: every date asked for is loaded, "
+                                              "2 (2019-02-01, 2019-02-02): exit 0")
+    again = _run_backfill(stack, cfg, tmp_path, "--start", "2019-02-01", "--stop", "2019-02-03",
+                          "--now", "2019-02-05T05:00:00Z", "--local-scheduler", "--raw-exit-code")
+    assert again.returncode == 0 and "Warning" not in again.stderr
+    assert again.stderr.splitlines()[-1] == ("luigi-pipelines backfill: luigi exited 0 (--raw-exit-code: not "
+                                             "checked): exit 0")
+
+
+@pytest.mark.parametrize("processes", [[], ["--processes", "2"]])
+def test_backfill_of_an_hourly_task_says_what_to_use_instead(tmp_path, processes):
+    """It used to fail with `'datetime.date' object has no attribute 'hour'` (a traceback per shard)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", "backfill", "--module", "tests.hourly_tasks",
+                             "--task", "LoadHourlyEvents", "--start", "2019-02-01", "--stop", "2019-02-03",
+                             "--now", "2019-02-05T05:00:00Z", *processes], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.splitlines() == [
+        "luigi-pipelines backfill: --task LoadHourlyEvents is hourly (a LoadHourlyPartition) and backfill runs whole "
+        "days (RangeDaily): load its hours with luigi's RangeHourly, e.g. luigi --module tests.hourly_tasks "
+        "RangeHourly --of LoadHourlyEvents --start 2019-02-01T00 --stop 2019-02-03T00 --local-scheduler (or "
+        "backfill a daily task that requires LoadHourlyEvents.partitions_of_date(date)): exit 2"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import configparser
 import datetime
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,53 @@ def test_a_failed_load_from_cron_exits_nonzero_unless_the_users_config_says_othe
     env_file.write_text("[retcode]\ntask_failed = 4\n")
     assert cron(*load, cwd=project, LUIGI_CONFIG_PATH=str(env_file)).returncode == 4
     assert _loaded(stack) == {}
+
+
+def _crontab() -> tuple[dict[str, str], str]:
+    """configs/crontab.example: its variables, and the daily job's command without luigid (the line for a host
+    with no luigid, uncommented), up to the `|| echo` that reports a failure."""
+    text = (ROOT / "configs" / "crontab.example").read_text()
+    variables = dict(line.split("=", 1) for line in text.splitlines() if re.match(r"^[A-Z_]+=", line))
+    job = next(line for line in text.splitlines() if "--local-scheduler" in line and "--days-back 7" in line)
+    command = job.lstrip("# ").split(None, 5)[5]
+    return variables, command.split(" || ")[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_the_crontab_example_loads_a_users_module_under_a_bare_environment(stack, tmp_path):
+    """The crontab's own lines, with its paths moved into a temp directory outside the repository: the user's
+    package mypipes (not installed, found through the crontab's PYTHONPATH), run by /bin/sh under env -i from /,
+    PATH only the virtualenv's bin, HOME a temp dir. The example used to run the bundled pipeline only (no
+    --module): a user's module under cron failed with `No module named 'mypipes'`."""
+    variables, command = _crontab()
+    assert "--module mypipes.orders --task LoadOrders" in command and variables["PYTHONPATH"] == "/srv/pipelines"
+    project = tmp_path / "srv" / "pipelines"
+    (project / "mypipes").mkdir(parents=True)
+    (project / "mypipes" / "__init__.py").write_text("")
+    table = f"{stack.schema}.orders"
+    (project / "mypipes" / "orders.py").write_text(PIPELINE.replace("BUCKET", stack.bucket).replace("TABLE", table))
+    (project / ".venv").symlink_to(BIN.parent)
+    (project / "configs").mkdir()
+    stack.write_config(project / "configs" / "production.cfg")  # the test's marker schema and temp dir
+    logs = tmp_path / "log"
+    logs.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+
+    def moved(text: str) -> str:
+        return text.replace("/srv/pipelines", str(project)).replace("/var/log/luigi_pipelines", str(logs))
+
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    days = [today - datetime.timedelta(days=n) for n in range(1, 8)]
+    for day in days:
+        stack.put(f"orders/{day}/part-0.csv", f"id,day\n{day.toordinal()},{day}\n")
+    env = {**{name: moved(value) for name, value in variables.items() if name != "MAILTO"},
+           "PATH": str(BIN), "HOME": str(home), **stack.pg.env, **stack.s3.env}
+    result = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), "/bin/sh", "-c", moved(command)],
+                            cwd="/", capture_output=True, text=True, timeout=600)
+    log = (logs / "cron.log").read_text()
+    assert result.returncode == 0, log[-3000:]
+    assert _loaded(stack) == dict.fromkeys(days, 1)
+    assert log.splitlines()[-1].startswith("luigi-pipelines backfill: every date asked for is loaded, 7 (")
+    assert "Warning" not in log and "Traceback" not in log

@@ -85,8 +85,7 @@ def test_a_forced_reload_of_one_hour_replaces_that_hour_only(stack, make_hourly)
 def test_rows_of_another_hour_in_the_files_fail_the_load(stack, make_hourly):
     stack.put("h/2019/02/01/13/a.csv", "id,day,hour\n1,2019-02-01,13\n2,2019-02-01,14\n")
     load = make_hourly(columns=[("id", "bigint"), ("day", "date"), ("hour", "smallint")], date_from=lp.file_column())
-    with pytest.raises(BadInputError, match=r"1 of 2 rows copied from .* have day other than 2019-02-01 or hour "
-                                             r"other than '13'"):
+    with pytest.raises(BadInputError, match=r"13/a\.csv line 3: hour is not '13', the value of the task's scope"):
         load(date_hour=hour(13)).run()
     assert stack.query(f"SELECT count(*) FROM {stack.schema}.t") == [(0,)]
 

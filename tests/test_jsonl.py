@@ -99,7 +99,7 @@ def test_extra_must_name_a_declared_jsonb_column(stack, make_task):
 def test_a_line_that_is_not_json_names_the_key_and_line_and_keeps_nothing(stack, make_task):
     stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "day": "2019-02-01"}, {"id": 2, "day": "2019-02-01"}) +
               b'{"id": 3, "day": "2019-02-01"\n' + lines({"id": 4, "day": "2019-02-01"}))
-    with pytest.raises(BadInputError, match=r"a\.jsonl line 3: invalid input syntax for type json") as info:
+    with pytest.raises(BadInputError, match=r"a\.jsonl line 3: the line is not JSON: ") as info:
         make_task(decoder=JsonLinesDecoder())(date=D1).run()
     assert info.value.line == 3
     assert stack.markers(f"{stack.schema}.t") == {} and rows(stack) == []
@@ -126,11 +126,12 @@ def test_a_table_constraint_broken_far_from_the_first_row_names_its_line(stack, 
 
 
 @pytest.mark.parametrize("line, reason", [
-    (b'{"id": 2, "day": "2019-02-01", "v": "a\x01b"}', "invalid input syntax for type json"),  # COPY's quote byte
-    (b'{"id": 2, "day": "2019-02-01", "v": "a\x02b"}', "invalid input syntax for type json"),  # COPY's delimiter
-    (b"\\.", "invalid input syntax for type json"),                                             # COPY's end marker
+    (b'{"id": 2, "day": "2019-02-01", "v": "a\x01b"}', r"the line is not JSON: a control character \(0x01, 0x02 or "
+                                                       r"0x03\) must be escaped"),  # COPY's quote byte
+    (b'{"id": 2, "day": "2019-02-01", "v": "a\x02b"}', r"the line is not JSON: a control character"),  # COPY's delimiter
+    (b"\\.", r'the line is not JSON: token "\\" is invalid'),                                  # COPY's end marker
     (b"[1, 2]", r"the line is not a JSON object \(cannot call populate_composite on an array\)"),
-    (b"   ", "invalid input syntax for type json"),                                             # blanks: not empty
+    (b"   ", "the line is not JSON: the input string ended unexpectedly"),                     # blanks: not empty
 ])
 def test_lines_that_copy_could_misread_fail_as_themselves(stack, make_task, line, reason):
     stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "day": "2019-02-01"}, line, {"id": 3, "day": "2019-02-01"}))
@@ -150,7 +151,7 @@ def test_quarantine_sets_bad_lines_aside_and_loads_the_others(stack, make_task):
     assert [r[0] for r in rows(stack)] == [1, 3, 6, 7, 9]
     got = [(k.rsplit("/", 1)[1], n, raw, err.split(":")[0]) for k, n, raw, err in rejects(stack)]
     assert got == [
-        ("a.jsonl", 2, "not json", "invalid input syntax for type json"),
+        ("a.jsonl", 2, "not json", "the line is not JSON"),
         ("a.jsonl", 4, '{"id": "x4", "day": "2019-02-01"}', "invalid input syntax for type bigint"),
         ("a.jsonl", 5, '{"id": 5, "day": "2019-02-31"}', "date/time field value out of range"),
         ("b.jsonl.gz", 2, "\\xff\\xfe", "invalid byte sequence for encoding \"UTF8\""),
@@ -212,3 +213,68 @@ def test_the_demo_refunds_load_as_the_sample_wrote_them(stack):
     assert got == sorted(expected)
     assert {r[4] for r in got} == {'customer said "never arrived"', "duplicate charge \\ retried", "défectueux ✗", None}
     assert any(r[6] for r in got)
+
+
+# -- lines whose keys name no declared column, scope keys, lines PostgreSQL cannot take (issue 16) --
+
+def test_a_line_whose_keys_name_no_declared_column_is_a_bad_row_naming_a_key_that_differs_in_case(stack, make_task):
+    """Before: ``{}`` and ``{"ID": 3}`` loaded as rows of NULLs, exit 0."""
+    load = make_task(decoder=JsonLinesDecoder(), columns=[("id", "bigint"), ("v", "text")], date_from=lp.partition_date())
+    stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "v": "a"}, {"ID": 3, "V": "b"}, {"id": 4}))
+    with pytest.raises(BadInputError, match=r'a\.jsonl line 2: no key of the line names a declared column '
+                                            r'\(id, v\): "ID" is not "id", "V" is not "v"$'):
+        load(date=D1).run()
+    stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "v": "a"}, {}))
+    with pytest.raises(BadInputError, match=r"a\.jsonl line 2: the line is an empty object: no key names a declared "
+                                            r"column \(id, v\)$"):
+        load(date=D1).run()
+    assert rows(stack) == [] and stack.markers(f"{stack.schema}.t") == {}
+
+
+def test_lines_with_no_declared_key_are_set_aside_in_quarantine_mode(stack, make_task):
+    stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "day": "2019-02-01"}, {}, {"Id": 3, "other": 1},
+                                            {"id": 4, "day": "2019-02-01"}))
+    assert run_task(make_task(decoder=JsonLinesDecoder())(date=D1, max_bad_rows=2)).status == SUCCESS
+    assert [r[0] for r in rows(stack)] == [1, 4]
+    assert [(n, raw, err) for _, n, raw, err in rejects(stack)] == [
+        (2, "{}", "the line is an empty object: no key names a declared column (id, day, v)"),
+        (3, '{"Id": 3, "other": 1}', 'no key of the line names a declared column (id, day, v): "Id" is not "id"'),
+    ]
+
+
+def test_unmatched_lines_ok_loads_lines_with_no_declared_key_as_rows_of_nulls(stack, make_task):
+    stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "v": "a"}, {}, {"ID": 3}))
+    task = make_task(decoder=JsonLinesDecoder(unmatched_lines_ok=True), columns=[("id", "bigint"), ("v", "text")],
+                     date_from=lp.partition_date())(date=D1)
+    assert run_task(task).status == SUCCESS
+    assert rows(stack, "id, v") == [(1, "a"), (None, None), (None, None)]
+
+
+def test_a_line_with_only_keys_kept_in_extra_is_not_unmatched(stack, make_task):
+    stack.put("d/2019-02-01/a.jsonl", lines({"id": 1}, {"k": 2}))
+    task = make_task(decoder=JsonLinesDecoder(extra="rest"), columns=[("id", "bigint"), ("rest", "jsonb")],
+                     date_from=lp.partition_date())(date=D1)
+    assert run_task(task).status == SUCCESS
+    assert rows(stack, "id, rest") == [(1, None), (None, {"k": 2})]
+
+
+def test_a_line_that_is_not_json_says_what_is_wrong_with_it(stack, make_task):
+    stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "day": "2019-02-01"}) + b'{"id": 2, "day": "2019-02-01"\n')
+    with pytest.raises(BadInputError) as info:
+        make_task(decoder=JsonLinesDecoder())(date=D1).run()
+    assert str(info.value).endswith("a.jsonl line 2: the line is not JSON: the input string ended unexpectedly")
+    assert "raw" not in str(info.value) and info.value.line == 2 and info.value.column is None
+
+
+def test_a_line_nested_too_deep_names_its_line_and_reason_or_is_set_aside(stack, make_task):
+    """Before: ``COPY failed: stack depth limit exceeded``, with no line."""
+    deep = b'{"id": 2, "day": "2019-02-01", "doc": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "day": "2019-02-01"}, deep, {"id": 3, "day": "2019-02-01"}))
+    load = make_task(decoder=JsonLinesDecoder(), columns=TYPED)
+    with pytest.raises(BadInputError, match=r"a\.jsonl line 2: the line is nested too deep for PostgreSQL "
+                                            r"\(stack depth limit exceeded\)$"):
+        load(date=D1).run()
+    assert run_task(load(date=D1, max_bad_rows=1)).status == SUCCESS
+    assert [r[0] for r in rows(stack)] == [1, 3]
+    assert [(n, err) for _, n, _, err in rejects(stack)] == [
+        (2, "the line is nested too deep for PostgreSQL (stack depth limit exceeded)")]

@@ -237,20 +237,17 @@ def test_an_existing_table_without_lineage_columns_gets_the_statements(stack, ma
                   f"loaded_at timestamptz)")
     stack.put("d/2019-02-01/a.csv", "id,day,v\n1,2019-02-01,x\n")
     load = make_task(lineage=LINEAGE)
-    fixes = []
-    for _ in range(3):
-        with pytest.raises(ConfigurationError, match=r"(which each load fills|by each load through its default); "
-                                                     r"run once: ") as e:
-            load(date=D1).run()
-        fixes.append(str(e.value).split("run once: ")[1])
-        stack.execute(fixes[-1])
-    assert fixes == [
+    with pytest.raises(ConfigurationError, match=r"3 problems: .*which each load fills.*by each load through its "
+                                                 r"default; run once: ") as e:
+        load(date=D1).run()  # all three at once (it took three fix-and-rerun rounds)
+    fix = str(e.value).split("run once: ")[1]
+    assert fix == (
         f'ALTER TABLE "{stack.schema}"."t" ADD COLUMN "source_key" text DEFAULT '
-        "(current_setting('luigi_pipelines.source_key', true))::text",
-        f'ALTER TABLE "{stack.schema}"."t" ADD COLUMN "load_id" uuid DEFAULT '
-        "(current_setting('luigi_pipelines.load_id', true))::uuid",
-        f'ALTER TABLE "{stack.schema}"."t" ALTER COLUMN "loaded_at" SET DEFAULT now()',
-    ]
+        "(current_setting('luigi_pipelines.source_key', true))::text, "
+        'ADD COLUMN "load_id" uuid DEFAULT '
+        "(current_setting('luigi_pipelines.load_id', true))::uuid, "
+        'ALTER COLUMN "loaded_at" SET DEFAULT now()')
+    stack.execute(fix)
     assert run_task(load(date=D1)).status == SUCCESS
     assert stack.query(f"SELECT source_key, load_id IS NOT NULL, loaded_at IS NOT NULL FROM {stack.schema}.t") == [
         ("d/2019-02-01/a.csv", True, True)]

@@ -27,7 +27,9 @@ def test_upstream_loads_changed_missing_or_never_recorded():
     recorded = recorded_upstream_loads(sources)
     assert recorded == {"s.t": "id-1"}
     assert upstream_change(recorded, {"s.t": "id-1"}) == ""
-    assert upstream_change(recorded, {"s.t": "id-2"}) == "1 reloaded upstream (s.t)"
+    assert upstream_change(recorded, {"s.t": "id-2"}) == "upstream was reloaded since (s.t)"
+    assert upstream_change(recorded, {"s.t": None}, "upstream T 2019-02-01") == \
+        "upstream T 2019-02-01 is not loaded any more (no marker: s.t)"
     assert upstream_change({"s.t/hour=00": None}, {"s.t/hour=00": None}) == ""  # markers older than load_id
     assert upstream_change(recorded_upstream_loads([{"upstream": "s.t", "rows_read": 3}]), {"s.t": "id-1"}) \
         .startswith("no record of the upstream loads")

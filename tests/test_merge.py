@@ -463,3 +463,64 @@ def test_a_table_name_with_capitals_is_merged(stack, make_merge):
     put(stack, D1, "a.csv", "1,Ann,gold")
     merged(make_merge(table=f"{stack.schema}.Customers")(date=D1))
     assert stack.query(f'SELECT customer_id, name, tier FROM {stack.schema}."Customers"') == [(1, "Ann", "gold")]
+
+
+# -- objects that keys leave out -------------------------------------------------------------------------
+
+
+def put_beside(stack, day: datetime.date) -> None:
+    """Beside ``a.csv``: ``b.csv.gz`` (Bob, gzipped: it looks like data), and keys that do not (a 0-byte object,
+    a folder marker, ``_SUCCESS``)."""
+    import gzip
+
+    stack.put(f"c/{day}/b.csv.gz", gzip.compress((HEADER + "2,Bob,silver\n").encode()))
+    for name in ("empty.txt", "sub/", "_SUCCESS"):
+        stack.put(f"c/{day}/{name}", b"")
+
+
+def test_a_snapshot_refuses_to_run_when_keys_leave_out_an_object_that_looks_like_data(stack, make_merge):
+    """``keys = ("*.csv",)`` and a ``b.csv.gz`` beside ``a.csv``: the snapshot merge deleted Bob, whose row is in the
+    object left out, with exit 0. Now it is refused before anything is written; declared not data (``skip_keys``)
+    or matched by ``keys``, it merges."""
+    from luigi_pipelines.partitions import CONVENTIONAL_SKIPS
+
+    snapshots = make_merge(snapshot=True, keys=("*.csv",))
+    put(stack, D1, "a.csv", "1,Ann,gold", "2,Bob,gold")
+    merged(snapshots(date=D1))
+    put(stack, D2, "a.csv", "1,Ann,gold")
+    put_beside(stack, D2)
+    with pytest.raises(ConfigurationError) as refused:
+        snapshots(date=D2).run()
+    assert str(refused.value) == (
+        f"{stack.schema}.customers 2019-02-02: a snapshot merge deletes every key absent from the date's objects, "
+        f"and keys ('*.csv',) leave out 1 object under s3://{stack.bucket}/c/2019-02-02/ that looks like data "
+        f"(bytes, not a folder marker, not matched by skip_keys): c/2019-02-02/b.csv.gz; nothing was written. "
+        f"Match it with keys to merge it, or declare it not data in skip_keys")
+    assert customers(stack) == [(1, "Ann", "gold"), (2, "Bob", "gold")]
+    assert sorted(stack.markers(f"{stack.schema}.customers")) == [D1]
+
+    merged(make_merge(snapshot=True, keys=("*.csv", "*.csv.gz"))(date=D2))
+    assert customers(stack) == [(1, "Ann", "gold"), (2, "Bob", "silver")]
+    put(stack, D3, "a.csv", "1,Ann,gold")
+    put_beside(stack, D3)
+    merged(make_merge(snapshot=True, keys=("*.csv",), skip_keys=(*CONVENTIONAL_SKIPS, "*.gz"))(date=D3))
+    assert customers(stack) == [(1, "Ann", "gold")]  # declared not data: the snapshot is a.csv alone
+
+
+def test_objects_left_out_by_keys_are_in_the_marker_and_warned_once(stack, make_merge, caplog):
+    """A change set (no snapshot) loads what keys match, names the rest in one WARNING per partition and
+    records them in the marker's ``skipped_keys``; keys that do not look like data are not named."""
+    task = make_merge(keys=("*.csv",))
+    put(stack, D1, "a.csv", "1,Ann,gold")
+    put_beside(stack, D1)
+    stack.put(f"c/{D1}/notes.txt", b"hello")
+    with caplog.at_level(logging.INFO):
+        task(date=D1).run()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [f"{stack.schema}.customers 2019-02-01: 2 objects under s3://{stack.bucket}/c/2019-02-01/ "
+                      f"look like data but are left out by keys ('*.csv',), not loaded: c/2019-02-01/b.csv.gz, "
+                      f"c/2019-02-01/notes.txt (recorded in the marker's skipped_keys; declare them in keys to load "
+                      f"them, or in skip_keys if they are not data)"]
+    assert stack.query(f"SELECT skipped_keys FROM {stack.marker_schema}.partition_marker") == [
+        (["c/2019-02-01/b.csv.gz", "c/2019-02-01/notes.txt"],)]
+    assert customers(stack) == [(1, "Ann", "gold")]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 import sys
 from typing import Any
@@ -112,3 +113,62 @@ def test_load_transactions_bulk_complete_avoids_the_trap(stack):
     from luigi_pipelines.pipelines.transactions import LoadTransactions
 
     assert LoadTransactions.bulk_complete([datetime.date(2019, 2, 1)]) == []
+
+
+# -- every command: a documented exit code and one line, never a traceback (issue 16, item 9) -------------------
+
+def _cli(*args: str, env: dict[str, str], cwd: Any = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _one_line_ending(result: subprocess.CompletedProcess, code: int) -> str:
+    """The command exited ``code`` with exactly one line on stderr, which ends with ``exit <code>``; that line."""
+    lines = result.stderr.splitlines()
+    assert result.returncode == code and len(lines) == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and lines[0].endswith(f": exit {code}"), lines
+    return lines[0]
+
+
+WINDOW = ("--start", "2019-02-01", "--stop", "2019-02-03")
+
+
+def test_a_wrong_module_or_task_is_one_line_and_exit_2(stack, tmp_path):
+    env = stack.env(stack.write_config(tmp_path / "test.cfg"))
+    for command in ("status", "backfill"):
+        extra = ("--local-scheduler",) if command == "backfill" else ()
+        line = _one_line_ending(_cli(command, "--module", "mypipes.orders", "--task", "LoadOrders", *WINDOW, *extra,
+                                     env=env, cwd=tmp_path), 2)
+        assert f"luigi-pipelines {command}: --module mypipes.orders: no module named 'mypipes'" in line
+        assert "PYTHONPATH" in line
+        line = _one_line_ending(_cli(command, "--task", "LoadOrderz", *WINDOW, *extra, env=env, cwd=tmp_path), 2)
+        assert "--task LoadOrderz: module luigi_pipelines.pipelines.transactions has no LoadOrderz" in line
+        assert "LoadTransactions" in line  # the tasks it has
+    assert stack.markers(f"{stack.schema}.transaction") == {}
+
+
+def test_postgresql_down_is_one_line_and_exit_35(tmp_path):
+    from luigi_pipelines.devstack.local import free_port
+
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(free_port()), "PYTHONPATH": str(ROOT)}
+    status = _one_line_ending(_cli("status", *WINDOW, env=env, cwd=tmp_path), 35)
+    assert status.startswith("luigi-pipelines status: cannot reach PostgreSQL: ") and "Connection refused" in status
+    backfill = _one_line_ending(_cli("backfill", *WINDOW, "--local-scheduler", env=env, cwd=tmp_path), 35)
+    assert "checking which dates are loaded failed (" in backfill and "Connection refused" in backfill
+
+
+def test_version_comes_from_the_installed_package(tmp_path):
+    from importlib.metadata import version
+
+    result = _cli("--version", env={**os.environ}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"luigi-pipelines {version('luigi-pipelines')}"
+
+
+def test_status_help_names_stale_and_exit_22(tmp_path):
+    result = _cli("status", "--help", env={**os.environ}, cwd=tmp_path)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "stale" in text and "22: loaded dates are stale" in text
+    overview = " ".join(_cli("--help", env={**os.environ}, cwd=tmp_path).stdout.split())
+    assert "22 dates stale" in overview

@@ -120,3 +120,35 @@ def test_pipeline_example_runs_as_pasted_into_a_fresh_clone(stack, tmp_path):
     assert max(markers, key=lambda day: markers[day][3]) == forced  # the --force reload came last
     days = len(date_range(start, stop))
     assert f"{days} dates: {days} loaded, 0 failed, 0 missing" in result.stdout  # status, exit 0 (bash -e)
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_every_luigi_pipelines_command_of_the_readme_runs_as_pasted(stack, tmp_path):
+    """Each `luigi-pipelines` command of the README's sh blocks, in a clone with the README's LoadOrders saved where
+    it says and PYTHONPATH as the README exports it: `--version`, every `status` against the test's (empty) tables
+    (exit 0 or 21, one line at most on stderr), every `backfill` with `--dry-run` appended (its module and task are
+    found: exit 0). A command that fails as pasted (an option that does not exist, a task nobody declared) fails."""
+    python, module_path, _ = _pipeline_example()
+    clone = tmp_path / "clone"
+    (clone / module_path).parent.mkdir(parents=True)
+    (clone / module_path).write_text(_replace_once(python, '"acme-exports"', f'"{stack.bucket}"'))
+    (clone / ".venv").symlink_to(ROOT / ".venv")
+    env = {**stack.env(stack.write_config(tmp_path / "test.cfg")), "PYTHONPATH": str(clone)}
+    found = []
+    for block in blocks("sh"):
+        for words in commands(block):
+            if Path(words[0]).name != "luigi-pipelines":
+                continue
+            program = str(clone / words[0]) if "/" in words[0] else str(ROOT / ".venv" / "bin" / words[0])
+            extra = ["--dry-run"] if words[1] == "backfill" else []
+            result = subprocess.run([program, *words[1:], *extra], cwd=clone, env=env, capture_output=True,
+                                    text=True, timeout=300)
+            found.append(words[1])
+            assert "Traceback" not in result.stderr, (shlex.join(words), result.stderr[-3000:])
+            if words[1] == "status":
+                assert result.returncode in (0, 21) and len(result.stderr.splitlines()) <= 1, (
+                    shlex.join(words), result.returncode, result.stderr[-3000:])
+            else:
+                assert result.returncode == 0, (shlex.join(words), result.stderr[-3000:])
+    assert "--version" in found and found.count("status") >= 4 and found.count("backfill") >= 2

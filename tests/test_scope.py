@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import datetime
+import io
 
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
-from luigi_pipelines import ConfigurationError
+from luigi_pipelines import BadInputError, ConfigurationError, CsvFormat, JsonLinesDecoder, ParquetDecoder
 from luigi_pipelines.partitions import ScopedTable, TableName
 from tests.conftest import run_task
 
@@ -73,15 +74,77 @@ def test_an_unscoped_load_next_to_scoped_ones_is_refused(stack, make_task):
     assert [r[0] for r in table(stack)] == [1, 2]
 
 
-def test_a_scope_column_in_the_files_must_hold_the_scope_value(stack, make_task):
+SCOPED = [("id", "bigint"), ("day", "date"), ("v", "text"), ("region", "text")]
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
+def test_a_csv_scope_column_with_another_value_is_a_bad_row_named_by_line(stack, make_task, declared):
+    """Before: undeclared, the rows were relabelled "us", exit 0; declared, an error with no line."""
     stack.put("us/2019-02-01/a.csv", "id,day,v,region\n10,2019-02-01,a,us\n11,2019-02-01,b,eu\n")
-    load_us = feed(make_task, "us", columns=[("id", "bigint"), ("day", "date"), ("v", "text"), ("region", "text")])
-    with pytest.raises(Exception, match=r"1 of 2 rows copied from .* have day other than 2019-02-01 or region "
-                                        r"other than 'us'"):
+    load_us = feed(make_task, "us", **({"columns": SCOPED} if declared else {}), csv=CsvFormat(by_name=True))
+    with pytest.raises(BadInputError, match=r"us/2019-02-01/a\.csv line 3: region is not 'us', the value of the "
+                                            r"task's scope \(a row labelled for another scope\)$"):
         load_us(date=D1).run()
-    stack.put("us/2019-02-01/a.csv", "id,day,v,region\n10,2019-02-01,a,us\n")
-    assert run_task(load_us(date=D1)).status == SUCCESS
+    assert run_task(load_us(date=D1, max_bad_rows=1)).status == SUCCESS  # quarantine mode sets the row aside
     assert table(stack) == [(10, "a", "us")]
+    assert stack.query(f"SELECT line_number, raw_line FROM {stack.marker_schema}.rejected_rows") == [
+        (3, "11,2019-02-01,b,eu")]
+    stack.put("us/2019-02-01/a.csv", "id,day,v,region\n10,2019-02-01,a,us\n")
+    assert run_task(load_us(date=D1, force=True)).status == SUCCESS
+    assert table(stack) == [(10, "a", "us")]
+
+
+def test_a_csv_scope_column_by_position_is_checked_by_line(stack, make_task):
+    stack.put("us/2019-02-01/a.csv", "id,day,v,region\n10,2019-02-01,a,us\n11,2019-02-01,b,\n")
+    with pytest.raises(BadInputError, match=r"a\.csv line 3: region is not 'us'"):
+        feed(make_task, "us", columns=SCOPED)(date=D1).run()
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
+def test_a_json_key_with_the_scopes_name_and_another_value_is_a_bad_row(stack, make_task, declared):
+    """Before: ``"region": "us"`` (not declared) loaded as ``eu``, exit 0."""
+    body = b'{"id": 1, "day": "2019-02-01", "region": "eu"}\n{"id": 2, "day": "2019-02-01", "region": "us"}\n'
+    stack.put("eu/2019-02-01/a.jsonl", body + b'{"id": 3, "day": "2019-02-01"}\n')
+    load_eu = feed(make_task, "eu", decoder=JsonLinesDecoder(), **({"columns": SCOPED} if declared else {}))
+    with pytest.raises(BadInputError, match=r'eu/2019-02-01/a\.jsonl line 2: key "region" is "us", not "eu", the '
+                                            r"value of the task's scope \(a row labelled for another scope\)$"):
+        load_eu(date=D1).run()
+    if declared:  # a declared scope key is a column of the files: each line must carry it
+        stack.put("eu/2019-02-01/a.jsonl", body.replace(b'"us"', b'"eu"') + b'{"id": 3, "day": "2019-02-01", '
+                                                                           b'"region": "eu"}\n')
+    assert run_task(load_eu(date=D1, max_bad_rows=1)).status == SUCCESS
+    assert table(stack) == ([(1, None, "eu"), (2, None, "eu"), (3, None, "eu")] if declared else
+                            [(1, None, "eu"), (3, None, "eu")])
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
+def test_a_parquet_scope_column_with_another_value_is_a_bad_row_named_by_row(stack, make_task, declared):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    sink = io.BytesIO()
+    regions = ["eu", "eu", "eu", "eu", None]
+    pq.write_table(pa.table({"id": [1, 2, 3, 4, 5], "day": pa.array([D1] * 5, pa.date32()), "v": list("abcde"),
+                             "region": regions}), sink, row_group_size=2)
+    stack.put("eu/2019-02-01/a.parquet", sink.getvalue())
+    load_eu = feed(make_task, "eu", decoder=ParquetDecoder(), **({"columns": SCOPED} if declared else {}))
+    with pytest.raises(BadInputError, match=r"a\.parquet row group 3 row 1 \(row 5 of the file\): region is not "
+                                            r"'eu', the value of the task's scope \(a row labelled for another scope\)$"):
+        load_eu(date=D1).run()
+    regions[4] = "eu"
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"id": [1, 2, 3, 4, 5], "day": pa.array([D1] * 5, pa.date32()), "v": list("abcde"),
+                             "region": regions}), sink, row_group_size=2)
+    stack.put("eu/2019-02-01/a.parquet", sink.getvalue())
+    assert run_task(load_eu(date=D1)).status == SUCCESS
+    assert [r[0] for r in table(stack)] == [1, 2, 3, 4, 5]
+
+
+def test_messages_of_a_task_without_a_scope_have_no_scope_prefix(stack, make_task):
+    """Before: ``LoadT: scope {}: 'my-table' is not a valid SQL identifier``."""
+    for step in ("complete", "run"):
+        with pytest.raises(ConfigurationError) as caught:
+            getattr(make_task(table="my-table")(date=D1), step)()
+        assert str(caught.value) == "LoadT: 'my-table' is not a valid SQL identifier (letters, digits, _ and $; at most 63 bytes)"
 
 
 def test_an_existing_table_without_the_fill_default_gets_the_statement_to_run(stack, make_task):

@@ -19,7 +19,8 @@ T0 = datetime.datetime(2019, 3, 1, 2, 0, tzinfo=UTC)
 
 def marker(day: datetime.date, finished: datetime.datetime = T0, rows: int = 100, rejected: int = 0) -> dict:
     return {"partition_date": day, "rows_loaded": rows, "rows_rejected": rejected, "bytes_loaded": 3 * 2**20,
-            "objects": 2, "seconds": 1.5, "finished_at": finished, "host": "w1", "task_family": "LoadT"}
+            "objects": 2, "seconds": 1.5, "finished_at": finished, "host": "w1", "task_family": "LoadT", "skipped": 0,
+            "skipped_keys": []}
 
 
 def failure(day: datetime.date, failed: datetime.datetime = T0, message: str = "s3://b/k.csv line 3: bad") -> dict:
@@ -149,6 +150,19 @@ def test_a_loaded_date_whose_sources_changed_is_stale_and_the_others_keep_their_
     assert days[4].change is None and days[2].change is None  # a failed reload says more than its sources
     totals = checked().totals
     assert (totals.loaded, totals.stale, totals.rows) == (2, 1, 300)  # its rows are in the table: counted
+
+
+def test_a_failed_reload_whose_sources_match_the_kept_load_is_loaded_once_checked():
+    """Feb 4's reload failed and the previous load is kept: checked and unchanged, it is loaded (the check
+    superseded its failure record); checked and changed, it stays failed; Feb 3 (never loaded) stays failed."""
+    cal = calendar_of()
+    fresh = with_stale(cal.days, {}, checked=[D(2019, 2, 1), D(2019, 2, 3), D(2019, 2, 4)])
+    days = {d.date.day: d for d in fresh}
+    assert (days[4].state, days[4].rows, days[4].error_class, days[4].kept_previous) == (LOADED, 100, None, False)
+    assert days[3].state == FAILED and days[3].error_class == "BadInputError"
+    still = {d.date.day: d for d in with_stale(cal.days, {D(2019, 2, 4): "1 replaced (k.csv)"}, checked=[D(2019, 2, 4)])}
+    assert still[4].state == FAILED and still[4].kept_previous
+    assert states.exit_code([Calendar("LoadT", "s.t", D(2019, 2, 4), D(2019, 2, 5), (days[4],))]) == 0
 
 
 def test_exit_code_stale_is_22_between_missing_and_failed():

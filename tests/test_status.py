@@ -7,6 +7,7 @@ import datetime
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from luigi_pipelines.devstack.demo import seed_bucket
 from luigi_pipelines.devstack.sample import csv_bytes, transaction_lines
 from tests.browser_support import Elements, dump_dom, png_colours, screenshot
 from tests.conftest import ROOT, run_task
+from tests.scheduling_support import listings_since, s3_log_mark
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 D = datetime.date
@@ -218,7 +220,29 @@ def test_a_transform_is_stale_when_its_upstream_is(stack, changed):
     assert {d["date"]: d["state"] for d in pipeline["dates"]} == {
         "2019-02-01": "stale", "2019-02-02": "stale", "2019-02-03": "loaded", "2019-02-04": "stale",
         "2019-02-05": "loaded"}
-    assert pipeline["dates"][0]["change"] == "an upstream partition was reloaded since, or is stale"
+    assert pipeline["dates"][0]["change"] == f"upstream LoadTransactions 2019-02-01 is stale: 1 added ({ADDED})"
+    assert pipeline["dates"][3]["change"] == f"upstream LoadTransactions 2019-02-04 is stale: 1 removed ({REMOVED})"
+
+
+def test_a_transform_names_the_upstream_partition_reloaded_since(stack, changed):
+    from luigi_pipelines.pipelines.transactions import LoadTransactions
+
+    assert run_task(LoadTransactions(date=D(2019, 2, 2), reload_changed=True)).status == LuigiStatusCode.SUCCESS
+    result = status(stack, changed, *CHANGED_WINDOW, "--task", "SummarizeTransactions", "--check-sources", "--json")
+    [pipeline] = json.loads(result.stdout)["pipelines"]
+    assert pipeline["dates"][1]["change"] == \
+        f"upstream LoadTransactions 2019-02-02 was reloaded since ({stack.schema}.transaction)"
+
+
+def test_check_sources_lists_each_date_once_for_a_load_and_its_transform(stack, changed):
+    """`status --check-sources` of a load and its transform lists each date's prefix once, as the S3 server saw
+    it (the transform's check asked the load's again: twice)."""
+    mark = s3_log_mark(stack)
+    result = status(stack, changed, *CHANGED_WINDOW, "--task", "LoadTransactions", "--task", "SummarizeTransactions",
+                    "--check-sources", "--json")
+    assert result.returncode == 22, result.stderr
+    assert [p["totals"]["stale"] for p in json.loads(result.stdout)["pipelines"]] == [3, 3]
+    assert listings_since(stack, mark) == Counter({f"transactions/2019-02-0{n}/": 1 for n in range(1, 6)})
 
 
 def test_a_stale_date_reloaded_in_the_mode_is_loaded_again(stack, changed):
@@ -235,3 +259,52 @@ def test_the_page_opens_the_latest_stale_date_when_none_failed(stack, changed, t
     dom = Elements(dump_dom(page, tmp_path / "profile"))
     assert [a for t, a in dom.tags if a.get("id") == "detail-0"][0]["data-date"] == "2019-02-04"
     assert f"stale: sources changed since the load: 1 removed ({REMOVED})" in dom.text_of["detail-0"]
+
+
+def test_objects_left_out_by_keys_are_shown_per_date(stack, tmp_path):
+    """A date whose listing held an object that looks like data but that ``keys`` leave out: its count and names,
+    in the terminal, in --json and in the page's tooltip. Nothing failed: exit 0."""
+    import gzip
+
+    from tests.merge_tasks import MergeCustomerCsvs
+
+    stack.set_config("merge_test", "bucket", stack.bucket)
+    stack.set_config("merge_test", "schema", stack.schema)
+    for day in ("2019-02-01", "2019-02-02"):
+        stack.put(f"c/{day}/a.csv", "customer_id,name,tier\n1,Ann,gold\n")
+    stack.put("c/2019-02-01/b.csv.gz", gzip.compress(b"customer_id,name,tier\n2,Bob,gold\n"))
+    for day in (D(2019, 2, 1), D(2019, 2, 2)):
+        assert run_task(MergeCustomerCsvs(date=day)).status == LuigiStatusCode.SUCCESS
+    cfg = stack.write_config(tmp_path / "skipped.cfg")
+    args = ["--module", "tests.merge_tasks", "--task", "MergeCustomerCsvs", "--start", "2019-02-01", "--stop",
+            "2019-02-03"]
+    shown = status(stack, cfg, *args)
+    assert shown.returncode == 0, shown.stderr
+    assert "  skipped 2019-02-01  1 object left out by keys: c/2019-02-01/b.csv.gz" in shown.stdout.splitlines()
+    [pipeline] = json.loads(status(stack, cfg, *args, "--json").stdout)["pipelines"]
+    by_date = {d["date"]: d for d in pipeline["dates"]}
+    assert (by_date["2019-02-01"]["skipped"], by_date["2019-02-01"]["skipped_keys"]) == (1, ["c/2019-02-01/b.csv.gz"])
+    assert by_date["2019-02-02"]["skipped"] == 0 and "skipped_keys" not in by_date["2019-02-02"]
+    page = tmp_path / "status.html"
+    assert status(stack, cfg, *args, "--html", str(page)).returncode == 0
+    assert "1 object left out by keys: c/2019-02-01/b.csv.gz" in page.read_text()
+
+
+def test_a_merge_shows_the_rows_read_and_the_rows_its_table_holds(stack, tmp_path):
+    """Three daily snapshots of the same 3 accounts: 9 rows were read and merged by key, the table holds 3. The
+    totals used to say `9 rows ... loaded`, as if the table held every snapshot's rows."""
+    from luigi_pipelines.pipelines.transactions import MergeAccounts
+
+    stack.set_config("transactions", "accounts_table", f"{stack.schema}.account")
+    for day in (D(2019, 2, 1), D(2019, 2, 2), D(2019, 2, 3)):
+        stack.put(f"accounts/{day}/accounts.csv", f"account,name,tier\na1,Ann,gold\na2,Bo,{day}\na3,Cy,basic\n")
+        assert run_task(MergeAccounts(date=day)).status == LuigiStatusCode.SUCCESS
+    cfg = stack.write_config(tmp_path / "merge.cfg")
+    window = ["--start", "2019-02-01", "--stop", "2019-02-04", "--task", "MergeAccounts"]
+
+    text = status(stack, cfg, *window, "--color", "never")
+    assert text.returncode == 0, text.stderr
+    assert "3 dates: 3 loaded, 0 failed, 0 missing; 9 rows, 0.0 MiB read and merged by key; the table holds 3 rows" \
+        in text.stdout
+    totals = json.loads(status(stack, cfg, *window, "--json").stdout)["pipelines"][0]["totals"]
+    assert (totals["rows"], totals["table_rows"]) == (9, 3)

@@ -3,7 +3,8 @@ have not changed, next to the same command without the mode.
 
 Each date gets one small object in S3 and a marker row that lists exactly it (key, size, ETag), inserted
 directly, so every date is loaded and fresh. The mode then costs one S3 listing per date on top of the
-marker query; the probe times ``bulk_complete`` in-process with and without it.
+marker query; the probe times ``bulk_complete`` in-process with and without it, and ``luigi-pipelines backfill``
+is timed with and without ``--reload-changed``, its ListObjects requests counted in the S3 server's log.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ..data import object_key
 from ..measure import BenchError, ProcessRun, median
 from ..methods import load_range
 from ..report import Section, SectionResult, Table
-from ..stack import BUCKET, MARKER, SCHEMA
+from ..stack import BUCKET, MARKER, PIPELINE_MODULE, SCHEMA
 from .noop import check_noop
 
 TARGET = TableName(SCHEMA, "stale")
@@ -60,10 +61,40 @@ def run(bench: Bench) -> SectionResult:
         mode.append(check_noop(bench.stack.luigi(load_range(dates[0], len(dates), local_scheduler=True,
                                                             of_params=MODE), config, bench.options.timeout_s)))
     probe = run_probe(bench, config, dates)
+    backfills = run_backfills(bench, config, dates)
     result = SectionResult("stale", data={"days": len(dates), "plain_s": [r.wall_s for r in plain],
-                                          "mode_s": [r.wall_s for r in mode], "probe": probe})
-    result.tables = [stale_table(len(dates), plain, mode, probe)]
+                                          "mode_s": [r.wall_s for r in mode], "probe": probe, "backfill": backfills})
+    result.tables = [stale_table(len(dates), plain, mode, probe), backfill_table(len(dates), backfills)]
     return result
+
+
+def run_backfills(bench: Bench, config: Path, dates: list[datetime.date]) -> dict[str, dict[str, float]]:
+    """``luigi-pipelines backfill`` of the fresh dates without and with ``--reload-changed``: the median wall time
+    of ``noop_repeat`` runs each, and the ListObjects requests one run made (from the S3 server's log)."""
+    stop = dates[-1] + datetime.timedelta(days=1)
+    args = ["-m", "luigi_pipelines.cli", "backfill", "--module", PIPELINE_MODULE, "--task", "LoadTransactions",
+            "--start", dates[0].isoformat(), "--stop", stop.isoformat(), "--now", f"{stop}T05:00:00Z",
+            "--local-scheduler"]
+    found = {}
+    for name, extra in (("plain", []), ("mode", ["--reload-changed"])):
+        runs, listings = [], 0
+        for _ in range(bench.options.noop_repeat):
+            mark = len(bench.stack.s3.output())
+            runs.append(check_noop(bench.stack.python([*args, *extra], config, bench.options.timeout_s)))
+            listings = sum(bench.stack.s3.listings(BUCKET, mark).values())
+        found[name] = {"wall_s": median([r.wall_s for r in runs]), "listings": listings}
+    return found
+
+
+def backfill_table(days: int, found: dict[str, dict[str, float]]) -> Table:
+    plain, mode = found["plain"], found["mode"]
+    table = Table(f"`luigi-pipelines backfill` of {days} loaded dates, all fresh, without / with --reload-changed",
+                  ["what", "dates", "seconds", "ms per date", "S3 listings"])
+    table.rows = [["backfill", days, plain["wall_s"], None, plain["listings"]],
+                  ["backfill --reload-changed", days, mode["wall_s"], 1000 * (mode["wall_s"] - plain["wall_s"]) / days,
+                   mode["listings"]]]
+    table.notes = ["'ms per date' is the time above the plain backfill; listings are ListObjects requests of one run"]
+    return table
 
 
 def run_probe(bench: Bench, config: Path, dates: list[datetime.date]) -> dict[str, float]:

@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -431,6 +432,12 @@ class LocalS3(ManagedProcess):
     def object_gets(self, bucket: str) -> list[str]:
         """The keys of every object GET the server answered, in order (from its request log)."""
         return re.findall(rf'"GET /{re.escape(bucket)}/([^ ?"]+) HTTP', self.output())
+
+    def listings(self, bucket: str, since: int = 0) -> Counter[str]:
+        """The ListObjects requests the server answered for ``bucket``, by prefix, from its request log after its
+        first ``since`` characters (``len(output())`` taken before: a request is logged before its response)."""
+        found = re.findall(rf'"GET /{re.escape(bucket)}\?list-type=2&prefix=([^& "]*)', self.output()[since:])
+        return Counter(urllib.parse.unquote(prefix) for prefix in found)
 
 
 class Luigid(ManagedProcess):
