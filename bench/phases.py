@@ -65,9 +65,9 @@ def instrument(clock: PhaseClock) -> None:
     import luigi.rpc
     import psycopg2
 
-    from luigi_pipelines import db, s3, tasks
+    from luigi_pipelines import db, loads, s3, tasks, writes
 
-    def method(cls: type, name: str, phase: str) -> None:
+    def method(cls: Any, name: str, phase: str) -> None:
         fn = cls.__dict__[name]
         if isinstance(fn, classmethod):
             setattr(cls, name, classmethod(clock.wrap(phase, fn.__func__)))
@@ -76,8 +76,8 @@ def instrument(clock: PhaseClock) -> None:
 
     method(tasks.PartitionTask, "complete", "completeness")
     method(tasks.PartitionTask, "bulk_complete", "completeness")
-    method(tasks.S3PartitionExists, "complete", "s3_exists")
-    method(tasks.PartitionTask, "prepare", "ddl")
+    method(loads.S3PartitionExists, "complete", "s3_exists")
+    method(writes, "prepare", "ddl")
     method(tasks.PartitionTask, "write_once", "transaction")
     method(s3.S3Client, "list_partition", "s3_list")
     method(luigi.rpc.RemoteScheduler, "_request", "luigid_rpc")

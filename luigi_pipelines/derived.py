@@ -39,11 +39,11 @@ class UpstreamPartition(PartitionTask):
 
     def upstream_values(self, value: Any) -> list[Any]:
         """The upstream partition values that cover the partition ``value``'s dates (and hour)."""
-        if self.grain.finer_than(self.upstream.grain):
-            raise ConfigurationError(f"{self.task_family} is {self.grain.name} and its upstream {self.upstream.__name__} "
-                                     f"is {self.upstream.grain.name}: a partition cannot be made from part of one")
         if type(self.grain) is type(self.upstream.grain):
             return [value]
+        if self.grain.key_columns():  # an hour of a daily table: its rows say no hour
+            raise ConfigurationError(f"{self.task_family} is {self.grain.name} and its upstream {self.upstream.__name__} "
+                                     f"is {self.upstream.grain.name}: its rows carry no {self.grain.unit} to read one by")
         return self.upstream.grain.covering(self.grain.date_of(value), self.grain.stop_of(value))
 
     def upstream_task(self) -> PartitionTask:

@@ -76,10 +76,6 @@ class Grain(ABC):
         """The value as the command line writes it."""
         return str(value.strftime(self.text_format))
 
-    def finer_than(self, other: Grain) -> bool:
-        """Whether this grain's partitions are shorter than ``other``'s (an hour is finer than a day)."""
-        return _ORDER.index(self.unit) < _ORDER.index(other.unit)
-
     def prefixes_apart(self, template: str) -> bool:
         """Whether ``template`` gives every value a key prefix of its own that starts no other's, tried over
         two years of dates (and two days of hours): a load that takes its rows' date from the key relies on it."""
@@ -90,8 +86,6 @@ class Grain(ABC):
         rendered = sorted({template.format(date=self.template_value(v)) for v in values})
         return len(rendered) == len(values) and not any(b.startswith(a) for a, b in itertools.pairwise(rendered))
 
-
-_ORDER = ("hour", "day", "month")
 
 
 @dataclass(frozen=True)

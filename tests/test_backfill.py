@@ -742,7 +742,7 @@ def test_backfill_of_an_hourly_task_says_what_to_use_instead(tmp_path, processes
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.splitlines() == [
-        "luigi-pipelines backfill: --task LoadHourlyEvents is hourly (a LoadHourlyPartition) and backfill runs whole "
+        "luigi-pipelines backfill: --task LoadHourlyEvents is hourly (grain = HOURLY) and backfill runs whole "
         "days (RangeDaily): load its hours with luigi's RangeHourly, e.g. luigi --module tests.hourly_tasks "
         "RangeHourly --of LoadHourlyEvents --start 2019-02-01T00 --stop 2019-02-03T00 --local-scheduler (or "
         "backfill a daily task that requires LoadHourlyEvents.partitions_of_date(date)): exit 2"]

@@ -1,0 +1,156 @@
+"""Every grain with every source and write mode (``tests/compose_tasks.py``), on real PostgreSQL and S3, run by the
+real ``luigi`` command line: hourly merges, hourly transforms in Python and SQL, a daily transform of hours, monthly
+loads and a daily transform of a month, scoped snapshot merges, a transform of a merged table."""
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from luigi_pipelines import ConfigurationError
+from luigi_pipelines.grains import DAILY, HOURLY, MONTHLY
+from tests.conftest import run_task
+
+pytestmark = [pytest.mark.postgres, pytest.mark.s3]
+
+D1 = datetime.date(2019, 2, 1)
+NOW = ["--now", str(int(datetime.datetime(2019, 4, 1, tzinfo=datetime.timezone.utc).timestamp()))]
+
+
+@pytest.fixture
+def compose(stack, tmp_path):
+    """The stack with ``[compose_test] schema`` set, and a function running ``luigi --module tests.compose_tasks``."""
+    stack.set_config("compose_test", "schema", stack.schema)
+    cfg = stack.write_config(tmp_path / "compose.cfg")
+
+    def luigi(*args: str) -> None:
+        done = stack.luigi("--module", "tests.compose_tasks", *args, "--local-scheduler", config_file=cfg)
+        assert done.returncode == 0 and "This progress looks :)" in done.stderr, done.stderr[-3000:]
+
+    return luigi
+
+
+def rows(stack, statement: str) -> list[tuple]:
+    return stack.query(statement.format(s=stack.schema))
+
+
+def markers(stack, table: str) -> list[tuple]:
+    """(key, date, rows) of each marker of ``table``'s partitions, by date then key."""
+    return stack.query(f"SELECT target_table, partition_date, rows_loaded FROM {stack.marker_schema}.partition_marker "
+                       "WHERE target_table LIKE %s ORDER BY 2, 1", (f"{stack.schema}.{table}%",))
+
+
+def test_grains_map_values_to_dates_keys_and_spans():
+    hour = datetime.datetime(2019, 2, 1, 13)
+    assert (HOURLY.date_of(hour), HOURLY.stop_of(hour), HOURLY.key_scope(hour)) == (D1, D1 + datetime.timedelta(1),
+                                                                                 {"hour": "13"})
+    assert (MONTHLY.date_of(datetime.date(2019, 2, 1)), MONTHLY.stop_of(datetime.date(2019, 2, 1))) == \
+        (D1, datetime.date(2019, 3, 1))
+    assert MONTHLY.covering(datetime.date(2019, 2, 10), datetime.date(2019, 2, 11)) == [D1]
+    assert MONTHLY.values_between(datetime.date(2019, 1, 15), datetime.date(2019, 4, 1)) == [D1, datetime.date(2019, 3, 1)]
+    assert len(HOURLY.covering(D1, D1 + datetime.timedelta(1))) == 24 and DAILY.covering(D1, D1) == []
+    assert [g.describe(v) for g, v in ((DAILY, D1), (HOURLY, hour), (MONTHLY, D1))] == ["2019-02-01", "2019-02-01T13",
+                                                                                     "2019-02"]
+    assert HOURLY.prefixes_apart("e/{date:%Y/%m/%d/%H}/") and not HOURLY.prefixes_apart("e/{date:%Y/%m/%d}/")
+    assert MONTHLY.prefixes_apart("m/{date:%Y-%m}/") and not DAILY.prefixes_apart("m/{date:%Y-%m}/")
+
+
+def test_hourly_loads_and_their_hourly_and_daily_transforms_in_python_and_sql(stack, compose):
+    for h, kinds in ((10, "a,a,b"), (11, "b"), (23, "c,a")):
+        stack.put(f"e/2019/02/01/{h:02d}/part.csv", "id,kind\n" + "".join(
+            f"{h * 10 + n},{k}\n" for n, k in enumerate(kinds.split(","))))
+    compose("RangeHourly", "--of", "HourlyKinds", "--start", "2019-02-01T10", "--stop", "2019-02-01T12", *NOW)
+    compose("RangeHourly", "--of", "HourlyKindsSql", "--start", "2019-02-01T10", "--stop", "2019-02-01T12", *NOW)
+    assert rows(stack, "SELECT day, hour, kind, n FROM {s}.kinds_hourly ORDER BY 2, 3") == [
+        (D1, 10, "a", 2), (D1, 10, "b", 1), (D1, 11, "b", 1)]
+    assert rows(stack, "SELECT day, hour, kind, n FROM {s}.kinds_hourly_sql ORDER BY 2, 3") == [
+        (D1, 10, "a", 2), (D1, 10, "b", 1), (D1, 11, "b", 1)]  # the hour filled from the key, like a load's
+    assert [m[0].rsplit("/", 1)[1] for m in markers(stack, "kinds_hourly_sql")] == ["hour=10", "hour=11"]
+
+    # A daily transform needs all 24 hours of its date: the hours without objects are missing data.
+    for h in range(24):
+        if h not in (10, 11, 23):
+            stack.put(f"e/2019/02/01/{h:02d}/part.csv", "id,kind\n")
+    compose("DailyKinds", "--date", "2019-02-01")
+    assert rows(stack, "SELECT kind, n FROM {s}.kinds_daily ORDER BY 1") == [("a", 3), ("b", 2), ("c", 1)]
+    assert len(markers(stack, "events")) == 24
+
+
+def test_a_transform_of_an_hour_from_a_daily_table_is_refused(stack):
+    import luigi_pipelines as lp
+    from tests.compose_tasks import MonthlySales
+
+    class HourOfMonth(lp.SqlTransformPartition):
+        grain = lp.HOURLY
+        upstream = MonthlySales
+        source_columns = ["amount"]
+        date_column = "day"
+        columns = [("day", "date"), ("n", "bigint")]
+        table = f"{stack.schema}.x"
+
+    with pytest.raises(ConfigurationError, match="HourOfMonth is hourly and its upstream MonthlySales is monthly"):
+        HourOfMonth(date_hour=datetime.datetime(2019, 2, 1, 3)).requires()
+
+
+def test_hourly_merges_apply_hour_by_hour_in_order(stack, compose):
+    stack.put("a/2019/02/01/09/a.csv", "account,tier,gone\nx,gold,false\ny,basic,false\n")
+    stack.put("a/2019/02/01/10/a.csv", "account,tier,gone\nx,silver,false\ny,basic,true\nz,gold,false\n")
+    compose("RangeHourly", "--of", "HourlyAccounts", "--start", "2019-02-01T09", "--stop", "2019-02-01T11", *NOW)
+    assert rows(stack, "SELECT account, tier FROM {s}.accounts_hourly ORDER BY 1") == [("x", "silver"), ("z", "gold")]
+    assert [m[0].rsplit("/", 1)[1] for m in markers(stack, "accounts_hourly")] == ["hour=09", "hour=10"]
+    assert "hour" not in [c for (c,) in rows(stack, "SELECT column_name FROM information_schema.columns WHERE "
+                                              "table_schema = '{s}' AND table_name = 'accounts_hourly'")]
+
+    # An hour older than the newest merged one would put older values over newer ones: refused unless forced.
+    from luigi_pipelines import LoadError
+    from tests.compose_tasks import HourlyAccounts
+
+    stack.put("a/2019/02/01/08/a.csv", "account,tier,gone\nx,bronze,false\n")
+    with pytest.raises(LoadError, match=r"2019-02-01 \(.*hour = '10'\) is merged already, and merges apply in date order"):
+        HourlyAccounts(date_hour=datetime.datetime(2019, 2, 1, 8)).write_once()
+    assert rows(stack, "SELECT tier FROM {s}.accounts_hourly WHERE account = 'x'") == [("silver",)]
+    assert HourlyAccounts(date_hour=datetime.datetime(2019, 2, 1, 9)).priority > \
+        HourlyAccounts(date_hour=datetime.datetime(2019, 2, 1, 10)).priority  # older hours first
+
+    # A daily transform of the merged table reads all its rows (it has no dates), after the hours of its date.
+    for h in range(24):
+        if h not in (9, 10):
+            stack.put(f"a/2019/02/01/{h:02d}/a.csv", "account,tier,gone\n")
+    for h in range(24):  # the date again, oldest first
+        HourlyAccounts(date_hour=datetime.datetime(2019, 2, 1, h), force=True).write_once()
+    compose("TiersOfMerged", "--date", "2019-02-01")
+    assert rows(stack, "SELECT day, tier, n FROM {s}.tiers ORDER BY 2") == [(D1, "gold", 1), (D1, "silver", 1)]
+
+
+def test_scoped_snapshot_merges_share_a_table_and_delete_only_their_scope(stack, compose):
+    stack.put("r/eu/2019-02-01/a.csv", "account,tier\nx,gold\ny,basic\n")
+    stack.put("r/us/2019-02-01/a.csv", "account,tier\nx,silver\n")
+    stack.put("r/eu/2019-02-02/a.csv", "account,tier\nx,gold\n")  # y left the eu snapshot
+    compose("RangeDaily", "--of", "EuAccounts", "--start", "2019-02-01", "--stop", "2019-02-03", *NOW)
+    compose("UsAccounts", "--date", "2019-02-01")
+    assert rows(stack, "SELECT region, account, tier FROM {s}.accounts_by_region ORDER BY 1, 2") == [
+        ("eu", "x", "gold"), ("us", "x", "silver")]
+    assert [m[0].rsplit("/", 1)[1] for m in markers(stack, "accounts_by_region")] == [
+        "region=eu", "region=us", "region=eu"]
+
+
+def test_monthly_loads_replace_a_month_and_a_daily_transform_reads_its_dates(stack, compose):
+    stack.put("m/2019-02/a.csv", "id,day,amount\n1,2019-02-01,1.50\n2,2019-02-01,2.00\n3,2019-02-28,5.00\n")
+    stack.put("m/2019-03/a.csv", "id,day,amount\n4,2019-03-02,7.00\n")
+    compose("RangeMonthly", "--of", "MonthlySales", "--start", "2019-02", "--stop", "2019-04", *NOW)
+    assert [(m[1], m[2]) for m in markers(stack, "sales")] == [(D1, 3), (datetime.date(2019, 3, 1), 1)]
+    compose("DailySales", "--date", "2019-02-01")
+    assert rows(stack, "SELECT day, total FROM {s}.sales_daily") == [(D1, 3.5)]
+
+    # A reload replaces its month only; a row dated outside the month is a bad row, and nothing changes.
+    stack.put("m/2019-02/a.csv", "id,day,amount\n1,2019-02-01,9.00\n")
+    compose("MonthlySales", "--month", "2019-02", "--force")
+    assert rows(stack, "SELECT id, day FROM {s}.sales ORDER BY 1") == [(1, D1), (4, datetime.date(2019, 3, 2))]
+    from luigi_pipelines import BadInputError
+    from tests.compose_tasks import MonthlySales
+
+    stack.put("m/2019-02/a.csv", "id,day,amount\n1,2019-02-01,9.00\n5,2019-03-01,1.00\n")
+    with pytest.raises(BadInputError, match=r"1 of 2 rows copied .* have day outside \[2019-02-01, 2019-03-01\)"):
+        MonthlySales(month=D1, force=True).write_once()
+    assert rows(stack, "SELECT id FROM {s}.sales ORDER BY 1") == [(1,), (4,)]
+    assert run_task(MonthlySales(month=D1)).status.name == "SUCCESS"  # complete: a no-op
