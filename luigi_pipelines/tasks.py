@@ -26,7 +26,7 @@ from . import db, memo, staleness, writes
 from . import sql as q
 from .config import database_settings, load_settings
 from .declared import Declared
-from .errors import PipelineError
+from .errors import ConfigurationError, PipelineError
 from .grains import DAILY, Grain
 from .layouts import FILES, DateSource, Lineage, TableLayout
 from .partitions import ScopedTable, TableName
@@ -182,6 +182,10 @@ class PartitionDeclarations(luigi.Task):
     @property
     def target_columns(self) -> tuple[q.Column, ...]:
         """The columns the source's rows hold, in their order (what COPY reads)."""
+        if not getattr(self, "check_partition_rows", True):
+            raise ConfigurationError(
+                f"{self.task_family}: check_partition_rows = False is no longer accepted: it committed rows of "
+                f"other dates into this partition, and the next load of those dates deleted them")
         return self.layout.files
 
     def lineage_columns(self) -> Lineage:
