@@ -162,7 +162,8 @@ def test_an_old_marker_table_the_user_may_not_alter_gets_the_statement_for_its_o
     try:
         with db.connect(DatabaseSettings(dsn=pg_server.dsn, user=role)) as loader, pytest.raises(ConfigurationError) as e:
             db.ensure_marker_table(loader, marker, rejects, failures)
-        assert str(e.value) == (f"the marker table {marker} predates load_id and this user may not add it: its owner "
+        assert str(e.value) == (f"the marker table {marker} predates load_id and this user may not add it: must be owner "
+                                f"of table partition_marker: its owner "
                                 f'runs once: ALTER TABLE "{marker.schema}"."partition_marker" ADD COLUMN IF NOT EXISTS '
                                 f'"load_id" uuid')
         db.ensure_marker_table(conn, marker, rejects, failures)  # the owner (here) adds them

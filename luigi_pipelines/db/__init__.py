@@ -42,6 +42,7 @@ from .transaction import (
     PartitionRows,
     PartitionTransaction,
     SupportsRead,
+    attempt,
     clear_failure,
     copy_in_savepoint,
     copy_stream,
@@ -51,6 +52,7 @@ from .transaction import (
     delete_partition,
     delete_rejects,
     execute,
+    fetch_one,
     fill_columns,
     insert_from_query,
     keys_of_date,
@@ -62,9 +64,20 @@ from .transaction import (
     write_marker,
     write_rejects,
 )
-from .translate import describe_errors
+from .translate import (
+    BAD_DATA,
+    LOCK_TIMEOUT,
+    MISSING_OPERATOR,
+    NO_PRIVILEGE,
+    describe_errors,
+    primary_message,
+    translate,
+    translating,
+)
 
 __all__ = [
+    "BAD_DATA", "LOCK_TIMEOUT", "MISSING_OPERATOR", "NO_PRIVILEGE", "attempt", "fetch_one", "primary_message",
+    "translate", "translating",
     "ColumnInfo", "Failure", "MarkerSources", "PartitionRows", "PartitionTransaction", "SupportsRead", "check_time_zone",
     "checks_of", "clear_failure", "close_sessions", "column_info", "completed_dates", "completed_partitions", "connect",
     "connect_kwargs", "copy_in_savepoint", "copy_stream", "count_outside_by_key", "count_partition", "count_rows",

@@ -10,9 +10,9 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from .. import sql as q
-from ..errors import ConfigurationError
 from ..layouts import ExistingColumn
 from ..partitions import TableName
+from .translate import NO_PRIVILEGE, translating
 
 # One fixed advisory lock key serialises every luigi_pipelines DDL statement in a database, so that
 # CREATE ... IF NOT EXISTS run by many processes at once never trips over the catalog's unique indexes.
@@ -61,13 +61,11 @@ def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName,
 
 
 def _add_marker_column(conn: psycopg2.extensions.connection, marker: TableName, column: str) -> None:
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(q.advisory_xact_lock(), _DDL_LOCK)
-            cur.execute(q.add_marker_column(marker, column))
-    except psycopg2.errors.InsufficientPrivilege:
-        raise ConfigurationError(f"the marker table {marker} predates {column} and this user may not add it: its "
-                                 f"owner runs once: {q.add_marker_column(marker, column).as_string(conn)}") from None
+    fix = f"its owner runs once: {q.add_marker_column(marker, column).as_string(conn)}"
+    with translating(f"the marker table {marker} predates {column} and this user may not add it", NO_PRIVILEGE,
+                     fix=fix), conn, conn.cursor() as cur:
+        cur.execute(q.advisory_xact_lock(), _DDL_LOCK)
+        cur.execute(q.add_marker_column(marker, column))
 
 
 def _regclass(conn: psycopg2.extensions.connection, table: TableName) -> str:

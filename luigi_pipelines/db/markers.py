@@ -19,7 +19,7 @@ from ..partitions import ScopedTable, TableName
 from ..settings import DatabaseSettings
 from .session import connect
 from .transaction import PartitionTransaction
-from .translate import _primary
+from .translate import primary_message
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def supersede_failures(conn: psycopg2.extensions.connection, failures: TableName
     except psycopg2.errors.UndefinedTable:
         return []  # no failure ever recorded
     except psycopg2.Error as exc:  # e.g. a read-only monitoring user: status still reports what it found
-        logger.warning("could not clear superseded failure records in %s: %s", failures, _primary(exc))
+        logger.warning("could not clear superseded failure records in %s: %s", failures, primary_message(exc))
         return []
 
 

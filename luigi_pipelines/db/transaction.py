@@ -6,7 +6,7 @@ import datetime
 import json
 import socket
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,15 +16,16 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from .. import sql as q
-from ..errors import BadInputError, CopyAborted, LoadError, copy_error_position, describe_bad_input
+from ..errors import BadInputError
 from ..partitions import ScopedTable, TableName, lock_key, table_lock_key
+from .translate import BAD_DATA, LOCK_TIMEOUT, translate, translating
 
 
 class SupportsRead(Protocol):
     def read(self, size: int = -1) -> bytes: ...
 
 
-_SAVEPOINT = "luigi_pipelines_copy"
+_SAVEPOINT = "luigi_pipelines_attempt"
 _READ_CURSOR = "luigi_pipelines_upstream"
 
 
@@ -121,7 +122,10 @@ def _partition_params(tx: PartitionTransaction) -> tuple[Any, ...]:
 def lock_table(tx: PartitionTransaction, rows: ScopedTable | None = None) -> None:
     """Take the advisory lock of the partition's whole table (and scope; or of ``rows``), after the partition's own:
     merge loads of one table apply one partition at a time, whatever their dates."""
-    tx.cursor.execute(q.advisory_xact_lock(), table_lock_key(rows or tx.key))
+    rows = rows or tx.key
+    with translating(f"{rows.describe()} {tx.date}", LOCK_TIMEOUT, lock=f"another merge of {rows.describe()} holds the "
+                     f"table's lock, and [load] lock_timeout_s ran out: a merge of another date is running"):
+        tx.cursor.execute(q.advisory_xact_lock(), table_lock_key(rows))
 
 
 def newest_partition(tx: PartitionTransaction, marker: TableName, keys: Sequence[str]
@@ -193,7 +197,7 @@ def read_rows(tx: PartitionTransaction, rows: ScopedTable, date_column: str, sta
 
 def insert_from_query(tx: PartitionTransaction, statement: q.sql.Composable, params: dict[str, Any]) -> int:
     """Run a set-based transform's ``INSERT ... SELECT`` (``sql.insert_from_query``); returns the rows inserted."""
-    tx.cursor.execute(statement, params)
+    tx.cursor.execute(statement, params or None)
     return tx.cursor.rowcount
 
 
@@ -211,10 +215,16 @@ def count_outside_by_key(tx: PartitionTransaction, key_column: str, date_column:
     return dict(tx.cursor.fetchall())
 
 
-def execute(tx: PartitionTransaction, statement: q.sql.Composable) -> int:
+def execute(tx: PartitionTransaction, statement: q.sql.Composable, params: Sequence[Any] = ()) -> int:
     """Run one statement in the transaction; returns its row count."""
-    tx.cursor.execute(statement)
+    tx.cursor.execute(statement, params or None)
     return tx.cursor.rowcount
+
+
+def fetch_one(tx: PartitionTransaction, statement: q.sql.Composable, params: Sequence[Any] = ()) -> tuple | None:
+    """Run one query in the transaction; returns its first row (None when it has none)."""
+    tx.cursor.execute(statement, params or None)
+    return tx.cursor.fetchone()
 
 
 def copy_stream(
@@ -228,16 +238,8 @@ def copy_stream(
     """
     try:
         tx.cursor.copy_expert(statement, reader, size=buffer_size)
-    except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.StatementTooComplex) as exc:  # a value nested too deep
-        position = copy_error_position(exc.diag.context)
-        reason = exc.diag.message_primary or str(exc).strip()
-        raise BadInputError(describe_bad_input(source, position, reason), position.line, position.column, reason) from exc
-    except psycopg2.errors.QueryCanceled as exc:
-        raise CopyAborted(f"{source}: COPY cancelled: {exc.diag.message_primary or exc}") from exc
-    except psycopg2.OperationalError as exc:
-        if tx.cursor.connection.closed:
-            raise LoadError(f"{source}: the database connection failed during COPY: {str(exc).strip()}") from exc
-        raise LoadError(f"{source}: COPY failed: {exc.diag.message_primary or str(exc).strip()}") from exc
+    except (*BAD_DATA, psycopg2.OperationalError) as exc:  # a reader's exception: QueryCanceled, an OperationalError
+        raise translate(exc, source, statement="COPY", closed=bool(tx.cursor.connection.closed)) from exc
     return tx.cursor.rowcount
 
 
@@ -245,13 +247,19 @@ def copy_in_savepoint(
     tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int
 ) -> int | BadInputError:
     """``copy_stream`` that undoes only itself on bad input and returns the error instead of raising."""
+    return attempt(tx, lambda: copy_stream(tx, statement, reader, source, buffer_size))
+
+
+def attempt(tx: PartitionTransaction, step: Callable[[], int], keep: bool = True) -> int | BadInputError:
+    """Run ``step`` in a savepoint: its row count, its work kept (with ``keep``; else undone as well), or the
+    ``BadInputError`` it raised, with everything it did undone and the transaction still usable."""
     tx.cursor.execute(q.savepoint(_SAVEPOINT))
     try:
-        rows = copy_stream(tx, statement, reader, source, buffer_size)
+        rows = step()
     except BadInputError as exc:
         tx.cursor.execute(q.rollback_to_savepoint(_SAVEPOINT))
         return exc
-    tx.cursor.execute(q.release_savepoint(_SAVEPOINT))
+    tx.cursor.execute(q.release_savepoint(_SAVEPOINT) if keep else q.rollback_to_savepoint(_SAVEPOINT))
     return rows
 
 
