@@ -182,12 +182,13 @@ class Shortfall:
     and no reload replaced it (how they changed). A date is in ``not_loaded`` or ``stale``, never both.
     """
 
-    not_loaded: tuple[datetime.date, ...] = ()
-    waiting: Mapping[datetime.date, str] = dataclasses.field(default_factory=dict)
-    stale: Mapping[datetime.date, str] = dataclasses.field(default_factory=dict)
+    not_loaded: tuple[Any, ...] = ()
+    waiting: Mapping[Any, str] = dataclasses.field(default_factory=dict)
+    stale: Mapping[Any, str] = dataclasses.field(default_factory=dict)
+    unit: str = "date"  # what the partitions are (date, hour, month), named as the command line writes them
 
     @property
-    def dates(self) -> list[datetime.date]:
+    def dates(self) -> list[Any]:
         return sorted({*self.not_loaded, *self.stale})
 
     def exit_code(self) -> int:
@@ -197,19 +198,24 @@ class Shortfall:
     def describe(self, shown: int = 10) -> str:
         """``"dates asked for are not loaded: 1 (2019-02-04); ..."``: each kind of date that is not done."""
         absent = [d for d in self.not_loaded if d not in self.waiting]
-        parts = [f"dates asked for are not loaded: {listed(absent, {}, shown)}" if absent else "",
-                 f"dates asked for wait for their ready key (absent, so not loaded): "
+        parts = [f"{self.unit}s asked for are not loaded: {listed(absent, {}, shown)}" if absent else "",
+                 f"{self.unit}s asked for wait for their ready key (absent, so not loaded): "
                  f"{listed(sorted(self.waiting), self.waiting, shown)}" if self.waiting else "",
-                 f"dates asked for are loaded but stale, their sources changed since and no reload replaced the "
+                 f"{self.unit}s asked for are loaded but stale, their sources changed since and no reload replaced the "
                  f"previous load (a backfill with --reload-changed reloads them): "
                  f"{listed(sorted(self.stale), self.stale, shown)}" if self.stale else ""]
         return "; ".join(p for p in parts if p)
 
 
-def listed(dates: Sequence[datetime.date], notes: Mapping[datetime.date, str], shown: int = 10) -> str:
-    """``"3 (2019-01-01, 2019-01-02: why, ...)"``: how many, and the first ``shown`` of them with their notes."""
+def listed(dates: Sequence[Any], notes: Mapping[Any, str], shown: int = 10) -> str:
+    """``"3 (2019-01-01, 2019-01-02: why, ...)"``: how many, and the first ``shown`` of them with their notes (dates,
+    or partition values already written as the command line writes them: ``2019-02-01T13``)."""
     if not dates:
         return "0"
     more = " ..." if len(dates) > shown else ""
-    named = [f"{d.isoformat()}: {notes[d]}" if notes.get(d) else d.isoformat() for d in dates[:shown]]
+    named = [f"{_text(d)}: {notes[d]}" if notes.get(d) else _text(d) for d in dates[:shown]]
     return f"{len(dates)} ({', '.join(named)}{more})"
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else value.isoformat()
