@@ -280,18 +280,18 @@ def _grid_html(cal: Calendar) -> str:
         return "\n".join(_year_table(year, cells) for year, cells in rows_of(cal).items())
     if cal.unit == "day":
         by_date = {d.date: d for d in cal.days}
-        return "\n".join(_month_table(year, month, lambda day, m=month: _cell(day, m, by_date.get(day)))
+        return "\n".join(_month_table(year, month, lambda day, m: _cell(day, m, by_date.get(day)))
                          for year, month in _months(cal.start, cal.stop))
     hours = rows_of(cal)
-    tables = "\n".join(_month_table(year, month, lambda day, m=month: _day_of_hours(day, m, hours.get(str(day))))
+    tables = "\n".join(_month_table(year, month, lambda day, m: _day_of_hours(day, m, hours.get(str(day))))
                        for year, month in _months(cal.start, cal.stop))
     return tables + "".join(f'<div class="hours" data-day="{day}" hidden>{"".join(_hour(d) for d in cells.values())}'
                             "</div>" for day, cells in hours.items())
 
 
-def _month_table(year: int, month: int, cell: Callable[[datetime.date], str]) -> str:
+def _month_table(year: int, month: int, cell: Callable[[datetime.date, int], str]) -> str:
     weeks = calendar.Calendar(firstweekday=0).monthdatescalendar(year, month)
-    rows = "".join("<tr>" + "".join(cell(day) for day in week) + "</tr>" for week in weeks)
+    rows = "".join("<tr>" + "".join(cell(day, month) for day in week) + "</tr>" for week in weeks)
     head = "".join(f"<th>{name}</th>" for name in ("Mo", "Tu", "We", "Th", "Fr", "Sa", "Su"))
     return (f'<table class="month"><caption>{calendar.month_name[month]} {year}</caption>'
             f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
