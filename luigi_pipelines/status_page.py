@@ -35,7 +35,7 @@ SCRIPT = """
   function show(cell) {
     var section = cell.closest("section"), n = section.getAttribute("data-pipeline");
     var day = data[n][cell.getAttribute("data-date")], panel = document.getElementById("detail-" + n);
-    var lines = [day.date + ": " + day.state];
+    var lines = [(day.partition || day.date) + ": " + day.state];
     if (day.rows !== undefined) {
       lines.push("rows: " + day.rows.toLocaleString("en") + ", MiB: " + (day.bytes / 1048576).toFixed(2) +
                  ", objects: " + day.objects + ", seconds: " + day.seconds.toFixed(1));
@@ -51,7 +51,7 @@ SCRIPT = """
     if (day.state === "stale") { lines.push("stale: sources changed since the load: " + day.change); }
     if (day.state === "missing") { lines.push("not loaded: no data yet, or not run"); }
     panel.textContent = lines.join("\\n");
-    panel.setAttribute("data-date", day.date);
+    panel.setAttribute("data-date", cell.getAttribute("data-date"));
     section.querySelectorAll(".selected").forEach(function (c) { c.classList.remove("selected"); });
     cell.classList.add("selected");
   }

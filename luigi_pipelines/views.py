@@ -265,9 +265,9 @@ def _section(n: int, cal: Calendar) -> str:
 def _html_lists(cal: Calendar) -> str:
     """The failed dates with their errors, the stale ones with what changed."""
     failed = "".join(
-        f'<li><b>{d.date}</b> {html.escape(d.error_class or "")}: {html.escape(d.error or "")}'
+        f'<li><b>{d.name}</b> {html.escape(d.error_class or "")}: {html.escape(d.error or "")}'
         f'{" (the previous load is kept)" if d.kept_previous else ""}</li>' for d in cal.of(FAILED))
-    stale = "".join(f'<li><b>{d.date}</b> {html.escape(d.change or "sources changed since the load")}</li>'
+    stale = "".join(f'<li><b>{d.name}</b> {html.escape(d.change or "sources changed since the load")}</li>'
                     for d in cal.of(STALE))
     return ((f'<h3>Failed</h3><ul class="failures">{failed}</ul>' if failed else "") +
             (f'<h3>Stale</h3><ul class="stale-dates">{stale}</ul>' if stale else ""))
