@@ -56,6 +56,12 @@ class Grain(ABC):
         """The first value that covers ``date``."""
         return self.values_between(date, date + datetime.timedelta(days=1))[0]
 
+    def after(self, value: Any) -> Any:
+        """The value that follows ``value`` (a range's exclusive stop after its last value)."""
+        own = self.covering(self.date_of(value), self.stop_of(value))
+        at = own.index(value) + 1
+        return own[at] if at < len(own) else self.containing(self.stop_of(value))
+
     @abstractmethod
     def ordinal(self, value: Any) -> int:
         """``value``'s place in time: later values have higher ordinals (a merge's priority, oldest first)."""

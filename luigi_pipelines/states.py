@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +31,10 @@ EXIT_FAILED = 30
 
 @dataclass(frozen=True)
 class DateState:
-    """One date of a pipeline: its state and what the marker and the failure record say about it."""
+    """One partition of a pipeline (a date; of an hourly task an hour, of a monthly one a month): its state and what
+    the marker and the failure record say about it."""
 
-    date: datetime.date
+    date: datetime.date  # the partition value: a date, an hour (a datetime), a month (its first date)
     state: str
     rows: int | None = None  # from the marker: the partition's rows, None when it has no marker row
     rejected: int = 0
@@ -51,6 +52,12 @@ class DateState:
     change: str | None = None  # a stale date: how its sources changed since its load ("" when not said)
     skipped: int = 0  # from the marker: objects that looked like data but that ``keys`` left out
     skipped_keys: tuple[str, ...] = ()  # the first few of them
+    label: str = ""  # the value as the command line writes it (2019-02-01T13) when the task is not daily
+
+    @property
+    def name(self) -> str:
+        """The partition as the command line writes it: ``2019-02-01``, ``2019-02-01T13``, ``2019-02``."""
+        return self.label or self.date.isoformat()
 
     @property
     def kept_previous(self) -> bool:
@@ -88,6 +95,7 @@ class Calendar:
     # A merge's table (its rows now, in the task's scope), None for other writes. Its dates' rows are the rows read
     # from each date's objects and merged by key, so their sum is not what the table holds.
     table_rows: int | None = None
+    unit: str = "day"  # what one of ``days`` is: a day, an hour, a month (the task's grain)
 
     @property
     def totals(self) -> Totals:
@@ -111,8 +119,10 @@ def date_states(
     not_loaded: Iterable[datetime.date],
     markers: Iterable[Mapping[str, Any]],
     failures: Iterable[Mapping[str, Any]],
+    name: Callable[[Any], str] | None = None,
 ) -> tuple[DateState, ...]:
-    """The state of each of ``dates``.
+    """The state of each of ``dates`` (partition values: of an hourly task its hours, each row then carrying its
+    ``value``; ``name`` writes a value as the command line does, for the ``label`` of a task that is not daily).
 
     ``not_loaded`` decides loaded or not (the task's ``bulk_complete``, as ``backfill`` decides it);
     ``markers`` and ``failures`` are rows of the marker and failures tables (``sql.MARKER_WINDOW_FIELDS``,
@@ -123,9 +133,10 @@ def date_states(
     the rest are **loaded**.
     """
     pending = set(not_loaded)
-    by_date = {m["partition_date"]: m for m in markers}
-    failed = {f["partition_date"]: f for f in failures}
-    return tuple(_state(day, day in pending, by_date.get(day), failed.get(day)) for day in dates)
+    by_date = {m.get("value", m["partition_date"]): m for m in markers}
+    failed = {f.get("value", f["partition_date"]): f for f in failures}
+    states = (_state(day, day in pending, by_date.get(day), failed.get(day)) for day in dates)
+    return tuple(dataclasses.replace(d, label=name(d.date)) for d in states) if name else tuple(states)
 
 
 def _state(day: datetime.date, pending: bool, marker: Mapping[str, Any] | None,
@@ -182,12 +193,13 @@ class Shortfall:
     and no reload replaced it (how they changed). A date is in ``not_loaded`` or ``stale``, never both.
     """
 
-    not_loaded: tuple[datetime.date, ...] = ()
-    waiting: Mapping[datetime.date, str] = dataclasses.field(default_factory=dict)
-    stale: Mapping[datetime.date, str] = dataclasses.field(default_factory=dict)
+    not_loaded: tuple[Any, ...] = ()
+    waiting: Mapping[Any, str] = dataclasses.field(default_factory=dict)
+    stale: Mapping[Any, str] = dataclasses.field(default_factory=dict)
+    unit: str = "date"  # what the partitions are (date, hour, month), named as the command line writes them
 
     @property
-    def dates(self) -> list[datetime.date]:
+    def dates(self) -> list[Any]:
         return sorted({*self.not_loaded, *self.stale})
 
     def exit_code(self) -> int:
@@ -197,19 +209,24 @@ class Shortfall:
     def describe(self, shown: int = 10) -> str:
         """``"dates asked for are not loaded: 1 (2019-02-04); ..."``: each kind of date that is not done."""
         absent = [d for d in self.not_loaded if d not in self.waiting]
-        parts = [f"dates asked for are not loaded: {listed(absent, {}, shown)}" if absent else "",
-                 f"dates asked for wait for their ready key (absent, so not loaded): "
+        parts = [f"{self.unit}s asked for are not loaded: {listed(absent, {}, shown)}" if absent else "",
+                 f"{self.unit}s asked for wait for their ready key (absent, so not loaded): "
                  f"{listed(sorted(self.waiting), self.waiting, shown)}" if self.waiting else "",
-                 f"dates asked for are loaded but stale, their sources changed since and no reload replaced the "
+                 f"{self.unit}s asked for are loaded but stale, their sources changed since and no reload replaced the "
                  f"previous load (a backfill with --reload-changed reloads them): "
                  f"{listed(sorted(self.stale), self.stale, shown)}" if self.stale else ""]
         return "; ".join(p for p in parts if p)
 
 
-def listed(dates: Sequence[datetime.date], notes: Mapping[datetime.date, str], shown: int = 10) -> str:
-    """``"3 (2019-01-01, 2019-01-02: why, ...)"``: how many, and the first ``shown`` of them with their notes."""
+def listed(dates: Sequence[Any], notes: Mapping[Any, str], shown: int = 10) -> str:
+    """``"3 (2019-01-01, 2019-01-02: why, ...)"``: how many, and the first ``shown`` of them with their notes (dates,
+    or partition values already written as the command line writes them: ``2019-02-01T13``)."""
     if not dates:
         return "0"
     more = " ..." if len(dates) > shown else ""
-    named = [f"{d.isoformat()}: {notes[d]}" if notes.get(d) else d.isoformat() for d in dates[:shown]]
+    named = [f"{_text(d)}: {notes[d]}" if notes.get(d) else _text(d) for d in dates[:shown]]
     return f"{len(dates)} ({', '.join(named)}{more})"
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else value.isoformat()

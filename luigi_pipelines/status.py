@@ -13,11 +13,12 @@ import datetime
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import backfill, db, views
 from .config import database_settings, load_settings
-from .partitions import date_range
 from .staleness import one_stale_check
 from .states import LOADED, Calendar, date_states, exit_code, with_stale
 
@@ -56,7 +57,8 @@ def main(args: argparse.Namespace) -> int:
         print("luigi-pipelines status: nothing on record yet; give --start (and --stop) or --days-back", file=sys.stderr)
         return 0
     with one_stale_check():  # a transform's check asks its upstream's again: each date is listed once
-        calendars = [calendar_of(args.module, task, *window, check_sources=args.check_sources) for task in tasks]
+        calendars = [calendar_of(args.module, task, *window, check_sources=args.check_sources,
+                                 today=now.astimezone(UTC).date()) for task in tasks]
     code = exit_code(calendars)
     if args.json:
         print(json.dumps(views.as_json(calendars, code), indent=2))
@@ -69,23 +71,43 @@ def main(args: argparse.Namespace) -> int:
 
 
 def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.date,
-                check_sources: bool = False) -> Calendar:
-    """The states of ``module.task``'s dates in ``[start, stop)``: one query per table, plus ``bulk_complete``;
-    with ``check_sources``, the loaded dates whose sources changed since are stale (``stale_changes``), and a failed
-    reload whose sources match the previous load again is loaded (the check supersedes its failure record)."""
-    probe = backfill.task_class(module, task)(date=start, reload_changed=check_sources)
-    key, failures = probe.partition_key, load_settings().failures
+                check_sources: bool = False, today: datetime.date | None = None) -> Calendar:
+    """The states of ``module.task``'s partitions in ``[start, stop)`` (its dates, hours or months; of a monthly
+    task, the months that meet the window and are over before ``today``): one query per partition key and table
+    (an hourly task has one per hour of the day), plus ``bulk_complete``; with ``check_sources``, the loaded
+    partitions whose sources changed since are stale (``stale_changes``), and a failed reload whose sources match
+    the previous load again is loaded (the check supersedes its failure record)."""
+    cls = backfill.task_class(module, task)
+    grain = cls.grain
+    values = [v for v in grain.covering(start, stop) if today is None or grain.stop_of(v) <= today]
+    probe = backfill.probe_of(cls, values[0] if values else start, reload_changed=check_sources)
     with db.connect(database_settings()) as conn:
-        markers = db.marker_window(conn, probe.marker_table, key, start, stop)
-        failed = db.failures_window(conn, failures, key, start, stop)
-        table_rows = db.count_rows(conn, key) if probe.is_merge else None
-    dates = date_range(start, stop)
-    not_loaded = backfill.incomplete(module, task, dates)  # what backfill would load: the same one query
-    days = date_states(dates, not_loaded, markers, failed)
-    if check_sources:  # the loaded dates, and those whose reload failed (the previous load kept)
+        markers, failed = _recorded(conn, probe, values)
+        table_rows = db.count_rows(conn, probe.table_key) if probe.is_merge else None
+    not_loaded = backfill.incomplete(module, task, values)  # what backfill would load: the same one query
+    days = date_states(values, not_loaded, markers, failed, None if grain.unit == "day" else grain.describe)
+    if check_sources:  # the loaded partitions, and those whose reload failed (the previous load kept)
         loaded = [d.date for d in days if d.state == LOADED or d.kept_previous]
         days = with_stale(days, probe.stale_changes(loaded) if loaded else {}, checked=loaded)
-    return Calendar(task, str(key), start, stop, days, sources_checked=check_sources, table_rows=table_rows)
+    return Calendar(task, str(probe.table_key), start, stop, days, sources_checked=check_sources,
+                    table_rows=table_rows, unit=grain.unit)
+
+
+def _recorded(conn: Any, probe: Any, values: Sequence[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The marker and failure rows of ``values``' partitions, each with its partition ``value``: one query of each
+    table per partition key (a daily or monthly task has one key, an hourly one a key per hour of the day)."""
+    if not values:
+        return [], []
+    value_of = dict(zip(probe.partitions_of(values), values, strict=True))
+    first, stop = probe.grain.date_of(values[0]), probe.grain.stop_of(values[-1])
+    failures = load_settings().failures
+    found: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+    for key in dict.fromkeys(key for key, _ in value_of):
+        for rows, window_rows in zip(found, (db.marker_window(conn, probe.marker_table, key, first, stop),
+                                             db.failures_window(conn, failures, key, first, stop)), strict=True):
+            rows += [{**row, "value": value_of[key, row["partition_date"]]} for row in window_rows
+                     if (key, row["partition_date"]) in value_of]
+    return found
 
 
 def _window(args: argparse.Namespace, now: datetime.datetime,
@@ -102,9 +124,17 @@ def _window(args: argparse.Namespace, now: datetime.datetime,
 
 
 def _recorded_span(module: str, task: str) -> tuple[datetime.date, datetime.date] | None:
-    probe = backfill.task_class(module, task)(date=datetime.date(2000, 1, 1))
+    """The first and last date with a marker or a failure row of any of the task's partition keys (an hourly task:
+    each hour's)."""
+    cls = backfill.task_class(module, task)
+    day = datetime.date(2000, 1, 1)
+    values = cls.grain.covering(day, day + datetime.timedelta(days=1))
+    probe = backfill.probe_of(cls, values[0])
     with db.connect(database_settings()) as conn:
-        return db.recorded_span(conn, probe.marker_table, load_settings().failures, probe.partition_key)
+        spans = [db.recorded_span(conn, probe.marker_table, load_settings().failures, key)
+                 for key in dict.fromkeys(key for key, _ in probe.partitions_of(values))]
+    found = [s for s in spans if s]
+    return (min(s[0] for s in found), max(s[1] for s in found)) if found else None
 
 
 def _use_color(choice: str) -> bool:

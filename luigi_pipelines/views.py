@@ -10,10 +10,12 @@ import dataclasses
 import datetime
 import html
 import json
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .states import FAILED, LOADED, MISSING, STALE, Calendar, DateState
+from .status_page import CSS, PAGE, SCRIPT
 
 _MIB = 1024 * 1024
 # (mark, ANSI colour) per state; a loaded date with rejected rows has its own mark
@@ -23,6 +25,7 @@ _LEGEND = ((LOADED, "loaded"), ("rejects", "loaded, rows rejected"), (STALE, "st
            (FAILED, "failed (last attempt)"), (MISSING, "missing (no data yet, or not loaded)"))
 # without --check-sources no date is stale because none was checked: the legend says so
 _NOT_CHECKED = "stale not checked (--check-sources)"
+_COUNTED = ((LOADED, "loaded"), (STALE, "stale"), (FAILED, "failed"), (MISSING, "missing"))
 _KEPT = "green edge: a reload failed, the previous load is kept"
 EXIT_MEANINGS = {0: "every date is loaded", 21: "dates are missing", 22: "loaded dates are stale (sources changed)",
                  30: "a date's last attempt failed"}
@@ -47,18 +50,62 @@ def text(calendars: Sequence[Calendar], color: bool = False, listed: int = 10) -
 
 
 def _text_one(cal: Calendar, color: bool, listed: int) -> str:
-    lines = [f"{cal.task}  {cal.key}  [{cal.start}, {cal.stop})", ("         " + "".join(
-        str(d // 10) if d % 10 == 0 else " " for d in range(1, 32))).rstrip(), "         " + "".join(
-        str(d % 10) for d in range(1, 32))]
+    """A line per row of the grain's grid: of a daily task a month of days, of an hourly one a day of hours (and
+    how many of them are in each state), of a monthly one a year of months."""
+    head = f"{cal.task}  {cal.key}  [{cal.start}, {cal.stop})"
+    lines = _day_grid(cal, color) if cal.unit == "day" else _grid(cal, color)
+    lines = [head + ("" if cal.unit == "day" else f"  by the {cal.unit}"), *lines]
+    lines.append("  " + "   ".join(f"{_paint(_MARKS[k][0], _MARKS[k][1], color)} {label}" for k, label in legend(cal)))
+    lines.append("  " + _totals_line(cal))
+    lines += _problem_lines(cal, listed)
+    return "\n".join(lines)
+
+
+def _day_grid(cal: Calendar, color: bool) -> list[str]:
+    lines = [("         " + "".join(str(d // 10) if d % 10 == 0 else " " for d in range(1, 32))).rstrip(),
+             "         " + "".join(str(d % 10) for d in range(1, 32))]
     by_date = {d.date: d for d in cal.days}
     for year, month in _months(cal.start, cal.stop):
         marks = [_mark(by_date.get(datetime.date(year, month, n)), color)
                  for n in range(1, calendar.monthrange(year, month)[1] + 1)]
         lines.append(f"{year}-{month:02d}  " + "".join(marks).rstrip())
-    lines.append("  " + "   ".join(f"{_paint(_MARKS[k][0], _MARKS[k][1], color)} {label}" for k, label in legend(cal)))
-    lines.append("  " + _totals_line(cal))
-    lines += _problem_lines(cal, listed)
-    return "\n".join(lines)
+    return lines
+
+
+# Of a grain other than daily: (row of a value, its column, the columns' numbers) from its name: an hour
+# 2019-02-01T13 is column 13 of the day 2019-02-01; a month 2019-02 column 2 of the year 2019.
+_GRIDS = {"hour": (lambda name: (name[:10], int(name[11:13])), range(24)),
+          "month": (lambda name: (name[:4], int(name[5:7])), range(1, 13))}
+
+
+def rows_of(cal: Calendar) -> dict[str, dict[int, DateState]]:
+    """The partitions of ``cal`` (hourly or monthly) by row (a day, a year), then by column (the hour, the month)."""
+    place, _ = _GRIDS[cal.unit]
+    rows: dict[str, dict[int, DateState]] = {}
+    for day in cal.days:
+        row, column = place(day.name)
+        rows.setdefault(row, {})[column] = day
+    return rows
+
+
+def _grid(cal: Calendar, color: bool) -> list[str]:
+    _, columns = _GRIDS[cal.unit]
+    rows = rows_of(cal)
+    indent = " " * (max((len(r) for r in rows), default=4) + 2)
+    lines = [(indent + "".join(str(c // 10) if c % 10 == 0 else " " for c in columns)).rstrip(),
+             indent + "".join(str(c % 10) for c in columns)]
+    for row, cells in rows.items():
+        marks = "".join(_mark(cells.get(c), color) for c in columns)
+        counts = Counter(kind(d) if kind(d) != "rejects" else LOADED for d in cells.values())
+        said = ", ".join(f"{counts[k]} {label}" for k, label in _COUNTED if counts[k])
+        lines.append((f"{row}  {marks}" + (f"  {said}" if cal.unit == "hour" else "")).rstrip())
+    return lines
+
+
+def summary(cells: Sequence[DateState]) -> str:
+    """The kind a day of hours is shown as: its worst hour's (failed, stale, missing, rows rejected), else loaded."""
+    kinds = {kind(d) for d in cells}
+    return next((k for k in (FAILED, STALE, MISSING, "rejects") if k in kinds), LOADED)
 
 
 def _months(start: datetime.date, stop: datetime.date) -> Iterator[tuple[int, int]]:
@@ -86,7 +133,7 @@ def _totals_line(cal: Calendar) -> str:
     stale = f", {t.stale} stale" if cal.sources_checked else ""
     loaded = f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB loaded" if cal.table_rows is None else (
         f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB read and merged by key; the table holds {cal.table_rows:,} rows")
-    return f"{t.dates} dates: {t.loaded} loaded{rejects}{stale}, {t.failed} failed, {t.missing} missing; {loaded}"
+    return f"{t.dates} {_units(cal)}: {t.loaded} loaded{rejects}{stale}, {t.failed} failed, {t.missing} missing; {loaded}"
 
 
 def _problem_lines(cal: Calendar, listed: int) -> list[str]:
@@ -94,24 +141,28 @@ def _problem_lines(cal: Calendar, listed: int) -> list[str]:
     failed = cal.of(FAILED)
     for day in failed[:listed]:
         kept = "; the previous load is kept" if day.kept_previous else ""
-        lines.append(f"  failed  {day.date}  {day.error_class} on {day.failed_host}, {_when(day.failed_at)}, "
+        lines.append(f"  failed  {day.name}  {day.error_class} on {day.failed_host}, {_when(day.failed_at)}, "
                      f"{day.attempts} attempt{_s(day.attempts)}{kept}")
         lines.append(f"          {_short(day.error or '', 200)}")
         if day.s3_key and day.s3_key not in (day.error or ""):
             lines.append(f"          object: {day.s3_key}")
     if len(failed) > listed:
-        lines.append(f"  ... and {len(failed) - listed} more failed dates (--json or --html lists them all)")
+        lines.append(f"  ... and {len(failed) - listed} more failed {_units(cal)} (--json or --html lists them all)")
     stale = cal.of(STALE)
-    lines += [f"  stale   {day.date}  {_short(day.change or 'sources changed since the load', 200)}"
+    lines += [f"  stale   {day.name}  {_short(day.change or 'sources changed since the load', 200)}"
               for day in stale[:listed]]
     if len(stale) > listed:
-        lines.append(f"  ... and {len(stale) - listed} more stale dates (--json or --html lists them all)")
-    lines += [f"  skipped {day.date}  {_left_out(day)}" for day in cal.days if day.skipped][:listed]
+        lines.append(f"  ... and {len(stale) - listed} more stale {_units(cal)} (--json or --html lists them all)")
+    lines += [f"  skipped {day.name}  {_left_out(day)}" for day in cal.days if day.skipped][:listed]
     missing = cal.of(MISSING)
     if missing:
-        shown = ", ".join(d.date.isoformat() for d in missing[:listed]) + (" ..." if len(missing) > listed else "")
+        shown = ", ".join(d.name for d in missing[:listed]) + (" ..." if len(missing) > listed else "")
         lines.append(f"  missing {len(missing)}: {shown}")
     return lines
+
+
+def _units(cal: Calendar) -> str:
+    return "dates" if cal.unit == "day" else f"{cal.unit}s"
 
 
 def _left_out(day: DateState) -> str:
@@ -144,6 +195,7 @@ def as_json(calendars: Sequence[Calendar], code: int) -> dict[str, Any]:
         "meaning": EXIT_MEANINGS.get(code, ""),
         "pipelines": [{
             "task": c.task, "key": c.key, "start": c.start.isoformat(), "stop": c.stop.isoformat(),
+            **({} if c.unit == "day" else {"unit": c.unit}),
             "sources_checked": c.sources_checked, "totals": _totals_json(c), "dates": [_date_json(d) for d in c.days],
         } for c in calendars],
     }
@@ -159,7 +211,10 @@ def _totals_json(cal: Calendar) -> dict[str, Any]:
 
 
 def _date_json(day: DateState) -> dict[str, Any]:
-    out: dict[str, Any] = {"date": day.date.isoformat(), "state": day.state, "rejected": day.rejected}
+    first = datetime.date(day.date.year, day.date.month, day.date.day).isoformat()  # of an hour too
+    out: dict[str, Any] = {"date": first, "state": day.state, "rejected": day.rejected}
+    if day.label:  # not daily: the partition as the command line writes it (2019-02-01T13, 2019-02)
+        out = {"partition": day.label, **out}
     for name in ("rows", "bytes", "objects", "seconds", "host", "error_class", "error", "s3_key", "failed_host",
                  "attempts", "change"):
         value = getattr(day, name)
@@ -183,10 +238,10 @@ def _date_json(day: DateState) -> dict[str, Any]:
 
 def page(calendars: Sequence[Calendar], code: int, generated_at: datetime.datetime) -> str:
     """One self-contained HTML page: a calendar per pipeline, a tooltip and a detail panel per date."""
-    data = json.dumps({str(n): {d.date.isoformat(): _date_json(d) for d in c.days} for n, c in enumerate(calendars)})
+    data = json.dumps({str(n): {d.name: _date_json(d) for d in c.days} for n, c in enumerate(calendars)})
     sections = "\n".join(_section(n, c) for n, c in enumerate(calendars))
-    return _PAGE.format(
-        css=_CSS, js=_JS, sections=sections, generated=html.escape(_when(generated_at)),
+    return PAGE.format(
+        css=CSS, js=SCRIPT, sections=sections, generated=html.escape(_when(generated_at)),
         code=code, meaning=html.escape(EXIT_MEANINGS.get(code, "")),
         # JSON inside <script>: "<" escaped, so no value can close the element or open a comment
         data=data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"),
@@ -194,8 +249,7 @@ def page(calendars: Sequence[Calendar], code: int, generated_at: datetime.dateti
 
 
 def _section(n: int, cal: Calendar) -> str:
-    by_date = {d.date: d for d in cal.days}
-    months = "\n".join(_month_table(year, month, by_date) for year, month in _months(cal.start, cal.stop))
+    months = _grid_html(cal)
     keys = "".join(f'<span class="key"><span class="swatch {k}"></span>{html.escape(label)}</span>'
                    for k, label in legend(cal))
     if any(d.kept_previous for d in cal.days):
@@ -211,17 +265,33 @@ def _section(n: int, cal: Calendar) -> str:
 def _html_lists(cal: Calendar) -> str:
     """The failed dates with their errors, the stale ones with what changed."""
     failed = "".join(
-        f'<li><b>{d.date}</b> {html.escape(d.error_class or "")}: {html.escape(d.error or "")}'
+        f'<li><b>{d.name}</b> {html.escape(d.error_class or "")}: {html.escape(d.error or "")}'
         f'{" (the previous load is kept)" if d.kept_previous else ""}</li>' for d in cal.of(FAILED))
-    stale = "".join(f'<li><b>{d.date}</b> {html.escape(d.change or "sources changed since the load")}</li>'
+    stale = "".join(f'<li><b>{d.name}</b> {html.escape(d.change or "sources changed since the load")}</li>'
                     for d in cal.of(STALE))
     return ((f'<h3>Failed</h3><ul class="failures">{failed}</ul>' if failed else "") +
             (f'<h3>Stale</h3><ul class="stale-dates">{stale}</ul>' if stale else ""))
 
 
-def _month_table(year: int, month: int, by_date: dict[datetime.date, DateState]) -> str:
+def _grid_html(cal: Calendar) -> str:
+    """Of a daily task a table per month; of an hourly one the same, a day opening to its 24 hours (a strip of them
+    below the months, shown when the day is chosen); of a monthly one a table per year."""
+    if cal.unit == "month":
+        return "\n".join(_year_table(year, cells) for year, cells in rows_of(cal).items())
+    if cal.unit == "day":
+        by_date = {d.date: d for d in cal.days}
+        return "\n".join(_month_table(year, month, lambda day, m: _cell(day, m, by_date.get(day)))
+                         for year, month in _months(cal.start, cal.stop))
+    hours = rows_of(cal)
+    tables = "\n".join(_month_table(year, month, lambda day, m: _day_of_hours(day, m, hours.get(str(day))))
+                       for year, month in _months(cal.start, cal.stop))
+    return tables + "".join(f'<div class="hours" data-day="{day}" hidden>{"".join(_hour(d) for d in cells.values())}'
+                            "</div>" for day, cells in hours.items())
+
+
+def _month_table(year: int, month: int, cell: Callable[[datetime.date, int], str]) -> str:
     weeks = calendar.Calendar(firstweekday=0).monthdatescalendar(year, month)
-    rows = "".join("<tr>" + "".join(_cell(day, month, by_date.get(day)) for day in week) + "</tr>" for week in weeks)
+    rows = "".join("<tr>" + "".join(cell(day, month) for day in week) + "</tr>" for week in weeks)
     head = "".join(f"<th>{name}</th>" for name in ("Mo", "Tu", "We", "Th", "Fr", "Sa", "Su"))
     return (f'<table class="month"><caption>{calendar.month_name[month]} {year}</caption>'
             f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
@@ -237,9 +307,38 @@ def _cell(day: datetime.date, month: int, state: DateState | None) -> str:
             f'title="{html.escape(tooltip(state))}">{day.day}</td>')
 
 
+def _day_of_hours(day: datetime.date, month: int, hours: dict[int, DateState] | None) -> str:
+    """A day of an hourly task: shown as its worst hour, saying how many hours are in each state; it opens to them."""
+    if day.month != month:
+        return '<td class="pad"></td>'
+    if hours is None:
+        return f'<td class="out" title="{day}: outside the window">{day.day}</td>'
+    shown = summary(list(hours.values()))
+    counts = Counter(d.state for d in hours.values())
+    said = ", ".join(f"{counts[k]} {label}" for k, label in _COUNTED if counts[k])
+    return (f'<td class="day {shown}" data-date="{day}" data-state="{shown}" data-hours="{day}" tabindex="0" '
+            f'title="{day}: {len(hours)} hours: {said}">{day.day}</td>')
+
+
+def _hour(state: DateState) -> str:
+    kept = " kept" if state.kept_previous else ""
+    return (f'<span class="hour {kind(state)}{kept}" data-date="{state.name}" data-state="{state.state}" tabindex="0" '
+            f'title="{html.escape(tooltip(state))}">{state.name[11:13]}</span>')
+
+
+def _year_table(year: str, months: dict[int, DateState]) -> str:
+    """A monthly task's year: a cell per month."""
+    cells = "".join(f'<td class="out" title="{year}-{m:02d}: outside the window">{calendar.month_abbr[m]}</td>'
+                    if m not in months else
+                    f'<td class="day {kind(months[m])}{" kept" if months[m].kept_previous else ""}" data-date='
+                    f'"{months[m].name}" data-state="{months[m].state}" tabindex="0" '
+                    f'title="{html.escape(tooltip(months[m]))}">{calendar.month_abbr[m]}</td>' for m in range(1, 13))
+    return f'<table class="month year"><caption>{year}</caption><tbody><tr>{cells}</tr></tbody></table>'
+
+
 def tooltip(day: DateState) -> str:
     """What a date's tooltip says, on a few short lines."""
-    lines = [f"{day.date}: {day.state}" + (", rows rejected" if kind(day) == "rejects" else "")]
+    lines = [f"{day.name}: {day.state}" + (", rows rejected" if kind(day) == "rejects" else "")]
     if day.rows is not None:
         lines.append(f"{day.rows:,} rows, {(day.bytes or 0) / _MIB:,.2f} MiB, {day.objects} objects, "
                      f"{day.seconds or 0:.1f} s")
@@ -260,84 +359,3 @@ def tooltip(day: DateState) -> str:
     if day.state == MISSING:
         lines.append("not loaded: no data yet, or not run")
     return "\n".join(lines)
-
-
-_CSS = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d2330; background: #fff; }
-h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 4px; }
-h2 small { font-weight: normal; color: #5b6475; } .meta, .totals { color: #3b4252; margin: 2px 0; }
-.legend .key { margin-right: 14px; white-space: nowrap; }
-.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 4px;
-  vertical-align: -1px; }
-.months { display: flex; flex-wrap: wrap; gap: 16px; margin: 8px 0; }
-table.month { border-collapse: separate; border-spacing: 3px; }
-table.month caption { font-weight: 600; text-align: left; padding-left: 3px; }
-table.month th { font-weight: normal; color: #7b8494; font-size: 11px; }
-table.month td { width: 28px; height: 24px; text-align: center; border-radius: 3px; font-size: 12px; }
-td.day { cursor: pointer; } td.day:focus, td.day.selected { outline: 2px solid #1d2330; }
-td.out { color: #c0c6d0; }
-.loaded { background: #2e9e5b; color: #fff; } .rejects { background: #e0a526; color: #1d2330; }
-.failed { background: #d64541; color: #fff; } .failed.kept { box-shadow: inset 0 -5px 0 #2e9e5b; }
-.missing { background: #e4e7ec; color: #5b6475; } .stale { background: #7d4cc2; color: #fff; }
-ul.failures { padding-left: 18px; }
-.detail { border: 1px solid #d5d9e0; border-radius: 4px; padding: 8px 12px; max-width: 720px;
-  white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 12px; }
-"""
-
-_JS = """
-(function () {
-  var data = JSON.parse(document.getElementById("lp-data").textContent);
-  function show(cell) {
-    var section = cell.closest("section"), n = section.getAttribute("data-pipeline");
-    var day = data[n][cell.getAttribute("data-date")], panel = document.getElementById("detail-" + n);
-    var lines = [day.date + ": " + day.state];
-    if (day.rows !== undefined) {
-      lines.push("rows: " + day.rows.toLocaleString("en") + ", MiB: " + (day.bytes / 1048576).toFixed(2) +
-                 ", objects: " + day.objects + ", seconds: " + day.seconds.toFixed(1));
-      lines.push("loaded: " + day.finished_at + " on " + day.host);
-      lines.push("rows rejected: " + day.rejected);
-    }
-    if (day.state === "failed") {
-      lines.push("error: " + day.error_class + ": " + day.error);
-      if (day.s3_key) { lines.push("object: " + day.s3_key); }
-      lines.push("failed: " + day.failed_at + " on " + day.failed_host + ", attempts: " + day.attempts);
-      if (day.kept_previous) { lines.push("the previous load is kept"); }
-    }
-    if (day.state === "stale") { lines.push("stale: sources changed since the load: " + day.change); }
-    if (day.state === "missing") { lines.push("not loaded: no data yet, or not run"); }
-    panel.textContent = lines.join("\\n");
-    panel.setAttribute("data-date", day.date);
-    section.querySelectorAll("td.selected").forEach(function (c) { c.classList.remove("selected"); });
-    cell.classList.add("selected");
-  }
-  document.querySelectorAll("td.day").forEach(function (cell) {
-    cell.addEventListener("click", function () { show(cell); });
-    cell.addEventListener("focus", function () { show(cell); });
-  });
-  // open on the latest failed date, else the latest stale one, else the latest missing one, else the latest date
-  document.querySelectorAll("section.pipeline").forEach(function (section) {
-    var pick = function (sel) { var c = section.querySelectorAll(sel); return c.length ? c[c.length - 1] : null; };
-    var cell = pick('td[data-state="failed"]') || pick('td[data-state="stale"]') || pick('td[data-state="missing"]') ||
-               pick("td.day");
-    if (cell) { show(cell); }
-  });
-})();
-"""
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>luigi_pipelines status</title>
-<style>{css}</style>
-</head>
-<body>
-<h1>luigi_pipelines status</h1>
-<p class="meta">generated {generated}; exit code {code}: {meaning}</p>
-{sections}
-<script type="application/json" id="lp-data">{data}</script>
-<script>{js}</script>
-</body>
-</html>
-"""

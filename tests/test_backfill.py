@@ -690,7 +690,7 @@ def test_processes_when_the_database_cannot_say_what_to_load(tmp_path):
     assert "[1/" not in result.stderr
 
 
-# -- a clean run: no warning, a verdict, and the hourly grain refused in one line (issue 16, items 8 and 10) ------
+# -- a clean run: no warning, a verdict (issue 16, items 8 and 10); an hourly task's backfill (issue 17) ---------
 
 def _production_config(stack, path: Path) -> Path:
     """configs/production.cfg.example as a user fills it in, pointed at the test stack: only its values change."""
@@ -732,17 +732,26 @@ def test_a_clean_backfill_with_the_production_config_prints_no_warning_and_ends_
                                              "checked): exit 0")
 
 
-@pytest.mark.parametrize("processes", [[], ["--processes", "2"]])
-def test_backfill_of_an_hourly_task_says_what_to_use_instead(tmp_path, processes):
-    """It used to fail with `'datetime.date' object has no attribute 'hour'` (a traceback per shard)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", "backfill", "--module", "tests.hourly_tasks",
-                             "--task", "LoadHourlyEvents", "--start", "2019-02-01", "--stop", "2019-02-03",
-                             "--now", "2019-02-05T05:00:00Z", *processes], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert result.stderr.splitlines() == [
-        "luigi-pipelines backfill: --task LoadHourlyEvents is hourly (grain = HOURLY) and backfill runs whole "
-        "days (RangeDaily): load its hours with luigi's RangeHourly, e.g. luigi --module tests.hourly_tasks "
-        "RangeHourly --of LoadHourlyEvents --start 2019-02-01T00 --stop 2019-02-03T00 --local-scheduler (or "
-        "backfill a daily task that requires LoadHourlyEvents.partitions_of_date(date)): exit 2"]
+@pytest.mark.postgres
+@pytest.mark.s3
+@pytest.mark.parametrize("processes", [["--local-scheduler"], ["--processes", "2"]])
+def test_backfill_of_an_hourly_task_loads_every_hour_of_the_window_once(stack, tmp_path, processes):
+    """It was refused in one line ("backfill runs whole days (RangeDaily)"): the window's days are now run as
+    their hours with luigi's RangeHourly, in one process or cut into shards of consecutive hours."""
+    hours = [datetime.datetime(2019, 2, d, h) for d in (1, 2) for h in range(24)]
+    for h in hours:
+        stack.put(f"events/{h:%Y/%m/%d/%H}/a.csv", f"id,kind\n{h.day * 100 + h.hour},k\n")
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    result = _run_backfill(stack, cfg, ROOT, "--module", "tests.hourly_tasks", "--task", "LoadHourlyEvents",
+                           "--start", "2019-02-01", "--stop", "2019-02-03", "--now", "2019-02-05T05:00:00Z", *processes)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RangeHourly --of LoadHourlyEvents --start 2019-02-01T00 --stop 2019-02-03T00" in result.stderr
+    assert result.stderr.splitlines()[-1] == ("luigi-pipelines backfill: every hour asked for is loaded, 48 "
+                                              "(2019-02-01T00, 2019-02-01T01 ...): exit 0")
+    table = f"{stack.schema}.transaction"
+    assert stack.query(f"SELECT count(*), count(DISTINCT id), count(DISTINCT (day, hour)) FROM {table}") == [(48, 48, 48)]
+    loaded = stack.query(f"SELECT target_table, partition_date, rows_loaded FROM {stack.marker_schema}.partition_marker")
+    assert sorted(loaded) == sorted((f"{table}/hour={h:%H}", h.date(), 1) for h in hours)
+    if "--processes" in processes:
+        assert "[1/2] 24 hours, 2019-02-01T00 to 2019-02-01T23: luigi " in result.stderr
+        assert "[2/2] 24 hours, 2019-02-02T00 to 2019-02-02T23: luigi " in result.stderr
