@@ -23,7 +23,7 @@ import luigi.configuration
 import psycopg2
 import pytest
 
-from luigi_pipelines import db, s3, targets
+from luigi_pipelines import db, runtime
 from luigi_pipelines.devstack.local import LocalPostgres, LocalS3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,7 +219,5 @@ def _fresh_process_state() -> Iterator[None]:
 
 def forget_process_state() -> None:
     db.close_sessions()
-    targets._MISSING.clear()
-    for client in s3._SHARED.values():
-        client.forget_existence()
+    runtime.forget()
 
