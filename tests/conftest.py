@@ -24,7 +24,8 @@ import psycopg2
 import pytest
 
 from luigi_pipelines import db, runtime
-from luigi_pipelines.devstack.local import LocalPostgres, LocalS3
+from luigi_pipelines.devstack.local import LocalS3
+from luigi_pipelines.devstack.postgres import LocalPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 _DEFAULT_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
