@@ -1,15 +1,16 @@
 """The package's per-process state: every value reused across tasks (clients, connections, short-lived answers) is
 declared here as a ``Slot`` and kept by process id, with one fork hook and one public reset (``forget``).
 
-A slot's value is made on first use (never at import). In a forked child (luigi forks a process per task
-with more than one worker; ``backfill --processes`` forks its shards) the one ``os.register_at_fork`` hook
-hands each of the parent's values to its slot's ``inherited`` (e.g. to close copies of the parent's sockets
-without ending its sessions) and drops it, so the child makes its own; a slot declared ``across_fork`` (state
-that holds no connection, e.g. boto3's parsed service models) is kept instead. Keying by process id besides
-means a value is never used by another process even where no hook ran.
+A slot's value is made on first use (never at import) and forgotten when its process exits. In a forked child
+(luigi forks a process per task with more than one worker; ``backfill --processes`` forks its shards) the one
+``os.register_at_fork`` hook hands each of the parent's values to its slot's ``inherited`` (e.g. to close copies
+of the parent's sockets without ending its sessions) and drops it, so the child makes its own; a slot declared
+``across_fork`` (state that holds no connection, e.g. boto3's parsed service models) is kept instead. Keying by
+process id besides means a value is never used by another process even where no hook ran.
 """
 from __future__ import annotations
 
+import multiprocessing.util
 import os
 import threading
 from collections.abc import Callable
@@ -21,6 +22,7 @@ T = TypeVar("T")
 _VALUES: dict[int, dict[Slot[Any], Any]] = {}
 _MAKING = threading.Lock()  # held while a value is made, so that two threads get the same one; new after fork
 _FORK_HOOK: list[bool] = []  # whether the hook is registered (a forked child inherits it)
+_EXIT_HOOKED: set[int] = set()  # the processes whose exit hook is registered
 
 
 def _leave(value: Any) -> None:
@@ -32,7 +34,8 @@ class Slot(Generic[T]):
 
     - ``inherited(value)`` runs in a forked child on the parent's value before it is dropped (it must not
       end anything the parent still uses);
-    - ``forgotten(value)`` runs when ``forget`` drops this process's value (close what it holds);
+    - ``forgotten(value)`` runs when ``forget`` drops this process's value, and when the process exits (close
+      what it holds);
     - ``across_fork``: a forked child keeps the parent's value (and ``forget`` keeps it too).
     """
 
@@ -52,7 +55,7 @@ class Slot(Generic[T]):
         with _MAKING:
             mine = _VALUES.setdefault(os.getpid(), {})
             if self not in mine:
-                _hook_fork()
+                _hook_fork_and_exit()
                 mine[self] = self.make()
             return mine[self]
 
@@ -69,10 +72,13 @@ def forget() -> None:
         slot.forgotten(mine.pop(slot))
 
 
-def _hook_fork() -> None:
+def _hook_fork_and_exit() -> None:
     if not _FORK_HOOK:
         _FORK_HOOK.append(True)
         os.register_at_fork(after_in_child=_after_fork_in_child)
+    if os.getpid() not in _EXIT_HOOKED:  # multiprocessing runs this also in a luigi worker's child, which runs no atexit
+        _EXIT_HOOKED.add(os.getpid())
+        multiprocessing.util.Finalize(None, forget, exitpriority=0)
 
 
 def _after_fork_in_child() -> None:

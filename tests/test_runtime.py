@@ -2,6 +2,7 @@
 request, and after ``fork`` handed to the child as their slot says; the S3 clients and the completeness notes
 kept there."""
 import json
+import multiprocessing
 import os
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +56,18 @@ def test_a_forked_child_hands_the_parents_values_to_their_slot_and_keeps_those_k
     seen = in_forked_child(child)
     assert seen == {"inherited": [{"parent": os.getpid()}], "own": {}, "kept": {"parent": os.getpid()}}
     assert slot.get() == {"parent": os.getpid()} and inherited == []  # the parent's own is untouched
+
+
+def test_a_value_is_forgotten_when_its_process_exits_also_a_multiprocessing_child(tmp_path):
+    """luigi runs a task of a multi-worker run in a multiprocessing child, which runs no ``atexit``: its values are
+    forgotten (their connections closed) all the same."""
+    said = tmp_path / "forgotten"
+    slot = runtime.Slot("test exit", lambda: "made in the child", forgotten=lambda value: said.write_text(value))
+
+    child = multiprocessing.get_context("fork").Process(target=slot.get)
+    child.start()
+    child.join()
+    assert child.exitcode == 0 and said.read_text() == "made in the child"
 
 
 def test_a_forked_child_makes_its_own_s3_client_from_the_parents_boto3_session(stack):
