@@ -32,7 +32,7 @@ class Declared:
     date_from: DateSource = FILES
     lineage: Lineage = Lineage()
     merged: bool = False  # merged by key (``writes.Merge``), not replaced
-    merge_key: tuple[str, ...] = ()
+    merge_key: Sequence[str] = ()
     snapshot: bool = False
     deleted_flag: str = ""
 
@@ -115,7 +115,7 @@ class Declared:
             return writes.Replace()
         date = self.grain.date_of(value)
         keys = self.partitions_of(self.grain.covering(date, date + datetime.timedelta(days=1)))
-        return writes.Merge(self.merge_key, self.snapshot, self.deleted_flag, writes.merge_keys([k for k, _ in keys]))
+        return writes.Merge(tuple(self.merge_key), self.snapshot, self.deleted_flag, writes.merge_keys([k for k, _ in keys]))
 
     def fill_values(self, tx: db.PartitionTransaction) -> dict[str, str]:
         """The values of the filled columns for the whole transaction (lineage keys are set per object)."""

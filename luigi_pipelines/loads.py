@@ -175,10 +175,11 @@ class LoadPartition(PartitionTask):
     def prepared(self, conn: Any) -> None:
         """A partition whose rows take their date (or hour) from the key needs a prefix of its own; the S3 client is
         built here, not under the lock."""
+        unit = "date" if self.grain.unit == "day" else self.grain.unit
         if (self.date_from.filled or self.grain.key_columns()) and not self.grain.prefixes_apart(self.key_prefix):
             raise ConfigurationError(
-                f"{self.task_family}: key_prefix {self.key_prefix!r} does not give every {self.grain.unit} a prefix of "
-                f"its own (one that starts no other's), so rows would be given the wrong {self.grain.unit}"
+                f"{self.task_family}: key_prefix {self.key_prefix!r} does not give every {unit} a prefix of "
+                f"its own (one that starts no other's), so rows would be given the wrong {unit}"
                 + (": name the hour, e.g. '{date:%Y/%m/%d/%H}/'" if self.grain.unit == "hour" else ""))
         self.s3_client()
 

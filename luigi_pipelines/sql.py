@@ -543,14 +543,13 @@ def create_marker_table(marker: TableName) -> sql.Composed:
 
 # Marker columns that came after the first marker tables, in the order they came, with their types: an existing
 # table gets them (nullable, so instantly; its rows keep NULL).
-MARKER_ADDED_COLUMNS = (("load_id", "uuid"), ("skipped_keys", "jsonb"))
+MARKER_ADDED_COLUMNS = (("load_id", sql.SQL("uuid")), ("skipped_keys", sql.SQL("jsonb")))
 
 
 def add_marker_column(marker: TableName, column: str) -> sql.Composed:
     """``ALTER TABLE marker ADD COLUMN IF NOT EXISTS <column> <type>``, of ``MARKER_ADDED_COLUMNS``."""
-    kind = dict(MARKER_ADDED_COLUMNS)[column]
     return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-        table_ident(marker), sql.Identifier(column), sql.SQL(kind))
+        table_ident(marker), sql.Identifier(column), dict(MARKER_ADDED_COLUMNS)[column])
 
 
 def upsert_marker(marker: TableName) -> sql.Composed:

@@ -18,8 +18,8 @@ from pathlib import Path
 from . import backfill, db, views
 from .config import database_settings, load_settings
 from .partitions import date_range
+from .staleness import one_stale_check
 from .states import LOADED, Calendar, date_states, exit_code, with_stale
-from .tasks import one_stale_check
 
 UTC = datetime.timezone.utc
 

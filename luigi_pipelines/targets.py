@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import logging
 import time
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
@@ -13,8 +12,6 @@ from . import db, runtime
 from .errors import ConfigurationError
 from .partitions import ScopedTable, TableName
 from .settings import DatabaseSettings
-
-logger = logging.getLogger("luigi-interface.luigi_pipelines")
 
 # How long a partition that ``bulk_complete`` found not complete is taken to be so without asking again.
 MISSING_MAX_AGE_S = 120.0
@@ -134,16 +131,3 @@ def task_ids_of(task: Any, values: Sequence[Any]) -> list[str]:
     params = task.to_str_params(only_significant=True, only_public=True)
     return [luigi.task.task_id_str(task.task_family, {**params, name: task.serialized(v)}) for v in values]
 
-
-def supersede_failures(database: DatabaseSettings, failures: TableName,
-                       fresh: Sequence[tuple[ScopedTable, datetime.date]], checked_at: datetime.datetime) -> None:
-    """The failed attempts on record of ``fresh`` partitions (written, their sources equal to their marker as listed
-    after ``checked_at``) are history: a reload failed and the sources were then restored, so the previous load is
-    what they say. Deleted, so that ``status`` stops reporting a failure for correct data."""
-    if not fresh:
-        return
-    with db.session(database, reset=False) as conn:
-        cleared = db.supersede_failures(conn, failures, fresh, checked_at)
-    for key, day, error_class in cleared:
-        logger.warning("%s %s: loaded, and its sources match its load: the failed attempt on record (%s) is "
-                       "superseded", key, day, error_class)  # a warning: an alarm that clears itself is news

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from typing import Any, ClassVar, TypeVar
 
 import luigi
 
-from . import db, writes
+from . import db, memo, staleness, writes
 from . import sql as q
 from .config import database_settings, load_settings
 from .declared import Declared
-from .errors import PipelineError
+from .errors import ConfigurationError, PipelineError
 from .grains import DAILY, Grain
 from .layouts import FILES, DateSource, Lineage, TableLayout
 from .partitions import ScopedTable, TableName
@@ -38,29 +37,14 @@ from .targets import (
     check_owner,
     completed_values,
     forget_missing,
-    supersede_failures,
     take_missing,
     task_ids_of,
 )
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
 _MERGE_PRIORITY = 1_000_000_000  # above every partition's ordinal (an hour's up to the year 9999): stays positive
-_READ_ONCE = "_luigi_pipelines_read_once"  # the instance attribute of ``PartitionTask.reading_config_once``
 _GRAIN_PARAMETERS = ("date", "date_hour", "month")
 T = TypeVar("T")
-# Within ``one_stale_check``: each partition's stale check, by task id, as made the first time it was asked.
-_STALE_CHECKED: ContextVar[dict[str, str | None] | None] = ContextVar("luigi_pipelines_stale_checked", default=None)
-
-
-@contextmanager
-def one_stale_check() -> Iterator[None]:
-    """Within the block, each partition's stale check (``stale_changes``) is made once, however often it is asked:
-    ``status`` checks a load, then its transform, whose check asks the load's again (a second S3 listing)."""
-    token = _STALE_CHECKED.set({})
-    try:
-        yield
-    finally:
-        _STALE_CHECKED.reset(token)
 
 
 class PartitionDateParameter(luigi.DateParameter):
@@ -81,12 +65,13 @@ def grain_parameter(grain: Grain) -> luigi.Parameter[Any]:
     return kind(description=f"the partition's {grain.unit}, e.g. {grain.describe(datetime.datetime(2019, 2, 1, 13))}")
 
 
-class PartitionTask(luigi.Task):
-    """A task that writes one partition of a table exactly once (see the module docstring).
+class PartitionDeclarations(luigi.Task):
+    """What a partition task declares: its grain's parameter, its table, and what follows from them (its keys,
+    its layout, its write mode: ``declared.Declared``). ``PartitionTask`` adds what it does with them.
 
-    Subclasses declare ``table``, ``columns`` and, unless merged, ``date_column``; ``grain`` (default daily);
-    ``merge_key`` (with ``snapshot``, ``deleted_flag``) to merge by key instead of replacing; a kind of task
-    supplies ``source_part``.
+    Declare ``table``, ``columns`` and, unless merged, ``date_column``; ``grain`` (default daily); ``merge_key``
+    (with ``snapshot``, ``deleted_flag``) to merge by key instead of replacing; ``scope`` when several tasks feed
+    one table; ``date_from`` when the rows' date is not a column of the source.
     """
 
     grain: ClassVar[Grain] = DAILY
@@ -99,10 +84,8 @@ class PartitionTask(luigi.Task):
         "(S3 objects added, removed or replaced; an upstream partition reloaded), so that it is written again")
     stale_known = luigi.OptionalDictParameter(
         default=None, significant=False, positional=False,
-        description="reload_changed mode: the partitions (as on the command line) that a check made earlier in "
-        "this run found stale, each with the load_id of its marker then; the others count as fresh without "
-        "listing their sources again (backfill --reload-changed checks once and hands the answer on). A "
-        "partition stays stale until a reload gives its marker another load_id. Unset: each check compares")
+        description="reload_changed mode: the partitions a check earlier in this run found stale, with their "
+        "marker's load_id then (backfill --reload-changed checks once and hands it on); the others are fresh")
 
     # luigi's [resources] caps how many of these run at once across all workers of a luigid
     # (luigi.cfg: postgres_loads), so a big backfill cannot exhaust the database's connections.
@@ -129,25 +112,15 @@ class PartitionTask(luigi.Task):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A class that declares another grain gets that grain's luigi parameter, and no other grain's."""
         super().__init_subclass__(**kwargs)
-        if "grain" not in cls.__dict__:
-            return
-        parameter = cls.grain.parameter
-        if not isinstance(getattr(cls, parameter, None), luigi.Parameter):
-            installed = grain_parameter(cls.grain)
-            setattr(cls, parameter, installed)
-            installed.__set_name__(cls, parameter)  # as a class body's parameter gets it
-        for name in _GRAIN_PARAMETERS:
-            if name != parameter and isinstance(getattr(cls, name, None), luigi.Parameter):
-                setattr(cls, name, property(_partition_date) if name == "date" else None)
+        if "grain" in cls.__dict__:
+            _install_grain(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._last_status: str | None = None  # the last progress message sent to luigid
-        self._source: Any = None  # the source of the write in progress (named by a failure)
         if self.is_merge:  # luigi gives out the highest priority first: older partitions first, one at a time
             self.priority = _MERGE_PRIORITY - self.grain.ordinal(self.partition_value)
             scope = ",".join(f"{c}={v}" for c, v in sorted(self.scope.items()))
-            self.resources = {**PartitionTask.resources, f"merge {self.table}/{scope}": 1}
+            self.resources = {**PartitionDeclarations.resources, f"merge {self.table}/{scope}": 1}
 
     # -- the declarations (``declared.Declared``) -------------------------------------------------
 
@@ -162,7 +135,7 @@ class PartitionTask(luigi.Task):
         return self.read_once("declared", lambda: Declared.of(
             self.task_family, self.table, self.date_column, self.columns, self.grain, self.scope,
             date_from=self.date_from, lineage=self.lineage_columns(), merged=self.is_merge,
-            merge_key=tuple(self.merge_key), snapshot=self.snapshot, deleted_flag=self.deleted_flag))
+            merge_key=self.merge_key, snapshot=self.snapshot, deleted_flag=self.deleted_flag))
 
     @property
     def partition_value(self) -> Any:
@@ -183,8 +156,6 @@ class PartitionTask(luigi.Task):
         """The table and scope this task writes, whatever the partition (an hourly task: all its hours)."""
         return self.declared.table_key
 
-    day_key = table_key  # the rows of a whole date of this task's table and scope (its name before grains)
-
     def key_of(self, value: Any) -> ScopedTable:
         return self.declared.key_of(value)
 
@@ -198,7 +169,7 @@ class PartitionTask(luigi.Task):
         return self.declared.partitions_of(values)
 
     @classmethod
-    def partitions_of_date(cls, date: datetime.date, **params: Any) -> list[PartitionTask]:
+    def partitions_of_date(cls, date: datetime.date, **params: Any) -> list[Any]:
         """The tasks that together write ``date`` (its 24 hours, its month), with ``params``."""
         values = cls.grain.covering(date, date + datetime.timedelta(days=1))
         return [cls(**{cls.grain.parameter: value}, **params) for value in values]
@@ -211,6 +182,10 @@ class PartitionTask(luigi.Task):
     @property
     def target_columns(self) -> tuple[q.Column, ...]:
         """The columns the source's rows hold, in their order (what COPY reads)."""
+        if not getattr(self, "check_partition_rows", True):
+            raise ConfigurationError(
+                f"{self.task_family}: check_partition_rows = False is no longer accepted: it committed rows of "
+                f"other dates into this partition, and the next load of those dates deleted them")
         return self.layout.files
 
     def lineage_columns(self) -> Lineage:
@@ -218,28 +193,13 @@ class PartitionTask(luigi.Task):
 
     # -- config, read once per load --------------------------------------------------------------
 
-    @contextmanager
-    def reading_config_once(self) -> Iterator[None]:
-        """Within the block, what ``read_once`` reads is read once: a load (or a completeness check) reads its
-        table, marker table and prefix many times, and each read of a ``luigi.Config`` costs ~0.2-0.5 ms of CPU.
-        Outside such a block every read is fresh (luigi reuses a task instance across runs)."""
-        if _READ_ONCE in self.__dict__:
-            yield
-            return
-        self.__dict__[_READ_ONCE] = {}
-        try:
-            yield
-        finally:
-            del self.__dict__[_READ_ONCE]
+    def reading_config_once(self) -> ContextManager[None]:
+        """Within the block, what ``read_once`` reads is read once (``memo.reading_once``)."""
+        return memo.reading_once(self)
 
     def read_once(self, name: str, read: Callable[[], T]) -> T:
         """``read()``, or within ``reading_config_once`` the value it gave the first time there."""
-        memo = self.__dict__.get(_READ_ONCE)
-        if memo is None:
-            return read()
-        if name not in memo:
-            memo[name] = read()
-        return memo[name]
+        return memo.read_once(self, name, read)
 
     def load_section(self) -> LoadSettings:
         """The ``[load]`` section (read once within ``reading_config_once``)."""
@@ -253,7 +213,16 @@ class PartitionTask(luigi.Task):
     def marker_table(self) -> TableName:
         return self.load_section().marker
 
-    # -- completeness ----------------------------------------------------------------------------
+
+class PartitionTask(PartitionDeclarations):
+    """A task that writes one partition of a table exactly once: complete when its marker says so (one query for
+    a whole range), written by ``writes.write_once`` with its grain, source (``source_part``, which a kind of task
+    supplies) and write mode; a failed attempt is put on record. See the module docstring."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_status: str | None = None  # the last progress message sent to luigid
+        self._source: Any = None  # the source of the write in progress (named by a failure)
 
     def output(self) -> PartitionMarkerTarget:
         return PartitionMarkerTarget(self.partition_key, self.partition_date, self.marker_table, self.database(),
@@ -280,46 +249,15 @@ class PartitionTask(luigi.Task):
         is cheaper in bulk. Here nothing."""
 
     def stale_changes(self, values: Sequence[Any]) -> dict[Any, str]:
-        """Of ``values`` (partitions with a marker), those whose sources changed since their marker was written, or
-        whose marker is gone, with how (``source_changes``): what ``status --check-sources`` shows. With
-        ``stale_known``, that earlier check's answer, and nothing is listed; within ``one_stale_check``, a
-        partition's first answer. A failed attempt on record for a partition found fresh is superseded."""
-        checked = _STALE_CHECKED.get()
-        if checked is None:
-            return self._stale_changes(values)
-        ids = dict(zip(values, task_ids_of(self, values), strict=True))
-        asked = [v for v in values if ids[v] not in checked]
-        found = self._stale_changes(asked) if asked else {}
-        checked.update({ids[v]: found.get(v) for v in asked})  # None: fresh
-        return {v: change for v in values if (change := checked[ids[v]]) is not None}
-
-    def _stale_changes(self, values: Sequence[Any]) -> dict[Any, str]:
-        partitions = self.partitions_of(values)
-        with db.session(self.database(), reset=False) as conn:
-            found = db.marker_sources(conn, self.marker_table, partitions)
-            checked_at = db.server_clock(conn)
-        recorded = {v: found[p] for v, p in zip(values, partitions, strict=True) if p in found}
-        if self.stale_known is not None:
-            known = dict(self.stale_known)
-            return {v: "found stale by this run's check" for v in values if v not in recorded or known.get(
-                self.serialized(v), v) == recorded[v].load_id}
-        gone = {v: "its marker is gone" for v in values if v not in recorded}
-        present = [(v, marker.sources) for v, marker in recorded.items()]
-        changes = gone | (self.source_changes(present) if present else {})
-        if self.compares_sources:
-            fresh = [p for v, p in zip(values, partitions, strict=True) if v not in changes]
-            supersede_failures(self.database(), self.load_section().failures, fresh, checked_at)
-        return changes
+        """Of ``values`` (partitions with a marker), those whose sources changed since, with how (``staleness``)."""
+        return staleness.stale_changes(self, values, task_ids_of)
 
     def recorded(self, values: Sequence[Any]) -> dict[Any, db.MarkerSources]:
         """The marker's sources and ``load_id`` of each of ``values`` that has a marker: one query."""
-        partitions = self.partitions_of(values)
-        with db.session(self.database(), reset=False) as conn:
-            found = db.marker_sources(conn, self.marker_table, partitions)
-        return {v: found[p] for v, p in zip(values, partitions, strict=True) if p in found}
+        return staleness.recorded(self, values)
 
-    # Whether ``source_changes`` really compares a partition's sources with its marker (a plain PartitionTask
-    # cannot tell: it is never stale, and never shown fresh either).
+    # Whether ``source_changes`` compares a partition's sources with its marker (a plain PartitionTask cannot tell:
+    # it is never stale, and never shown fresh either).
     compares_sources: ClassVar[bool] = False
 
     def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
@@ -346,14 +284,7 @@ class PartitionTask(luigi.Task):
     def job(self) -> writes.PartitionJob:
         """This partition's write, as declared (``writes.PartitionJob``)."""
         self._source = self.source_part()
-        return writes.PartitionJob(
-            self.partition_key, self.partition_date, self.grain.stop_of(self.partition_value), self.task_family,
-            self.task_id, self.layout, self._source, self.declared.write_mode(self.partition_value), self.load_section(),
-            self.database(),
-            create_table=self.create_table, force=bool(self.force), reload_changed=bool(self.reload_changed),
-            max_bad_rows=int(getattr(self, "max_bad_rows", 0)), fills=self.declared.fill_values, after_write=self.after_copy,
-            before_commit=self.before_commit, check_owner=lambda key, date, family: check_owner(
-                key, date, family, self.task_family), prepared=self.prepared)
+        return _job(self, self._source)
 
     def run(self) -> None:
         """Write the partition once (``write_once``); a failed attempt is put on record before it is raised."""
@@ -379,17 +310,8 @@ class PartitionTask(luigi.Task):
         """Checks of a kind of task after the tables' (a load's key prefix); here none."""
 
     def record_failure(self, exc: BaseException) -> None:
-        """Put the failed attempt on record (class, one line, S3 key, host, time) in the failures table, on a
-        short connection of its own: the transaction rolled back, so nothing else remembers it."""
-        try:
-            failure = db.Failure(self.partition_key, self.partition_date, self.task_family, self.task_id,
-                                 type(exc).__name__, one_line(str(exc) or repr(exc)), self.failed_source())
-            failures = load_settings().failures
-        except Exception as cannot:  # a declaration or config error: what failed is reported, not this
-            logger.warning("%s %s: the failed attempt is not on record: %s", self.task_family,
-                           self.partition_value, cannot)
-            return
-        db.record_failure(database_settings(), failures, failure)
+        """Put the failed attempt on record in the failures table (``_record_failure``)."""
+        _record_failure(self, exc)
 
     def failed_source(self) -> str | None:
         """The S3 key of the object being loaded when the attempt failed, if any."""
@@ -408,13 +330,8 @@ class PartitionTask(luigi.Task):
         Raising here rolls everything back. E.g. a final consistency check against another table."""
 
     def on_failure(self, exception: BaseException) -> str:
-        """What luigid shows for a failure, on short lines: what was not written, the S3 object, the line and
-        column, the reason, what to do. Never a traceback of our own errors, which may repeat a multi-megabyte
-        bad value from PostgreSQL's error detail; other exceptions keep luigi's traceback."""
-        head = f"{type(exception).__name__}: {self.describe_partition()} not loaded; {ROLLED_BACK}"
-        if not isinstance(exception, PipelineError):
-            return f"{head}\n{super().on_failure(exception)}"
-        return failure_text(head, exception, self.failed_url())
+        """What luigid shows for a failure, on short lines (``_failure_message``)."""
+        return _failure_message(self, exception, lambda: str(super(PartitionTask, self).on_failure(exception)))
 
     def describe_partition(self) -> str:
         value = self.grain.describe(self.partition_value)
@@ -436,6 +353,54 @@ class PartitionTask(luigi.Task):
             self.set_progress_percentage(percent)
 
 
-def _partition_date(task: PartitionTask) -> datetime.date:
+def _partition_date(task: PartitionDeclarations) -> datetime.date:
     """``task.partition_date``; also ``task.date`` of a task of another grain than daily."""
     return task.grain.date_of(task.partition_value)
+
+
+def _install_grain(cls: type[PartitionDeclarations]) -> None:
+    """``cls`` gets its grain's luigi parameter (its own instance), and no other grain's: ``date`` of a task of
+    another grain is the partition's first date (a property)."""
+    parameter = cls.grain.parameter
+    if not isinstance(getattr(cls, parameter, None), luigi.Parameter):
+        installed = grain_parameter(cls.grain)
+        setattr(cls, parameter, installed)
+        installed.__set_name__(cls, parameter)  # as a class body's parameter gets it
+    for name in _GRAIN_PARAMETERS:
+        if name != parameter and isinstance(getattr(cls, name, None), luigi.Parameter):
+            setattr(cls, name, property(_partition_date) if name == "date" else None)
+
+
+def _job(task: PartitionTask, source: writes.Source) -> writes.PartitionJob:
+    """``task``'s partition write with ``source``: its key and dates, layout, write mode, settings and hooks."""
+    declared, value = task.declared, task.partition_value
+    return writes.PartitionJob(
+        task.partition_key, task.partition_date, task.grain.stop_of(value), task.task_family, task.task_id,
+        task.layout, source, declared.write_mode(value), task.load_section(), task.database(),
+        create_table=task.create_table, force=bool(task.force), reload_changed=bool(task.reload_changed),
+        max_bad_rows=int(getattr(task, "max_bad_rows", 0)), fills=declared.fill_values, after_write=task.after_copy,
+        before_commit=task.before_commit, prepared=task.prepared,
+        check_owner=lambda key, date, family: check_owner(key, date, family, task.task_family))
+
+
+def _record_failure(task: PartitionTask, exc: BaseException) -> None:
+    """Put the failed attempt on record (class, one line, S3 key, host, time) in the failures table, on a short
+    connection of its own: the transaction rolled back, so nothing else remembers it."""
+    try:
+        failure = db.Failure(task.partition_key, task.partition_date, task.task_family, task.task_id,
+                             type(exc).__name__, one_line(str(exc) or repr(exc)), task.failed_source())
+        failures = load_settings().failures
+    except Exception as cannot:  # a declaration or config error: what failed is reported, not this
+        logger.warning("%s %s: the failed attempt is not on record: %s", task.task_family, task.partition_value, cannot)
+        return
+    db.record_failure(database_settings(), failures, failure)
+
+
+def _failure_message(task: PartitionTask, exception: BaseException, luigi_text: Callable[[], str]) -> str:
+    """What luigid shows for a failure, on short lines: what was not written, the S3 object, the line and column,
+    the reason, what to do. Never a traceback of our own errors, which may repeat a multi-megabyte bad value from
+    PostgreSQL's error detail; other exceptions keep luigi's traceback (``luigi_text``)."""
+    head = f"{type(exception).__name__}: {task.describe_partition()} not loaded; {ROLLED_BACK}"
+    if not isinstance(exception, PipelineError):
+        return f"{head}\n{luigi_text()}"
+    return failure_text(head, exception, task.failed_url())

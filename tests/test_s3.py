@@ -398,7 +398,7 @@ def _epoch(day: datetime.date) -> int:
 def test_a_load_lists_its_date_twice_not_three_times_and_the_second_check_lists_again(s3, make_task):
     """luigi checks the dependency when scheduling and again just before the load: the second check uses the
     first's listing (once); the load lists again under its lock, and so does any later check."""
-    from luigi_pipelines import S3PartitionExists
+    from luigi_pipelines.loads import S3PartitionExists
 
     s3.put(PREFIX + "a.csv", csv("1,2019-02-01,x"))
     requests = sent_urls(S3Client.shared(s3_settings()), "ListObjectsV2")
