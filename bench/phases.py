@@ -65,7 +65,7 @@ def instrument(clock: PhaseClock) -> None:
     import luigi.rpc
     import psycopg2
 
-    from luigi_pipelines import db, loads, s3, tasks, writes
+    from luigi_pipelines import loads, s3, tasks, writes
 
     def method(cls: Any, name: str, phase: str) -> None:
         fn = cls.__dict__[name]
@@ -81,7 +81,7 @@ def instrument(clock: PhaseClock) -> None:
     method(tasks.PartitionTask, "write_once", "transaction")
     method(s3.S3Client, "list_partition", "s3_list")
     method(luigi.rpc.RemoteScheduler, "_request", "luigid_rpc")
-    db.psycopg2.connect = clock.wrap("connect", psycopg2.connect)  # type: ignore[attr-defined]
+    psycopg2.connect = clock.wrap("connect", psycopg2.connect)  # what luigi_pipelines.db.session calls
 
 
 def main(argv: Sequence[str] | None = None) -> int:

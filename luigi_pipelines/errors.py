@@ -21,13 +21,16 @@ class LoadError(PipelineError):
 
 
 class BadInputError(LoadError):
-    """A source object's content is invalid: the message names the key, the line and the reason."""
+    """A source object's content is invalid: the message names the key, the line and the reason (and PostgreSQL's
+    detail of it, when it gave one)."""
 
-    def __init__(self, message: str, line: int | None = None, column: str | None = None, reason: str | None = None):
+    def __init__(self, message: str, line: int | None = None, column: str | None = None, reason: str | None = None,
+                 detail: str | None = None):
         super().__init__(message)
         self.line = line
         self.column = column
         self.reason = reason
+        self.detail = detail
 
 
 class CopyAborted(LoadError):

@@ -16,9 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-import psycopg2
-import psycopg2.errors
-
 from . import db, quarantine, rowchecks
 from . import sql as q
 from .errors import BadInputError, ConfigurationError, LoadError
@@ -27,7 +24,6 @@ from .objects import CopyPlan, CsvDecoder, ObjectLoader, Scope, plain_copy
 from .partitions import TableName, compression_for
 from .s3 import S3Object
 
-_SAVEPOINT = "luigi_pipelines_json_lines"
 _ALL = 2**62  # a line number past any object's last line
 _WINDOW = 8192  # lines inserted at a time once the whole object's INSERT has failed: a bad line costs about 3x this
 _NOT_JSON = bytes.maketrans(b"\x01\x02", b"\x03\x03")  # COPY's quote and delimiter -> a byte JSON refuses as well
@@ -82,9 +78,7 @@ class JsonLinesDecoder:
         """COPY's error names the stage's column and PostgreSQL's words; the line and what is wrong with it count."""
         if error.column != q.JSON_LINE.name:
             return error
-        cause = error.__cause__
-        detail = cause.diag.message_detail if isinstance(cause, psycopg2.Error) else None
-        reason = _in_words(error.reason or "", detail)
+        reason = _in_words(error.reason or "", error.detail)
         return BadInputError(f"{str(error).split(f' column {error.column}:', 1)[0]}: {reason}", error.line, None, reason)
 
     def salvage(self, loader: ObjectLoader, obj: S3Object, raw: IO[bytes], first_error: BadInputError) -> int:
@@ -97,7 +91,7 @@ class JsonLinesDecoder:
         statement = q.copy_json_lines()
 
         def copy_segment(segment: quarantine.SegmentReader) -> int | BadInputError:
-            tx.cursor.execute(q.number_json_lines(), (segment.first_line,))
+            db.execute(tx, q.number_json_lines(), (segment.first_line,))
             outcome = db.copy_in_savepoint(tx, statement, EndMarkerGuard(segment, q.JSON_LINES.quote.encode()),
                                            obj.url, loader.settings.copy_buffer)
             return self.located(None, outcome) if isinstance(outcome, BadInputError) else outcome
@@ -120,30 +114,30 @@ class JsonLinesDecoder:
         tx, plan = loader.tx, loader.plan
         assert plan.staged_into is not None
         statement = q.insert_json_lines(plan.staged_into, plan.declared, self.extra)
-        outcome = _try_insert(tx, statement, 1, _ALL, keep=True)
+        outcome = _try_insert(tx, obj, statement, 1, _ALL, keep=True)
         if not isinstance(outcome, BadInputError):
             return outcome
         for step in q.index_json_lines():
-            tx.cursor.execute(step)
+            db.execute(tx, step)
         return self._insert_around_bad_lines(loader, obj, statement, outcome)
 
     def _insert_around_bad_lines(self, loader: ObjectLoader, obj: S3Object, statement: q.sql.Composable,
                                  failed: BadInputError) -> int:
         tx = loader.tx
-        tx.cursor.execute(q.last_json_line())
-        last = tx.cursor.fetchone()[0] or 0
+        row = db.fetch_one(tx, q.last_json_line())  # max(line): one row, NULL for an empty stage
+        last = row[0] if row and row[0] is not None else 0
         inserted, first = 0, 1
         while first <= last:
             stop = min(first + _WINDOW - 1, last)
-            outcome = _try_insert(tx, statement, first, stop, keep=True)
+            outcome = _try_insert(tx, obj, statement, first, stop, keep=True)
             if not isinstance(outcome, BadInputError):
                 inserted, first = inserted + outcome, stop + 1
                 continue
-            line, error = _first_bad_line(tx, statement, first, stop, outcome)
+            line, error = _first_bad_line(tx, obj, statement, first, stop, outcome)
             if loader.max_bad_rows <= 0:
                 raise BadInputError(f"{obj.url} line {line}: {error.reason}", line, None, error.reason)
             if line > first:
-                inserted += _inserted(obj, _try_insert(tx, statement, first, line - 1, keep=True))
+                inserted += _inserted(obj, _try_insert(tx, obj, statement, first, line - 1, keep=True))
             loader.reject(obj, [quarantine.Reject(line, _raw_line(tx, line), error.reason or str(error))])
             first = line + 1
         if loader.max_bad_rows <= 0:  # every window went in: the rows only fail all together
@@ -158,25 +152,19 @@ def _inserted(obj: S3Object, outcome: int | BadInputError) -> int:
     return outcome
 
 
-def _try_insert(tx: db.PartitionTransaction, statement: q.sql.Composable, first: int, last: int,
+def _try_insert(tx: db.PartitionTransaction, obj: S3Object, statement: q.sql.Composable, first: int, last: int,
                 keep: bool) -> int | BadInputError:
-    """Insert lines ``first``..``last`` in a savepoint: their row count (the rows kept if ``keep``, else rolled
-    back too), or the error PostgreSQL gave (everything of this try rolled back)."""
-    cur = tx.cursor
-    cur.execute(q.savepoint(_SAVEPOINT))
-    try:
-        cur.execute(statement, (first, last))
-    except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.StatementTooComplex) as exc:
-        cur.execute(q.rollback_to_savepoint(_SAVEPOINT))
-        reason = _reason(exc)
-        return BadInputError(reason, None, None, reason)
-    rows = cur.rowcount
-    cur.execute(q.release_savepoint(_SAVEPOINT) if keep else q.rollback_to_savepoint(_SAVEPOINT))
-    return rows
+    """Insert lines ``first``..``last`` in a savepoint (``db.attempt``): their row count (the rows kept if ``keep``,
+    else rolled back too), or what PostgreSQL found wrong, in words (everything of this try rolled back)."""
+    def insert() -> int:
+        with db.translating(obj.url, db.BAD_DATA):
+            return db.execute(tx, statement, (first, last))
 
-
-def _reason(exc: psycopg2.Error) -> str:
-    return _in_words(exc.diag.message_primary or str(exc).strip(), exc.diag.message_detail)
+    outcome = db.attempt(tx, insert, keep)
+    if not isinstance(outcome, BadInputError):
+        return outcome
+    reason = _in_words(outcome.reason or "", outcome.detail)
+    return BadInputError(reason, None, None, reason)
 
 
 def _in_words(message: str, detail: str | None) -> str:
@@ -193,7 +181,7 @@ def _in_words(message: str, detail: str | None) -> str:
     return f"{message}: {detail}" if detail else message
 
 
-def _first_bad_line(tx: db.PartitionTransaction, statement: q.sql.Composable, first: int, stop: int,
+def _first_bad_line(tx: db.PartitionTransaction, obj: S3Object, statement: q.sql.Composable, first: int, stop: int,
                     error: BadInputError) -> tuple[int, BadInputError]:
     """The first line of ``first``..``stop`` (which fail together with ``error``) whose INSERT fails with the lines
     before it, and the error it gives: the smallest ``last`` for which lines ``first``..``last`` fail, by
@@ -201,7 +189,7 @@ def _first_bad_line(tx: db.PartitionTransaction, statement: q.sql.Composable, fi
     low, high = first, stop
     while low < high:
         middle = (low + high) // 2
-        outcome = _try_insert(tx, statement, first, middle, keep=False)
+        outcome = _try_insert(tx, obj, statement, first, middle, keep=False)
         if isinstance(outcome, BadInputError):
             high, error = middle, outcome
         else:
@@ -211,6 +199,5 @@ def _first_bad_line(tx: db.PartitionTransaction, statement: q.sql.Composable, fi
 
 def _raw_line(tx: db.PartitionTransaction, line: int) -> str:
     """The line's object as PostgreSQL parsed it (``jsonb``'s text: keys in jsonb's order, spaces normalised)."""
-    tx.cursor.execute(q.select_json_line(), (line,))
-    row = tx.cursor.fetchone()
+    row = db.fetch_one(tx, q.select_json_line(), (line,))
     return "" if row is None or row[0] is None else row[0][:64 * 1024]

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-import psycopg2
 from psycopg2 import sql
 
 from . import db, quarantine, rowchecks
@@ -180,11 +179,8 @@ class CsvDecoder:
         (NOT NULL, CHECK, keys) only by the INSERT, whose error can name the object but no line."""
         plan = loader.plan
         assert plan.staged_into is not None
-        try:
+        with db.translating(obj.url, db.BAD_DATA, note="in the INSERT from the staging table: no line number"):
             moved = db.execute(loader.tx, q.insert_from_stage(plan.staged_into, plan.declared))
-        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-            raise BadInputError(f"{obj.url}: {exc.diag.message_primary or exc} (in the INSERT from the staging table: "
-                                f"no line number)") from exc
         if moved != copied:
             raise LoadError(f"{obj.url}: {moved} of {copied} staged rows were inserted; nothing of the partition was kept")
         return moved

@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import psycopg2.errors
 import psycopg2.extensions
 
 from . import db, tables
@@ -231,13 +230,7 @@ class Merge:
     def check_order(self, tx: db.PartitionTransaction, job: PartitionJob) -> None:
         """Take the table's lock, then refuse a partition older than the newest one merged: it would put older values
         over newer ones. ``force`` applies it anyway (the later ones are then to be applied again, in order)."""
-        rows = self.rows_key(tx.key)
-        try:
-            db.lock_table(tx, rows)
-        except psycopg2.errors.LockNotAvailable as exc:
-            raise LoadError(f"{rows.describe()} {tx.date}: another merge of {rows.describe()} holds the table's "
-                            f"lock, and [load] lock_timeout_s ran out: a merge of another date is running; rerun "
-                            f"later") from exc
+        db.lock_table(tx, self.rows_key(tx.key))
         keys = dict(self.order) or {str(tx.key): 0}
         newest = db.newest_partition(tx, job.marker, list(keys))
         if newest is None:
@@ -261,13 +254,10 @@ class Merge:
                                 f"row of {tx.target}; truncate the table yourself if that is meant")
         superseded = db.execute(tx, q.delete_superseded(layout.key))
         db.execute(tx, q.analyze_merge_stage())
-        try:
+        with db.translating(f"{job.family}: a merge compares each column with the table's value", db.MISSING_OPERATOR,
+                            fix="declare a comparable type (jsonb for json, text for xml)"):
             changed = db.execute(tx, q.merge_from_stage(tx.target, layout.key, layout.compared, layout.carried,
                                                         layout.deleted_flag))
-        except psycopg2.errors.UndefinedFunction as exc:  # a type without "=": json, xml, point...
-            raise ConfigurationError(
-                f"{job.family}: a merge compares each column with the table's value, and "
-                f"{exc.diag.message_primary}: declare a comparable type (jsonb for json, text for xml)") from exc
         absent = db.delete_absent(tx, layout.key, self.rows_key(tx.key)) if self.snapshot else 0
         logger.info("%s %s: merged %d rows: %d superseded by a later row of the same key, %d rows inserted, updated "
                     "or deleted, %s", tx.key.describe(), tx.date, tx.rows, superseded, changed,

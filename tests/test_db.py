@@ -10,8 +10,8 @@ import pytest
 
 from luigi_pipelines import db
 from luigi_pipelines import sql as q
-from luigi_pipelines.errors import BadInputError, ConfigurationError, CopyAborted
-from luigi_pipelines.partitions import ScopedTable, TableName
+from luigi_pipelines.errors import BadInputError, ConfigurationError, CopyAborted, LoadError
+from luigi_pipelines.partitions import ScopedTable, TableName, lock_key, table_lock_key
 from luigi_pipelines.settings import DatabaseSettings
 
 pytestmark = pytest.mark.postgres
@@ -95,6 +95,44 @@ def test_copy_errors_name_the_source_line_and_column(conn, tables):
             db.copy_stream(tx, statement, Broken(), "s3://b/k", 64)
 
 
+@pytest.fixture
+def holder(pg_server):
+    """A second connection, in a transaction, to hold advisory locks a load then waits for."""
+    with db.connect(DatabaseSettings(dsn=pg_server.dsn)) as other, other, other.cursor() as cur:
+        yield cur
+
+
+def test_a_lock_that_ran_out_says_whose_lock_it_was(conn, tables, holder):
+    target, marker = tables
+    key = ScopedTable.of(target, {"region": "eu"})
+    holder.execute(q.advisory_xact_lock(), lock_key(key, D1))  # another load of the same partition
+    with pytest.raises(LoadError) as e, db.describe_errors(key, D1, 1), db.partition_transaction(conn, marker, key, D1, 1):
+        pass
+    assert str(e.value) == (f"{key} {D1}: another load of this partition holds its lock, and [load] lock_timeout_s = 1 "
+                            f"ran out: it is being loaded now; rerun later")
+    holder.execute(q.advisory_xact_lock(), table_lock_key(key))  # a merge of another date of the same rows
+    with pytest.raises(LoadError) as e, db.describe_errors(key, D1 + datetime.timedelta(1), 1), db.partition_transaction(
+            conn, marker, key, D1 + datetime.timedelta(1), 1) as tx:
+        db.lock_table(tx)
+    assert str(e.value) == (f"{key.describe()} {tx.date}: another merge of {key.describe()} holds the table's lock, and "
+                            f"[load] lock_timeout_s ran out: a merge of another date is running; rerun later")
+
+
+def test_a_bad_value_keeps_postgresqls_detail_and_a_staged_insert_says_it_has_no_line(conn, tables):
+    target, marker = tables
+    with db.partition_transaction(conn, marker, ScopedTable.of(target), D1) as tx:
+        stage = (q.Column("v", "jsonb"),)
+        db.execute(tx, q.create_stage(stage))
+        statement = q.copy_from_stdin(q.STAGE, stage, q.CsvFormat(header=False))
+        outcome = db.attempt(tx, lambda: db.copy_stream(tx, statement, io.BytesIO(b'"{""a"": }"\n'), "s3://b/k", 64))
+        assert isinstance(outcome, BadInputError) and (outcome.line, outcome.column) == (1, "v")
+        assert outcome.reason == "invalid input syntax for type json" and outcome.detail == 'Expected JSON value, but found "}".'
+        with pytest.raises(BadInputError) as e, db.translating("s3://b/k", db.BAD_DATA, note="in the INSERT"):
+            db.execute(tx, q.sql.SQL("INSERT INTO {} (id) VALUES (%s)").format(q.table_ident(target)), ("x",))
+        assert str(e.value) == 's3://b/k: invalid input syntax for type bigint: "x" (in the INSERT)'
+        assert e.value.line is None
+
+
 def test_scoped_partitions_delete_and_count_only_their_rows(conn, tables):
     target, marker = tables
     eu, us = ScopedTable.of(target, {"region": "eu"}), ScopedTable.of(target, {"region": "us"})
@@ -162,7 +200,8 @@ def test_an_old_marker_table_the_user_may_not_alter_gets_the_statement_for_its_o
     try:
         with db.connect(DatabaseSettings(dsn=pg_server.dsn, user=role)) as loader, pytest.raises(ConfigurationError) as e:
             db.ensure_marker_table(loader, marker, rejects, failures)
-        assert str(e.value) == (f"the marker table {marker} predates load_id and this user may not add it: its owner "
+        assert str(e.value) == (f"the marker table {marker} predates load_id and this user may not add it: must be owner "
+                                f"of table partition_marker: its owner "
                                 f'runs once: ALTER TABLE "{marker.schema}"."partition_marker" ADD COLUMN IF NOT EXISTS '
                                 f'"load_id" uuid')
         db.ensure_marker_table(conn, marker, rejects, failures)  # the owner (here) adds them

@@ -52,7 +52,7 @@ def counting(monkeypatch):
 
     CountingCursor.executed = []
     CountingCursor.copies = 0
-    monkeypatch.setattr(db.psycopg2, "connect", connect)
+    monkeypatch.setattr(psycopg2, "connect", connect)  # luigi_pipelines.db.session calls psycopg2.connect
     stats["cursor"] = CountingCursor
     return stats
 

@@ -1,0 +1,89 @@
+"""PostgreSQL effects, one module per concern; the package re-exports their public names, so that callers write
+``db.session``, ``db.partition_transaction``, ``db.completed_dates`` whatever module holds them.
+
+- ``translate``: what a database error means to the project (``translate``, ``describe_errors``);
+- ``session``: connections, the per-process reused connection and its fork handling;
+- ``catalog``: catalog reads and race-free DDL (tables, columns, keys, types, the marker tables and their upgrade);
+- ``transaction``: the partition transaction with COPY, the savepoint, a partition's rows, the merge's helpers;
+- ``markers``: completed partitions, marker sources, failures, the windows and summaries of ``status``.
+
+Each owns its SQL, built by the pure modules of ``luigi_pipelines.sql``; no module outside this package touches a
+cursor.
+"""
+from .catalog import (
+    ColumnInfo,
+    check_time_zone,
+    column_info,
+    ensure_marker_table,
+    ensure_table,
+    resolve_types,
+    table_columns,
+    table_exists,
+    unique_keys,
+)
+from .markers import (
+    Failure,
+    MarkerSources,
+    completed_dates,
+    completed_partitions,
+    count_rows,
+    failures_window,
+    marker_sources,
+    marker_summary,
+    marker_window,
+    record_failure,
+    recorded_span,
+    server_clock,
+    supersede_failures,
+    upstream_markers,
+)
+from .session import checks_of, close_sessions, connect, connect_kwargs, session
+from .transaction import (
+    PartitionRows,
+    PartitionTransaction,
+    SupportsRead,
+    attempt,
+    clear_failure,
+    copy_in_savepoint,
+    copy_stream,
+    count_outside_by_key,
+    count_partition,
+    delete_absent,
+    delete_partition,
+    delete_rejects,
+    execute,
+    fetch_one,
+    fill_columns,
+    insert_from_query,
+    keys_of_date,
+    keys_of_table,
+    lock_table,
+    newest_partition,
+    partition_transaction,
+    read_rows,
+    write_marker,
+    write_rejects,
+)
+from .translate import (
+    BAD_DATA,
+    LOCK_TIMEOUT,
+    MISSING_OPERATOR,
+    NO_PRIVILEGE,
+    describe_errors,
+    primary_message,
+    translate,
+    translating,
+)
+
+__all__ = [
+    "BAD_DATA", "LOCK_TIMEOUT", "MISSING_OPERATOR", "NO_PRIVILEGE", "attempt", "fetch_one", "primary_message",
+    "translate", "translating",
+    "ColumnInfo", "Failure", "MarkerSources", "PartitionRows", "PartitionTransaction", "SupportsRead", "check_time_zone",
+    "checks_of", "clear_failure", "close_sessions", "column_info", "completed_dates", "completed_partitions", "connect",
+    "connect_kwargs", "copy_in_savepoint", "copy_stream", "count_outside_by_key", "count_partition", "count_rows",
+    "delete_absent", "delete_partition", "delete_rejects", "describe_errors", "ensure_marker_table", "ensure_table",
+    "execute", "failures_window", "fill_columns", "insert_from_query", "keys_of_date", "keys_of_table", "lock_table",
+    "marker_sources", "marker_summary", "marker_window", "newest_partition", "partition_transaction", "read_rows",
+    "record_failure", "recorded_span", "resolve_types", "server_clock", "session", "supersede_failures",
+    "table_columns", "table_exists", "unique_keys", "upstream_markers", "write_marker", "write_rejects",
+]
