@@ -17,7 +17,8 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from luigi_pipelines import sql as q
-from luigi_pipelines.devstack.local import LocalPostgres, LocalS3, Luigid
+from luigi_pipelines.devstack.local import LocalS3, Luigid
+from luigi_pipelines.devstack.postgres import LocalPostgres
 from luigi_pipelines.partitions import TableName
 from luigi_pipelines.pipelines.transactions import LoadTransactions
 

@@ -2,22 +2,21 @@
 from __future__ import annotations
 
 import datetime
-import os
 import time
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 import luigi
 
-from . import db
+from . import db, runtime
 from .errors import ConfigurationError
 from .partitions import ScopedTable, TableName
 from .settings import DatabaseSettings
 
 # How long a partition that ``bulk_complete`` found not complete is taken to be so without asking again.
 MISSING_MAX_AGE_S = 120.0
-# Tasks found not complete, by (process, task id), then by who asked (see ``note_missing``) -> when.
-_MISSING: dict[tuple[int, str], dict[Hashable, float]] = {}
+# This process's tasks found not complete, by task id, then by who asked (see ``note_missing``) -> when.
+_MISSING: runtime.Slot[dict[str, dict[Hashable, float]]] = runtime.Slot("tasks found not complete", dict)
 
 class PartitionMarkerTarget(luigi.Target):
     """The marker row of one (table, date) partition, written in the same transaction as the data."""
@@ -66,25 +65,24 @@ def note_missing(task_ids: Iterable[str], asker: Hashable) -> None:
     before the range itself runs, after other workers may have loaded them). An answer out of date by the
     time it is used (a partition loaded meanwhile by another process) makes the task run: it takes the
     partition's lock, finds the marker and does nothing."""
-    now = time.monotonic()
-    for key in [k for k, asked in _MISSING.items() if all(now - at > MISSING_MAX_AGE_S for at in asked.values())]:
-        del _MISSING[key]
-    pid = os.getpid()
+    now, missing = time.monotonic(), _MISSING.get()
+    for key in [k for k, asked in missing.items() if all(now - at > MISSING_MAX_AGE_S for at in asked.values())]:
+        del missing[key]
     for task_id in task_ids:
-        _MISSING.setdefault((pid, task_id), {})[asker] = now
+        missing.setdefault(task_id, {})[asker] = now
 
 
 def take_missing(task_id: str, asker: Hashable) -> bool:
     """Whether ``note_missing`` noted ``task_id`` for ``asker`` in this process less than ``MISSING_MAX_AGE_S``
     ago; the note is used up."""
-    asked = _MISSING.get((os.getpid(), task_id))
+    asked = _MISSING.get().get(task_id)
     at = asked.pop(asker, None) if asked is not None else None
     return at is not None and time.monotonic() - at <= MISSING_MAX_AGE_S
 
 
 def forget_missing(task_id: str) -> None:
     """Forget what ``note_missing`` noted of ``task_id``: it is being written now."""
-    _MISSING.pop((os.getpid(), task_id), None)
+    _MISSING.get().pop(task_id, None)
 
 
 def _parameter_value(parameter: Any, name: str) -> Any:

@@ -23,8 +23,9 @@ import luigi.configuration
 import psycopg2
 import pytest
 
-from luigi_pipelines import db, s3, targets
-from luigi_pipelines.devstack.local import LocalPostgres, LocalS3
+from luigi_pipelines import db, runtime
+from luigi_pipelines.devstack.local import LocalS3
+from luigi_pipelines.devstack.postgres import LocalPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 _DEFAULT_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
@@ -219,7 +220,5 @@ def _fresh_process_state() -> Iterator[None]:
 
 def forget_process_state() -> None:
     db.close_sessions()
-    targets._MISSING.clear()
-    for client in s3._SHARED.values():
-        client.forget_existence()
+    runtime.forget()
 

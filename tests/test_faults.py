@@ -25,7 +25,8 @@ import psycopg2
 import pytest
 
 from luigi_pipelines.backfill import range_daily_args
-from luigi_pipelines.devstack.local import LocalPostgres, LocalS3, ManagedProcess, wait_until
+from luigi_pipelines.devstack.local import LocalS3, ManagedProcess, wait_until
+from luigi_pipelines.devstack.postgres import LocalPostgres
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.slow]

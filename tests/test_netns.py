@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from luigi_pipelines.devstack.local import LocalPostgres, LocalS3, Luigid, netns_prefix, wait_until
+from luigi_pipelines.devstack.local import LocalS3, Luigid, netns_prefix, wait_until
+from luigi_pipelines.devstack.postgres import LocalPostgres
 from tests.conftest import PostgresServer
 from tests.scheduling_support import (
     HOOKED_TASK,

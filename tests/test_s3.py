@@ -348,28 +348,25 @@ def test_one_listing_of_a_range_of_prefixes_tells_which_hold_data(s3):
         assert found == listing.has_objects(s3.bucket, prefix, KeyFilter())
 
 
-def test_a_survey_longer_than_a_page_per_four_prefixes_gives_up(s3, monkeypatch):
-    from luigi_pipelines import s3 as s3_module
-
-    monkeypatch.setattr(s3_module, "_PAGE", 2)
+def test_a_survey_longer_than_a_page_per_four_prefixes_gives_up(s3):
     for name in ("a", "b", "c"):
         s3.put(f"d/2019-02-01/{name}.csv", b"x")
     prefixes = [f"d/2019-02-{n:02d}/" for n in range(1, 5)]
     listing = client()
     requests = sent_urls(listing, "ListObjectsV2")
-    assert listing.survey(s3.bucket, prefixes) is None and len(requests) == 1
-    assert listing.survey(s3.bucket, prefixes + [f"d/2019-02-{n:02d}/" for n in range(5, 9)]) == {
+    assert listing.survey(s3.bucket, prefixes, page_size=2) is None and len(requests) == 1
+    assert listing.survey(s3.bucket, prefixes + [f"d/2019-02-{n:02d}/" for n in range(5, 9)], page_size=2) == {
         **dict.fromkeys(prefixes + [f"d/2019-02-{n:02d}/" for n in range(5, 9)], False), "d/2019-02-01/": True}
 
 
 def test_an_answer_is_used_as_often_as_noted_and_only_while_fresh(monkeypatch):
-    from luigi_pipelines import s3 as s3_module
+    from luigi_pipelines.s3 import client as s3_client_module
 
     listing = S3Client(s3_settings(), client=object())
     listing.note_answer("q", True, uses=2)
     assert listing.take_answer("q") is True and listing.take_answer("q") is True and listing.take_answer("q") is None
     listing.note_answer("q", False)
-    monkeypatch.setattr(s3_module, "EXISTENCE_MAX_AGE_S", -1.0)
+    monkeypatch.setattr(s3_client_module, "EXISTENCE_MAX_AGE_S", -1.0)
     assert listing.take_answer("q") is None
 
 

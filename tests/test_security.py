@@ -23,7 +23,8 @@ from luigi.execution_summary import LuigiStatusCode
 
 import luigi_pipelines
 from luigi_pipelines import CsvFormat
-from luigi_pipelines.devstack.local import LocalPostgres, LocalS3, Luigid, free_port
+from luigi_pipelines.devstack.local import LocalS3, Luigid, free_port
+from luigi_pipelines.devstack.postgres import LocalPostgres
 from tests.conftest import ROOT, run_task
 
 D1 = datetime.date(2019, 2, 1)

@@ -20,7 +20,8 @@ from .. import db
 from .. import sql as q
 from ..backfill import Scheduler, Window, luigi_command
 from ..partitions import TableName, date_range
-from .local import LocalPostgres, LocalS3
+from .local import LocalS3
+from .postgres import LocalPostgres
 from .sample import HEADER, account_lines, accounts_csv, csv_bytes, day_objects, refund_objects, transaction_lines
 
 BUCKET = "example-transactions"
