@@ -2,7 +2,6 @@
 forked child off its parent's connections."""
 from __future__ import annotations
 
-import multiprocessing.util
 import os
 import select
 import threading
@@ -14,6 +13,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from .. import runtime
 from .. import sql as q
 from ..errors import ConfigurationError
 from ..settings import DatabaseSettings
@@ -38,12 +38,33 @@ class _Pooled:
     checked: set[Any] = field(default_factory=set)
 
 
+def _close_copies(pool: dict[tuple, _Pooled]) -> None:
+    """In a forked child: close the copies of the parent's connections without ending the parent's sessions.
+
+    Closing a libpq connection sends the server a Terminate message on its socket, which the child shares
+    with the parent; so the child's copy of each socket is first pointed at /dev/null."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for pooled in pool.values():
+            if not pooled.conn.closed:
+                os.dup2(devnull, pooled.conn.fileno())
+                pooled.conn.close()
+    finally:
+        os.close(devnull)
+
+
+def _close_all(pool: dict[tuple, _Pooled]) -> None:
+    """Close a process's pooled connections (at its exit, or ``runtime.forget``)."""
+    for key in list(pool):
+        _drop(key, pool)
+
+
 # One connection per process and settings, reused by the tasks the process runs one after another (see
-# ``session``). Keyed by the process id: a forked child never uses (or closes) its parent's connections.
-_POOL: dict[tuple, _Pooled] = {}
-_POOL_LOCK = threading.Lock()
-_HOOKED: set[int] = set()  # the processes that registered their exit hook
-_FORK_HOOK: list[bool] = []  # whether the fork hook is registered (children inherit it)
+# ``session``): a ``runtime`` slot, so a forked child never uses (or ends) its parent's connections and makes
+# its own, and a process's are closed at its exit.
+_POOL: runtime.Slot[dict[tuple, _Pooled]] = runtime.Slot("database connections", dict, inherited=_close_copies,
+                                                          forgotten=_close_all)
+_POOL_LOCK = runtime.Slot("database pool lock", threading.Lock)  # a forked child makes its own
 
 
 @contextmanager
@@ -60,7 +81,7 @@ def session(settings: DatabaseSettings, reset: bool = True) -> Iterator[psycopg2
     on its own. ``reset=False`` is for uses that change no session state (the package's own reads, each
     in a committed transaction): they skip ``DISCARD ALL``.
     """
-    key = (os.getpid(), settings, _pg_environment())
+    key = (settings, _pg_environment())
     pooled = _lend(key, settings)
     if pooled is None:
         with connect(settings) as conn:
@@ -81,8 +102,8 @@ def session(settings: DatabaseSettings, reset: bool = True) -> Iterator[psycopg2
 
 def _lend(key: tuple, settings: DatabaseSettings) -> _Pooled | None:
     """The pooled connection of ``key``, marked lent (made or replaced if need be); None while it is lent."""
-    with _POOL_LOCK:
-        pooled = _POOL.get(key)
+    with _POOL_LOCK.get():
+        pooled = _POOL.get().get(key)
         if pooled is not None and pooled.in_use:
             return None
         if pooled is not None and not _usable(pooled.conn):
@@ -97,20 +118,14 @@ def _lend(key: tuple, settings: DatabaseSettings) -> _Pooled | None:
 def checks_of(conn: psycopg2.extensions.connection) -> set[Any]:
     """A set where callers note checks (e.g. "this table exists") that hold as long as ``conn`` does: the
     pooled connection's own set, forgotten with it; for any other connection, a new empty set."""
-    for pooled in list(_POOL.values()):
+    for pooled in list(_POOL.get().values()):
         if pooled.conn is conn:
             return pooled.checked
     return set()
 
 
 def _pool(key: tuple, settings: DatabaseSettings) -> _Pooled:
-    if not _FORK_HOOK:  # inherited by forked children, which then forget their parent's connections
-        _FORK_HOOK.append(True)
-        os.register_at_fork(after_in_child=_forget_inherited)
-    if key[0] not in _HOOKED:  # at exit, also of a luigi worker's child (multiprocessing runs this, not atexit)
-        _HOOKED.add(key[0])
-        multiprocessing.util.Finalize(None, close_sessions, exitpriority=0)
-    pooled = _POOL[key] = _Pooled(_connect(settings))
+    pooled = _POOL.get()[key] = _Pooled(_connect(settings))
     return pooled
 
 
@@ -140,8 +155,8 @@ def _reset(conn: psycopg2.extensions.connection, discard: bool = True) -> None:
         conn.autocommit = False
 
 
-def _drop(key: tuple) -> None:
-    pooled = _POOL.pop(key, None)
+def _drop(key: tuple, pool: dict[tuple, _Pooled] | None = None) -> None:
+    pooled = (_POOL.get() if pool is None else pool).pop(key, None)
     if pooled is not None and not pooled.conn.closed:
         try:
             pooled.conn.close()
@@ -150,29 +165,8 @@ def _drop(key: tuple) -> None:
 
 
 def close_sessions() -> None:
-    """Close this process's pooled connections (at exit; tests). Other processes' entries are left alone."""
-    for key in [k for k in _POOL if k[0] == os.getpid()]:
-        _drop(key)
-
-
-def _forget_inherited() -> None:
-    """In a forked child: close the copies of the parent's connections without ending the parent's sessions.
-
-    Closing a libpq connection sends the server a Terminate message on its socket, which the child shares
-    with the parent; so the child's copy of each socket is first pointed at /dev/null."""
-    global _POOL_LOCK
-    _POOL_LOCK = threading.Lock()  # another thread of the parent may have held it at the fork
-    inherited = list(_POOL.values())
-    _POOL.clear()
-    _HOOKED.clear()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    try:
-        for pooled in inherited:
-            if not pooled.conn.closed:
-                os.dup2(devnull, pooled.conn.fileno())
-                pooled.conn.close()
-    finally:
-        os.close(devnull)
+    """Close this process's pooled connections (tests; at exit the runtime does it). Other processes' are left alone."""
+    _close_all(_POOL.get())
 
 
 def _pg_environment() -> tuple[tuple[str, str], ...]:
