@@ -73,13 +73,16 @@ def main(args: argparse.Namespace) -> int:
 def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.date,
                 check_sources: bool = False, today: datetime.date | None = None) -> Calendar:
     """The states of ``module.task``'s partitions in ``[start, stop)`` (its dates, hours or months; of a monthly
-    task, the months that meet the window and are over before ``today``): one query per partition key and table
+    task, the months that meet the window and are over before ``today``; a daily or hourly one's as the window
+    says, today's too when a window without ``--stop`` reaches it): one query per partition key and table
     (an hourly task has one per hour of the day), plus ``bulk_complete``; with ``check_sources``, the loaded
     partitions whose sources changed since are stale (``stale_changes``), and a failed reload whose sources match
     the previous load again is loaded (the check supersedes its failure record)."""
     cls = backfill.task_class(module, task)
     grain = cls.grain
-    values = [v for v in grain.covering(start, stop) if today is None or grain.stop_of(v) <= today]
+    values = grain.covering(start, stop)
+    if today is not None and grain.unit == "month":  # the current month is not over: not missing yet
+        values = [v for v in values if grain.stop_of(v) <= today]
     probe = backfill.probe_of(cls, values[0] if values else start, reload_changed=check_sources)
     with db.connect(database_settings()) as conn:
         markers, failed = _recorded(conn, probe, values)
