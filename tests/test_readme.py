@@ -152,3 +152,36 @@ def test_every_luigi_pipelines_command_of_the_readme_runs_as_pasted(stack, tmp_p
             else:
                 assert result.returncode == 0, (shlex.join(words), result.stderr[-3000:])
     assert "--version" in found and found.count("status") >= 4 and found.count("backfill") >= 2
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_the_transform_and_grain_examples_run_as_pasted(stack, tmp_path):
+    """The README's transforms (a pure function and a query) after its LoadOrders, pasted into one module: both
+    give the same totals of a loaded day; its hourly and monthly examples name the prefixes they say."""
+    from luigi.execution_summary import LuigiStatusCode
+
+    from tests.conftest import run_task
+
+    python, _, _ = _pipeline_example()
+    source = _replace_once(python, '"acme-exports"', f'"{stack.bucket}"')
+    source = _replace_once(source, '"sales.orders"', f'"{stack.schema}.orders"')
+    for name in ("class SummarizeOrders(", "class SummarizeOrdersInSql(", "class LoadClicks("):
+        block = next(b for b in blocks("python") if name in b)
+        source += "\n\n" + block.replace('"sales.customer_totals"', f'"{stack.schema}.totals_{len(source)}"')
+    path = tmp_path / "readme_all.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("readme_all", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    day = datetime.date(2023, 5, 4)
+    _seed(stack, module.LoadOrders, [day])
+    for task in (module.SummarizeOrders, module.SummarizeOrdersInSql):
+        assert run_task(task(date=day)).status == LuigiStatusCode.SUCCESS
+    python_rows, sql_rows = (stack.query(f"SELECT * FROM {task.table} ORDER BY customer")
+                             for task in (module.SummarizeOrders, module.SummarizeOrdersInSql))
+    assert python_rows == sql_rows and len(python_rows) == day.day % 5 + 1
+    assert module.LoadClicks(date_hour=datetime.datetime(2024, 5, 4, 13)).prefix == "clicks/2024/05/04/13/"
+    assert module.LoadInvoices(month=datetime.date(2024, 5, 1)).prefix == "invoices/2024-05/"
