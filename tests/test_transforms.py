@@ -71,10 +71,15 @@ def _transform_task(stack, upstream, base=None, **attrs):
 
 
 def _backend_query(stack) -> str:
-    """What the loading connection (application_name luigi_pipelines) is running or ran last."""
-    found = stack.query("SELECT query FROM pg_stat_activity WHERE application_name = 'luigi_pipelines' "
-                        "AND pid <> pg_backend_pid() AND state <> 'idle'")
+    """What the loading connection (this test's own application_name) is running or ran last: another test suite
+    using the same server at the same time has sessions of its own, under other names."""
+    found = stack.query("SELECT query FROM pg_stat_activity WHERE application_name = %s "
+                        "AND pid <> pg_backend_pid() AND state <> 'idle'", (_application_name(stack),))
     return found[0][0] if found else ""
+
+
+def _application_name(stack) -> str:
+    return f"lp_test_{stack.schema}"[:63]
 
 
 @pytest.mark.postgres
@@ -93,6 +98,7 @@ def test_transform_reads_the_upstream_partition_in_batches_and_streams_its_resul
                 seen["fetches"].append(_backend_query(stack))  # type: ignore[union-attr]
             yield (date, id_, v.upper())
 
+    stack.set_config("database", "application_name", _application_name(stack))
     upstream = _upstream(make_task)
     assert run_task(upstream(date=datetime.date(2019, 2, 2))).status == LuigiStatusCode.SUCCESS
     task = _transform_task(stack, upstream, transform=staticmethod(upper), read_batch_rows=300)
