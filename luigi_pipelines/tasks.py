@@ -43,7 +43,6 @@ from .targets import (
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
 _MERGE_PRIORITY = 1_000_000_000  # above every partition's ordinal (an hour's up to the year 9999): stays positive
-_GRAIN_PARAMETERS = ("date", "date_hour", "month")
 T = TypeVar("T")
 
 
@@ -359,14 +358,15 @@ def _partition_date(task: PartitionDeclarations) -> datetime.date:
 
 
 def _install_grain(cls: type[PartitionDeclarations]) -> None:
-    """``cls`` gets its grain's luigi parameter (its own instance), and no other grain's: ``date`` of a task of
-    another grain is the partition's first date (a property)."""
+    """``cls`` gets its grain's luigi parameter (its own instance), and not the one of the grain of a class it
+    derives from: ``date`` of a task of another grain is the partition's first date (a property)."""
     parameter = cls.grain.parameter
     if not isinstance(getattr(cls, parameter, None), luigi.Parameter):
         installed = grain_parameter(cls.grain)
         setattr(cls, parameter, installed)
         installed.__set_name__(cls, parameter)  # as a class body's parameter gets it
-    for name in _GRAIN_PARAMETERS:
+    bases = [getattr(base, "grain", None) for base in cls.__mro__[1:]]
+    for name in {grain.parameter for grain in bases if isinstance(grain, Grain)}:
         if name != parameter and isinstance(getattr(cls, name, None), luigi.Parameter):
             setattr(cls, name, property(_partition_date) if name == "date" else None)
 

@@ -154,3 +154,57 @@ def test_monthly_loads_replace_a_month_and_a_daily_transform_reads_its_dates(sta
         MonthlySales(month=D1, force=True).write_once()
     assert rows(stack, "SELECT id FROM {s}.sales ORDER BY 1") == [(1,), (4,)]
     assert run_task(MonthlySales(month=D1)).status.name == "SUCCESS"  # complete: a no-op
+
+
+def test_a_new_grain_is_one_small_class(stack):
+    """A weekly grain, defined here in a few lines, loads through the same task, source and write mode: a week's
+    objects replace its rows, and a row dated outside the week is a bad row (nothing in the package knows weeks)."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    import luigi_pipelines as lp
+    from luigi_pipelines import BadInputError
+    from luigi_pipelines.grains import Grain
+
+    @dataclass(frozen=True)
+    class Weekly(Grain):
+        name: ClassVar[str] = "weekly"
+        parameter: ClassVar[str] = "week"
+        parameter_type: ClassVar[str] = "DateParameter"
+        range_task: ClassVar[str] = "RangeDaily"
+        unit: ClassVar[str] = "week"
+        text_format: ClassVar[str] = "%G-W%V"
+
+        def date_of(self, value: datetime.date) -> datetime.date:
+            return value - datetime.timedelta(days=value.weekday())
+
+        def stop_of(self, value: datetime.date) -> datetime.date:
+            return self.date_of(value) + datetime.timedelta(days=7)
+
+        def values_between(self, start: datetime.date, stop: datetime.date) -> list[datetime.date]:
+            first = self.stop_of(start - datetime.timedelta(days=1))
+            return [first + datetime.timedelta(weeks=n) for n in range(max(0, (stop - first).days // 7))]
+
+        def containing(self, date: datetime.date) -> datetime.date:
+            return self.date_of(date)
+
+        def ordinal(self, value: datetime.date) -> int:
+            return value.toordinal() // 7
+
+    class LoadWeek(lp.LoadPartition):
+        grain = Weekly()
+        bucket = stack.bucket
+        key_prefix = "w/{date:%G-W%V}/"
+        table = f"{stack.schema}.weekly"
+        date_column = "day"
+        columns = [("id", "bigint"), ("day", "date")]
+
+    monday = datetime.date(2019, 2, 4)
+    stack.put("w/2019-W06/a.csv", "id,day\n1,2019-02-04\n2,2019-02-10\n")
+    assert run_task(LoadWeek(week=monday)).status.name == "SUCCESS"
+    assert stack.query(f"SELECT id, day FROM {stack.schema}.weekly ORDER BY 1") == [(1, monday), (2, datetime.date(2019, 2, 10))]
+    assert markers(stack, "weekly") == [(f"{stack.schema}.weekly", monday, 2)]
+    stack.put("w/2019-W06/a.csv", "id,day\n1,2019-02-04\n3,2019-02-11\n")
+    with pytest.raises(BadInputError, match=r"have day outside \[2019-02-04, 2019-02-11\)"):
+        LoadWeek(week=monday, force=True).write_once()
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.weekly") == [(2,)]
