@@ -76,11 +76,13 @@ def _day_grid(cal: Calendar, color: bool) -> list[str]:
 # 2019-02-01T13 is column 13 of the day 2019-02-01; a month 2019-02 column 2 of the year 2019.
 _GRIDS = {"hour": (lambda name: (name[:10], int(name[11:13])), range(24)),
           "month": (lambda name: (name[:4], int(name[5:7])), range(1, 13))}
+# Of a grain whose unit has no grid of its own (a grain of the user's): a row per partition, one mark each.
+_LIST = (lambda name: (name, 0), range(1))
 
 
 def rows_of(cal: Calendar) -> dict[str, dict[int, DateState]]:
     """The partitions of ``cal`` (hourly or monthly) by row (a day, a year), then by column (the hour, the month)."""
-    place, _ = _GRIDS[cal.unit]
+    place, _ = _GRIDS.get(cal.unit, _LIST)
     rows: dict[str, dict[int, DateState]] = {}
     for day in cal.days:
         row, column = place(day.name)
@@ -89,7 +91,7 @@ def rows_of(cal: Calendar) -> dict[str, dict[int, DateState]]:
 
 
 def _grid(cal: Calendar, color: bool) -> list[str]:
-    _, columns = _GRIDS[cal.unit]
+    _, columns = _GRIDS.get(cal.unit, _LIST)
     rows = rows_of(cal)
     indent = " " * (max((len(r) for r in rows), default=4) + 2)
     lines = [(indent + "".join(str(c // 10) if c % 10 == 0 else " " for c in columns)).rstrip(),
@@ -278,6 +280,8 @@ def _grid_html(cal: Calendar) -> str:
     below the months, shown when the day is chosen); of a monthly one a table per year."""
     if cal.unit == "month":
         return "\n".join(_year_table(year, cells) for year, cells in rows_of(cal).items())
+    if cal.unit not in ("day", *_GRIDS):  # a grain of the user's: its partitions in a row, by name
+        return '<div class="hours list">' + "".join(_hour(d, d.name) for d in cal.days) + "</div>"
     if cal.unit == "day":
         by_date = {d.date: d for d in cal.days}
         return "\n".join(_month_table(year, month, lambda day, m: _cell(day, m, by_date.get(day)))
@@ -320,10 +324,10 @@ def _day_of_hours(day: datetime.date, month: int, hours: dict[int, DateState] | 
             f'title="{day}: {len(hours)} hours: {said}">{day.day}</td>')
 
 
-def _hour(state: DateState) -> str:
+def _hour(state: DateState, label: str | None = None) -> str:
     kept = " kept" if state.kept_previous else ""
     return (f'<span class="hour {kind(state)}{kept}" data-date="{state.name}" data-state="{state.state}" tabindex="0" '
-            f'title="{html.escape(tooltip(state))}">{state.name[11:13]}</span>')
+            f'title="{html.escape(tooltip(state))}">{html.escape(label or state.name[11:13])}</span>')
 
 
 def _year_table(year: str, months: dict[int, DateState]) -> str:

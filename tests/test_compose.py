@@ -156,55 +156,89 @@ def test_monthly_loads_replace_a_month_and_a_daily_transform_reads_its_dates(sta
     assert run_task(MonthlySales(month=D1)).status.name == "SUCCESS"  # complete: a no-op
 
 
-def test_a_new_grain_is_one_small_class(stack):
-    """A weekly grain, defined here in a few lines, loads through the same task, source and write mode: a week's
-    objects replace its rows, and a row dated outside the week is a bad row (nothing in the package knows weeks)."""
-    from dataclasses import dataclass
-    from typing import ClassVar
+WEEKLY_MODULE = """
+import datetime
+from dataclasses import dataclass
+from typing import ClassVar
 
-    import luigi_pipelines as lp
+import luigi_pipelines as lp
+from luigi_pipelines.grains import Grain
+
+
+@dataclass(frozen=True)
+class Weekly(Grain):
+    name: ClassVar[str] = "weekly"
+    parameter: ClassVar[str] = "week"
+    parameter_type: ClassVar[str] = "DateParameter"
+    range_task: ClassVar[str] = "RangeDaily"
+    unit: ClassVar[str] = "week"
+    text_format: ClassVar[str] = "%G-W%V"
+
+    def date_of(self, value):
+        return value - datetime.timedelta(days=value.weekday())
+
+    def stop_of(self, value):
+        return self.date_of(value) + datetime.timedelta(days=7)
+
+    def values_between(self, start, stop):
+        first = self.stop_of(start - datetime.timedelta(days=1))
+        return [first + datetime.timedelta(weeks=n) for n in range(max(0, (stop - first).days // 7))]
+
+    def containing(self, date):
+        return self.date_of(date)
+
+    def ordinal(self, value):
+        return value.toordinal() // 7
+
+
+class LoadWeek(lp.LoadPartition):
+    grain = Weekly()
+    bucket = "BUCKET"
+    key_prefix = "w/{date:%G-W%V}/"
+    table = "SCHEMA.weekly"
+    date_column = "day"
+    columns = [("id", "bigint"), ("day", "date")]
+"""
+
+
+def test_a_new_grain_is_one_small_class(stack, tmp_path):
+    """A weekly grain, declared in one small class outside the package, loads through the same task, source and
+    write mode: a week's objects replace its rows, a row dated outside the week is a bad row, and `status` shows
+    its weeks (nothing in the package knows weeks)."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
     from luigi_pipelines import BadInputError
-    from luigi_pipelines.grains import Grain
 
-    @dataclass(frozen=True)
-    class Weekly(Grain):
-        name: ClassVar[str] = "weekly"
-        parameter: ClassVar[str] = "week"
-        parameter_type: ClassVar[str] = "DateParameter"
-        range_task: ClassVar[str] = "RangeDaily"
-        unit: ClassVar[str] = "week"
-        text_format: ClassVar[str] = "%G-W%V"
-
-        def date_of(self, value: datetime.date) -> datetime.date:
-            return value - datetime.timedelta(days=value.weekday())
-
-        def stop_of(self, value: datetime.date) -> datetime.date:
-            return self.date_of(value) + datetime.timedelta(days=7)
-
-        def values_between(self, start: datetime.date, stop: datetime.date) -> list[datetime.date]:
-            first = self.stop_of(start - datetime.timedelta(days=1))
-            return [first + datetime.timedelta(weeks=n) for n in range(max(0, (stop - first).days // 7))]
-
-        def containing(self, date: datetime.date) -> datetime.date:
-            return self.date_of(date)
-
-        def ordinal(self, value: datetime.date) -> int:
-            return value.toordinal() // 7
-
-    class LoadWeek(lp.LoadPartition):
-        grain = Weekly()
-        bucket = stack.bucket
-        key_prefix = "w/{date:%G-W%V}/"
-        table = f"{stack.schema}.weekly"
-        date_column = "day"
-        columns = [("id", "bigint"), ("day", "date")]
+    module = tmp_path / "weekly_tasks.py"
+    module.write_text(WEEKLY_MODULE.replace("BUCKET", stack.bucket).replace("SCHEMA", stack.schema))
+    spec = importlib.util.spec_from_file_location("weekly_tasks", module)
+    assert spec and spec.loader
+    weekly = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(weekly)
 
     monday = datetime.date(2019, 2, 4)
     stack.put("w/2019-W06/a.csv", "id,day\n1,2019-02-04\n2,2019-02-10\n")
-    assert run_task(LoadWeek(week=monday)).status.name == "SUCCESS"
-    assert stack.query(f"SELECT id, day FROM {stack.schema}.weekly ORDER BY 1") == [(1, monday), (2, datetime.date(2019, 2, 10))]
+    assert run_task(weekly.LoadWeek(week=monday)).status.name == "SUCCESS"
+    assert stack.query(f"SELECT id, day FROM {stack.schema}.weekly ORDER BY 1") == [
+        (1, monday), (2, datetime.date(2019, 2, 10))]
     assert markers(stack, "weekly") == [(f"{stack.schema}.weekly", monday, 2)]
     stack.put("w/2019-W06/a.csv", "id,day\n1,2019-02-04\n3,2019-02-11\n")
     with pytest.raises(BadInputError, match=r"have day outside \[2019-02-04, 2019-02-11\)"):
-        LoadWeek(week=monday, force=True).write_once()
+        weekly.LoadWeek(week=monday, force=True).run()  # run(): the failed attempt is put on record
     assert stack.query(f"SELECT count(*) FROM {stack.schema}.weekly") == [(2,)]
+
+    env = {**stack.env(stack.write_config(tmp_path / "weekly.cfg")), "PYTHONPATH": f"{tmp_path}:{stack.env()['PYTHONPATH']}"}
+    args = [sys.executable, "-m", "luigi_pipelines.cli", "status", "--module", "weekly_tasks", "--task", "LoadWeek",
+            "--start", "2019-02-04", "--stop", "2019-02-18", "--now", "2019-03-01T00:00:00Z"]
+    text = subprocess.run([*args, "--color", "never", "--html", str(tmp_path / "w.html")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert text.returncode == 30, text.stderr  # the forced reload failed: on record
+    assert "2019-W06  X" in text.stdout and "2019-W07  ." in text.stdout, text.stdout
+    assert 'data-date="2019-W06"' in (tmp_path / "w.html").read_text()
+    shown = json.loads(subprocess.run([*args, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                                      timeout=120).stdout)
+    assert [(d["partition"], d["state"]) for d in shown["pipelines"][0]["dates"]] == [
+        ("2019-W06", "failed"), ("2019-W07", "missing")]
