@@ -69,6 +69,15 @@ def test_first_load_exact_rows_and_marker(stack, make_task):
     assert task.complete()
 
 
+
+def test_a_new_process_checks_the_declared_types_in_one_statement(stack, make_task, counting):
+    """A process's first load checks every declared type (``to_regtype``) with one statement, in one transaction,
+    not one each: each is a round trip (three with its transaction) that every command pays."""
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    assert run_task(make_task()(date=D1)).status == SUCCESS  # bigint, date, text
+    assert sum("to_regtype" in s for s in counting["cursor"].executed) == 1
+    assert stack.query(f"SELECT id, day, v FROM {stack.schema}.t") == [(1, D1, "x")]
+
 def test_rerun_is_a_noop(stack, make_task, counting):
     stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
     cls = make_task()

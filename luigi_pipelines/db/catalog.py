@@ -97,17 +97,29 @@ def column_info(conn: psycopg2.extensions.connection, table: TableName, column: 
 
 
 def resolve_types(conn: psycopg2.extensions.connection, types: Iterable[str]) -> dict[str, tuple[str, str] | None]:
-    """Each of ``types`` as PostgreSQL names it, with its category (``to_regtype``); None for one it does not know."""
+    """Each of ``types`` as PostgreSQL names it, with its category (``to_regtype``); None for one it does not know.
+
+    One statement for all of them (a process's first load pays this); only when one does not parse, which makes
+    that statement fail, is each asked on its own, to tell which."""
+    names = list(dict.fromkeys(types))
+    try:
+        return _resolve(conn, names)
+    except psycopg2.errors.SyntaxError:
+        pass
     resolved: dict[str, tuple[str, str] | None] = {}
-    for name in dict.fromkeys(types):
+    for name in names:
         try:
-            with conn, conn.cursor() as cur:
-                cur.execute(q.resolve_type(), (name,))
-                shown, category = cur.fetchone()
+            resolved.update(_resolve(conn, [name]))
         except psycopg2.errors.SyntaxError:
-            shown = category = None
-        resolved[name] = (shown, category) if shown else None
+            resolved[name] = None
     return resolved
+
+
+def _resolve(conn: psycopg2.extensions.connection, names: list[str]) -> dict[str, tuple[str, str] | None]:
+    with conn, conn.cursor() as cur:
+        cur.execute(q.resolve_types(), (names,))
+        rows = cur.fetchall()
+    return {name: (shown, category) if shown else None for name, shown, category in rows}
 
 
 def table_columns(conn: psycopg2.extensions.connection, table: TableName) -> list[ExistingColumn]:
