@@ -47,16 +47,17 @@ def ensure_table(conn: psycopg2.extensions.connection, table: TableName, ddl: Se
 def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName, rejects: TableName,
                         failures: TableName) -> None:
     """The marker table and the rejects and failures tables beside it (a catalog read of the newest of those
-    tables, so a database made before it existed gets it too, and one per marker column added since the first
-    marker tables: ``load_id``, ``skipped_keys``).
+    tables, so a database made before it existed gets it too, and one of the marker table's columns, for those
+    added since the first marker tables: ``load_id``, ``skipped_keys``).
 
     A marker table made before one of those columns gets it (nullable: no rewrite, old rows keep NULL),
     once, under the DDL lock: no manual migration.
     """
     ensure_table(conn, failures, [q.create_marker_table(marker), q.create_marker_date_index(marker),
                                   q.create_rejects_table(rejects), q.create_failures_table(failures)])
+    present = {column.name for column in table_columns(conn, marker)}
     for column, _ in q.MARKER_ADDED_COLUMNS:
-        if column_info(conn, marker, column) is None:
+        if column not in present:
             _add_marker_column(conn, marker, column)
 
 
