@@ -14,6 +14,22 @@ def test_pure_modules_import_no_effects():
     assert out.stdout.strip() == ""
 
 
+
+def test_a_command_that_reaches_no_s3_imports_no_boto3():
+    """boto3, botocore's clients and s3transfer cost about 0.1-0.2 s to import: only a process that reaches S3
+    pays it (``S3Client`` imports them with its first session). An empty range, or a run whose every
+    partition is done, never does."""
+    code = (
+        "import atexit, sys; "
+        "atexit.register(lambda: print(','.join(m for m in ('boto3', 'botocore.session', 's3transfer') if m in sys.modules))); "
+        "from luigi.cmdline import luigi_run; "
+        "luigi_run(['--module', 'luigi_pipelines.pipelines.transactions', 'RangeDaily', '--of', 'LoadTransactions', "
+        "'--start', '2000-01-01', '--stop', '2000-01-01', '--local-scheduler'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", out.stdout
+
 def _contract_modules(contract: str, field: str = "source_modules") -> set[str]:
     import configparser
     from pathlib import Path

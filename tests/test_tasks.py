@@ -13,7 +13,7 @@ from luigi.execution_summary import LuigiStatusCode
 import luigi_pipelines.db as db
 from luigi_pipelines import CsvFormat, LoadError
 from luigi_pipelines.config import database_settings, s3_settings
-from tests.conftest import run_task
+from tests.conftest import forget_process_state, run_task
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 SUCCESS = LuigiStatusCode.SUCCESS
@@ -68,6 +68,30 @@ def test_first_load_exact_rows_and_marker(stack, make_task):
     assert [s["key"] for s in sources] == ["d/2019-02-01/a.csv"] and sources[0]["etag"] and sources[0]["rows"] == 2
     assert task.complete()
 
+
+
+def test_a_new_process_checks_the_declared_types_in_one_statement(stack, make_task, counting):
+    """A process's first load checks every declared type (``to_regtype``) with one statement, in one transaction,
+    not one each: each is a round trip (three with its transaction) that every command pays."""
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    assert run_task(make_task()(date=D1)).status == SUCCESS  # bigint, date, text
+    assert sum("to_regtype" in s for s in counting["cursor"].executed) == 1
+    assert stack.query(f"SELECT id, day, v FROM {stack.schema}.t") == [(1, D1, "x")]
+
+
+def test_a_new_process_reads_each_tables_columns_once(stack, make_task, counting):
+    """On tables made earlier, a process's first load reads the marker table's columns (to add those added
+    since) in one catalog read, and the target table's in one: two reads of ``pg_attribute``, not one per
+    column."""
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    stack.put("d/2019-02-02/a.csv", csv("2,2019-02-02,y"))
+    cls = make_task()
+    assert run_task(cls(date=D1)).status == SUCCESS
+    forget_process_state()  # what a new process starts with
+    counting["cursor"].executed.clear()
+    assert run_task(cls(date=datetime.date(2019, 2, 2))).status == SUCCESS
+    assert sum("pg_catalog.pg_attribute" in s for s in counting["cursor"].executed) == 2
+    assert len(stack.markers(f"{stack.schema}.t")) == 2
 
 def test_rerun_is_a_noop(stack, make_task, counting):
     stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))

@@ -47,16 +47,17 @@ def ensure_table(conn: psycopg2.extensions.connection, table: TableName, ddl: Se
 def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName, rejects: TableName,
                         failures: TableName) -> None:
     """The marker table and the rejects and failures tables beside it (a catalog read of the newest of those
-    tables, so a database made before it existed gets it too, and one per marker column added since the first
-    marker tables: ``load_id``, ``skipped_keys``).
+    tables, so a database made before it existed gets it too, and one of the marker table's columns, for those
+    added since the first marker tables: ``load_id``, ``skipped_keys``).
 
     A marker table made before one of those columns gets it (nullable: no rewrite, old rows keep NULL),
     once, under the DDL lock: no manual migration.
     """
     ensure_table(conn, failures, [q.create_marker_table(marker), q.create_marker_date_index(marker),
                                   q.create_rejects_table(rejects), q.create_failures_table(failures)])
+    present = {column.name for column in table_columns(conn, marker)}
     for column, _ in q.MARKER_ADDED_COLUMNS:
-        if column_info(conn, marker, column) is None:
+        if column not in present:
             _add_marker_column(conn, marker, column)
 
 
@@ -97,17 +98,29 @@ def column_info(conn: psycopg2.extensions.connection, table: TableName, column: 
 
 
 def resolve_types(conn: psycopg2.extensions.connection, types: Iterable[str]) -> dict[str, tuple[str, str] | None]:
-    """Each of ``types`` as PostgreSQL names it, with its category (``to_regtype``); None for one it does not know."""
+    """Each of ``types`` as PostgreSQL names it, with its category (``to_regtype``); None for one it does not know.
+
+    One statement for all of them (a process's first load pays this); only when one does not parse, which makes
+    that statement fail, is each asked on its own, to tell which."""
+    names = list(dict.fromkeys(types))
+    try:
+        return _resolve(conn, names)
+    except psycopg2.errors.SyntaxError:
+        pass
     resolved: dict[str, tuple[str, str] | None] = {}
-    for name in dict.fromkeys(types):
+    for name in names:
         try:
-            with conn, conn.cursor() as cur:
-                cur.execute(q.resolve_type(), (name,))
-                shown, category = cur.fetchone()
+            resolved.update(_resolve(conn, [name]))
         except psycopg2.errors.SyntaxError:
-            shown = category = None
-        resolved[name] = (shown, category) if shown else None
+            resolved[name] = None
     return resolved
+
+
+def _resolve(conn: psycopg2.extensions.connection, names: list[str]) -> dict[str, tuple[str, str] | None]:
+    with conn, conn.cursor() as cur:
+        cur.execute(q.resolve_types(), (names,))
+        rows = cur.fetchall()
+    return {name: (shown, category) if shown else None for name, shown, category in rows}
 
 
 def table_columns(conn: psycopg2.extensions.connection, table: TableName) -> list[ExistingColumn]:

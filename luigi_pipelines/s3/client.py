@@ -6,16 +6,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import IO, Any
-
-import boto3
-import botocore.config
+from typing import IO, TYPE_CHECKING, Any
 
 from .. import runtime
 from ..partitions import KeyFilter
 from ..settings import S3Settings
-from . import downloads, listing
+from . import listing
 from .listing import EVERY_DATA_KEY, PAGE, Listing, S3Object
+
+if TYPE_CHECKING:
+    import boto3
 
 # How long an existence check may answer from an earlier listing (``take_answer``).
 EXISTENCE_MAX_AGE_S = 60.0
@@ -49,6 +49,8 @@ class S3Client:
         return client
 
     def _make_client(self) -> Any:
+        import botocore.config  # with boto3 (``_session``): only a process that reaches S3 imports them
+
         cfg = botocore.config.Config(
             retries={"max_attempts": self.settings.max_attempts, "mode": "standard"},
             connect_timeout=self.settings.connect_timeout,
@@ -125,6 +127,8 @@ class S3Client:
         flushed, so a reader can follow the file as it grows, and a stream that breaks mid-read is
         resumed from the byte it reached (s3transfer retries its ranged GETs itself).
         """
+        from . import downloads  # s3transfer's managed downloads, imported with the first download
+
         return downloads.download(self.client, self.settings, self.single_get, obj, fileobj, on_flushed)
 
 
@@ -138,12 +142,16 @@ def _session() -> boto3.session.Session:
 
     A session caches botocore's parsed service models: a client built from a fresh session costs
     50-75 ms of CPU, from a warm one 3-9 ms. luigi runs each task of a multi-worker run in a forked
-    child, which inherits the parent's warm session (clients themselves are made per process).
+    child, which inherits the parent's warm session (clients themselves are made per process). boto3 itself
+    is imported here, not with the package: scheduling a load (its existence checks) makes the session in
+    the parent, so the forked children inherit the imports too.
     """
     sessions = _SESSIONS.get()
     key = _aws_environment()
     session = sessions.get(key)
     if session is None:
+        import boto3.session  # ~0.2 s of imports, paid only by a command that reaches S3
+
         session = sessions[key] = boto3.session.Session()
     return session
 

@@ -83,10 +83,12 @@ def drop_not_null_action(column: str) -> sql.Composed:
     return sql.SQL("ALTER COLUMN {} DROP NOT NULL").format(sql.Identifier(column))
 
 
-def resolve_type() -> sql.SQL:
-    """Parameter: a declared SQL type. The type as PostgreSQL names it and its category (``pg_type.typcategory``);
-    NULLs when PostgreSQL knows no such type (``to_regtype``; a type that does not parse raises instead)."""
-    return sql.SQL("SELECT format_type(t.oid, NULL), t.typcategory FROM (SELECT to_regtype(%s) AS oid) r "
+def resolve_types() -> sql.SQL:
+    """Parameter: a list of declared SQL types. Each type, as PostgreSQL names it and its category
+    (``pg_type.typcategory``); NULLs for one PostgreSQL knows no such type (``to_regtype``; a type that does
+    not parse makes the statement raise instead)."""
+    return sql.SQL("SELECT r.name, format_type(t.oid, NULL), t.typcategory "
+                   "FROM (SELECT name, to_regtype(name) AS oid FROM unnest(%s::text[]) AS name) r "
                    "LEFT JOIN pg_catalog.pg_type t ON t.oid = r.oid")
 
 
