@@ -1,4 +1,4 @@
-"""Parquet objects (the ``parquet`` extra, pyarrow): read a batch of rows at a time and written to COPY as CSV by Arrow's C++ writer.
+"""Parquet objects (the ``parquet`` extra, pyarrow): read a batch at a time and written to COPY as CSV by Arrow's C++ writer.
 
 A Parquet file's footer, at its end, says where its row groups are, so the object is read once its
 download has ended (``GrowingFile.wait``), unlike CSV, whose COPY starts with the first megabyte.
@@ -250,7 +250,7 @@ class ParquetRows:
         scoped = [n for n, _ in self._scope if n not in self._names]
         first = 0  # the batch's first row in the row group (0-based)
         parts = zip(batches(self.parquet, group, self._names + scoped, self._batch_rows),
-                    self._checks.seconds_batches(group, self._batch_rows))
+                    self._checks.seconds_batches(group, self._batch_rows), strict=False)  # None after None
         for batch, seconds in parts:
             assert seconds is None or seconds.num_rows == batch.num_rows  # the same rows: the same row group and size
             self._check_scope(group, first, batch)
