@@ -68,6 +68,8 @@ def test_each_batch_of_one_row_group_holds_at_most_batch_rows_rows(rows_of):
     assert sizes == [768] * (ROWS // 768) + [ROWS % 768]
 
 
+@pytest.mark.postgres
+@pytest.mark.s3
 def test_a_corrupt_page_late_in_one_row_group_loads_nothing(stack, make_task):
     stack.put("d/2019-02-01/a.parquet", one_row_group(corrupt_last_page=True))
     with pytest.raises(BadInputError, match=r"a\.parquet row group 1: cannot be read: .*CRC checksum verification"):
@@ -77,6 +79,8 @@ def test_a_corrupt_page_late_in_one_row_group_loads_nothing(stack, make_task):
     assert stack.markers(f"{stack.schema}.t") == {}
 
 
+@pytest.mark.postgres
+@pytest.mark.s3
 def test_int96_beyond_microseconds_in_a_later_batch_names_its_row(stack, make_task):
     """The INT96 column's second read (at seconds) goes batch by batch in lockstep with the first."""
     sink = io.BytesIO()
@@ -94,6 +98,8 @@ def test_int96_beyond_microseconds_in_a_later_batch_names_its_row(stack, make_ta
     assert stack.markers(f"{stack.schema}.t") == {}
 
 
+@pytest.mark.postgres
+@pytest.mark.s3
 def test_a_scope_value_in_a_later_batch_names_its_row(stack, make_task):
     sink = io.BytesIO()
     pq.write_table(pa.table({"id": [1, 2, 3, 4, 5], "day": pa.array([D1] * 5, pa.date32()), "v": list("abcde"),
