@@ -9,20 +9,36 @@ Every other conversion either loads the same value or fails in PostgreSQL naming
 """
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import sql as q
 
+READ_BUFFER = 1 << 20  # bytes of a column chunk read from the file at a time, instead of its whole chunk
 MICROSECONDS_END = 9_223_372_036_854  # seconds from 1970 at which int64 microseconds end: 294247-01-10
 _SCALED = re.compile(r"\s*(?:numeric|decimal)\s*\(\s*\d+\s*(?:,\s*(\d+)\s*)?\)\s*", re.IGNORECASE)
 
 
+def open_parquet(pa: Any, handle: IO[bytes], int96_unit: str) -> Any:
+    """``handle``'s Parquet file, INT96 read at ``int96_unit``, each page's checksum verified where the file has one,
+    and read as it is decoded, ``READ_BUFFER`` bytes at a time: neither a row group's nor a column chunk's bytes
+    are ever read whole (pyarrow's defaults, ``pre_buffer`` and an unbuffered stream, read one or the other)."""
+    return pa.parquet.ParquetFile(handle, coerce_int96_timestamp_unit=int96_unit, page_checksum_verification=True,
+                                  pre_buffer=False, buffer_size=READ_BUFFER)
+
+
+def batches(parquet: Any, group: int, columns: Sequence[str], batch_rows: int) -> Iterator[Any]:
+    """Row group ``group`` of ``parquet``, its ``columns`` only, as record batches of at most ``batch_rows`` rows."""
+    return iter(parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=list(columns),
+                                     use_threads=False))
+
+
 @dataclass(frozen=True)
 class ValueProblem:
-    """The first value of a row group that would change: its column, its row in the row group (0-based), why."""
+    """The first value of a batch that would change: its column, its row in the batch (0-based), why."""
 
     column: str
     index: int
@@ -51,20 +67,26 @@ class ValueChecks:
         arrow = parquet.schema_arrow
         scaled = tuple((c, s) for c in columns if (s := declared_scale(c.type)) is not None
                        and _finer(pa, arrow.field(c.name).type, s))
-        seconds = pa.parquet.ParquetFile(handle, coerce_int96_timestamp_unit="s",
-                                         page_checksum_verification=True) if int96 else None
+        seconds = open_parquet(pa, handle, "s") if int96 else None
         return cls(int96, scaled, seconds)
 
-    def first_problem(self, pa: Any, group: int, table: Any) -> ValueProblem | None:
-        """The first value of row group ``group`` (read as ``table``) that the table would hold as another value."""
+    def seconds_batches(self, group: int, batch_rows: int) -> Iterator[Any]:
+        """Row group ``group``'s INT96 columns read at seconds, in the same batches as the load's (``batches``); for
+        a file without INT96 columns, ``None`` per batch."""
+        if not self.int96:
+            return itertools.repeat(None)
+        return batches(self.seconds, group, self.int96, batch_rows)
+
+    def first_problem(self, pa: Any, batch: Any, seconds: Any) -> ValueProblem | None:
+        """The first value of ``batch`` that the table would hold as another value; ``seconds``: the same rows of
+        the INT96 columns read at seconds (``seconds_batches``)."""
         if self.int96:
-            seconds = self.seconds.read_row_group(group, columns=list(self.int96), use_threads=False)
             for name in self.int96:
                 if (index := _first_beyond_microseconds(pa, seconds.column(name))) >= 0:
                     return ValueProblem(name, index, "an INT96 timestamp beyond what microseconds hold (year 294247 "
                                                      "and later), or a corrupt one: not loaded as another date")
         for column, scale in self.scaled:
-            values = table.column(column.name)
+            values = batch.column(column.name)
             if (index := _first_rounded(pa, values, scale)) >= 0:
                 return ValueProblem(column.name, index, f"{values[index].as_py()} has more decimals than {column.type} "
                                                         f"keeps ({scale}); PostgreSQL would round it (declare a larger "

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from luigi_pipelines import ParquetDecoder
 from luigi_pipelines.partitions import key_prefix
 
 from ..context import Bench
@@ -108,7 +109,8 @@ def run(bench: Bench) -> SectionResult:
         "COPY s: from the marker; for JSON lines it includes the INSERT from the stage, for Parquet the wait for the "
         "whole download (the footer is at the end)",
         f"Parquet: the largest row group is {largest_row_group_mb(files['Parquet'].csv.path):.1f} MB uncompressed "
-        f"(its metadata) of a {files['Parquet'].size_bytes / MIB:.1f} MiB file: the task holds one row group at a time; "
+        f"(its metadata) of a {files['Parquet'].size_bytes / MIB:.1f} MiB file: the task holds one batch of "
+        f"{ParquetDecoder().batch_rows:,} rows at a time, whatever the row group's size; "
         f"a process that only imports luigi, our tasks and pyarrow peaks at {floor:.1f} MB",
     ]
     return SectionResult(
