@@ -76,6 +76,14 @@ def test_hourly_loads_and_their_hourly_and_daily_transforms_in_python_and_sql(st
     assert len(markers(stack, "events")) == 24
 
 
+def test_the_partitions_of_a_date_are_those_of_its_grain(stack):
+    from tests.compose_tasks import HourlyEvents, MonthlySales
+
+    hours = HourlyEvents.partitions_of_date(D1, reload_changed=True)
+    assert [t.date_hour.hour for t in hours] == list(range(24)) and all(t.reload_changed for t in hours)
+    assert [t.month for t in MonthlySales.partitions_of_date(datetime.date(2019, 2, 14))] == [D1]
+
+
 def test_a_transform_of_an_hour_from_a_daily_table_is_refused(stack):
     import luigi_pipelines as lp
     from tests.compose_tasks import MonthlySales
