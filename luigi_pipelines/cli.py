@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg2
 
 from . import backfill as backfill_command
+from . import sampling
 from . import status as status_command
 from .errors import ConfigurationError, PipelineError
 from .reporting import one_line
@@ -59,7 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run luigi's RangeDaily over a window of whole UTC days and return an exit code for cron.")
     backfill_command.add_arguments(backfill)
     backfill.set_defaults(func=backfill_command.main)
+
+    infer = sub.add_parser(
+        "infer", help="print a task class drafted from a sample of an S3 prefix's first object (CSV, JSON lines, "
+        "Parquet): columns, types, the date source; exit 2 a URL that names no object of the format, 35 S3 cannot be asked",
+        description="Read the first object under an S3 prefix as a stream (at most N records; a Parquet file's footer "
+        "and first batch) and print a LoadPartition class: columns with types PostgreSQL accepts for every sampled "
+        "value, the date source guessed from the key or a column, a comment per column on what was seen.")
+    sampling.add_arguments(infer)
+    infer.set_defaults(func=cmd_infer)
     return parser
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from .config import s3_settings
+
+    return sampling.main(args, s3_settings())
 
 
 def version() -> str:
