@@ -9,6 +9,7 @@ that fits no narrower type makes its column ``text``.
 from __future__ import annotations
 
 import datetime
+import decimal
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -259,7 +260,7 @@ def jsonl_sample(lines: Iterable[str]) -> list[Seen]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line, parse_int=str, parse_float=str, parse_constant=_no_constant)
+            value = json.loads(line, parse_float=decimal.Decimal, parse_constant=_no_constant)  # 12.50 stays 12.50
         except ValueError as exc:
             raise BadInputError(f"line {number} is not JSON: {exc}") from None
         if not isinstance(value, dict):
@@ -281,9 +282,9 @@ def _take_json(column: Seen, value: Any) -> None:
         column.absent += 1
     elif isinstance(value, dict | list):
         column.nested += 1
-        column.values.append(json.dumps(value)[:60])
+        column.values.append(json.dumps(value, ensure_ascii=False, default=float)[:60])
     else:
-        column.values.append(None if value is None else str(value).lower() if isinstance(value, bool) else value)
+        column.values.append(None if value is None else _text_of(value))
 
 
 _ARROW = (("bool", "boolean"), ("int8", "smallint"), ("uint8", "smallint"), ("int16", "smallint"),
@@ -327,6 +328,8 @@ def parquet_seen(name: str, arrow: str, values: Sequence[Any]) -> Seen:
 
 
 def _text_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     if isinstance(value, bytes):

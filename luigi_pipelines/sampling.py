@@ -98,7 +98,7 @@ def draft(s3: S3Client, obj: S3Object, prefix: str, fmt: str, lines: int, table:
     except (BadInputError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"{obj.url} cannot be read as {_NAMES[fmt]} (--format {fmt}): {exc}") from None
     when = drafts.key_date(obj.key)
-    sampled = f"{rows:,} rows sampled; {fetched:,} of its {obj.size:,} bytes read"
+    sampled = f"{rows:,} rows sampled; {fetched:,} bytes read of its {obj.size:,}"
     choice = drafts.choose_date(columns, seen, when)
     return drafts.render(drafts.Draft(obj.url, sampled, obj.bucket, when, prefix, drafts.table_of(table, when, obj.key),
                                       choice, columns, format_line, note))

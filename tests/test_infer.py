@@ -304,8 +304,8 @@ def test_parquet_testing_files_drafted_and_loaded(stack, tmp_path, path):
 
 
 def _fetched(stdout: str) -> tuple[int, int]:
-    words = stdout.splitlines()[1].split("; ")[1].split()  # "# (N rows sampled; A of its B bytes read). ..."
-    return int(words[0].replace(",", "")), int(words[3].replace(",", ""))
+    words = stdout.splitlines()[1].split("; ")[1].split()  # "# (N rows sampled; A bytes read of its B). ..."
+    return int(words[0].replace(",", "")), int(words[5].rstrip(").").replace(",", ""))
 
 
 @pytest.mark.s3

@@ -141,6 +141,9 @@ def test_every_luigi_pipelines_command_of_the_readme_runs_as_pasted(stack, tmp_p
             if Path(words[0]).name != "luigi-pipelines":
                 continue
             program = str(clone / words[0]) if "/" in words[0] else str(ROOT / ".venv" / "bin" / words[0])
+            if words[1] == "infer":
+                found.append(_infer_as_shown(stack, program, words, clone, env))
+                continue
             extra = ["--dry-run"] if words[1] == "backfill" else []
             result = subprocess.run([program, *words[1:], *extra], cwd=clone, env=env, capture_output=True,
                                     text=True, timeout=300)
@@ -151,7 +154,23 @@ def test_every_luigi_pipelines_command_of_the_readme_runs_as_pasted(stack, tmp_p
                     shlex.join(words), result.returncode, result.stderr[-3000:])
             else:
                 assert result.returncode == 0, (shlex.join(words), result.stderr[-3000:])
-    assert "--version" in found and found.count("status") >= 4 and found.count("backfill") >= 2
+    assert "--version" in found and found.count("status") >= 4 and found.count("backfill") >= 2 and "infer" in found
+
+
+def _infer_as_shown(stack, program: str, words: list[str], clone: Path, env: dict[str, str]) -> str:
+    """The README's `infer` command, on the flight records put in the test's bucket, prints the class the README
+    shows (but for the bucket's name), and writes it where the command says."""
+    from tests.test_layouts import FLIGHT_DAYS, flights_csv
+
+    for day, count in FLIGHT_DAYS.items():
+        stack.put(f"flights/{day:%Y/%m/%d}/flights.csv", flights_csv(day, count))
+    args = [w.replace("s3://acme-flights/", f"s3://{stack.bucket}/") for w in words[1:words.index(">")]]
+    result = subprocess.run([program, *args], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (shlex.join(words), result.stderr[-3000:])
+    shown = next(b for b in blocks("python") if b.startswith("# Drafted by `luigi-pipelines infer`"))
+    assert result.stdout.replace(stack.bucket, "acme-flights") == shown
+    (clone / words[-1]).write_text(result.stdout)
+    return "infer"
 
 
 @pytest.mark.postgres
