@@ -109,7 +109,7 @@ def drafted(seen: Seen, null: str = "") -> Drafted:
         notes.append(f"{seen.nested} nested (objects, arrays): jsonb")
     elif not present:
         column_type = "text"
-        notes.append("only NULL seen: text is a guess")
+        notes.append("only NULL seen: text is a guess" if seen.values else "no value seen: text is a guess")
     else:
         column_type = next((t for allowed, t in _TYPES if kinds <= allowed), "text")
         notes += _type_notes(column_type, present, kinds)

@@ -95,6 +95,8 @@ def draft(s3: S3Client, obj: S3Object, prefix: str, fmt: str, lines: int, table:
                 seen, rows, format_line, note, null = _text_columns(fmt, text, lines)
                 fetched = counted.read_bytes
             columns = [infer.drafted(s, null) for s in seen]
+        if not columns:
+            raise BadInputError("no records in the sample")
     except (BadInputError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"{obj.url} cannot be read as {_NAMES[fmt]} (--format {fmt}): {exc}") from None
     when = drafts.key_date(obj.key)

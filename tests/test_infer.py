@@ -25,7 +25,7 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from luigi_pipelines import drafts, infer
@@ -92,6 +92,8 @@ def pg_cursor(pg_server):
 @pytest.mark.postgres
 @settings(max_examples=500, deadline=None)
 @given(values=st.lists(VALUE_TEXT, min_size=1, max_size=4))
+@example(values=[".5", "+.5", "5.", "-0", "1e-999", "-9223372036854775808"])
+@example(values=["0001-01-01", "2019-02-01 23:59:59.999999+14:59", "2019-02-01T10:00:00-0330"])
 def test_postgresql_accepts_every_value_as_the_type_drafted_for_its_column(pg_cursor, values):
     """Whatever type a column of these values is given, PostgreSQL's input function takes each of them."""
     column = infer.drafted(infer.Seen("c", list(values)))
@@ -328,12 +330,14 @@ def test_a_sample_reads_the_first_lines_and_a_parquet_footer_and_first_batch_onl
 @pytest.mark.s3
 def test_a_url_that_names_nothing_or_not_the_format_is_one_line_and_exit_2(stack):
     stack.put("d/2019-02-01/a.csv", "id,v\n1,a\n")
+    stack.put("e/2019-02-01/a.csv", "\n")
     for args, message in [
         (("http://x/y", "--format", "csv"), "'http://x/y' is not an S3 URL"),
         ((f"s3://{stack.bucket}/nothing/", "--format", "csv"), f"s3://{stack.bucket}/nothing/: no object there"),
         (("s3://no-such-bucket-here/d/", "--format", "csv"), "s3://no-such-bucket-here/: no such bucket"),
         ((f"s3://{stack.bucket}/d/", "--format", "parquet"), "a.csv cannot be read as Parquet (--format parquet)"),
         ((f"s3://{stack.bucket}/d/", "--format", "jsonl"), "a.csv cannot be read as JSON lines (--format jsonl): line 1"),
+        ((f"s3://{stack.bucket}/e/", "--format", "csv"), "e/2019-02-01/a.csv cannot be read as CSV (--format csv): no records"),
     ]:
         out = run_infer(stack, *args)
         assert (out.returncode, out.stdout) == (2, ""), out.stderr
