@@ -6,7 +6,7 @@ import sys
 def test_pure_modules_import_no_effects():
     code = (
         "import sys; import luigi_pipelines.partitions, luigi_pipelines.sql, luigi_pipelines.layouts, luigi_pipelines.errors, "
-        "luigi_pipelines.devstack.sample, luigi_pipelines.manifests; "
+        "luigi_pipelines.devstack.sample, luigi_pipelines.manifests, luigi_pipelines.infer, luigi_pipelines.drafts; "
         "print(','.join(m for m in ('boto3', 'botocore', 'luigi') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
