@@ -1,4 +1,6 @@
-"""The ``luigi-pipelines`` command: the embedded demo, a status report of loaded partitions and backfills.
+"""The ``luigi-pipelines`` command: the embedded demo, a status report of loaded partitions, backfills, drafted classes.
+
+``infer`` prints a task class drafted from a sample of an S3 prefix (``sampling``).
 
 Loading itself is done with luigi's own command line (``luigi --module ... RangeDaily ...``); ``backfill``
 only builds that command from a window of whole UTC days and runs it.
