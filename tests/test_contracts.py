@@ -1,0 +1,284 @@
+"""Schema contracts (``contracts``, ``evolution``): a table evolved inside the load's transaction, or the load refused
+with every difference; files that lack a declared column or carry an undeclared one. Real PostgreSQL and S3."""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+
+import pytest
+from luigi.execution_summary import LuigiStatusCode
+
+import luigi_pipelines as lp
+from luigi_pipelines import BadInputError, ConfigurationError, Contract, JsonLinesDecoder
+from luigi_pipelines.contracts import REWRITE, TYPE, WIDEN, declared_type, table_type, type_change
+from tests.conftest import run_task
+
+pytestmark = [pytest.mark.postgres, pytest.mark.s3]
+
+D1, D2, D3, D4 = (datetime.date(2019, 2, d) for d in range(1, 5))
+OLD = [("id", "bigint"), ("day", "date"), ("v", "text")]
+NEW = [*OLD, ("w", "integer")]
+BY_NAME = lp.CsvFormat(by_name=True)
+SUCCESS = LuigiStatusCode.SUCCESS
+
+
+# -- the contract itself (pure) --------------------------------------------------------------------------------
+
+
+def test_a_contract_is_declared_by_shorthand_or_in_full():
+    assert Contract.of(None) == Contract() == Contract("freeze", "ignore", "kind")
+    assert Contract.of("evolve") == Contract(columns="evolve", extra_fields="ignore", types="evolve")
+    assert Contract.of("freeze") == Contract(columns="freeze", extra_fields="refuse", types="freeze")
+    assert not Contract().evolves and Contract(types="evolve").evolves
+    with pytest.raises(ValueError, match=r"Contract\(columns='discard_row'\): one of 'freeze', 'evolve'"):
+        Contract(columns="discard_row")
+    with pytest.raises(ValueError, match=r"contract = 'loose': a Contract\(...\), 'evolve' or 'freeze'"):
+        Contract.of("loose")
+
+
+@pytest.mark.parametrize("old, new, change", [
+    ("character varying(10)", "character varying(20)", WIDEN),
+    ("character varying(10)", "text", WIDEN),
+    ("character varying(10)", "character varying", WIDEN),
+    ("character varying(20)", "character varying(10)", TYPE),
+    ("text", "character varying(10)", TYPE),
+    ("numeric(10,2)", "numeric(12,2)", WIDEN),
+    ("numeric(10,2)", "numeric", WIDEN),
+    ("numeric(10,2)", "numeric(12,4)", REWRITE),
+    ("numeric(10,2)", "numeric(10,4)", TYPE),
+    ("numeric", "numeric(12,2)", TYPE),
+    ("integer", "bigint", REWRITE),
+    ("smallint", "integer", REWRITE),
+    ("bigint", "integer", TYPE),
+    ("real", "double precision", REWRITE),
+    ("integer", "numeric", REWRITE),
+    ("text", "integer", TYPE),
+    ("bigint", "bigint", None),
+])
+def test_type_changes_are_widenings_with_or_without_a_rewrite_or_refused(old, new, change):
+    assert type_change(old, new) == change
+
+
+def test_declared_types_read_as_the_catalog_shows_them():
+    assert declared_type("varchar(20)", "character varying") == "character varying(20)"
+    assert declared_type("decimal( 12 )", "numeric") == "numeric(12,0)"
+    assert declared_type("timestamptz(3)", "timestamp with time zone") == "timestamp with time zone"
+    assert table_type("timestamp(3) with time zone") == "timestamp with time zone"
+    assert table_type("numeric(12,2)") == "numeric(12,2)"
+
+
+# -- a range whose files gain a column halfway -------------------------------------------------------------------
+
+
+def _csv(day: datetime.date, ids: range, w: bool) -> str:
+    return ("id,day,v" + (",w" if w else "") + "\n"
+            + "".join(f"{n},{day},v{n}" + (f",{n * 10}" if w else "") + "\n" for n in ids))
+
+
+def _jsonl(day: datetime.date, ids: range, w: bool) -> str:
+    return "".join(json.dumps({"id": n, "day": str(day), "v": f"v{n}", **({"w": n * 10} if w else {})}) + "\n"
+                   for n in ids)
+
+
+def _parquet(day: datetime.date, ids: range, w: bool) -> bytes:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    columns = {"id": list(ids), "day": [day] * len(ids), "v": [f"v{n}" for n in ids]}
+    if w:
+        columns["w"] = [n * 10 for n in ids]
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink)
+    return sink.getvalue()
+
+
+FORMATS = {
+    "csv": (_csv, "a.csv", {"csv": BY_NAME}),
+    "jsonl": (_jsonl, "a.jsonl", {"decoder": JsonLinesDecoder()}),
+    "parquet": (_parquet, "a.parquet", {}),
+}
+
+
+def _format(name: str):
+    write, key, attrs = FORMATS[name]
+    if name == "parquet":
+        attrs = {"decoder": lp.ParquetDecoder()}
+    return write, key, attrs
+
+
+def _put_range(stack, name: str, days: dict[datetime.date, bool]) -> None:
+    write, key, _ = _format(name)
+    for n, (day, w) in enumerate(days.items()):
+        stack.put(f"d/{day}/{key}", write(day, range(n * 10 + 1, n * 10 + 4), w))
+
+
+def _rows(stack, columns: str = "day, id, v, w") -> list[tuple]:
+    return stack.query(f"SELECT {columns} FROM {stack.schema}.t ORDER BY day, id")
+
+
+def _columns(stack) -> list[tuple]:
+    return stack.query("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                       "to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f"{stack.schema}.t",))
+
+
+@pytest.mark.parametrize("name", ["csv", "jsonl", "parquet"])
+def test_a_range_whose_files_gain_a_column_evolves_the_table_in_the_load(stack, make_task, name):
+    _put_range(stack, name, {D1: False, D2: False, D3: True, D4: True})
+    _, _, attrs = _format(name)
+    old = make_task(columns=OLD, **attrs)
+    assert run_task(old(date=D1)).status == SUCCESS  # the table is made in the old shape
+    new = make_task(columns=NEW, contract="evolve", **attrs)
+    result = lp_build([new(date=d) for d in (D1, D2, D3, D4)])
+    assert result.status == SUCCESS, result.summary_text
+    assert _columns(stack)[-1] == ("w", "integer")
+    rows = _rows(stack)
+    assert [(day, w) for day, _, _, w in rows] == [(D1, None)] * 3 + [(D2, None)] * 3 + [
+        (D3, 210), (D3, 220), (D3, 230), (D4, 310), (D4, 320), (D4, 330)]
+    assert set(stack.markers(f"{stack.schema}.t")) == {D1, D2, D3, D4}
+    assert run_task(new(date=D1, force=True)).status == SUCCESS  # an old date reloads: its files still lack w
+    assert _rows(stack)[:3] == [(D1, 1, "v1", None), (D1, 2, "v2", None), (D1, 3, "v3", None)]
+
+
+def lp_build(tasks):
+    import luigi
+    return luigi.build(tasks, local_scheduler=True, detailed_summary=True, log_level="WARNING")
+
+
+@pytest.mark.parametrize("name", ["csv", "jsonl", "parquet"])
+def test_a_range_under_freeze_stops_at_the_first_changed_date_naming_every_difference(stack, make_task, name):
+    _put_range(stack, name, {D1: False, D2: False, D3: True})
+    write, key, attrs = _format(name)
+    frozen = make_task(columns=OLD, contract="freeze", **attrs)
+    for day in (D1, D2):
+        assert run_task(frozen(date=day)).status == SUCCESS
+    before = _rows(stack, "day, id, v")
+    with pytest.raises(BadInputError) as refused:
+        frozen(date=D3).run()
+    url = f"s3://{stack.bucket}/d/{D3}/{key}"
+    if name == "jsonl":  # line by line: the first line names its keys
+        assert str(refused.value) == (f"{url} line 1: keys no column declares (extra_fields='refuse'): "
+                                      f'{{"w": 210}}')
+    else:
+        what = "header" if name == "csv" else "Parquet file"
+        assert str(refused.value) == f"{url}: the {what} has field no column declares: 'w' (extra_fields='refuse')"
+    assert run_task(frozen(date=D3)).status != SUCCESS
+    assert _rows(stack, "day, id, v") == before and set(stack.markers(f"{stack.schema}.t")) == {D1, D2}
+    assert [c for c, _ in _columns(stack)] == ["id", "day", "v"]
+
+
+def test_under_freeze_a_file_that_lacks_and_adds_columns_names_both(stack, make_task):
+    stack.put(f"d/{D1}/a.csv", "id,day,x,y\n1,2019-02-01,?,!\n")
+    with pytest.raises(BadInputError, match=r"a.csv: the header lacks the declared column 'v'; the header has fields "
+                                             r"no column declares: 'x', 'y' \(extra_fields='refuse'\)$"):
+        make_task(columns=OLD, csv=BY_NAME, contract="freeze")(date=D1).run()
+
+
+def test_under_freeze_every_difference_of_the_table_is_listed_with_one_statement(stack, make_task):
+    stack.execute(f"CREATE SCHEMA {stack.schema}; CREATE TABLE {stack.schema}.t (id integer, day date, "
+                  f"v varchar(10), n text NOT NULL)")
+    stack.put(f"d/{D1}/a.csv", _csv(D1, range(1, 3), True))
+    columns = [("id", "bigint"), ("day", "date"), ("v", "varchar(20)"), ("w", "integer")]
+    with pytest.raises(ConfigurationError) as refused:
+        make_task(columns=columns, contract="freeze")(date=D1).run()
+    t = f"{stack.schema}.t"
+    assert str(refused.value) == (
+        f"LoadT: {t} does not match the declaration, 4 problems: column 'id' of {t} is integer, declared bigint: a "
+        f"widening that rewrites the table; column 'v' of {t} is character varying(10), declared varchar(20): a "
+        f"widening without a rewrite; table {t} has no column 'w' (integer); column 'n' of {t} (text) is NOT NULL "
+        f"without a default, and no load fills it (not declared): every row would fail; run once: ALTER TABLE "
+        f'"{stack.schema}"."t" ALTER COLUMN "id" TYPE bigint USING "id"::bigint, ALTER COLUMN "v" TYPE varchar(20) '
+        f'USING "v"::varchar(20), ADD COLUMN "w" integer, ALTER COLUMN "n" DROP NOT NULL '
+        f"(Contract(columns='freeze', extra_fields='refuse', types='freeze')); it rewrites {t} (0.0 MiB with its "
+        f"indexes, about 0 rows) under an ACCESS EXCLUSIVE lock: run it when readers can wait, or let the loads do it "
+        f"with types='evolve_with_rewrite'; a column is never renamed by a load: if 'w' was renamed, rename it "
+        f"instead (ALTER TABLE ... RENAME COLUMN old TO w)")
+    assert stack.markers(t) == {}
+
+
+def test_without_a_contract_a_missing_column_is_refused_as_before(stack, make_task):
+    stack.put(f"d/{D1}/a.csv", _csv(D1, range(1, 3), False))
+    stack.put(f"d/{D2}/a.csv", _csv(D2, range(1, 3), False))
+    assert run_task(make_task(columns=OLD)(date=D1)).status == SUCCESS
+    with pytest.raises(ConfigurationError, match=rf"^LoadT: table {stack.schema}.t has no column 'w' \(integer\); run "
+                                                  rf'once: ALTER TABLE "{stack.schema}"."t" ADD COLUMN "w" integer$'):
+        make_task(columns=NEW, csv=BY_NAME)(date=D2).run()
+    stack.execute(f"ALTER TABLE {stack.schema}.t ADD COLUMN w integer")
+    with pytest.raises(BadInputError, match=r"the header lacks the declared column 'w' \(it has 'id', 'day', 'v'\)$"):
+        make_task(columns=NEW, csv=BY_NAME)(date=D2).run()
+
+
+# -- types -------------------------------------------------------------------------------------------------------
+
+
+def test_evolve_widens_without_a_rewrite_and_refuses_a_rewrite_unless_opted_in(stack, make_task):
+    stack.execute(f"CREATE SCHEMA {stack.schema}; CREATE TABLE {stack.schema}.t (id integer, day date, "
+                  f"v varchar(3), n numeric(5,2)); INSERT INTO {stack.schema}.t VALUES (1, '2019-01-01', 'abc', 1.5)")
+    node = stack.query("SELECT relfilenode FROM pg_class WHERE oid = %s::regclass", (f"{stack.schema}.t",))
+    stack.put(f"d/{D1}/a.csv", "id,day,v,n\n2,2019-02-01,abcdefgh,123.25\n")
+    columns = [("id", "integer"), ("day", "date"), ("v", "varchar(10)"), ("n", "numeric(8,2)")]
+    assert run_task(make_task(columns=columns, contract="evolve")(date=D1)).status == SUCCESS
+    assert _columns(stack) == [("id", "integer"), ("day", "date"), ("v", "character varying(10)"),
+                               ("n", "numeric(8,2)")]
+    assert stack.query("SELECT relfilenode FROM pg_class WHERE oid = %s::regclass", (f"{stack.schema}.t",)) == node
+    wide = [("id", "bigint"), *columns[1:]]
+    with pytest.raises(ConfigurationError, match=r"column 'id' of \S+ is integer, declared bigint: a widening that "
+                                                  r"rewrites the table; run once: .* it rewrites \S+ \(0.0 MiB with "
+                                                  r"its indexes, about \d+ rows\)"):
+        make_task(columns=wide, contract="evolve")(date=D1).run()
+    rewrite = Contract(columns="evolve", types="evolve_with_rewrite")
+    assert run_task(make_task(columns=wide, contract=rewrite)(date=D1, force=True)).status == SUCCESS
+    assert _columns(stack)[0] == ("id", "bigint")
+    narrow = [("id", "bigint"), ("day", "date"), ("v", "varchar(5)"), ("n", "numeric(8,2)")]
+    with pytest.raises(ConfigurationError, match=r"column 'v' of \S+ is character varying\(10\), declared varchar\(5\): "
+                                                  r'never changed by a load \(a narrowing, or another type\); run once: '
+                                                  r'ALTER TABLE \S+ ALTER COLUMN "v" TYPE varchar\(5\) USING'):
+        make_task(columns=narrow, contract=rewrite)(date=D1).run()
+
+
+# -- merge tables, lineage, extra fields -------------------------------------------------------------------------
+
+
+def _merge_task(stack, columns):
+    return type("MergeT", (lp.MergePartition,), {
+        "bucket": stack.bucket, "key_prefix": "d/{date:%Y-%m-%d}/", "table": f"{stack.schema}.t", "columns": columns,
+        "merge_key": ("id",), "csv": BY_NAME, "contract": "evolve", "__module__": __name__})
+
+
+def test_a_merged_table_evolves_through_its_stage(stack):
+    stack.put(f"d/{D1}/a.csv", "id,v\n1,a\n2,b\n")
+    stack.put(f"d/{D2}/a.csv", "id,v,w\n2,B,20\n3,c,30\n")
+    assert run_task(_merge_task(stack, [("id", "bigint"), ("v", "text")])(date=D1)).status == SUCCESS
+    new = _merge_task(stack, [("id", "bigint"), ("v", "text"), ("w", "integer")])
+    assert run_task(new(date=D2)).status == SUCCESS
+    assert stack.query(f"SELECT id, v, w FROM {stack.schema}.t ORDER BY id") == [(1, "a", None), (2, "B", 20),
+                                                                               (3, "c", 30)]
+
+
+def test_a_lineage_column_added_later_leaves_older_rows_null(stack, make_task):
+    stack.put(f"d/{D1}/a.csv", _csv(D1, range(1, 3), False))
+    stack.put(f"d/{D2}/a.csv", _csv(D2, range(1, 3), False))
+    assert run_task(make_task(columns=OLD)(date=D1)).status == SUCCESS
+    keyed = make_task(columns=OLD, contract="evolve", lineage=lp.Lineage(key="source_key", loaded_at="loaded_at"))
+    assert run_task(keyed(date=D2)).status == SUCCESS
+    rows = stack.query(f"SELECT day, source_key, loaded_at IS NOT NULL FROM {stack.schema}.t ORDER BY day, id")
+    assert rows == [(D1, None, False)] * 2 + [(D2, f"d/{D2}/a.csv", True)] * 2
+
+
+def test_extra_fields_refused_under_evolve_too(stack, make_task):
+    stack.put(f"d/{D1}/a.csv", _csv(D1, range(1, 3), True))
+    with pytest.raises(BadInputError, match=r"a.csv: the header has field no column declares: 'w'"):
+        make_task(columns=OLD, csv=BY_NAME, contract=Contract(columns="evolve", extra_fields="refuse"))(date=D1).run()
+    assert run_task(make_task(columns=OLD, csv=BY_NAME, contract="evolve")(date=D1)).status == SUCCESS
+
+
+def test_json_extra_with_refuse_is_a_configuration_error(stack, make_task):
+    stack.put(f"d/{D1}/a.jsonl", _jsonl(D1, range(1, 3), True))
+    columns = [*OLD, ("rest", "jsonb")]
+    with pytest.raises(ConfigurationError, match=r"extra='rest'\) keeps the keys no column declares, which "
+                                                  r"extra_fields='refuse' refuses: choose one"):
+        make_task(columns=columns, decoder=JsonLinesDecoder(extra="rest"), contract="freeze")(date=D1).run()
+
+
+def test_a_contract_that_is_not_one_is_a_configuration_error(make_task):
+    with pytest.raises(ConfigurationError, match=r"LoadT: contract = 'sometimes': a Contract"):
+        make_task(contract="sometimes")(date=D1).layout
