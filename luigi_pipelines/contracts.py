@@ -134,8 +134,10 @@ def differences(layout: TableLayout, existing: Sequence[ExistingColumn], resolve
         found, default = by_name.get(column.name), defaults.get(column.name)
         if default is not None:
             if found is None:
+                action = add_action(column, default.expression) if contract != Contract() else q.add_column_action(
+                    q.column_with_default(column, default.expression))  # as before contracts, without one
                 found_all.append(Difference(ADD, column.name, f"table {layout.table} has no column {column.name!r}, "
-                                            f"which each load fills", add_action(column, default.expression)))
+                                            f"which each load fills", action))
             elif not default.matches(found.default):
                 found_all.append(Difference(DEFAULT, column.name, f"column {column.name!r} of {layout.table} is "
                                             f"filled by each load through its default",

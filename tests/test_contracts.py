@@ -282,3 +282,127 @@ def test_json_extra_with_refuse_is_a_configuration_error(stack, make_task):
 def test_a_contract_that_is_not_one_is_a_configuration_error(make_task):
     with pytest.raises(ConfigurationError, match=r"LoadT: contract = 'sometimes': a Contract"):
         make_task(contract="sometimes")(date=D1).layout
+
+
+def test_two_loads_that_add_the_same_column_wait_for_each_other(stack, make_task):
+    """Of two loads of other dates that both found ``w`` missing, the second waits for the first's schema lock, reads
+    the catalog again and finds ``w`` there: no "column already exists"."""
+    import threading
+
+    from luigi_pipelines import db
+    from luigi_pipelines.devstack.local import wait_until
+    from luigi_pipelines.partitions import TableName
+
+    _put_range(stack, "csv", {D1: False, D2: True, D3: True})
+    assert run_task(make_task(columns=OLD, csv=BY_NAME)(date=D1)).status == SUCCESS
+    new = make_task(columns=NEW, csv=BY_NAME, contract="evolve")
+    altered, release, errors = threading.Event(), threading.Event(), []
+
+    class Holding(new):
+        def before_copy(self, tx):
+            altered.set()
+            release.wait(60)
+
+    def load(task):
+        try:
+            task.run()
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    first = threading.Thread(target=load, args=(Holding(date=D2),))
+    first.start()
+    assert altered.wait(60)
+    second = threading.Thread(target=load, args=(new(date=D3),))
+    second.start()
+    key = db.schema_lock_key(TableName.parse(f"{stack.schema}.t"))
+    waiting = f"SELECT pg_advisory_xact_lock({key[0]}, %"  # psycopg2 writes -1 as " -1"
+    altering = f'ALTER TABLE "{stack.schema}"."t"%'  # where it would wait without the schema lock
+    wait_until(lambda: stack.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND (query LIKE %s "
+                                   "OR query LIKE %s)", (waiting, altering)), 60, "the second load to wait", interval=0.01)
+    assert stack.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE %s", (waiting,))
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert errors == []
+    assert [(day, w) for day, _, _, w in _rows(stack)] == [(D1, None)] * 3 + [(D2, 110), (D2, 120), (D2, 130),
+                                                                             (D3, 210), (D3, 220), (D3, 230)]
+
+
+# -- kill -9 at random points of loads that add a column ----------------------------------------------------------
+
+KILL_POINTS = ("start", "altered", "object", "copy", "commit", "committed")
+
+
+def _kill_state(stack, table: str) -> tuple[bool, list[tuple], int | None]:
+    """Whether ``table`` has ``w``; its rows of D2 (id, w); the D2 marker's row count (None: no marker)."""
+    has_w = bool(stack.query("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'w' AND NOT "
+                             "attisdropped", (table,)))
+    rows = stack.query(f"SELECT id, {'w' if has_w else 'NULL'} FROM {table} WHERE day = %s ORDER BY id", (D2,))
+    marker = stack.query(f"SELECT rows_loaded FROM {stack.marker_schema}.partition_marker WHERE target_table = %s "
+                         f"AND partition_date = %s", (table, D2)) if stack.has_table(stack.marker_schema,
+                                                                                     "partition_marker") else []
+    return has_w, rows, marker[0][0] if marker else None
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_of_loads_that_add_a_column(stack, tmp_path):
+    """Thirty loads, each adding the column ``w`` to its own table in the old shape, each killed with SIGKILL at a
+    point drawn at random (every kind of point, random objects and bytes): every table is then in the old shape
+    with its old rows and no marker of the date, or in the new shape with the date's rows and a matching marker."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    from luigi_pipelines.devstack.local import wait_until
+    from tests.conftest import ROOT
+
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    objects = [_csv(D2, range(n * 1000 + 1, n * 1000 + 1001), True) for n in range(3)]
+    for n, body in enumerate(objects, 1):
+        stack.put(f"d/{D2}/{n}.csv", body)
+    app = f"kills_{stack.schema}"[:63]
+    stack.set_config("database", "application_name", app)
+    config = stack.write_config(tmp_path / "kills.cfg")
+    server = subprocess.Popen([sys.executable, "-m", "tests.contract_kills"], cwd=ROOT, text=True,
+                              env={**stack.env(config), "KILL_BUCKET": stack.bucket}, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=(tmp_path / "kills.log").open("w"))
+    outcomes = []
+    try:
+        for n in range(30):
+            table = f"{stack.schema}.t{n}"
+            stack.execute(f"{'CREATE SCHEMA IF NOT EXISTS ' + stack.schema + ';' if n == 0 else ''} CREATE TABLE "
+                          f"{table} (id bigint, day date, v text); INSERT INTO {table} VALUES (1, %s, 'old')", (D1,))
+            point, number = KILL_POINTS[n % len(KILL_POINTS)], rng.randint(1, 3)
+            byte = rng.randrange(len(objects[number - 1]))
+            directory = tmp_path / f"kill{n}"
+            directory.mkdir()
+            server.stdin.write(f"{table} {D2} {point} {number} {byte} {directory}\n")
+            server.stdin.flush()
+            pid = int(server.stdout.readline().split()[1])
+            try:
+                wait_until(lambda d=directory: (d / "reached").exists(), 60, f"load {n} to reach {point}",
+                           interval=0.01)
+            except TimeoutError:
+                pytest.fail(f"load {n} never reached {point}: {(tmp_path / 'kills.log').read_text()[-3000:]}")
+            os.kill(pid, signal.SIGKILL)
+            assert server.stdout.readline().split() == ["exited", str(pid), str(-signal.SIGKILL)], (seed, n, point)
+            wait_until(lambda: not stack.query("SELECT 1 FROM pg_stat_activity WHERE application_name = %s", (app,)),
+                       60, "PostgreSQL to discard the killed load's session", interval=0.01)
+            has_w, rows, marker = _kill_state(stack, table)
+            old = stack.query(f"SELECT id, day, v FROM {table} WHERE day = %s", (D1,))
+            assert old == [(1, D1, "old")], (seed, n, point)
+            if has_w:  # the new shape: the date's rows and its marker
+                assert len(rows) == marker == 3000 and rows[0] == (1, 10), (seed, n, point, number, byte)
+            else:  # the old shape: nothing of the date
+                assert (rows, marker) == ([], None), (seed, n, point, number, byte)
+            outcomes.append((point, has_w))
+    finally:
+        server.stdin.close()
+        server.kill()
+        server.wait(30)
+    assert len(outcomes) == 30
+    assert {has_w for point, has_w in outcomes if point == "committed"} == {True}
+    assert {has_w for point, has_w in outcomes if point != "committed"} == {False}
