@@ -98,6 +98,9 @@ class Contract:
         return f"Contract(columns={self.columns!r}, extra_fields={self.extra_fields!r}, types={self.types!r})"
 
 
+NO_CONTRACT = Contract()  # the behaviour of a task that declares none
+
+
 @dataclass(frozen=True)
 class Difference:
     """One way a table differs from its declaration, with the ``ALTER TABLE`` action that removes it."""
@@ -122,7 +125,7 @@ def judge(differences: Sequence[Difference], contract: Contract) -> Verdict:
 
 
 def differences(layout: TableLayout, existing: Sequence[ExistingColumn], resolved: ResolvedTypes,
-                contract: Contract = Contract()) -> list[Difference]:
+                contract: Contract = NO_CONTRACT) -> list[Difference]:
     """Every way the existing table differs from what ``layout`` needs: a column missing; filled by the load but
     without its default; of another type (of another kind only, under ``types="kind"``: ``integer`` for ``bigint``
     loads); or not declared, NOT NULL and without a default (every row would fail). ``resolved`` empty: the types
@@ -134,7 +137,7 @@ def differences(layout: TableLayout, existing: Sequence[ExistingColumn], resolve
         found, default = by_name.get(column.name), defaults.get(column.name)
         if default is not None:
             if found is None:
-                action = add_action(column, default.expression) if contract != Contract() else q.add_column_action(
+                action = add_action(column, default.expression) if contract != NO_CONTRACT else q.add_column_action(
                     q.column_with_default(column, default.expression))  # as before contracts, without one
                 found_all.append(Difference(ADD, column.name, f"table {layout.table} has no column {column.name!r}, "
                                             f"which each load fills", action))
@@ -169,13 +172,12 @@ def _type_difference(layout: TableLayout, column: q.Column, found: ExistingColum
         return []
     shown, category = resolved
     if mode == "kind":
-        if category == found.category:
-            return []
-        kind = TYPE
+        change: str | None = None if category == found.category else TYPE
     else:
-        kind = type_change(table_type(found.type), declared_type(column.type, shown))
-        if kind is None:
-            return []
+        change = type_change(table_type(found.type), declared_type(column.type, shown))
+    if change is None:
+        return []
+    kind = change
     how = {WIDEN: "a widening without a rewrite", REWRITE: "a widening that rewrites the table",
            TYPE: "never changed by a load (a narrowing, or another type)"}[kind]
     suffix = "" if mode == "kind" else f": {how}"

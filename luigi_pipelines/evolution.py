@@ -14,7 +14,7 @@ import logging
 import psycopg2.extensions
 
 from . import contracts, db
-from .contracts import REWRITE, Contract, Difference, Verdict
+from .contracts import NO_CONTRACT, REWRITE, Contract, Difference, Verdict
 from .errors import ConfigurationError
 from .layouts import TableLayout
 
@@ -55,14 +55,14 @@ def refusal(conn: psycopg2.extensions.connection | psycopg2.extensions.cursor, l
     the table's size when it rewrites the table)."""
     fix = contracts.fix_statement(layout.table, refused).as_string(conn)
     text = f"{family}: {contracts.headline(layout.table, refused)}; run once: {fix}"
-    if contract != Contract():
+    if contract != NO_CONTRACT:
         text += f" ({contract.describe()})"
     if size is not None and any(d.kind == REWRITE for d in refused):
         text += (f"; it rewrites {layout.table} ({size[0] / _MIB:.1f} MiB with its indexes, about {size[1]} rows) "
                  f"under an ACCESS EXCLUSIVE lock: run it when readers can wait, or let the loads do it with "
                  f"types='evolve_with_rewrite'")
     added = [d.column for d in refused if d.kind == contracts.ADD]
-    if added and contract.columns == "freeze" and contract != Contract():
+    if added and contract.columns == "freeze" and contract != NO_CONTRACT:
         text += f"; a column is never renamed by a load: if {added[0]!r} was renamed, rename it instead " \
                 f"(ALTER TABLE ... RENAME COLUMN old TO {added[0]})"
     return text

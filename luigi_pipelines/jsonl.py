@@ -18,7 +18,7 @@ from typing import IO
 
 from . import db, quarantine, rowchecks
 from . import sql as q
-from .contracts import Contract
+from .contracts import NO_CONTRACT, Contract
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
 from .objects import CopyPlan, CsvDecoder, ObjectLoader, Scope, plain_copy
@@ -57,7 +57,7 @@ class JsonLinesDecoder:
     unmatched_lines_ok: bool = False
 
     def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = (),
-             contract: Contract = Contract()) -> CopyPlan:
+             contract: Contract = NO_CONTRACT) -> CopyPlan:
         """Each line into the stage, which checks its keys as COPY reads it (``rowchecks.json_line_check``): with
         ``extra_fields="refuse"``, a key no column declares is a bad line naming it. (A missing key is NULL whatever
         the contract: JSON lines carry no schema of the file to tell a missing key from a null.)"""

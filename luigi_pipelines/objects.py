@@ -26,7 +26,7 @@ from psycopg2 import sql
 
 from . import contracts, db, quarantine, rowchecks
 from . import sql as q
-from .contracts import Contract
+from .contracts import NO_CONTRACT, Contract
 from .errors import BadInputError, CopyAborted, LoadError, PipelineError
 from .files import DownloadCancelled, EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
 from .layouts import columns_by_header
@@ -80,7 +80,7 @@ class Decoder(Protocol):
     """How one format's objects become ``COPY ... FROM STDIN`` input."""
 
     def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = (),
-             contract: Contract = Contract()) -> CopyPlan:
+             contract: Contract = NO_CONTRACT) -> CopyPlan:
         """The COPY of one object (opened by ``open``) into ``table``'s declared ``columns``; a file column (or key)
         named like a ``scope`` column must hold its value (``rowchecks``); the schema ``contract`` says whether a
         declared column the object lacks loads NULL and whether a field it has that no column declares refuses it
@@ -113,7 +113,7 @@ class CsvDecoder:
         return self.fmt.encoding.upper().replace("-", "") == "UTF8"
 
     def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = (),
-             contract: Contract = Contract()) -> CopyPlan:
+             contract: Contract = NO_CONTRACT) -> CopyPlan:
         """By position, or (``by_name``) by the header's names: straight into the table when the file has
         only declared columns, else through the staging table (one more write of the rows): when it has others,
         or a column named like a ``scope`` column, which the stage checks row by row (``rowchecks.scope_check``).
@@ -123,7 +123,7 @@ class CsvDecoder:
         if self.fmt.by_name:
             names = self.header(reader)
             try:
-                if contract != Contract():
+                if contract != NO_CONTRACT:
                     present = contracts.file_fields(names, [c.name for c in columns], contract, "header")
                     columns = tuple(c for c in columns if c.name in present)
                 in_file, extra = columns_by_header(names, columns)
@@ -230,7 +230,7 @@ class ObjectLoader:
     on_read: Callable[[S3Object, int], None] | None = None
     key_column: str = ""  # a lineage column that gets each object's key (a setting given before its COPY)
     into: TableName | None = None  # where the rows go, if not the partition's table (a merge load's stage)
-    contract: Contract = Contract()  # the task's schema contract: the fields an object may lack or add
+    contract: Contract = NO_CONTRACT  # the task's schema contract: the fields an object may lack or add
 
     def __post_init__(self) -> None:
         self.target = self.into or self.tx.target
@@ -265,7 +265,7 @@ class ObjectLoader:
                 if reader.is_empty():
                     record.empty = "has no data after decompression and byte-order mark removal"
                 else:
-                    contract = {"contract": self.contract} if self.contract != Contract() else {}  # a decoder of old
+                    contract = {"contract": self.contract} if self.contract != NO_CONTRACT else {}  # a decoder of old
                     self.plan = self.decoder.plan(self.target, self.columns, reader, self.tx.key.scope, **contract)
                     record.rows = self._staged(obj, lambda: self._copy_stream(record, reader, tmp, growing))
                     record.rejected = self.tx.rejected - rejected_before  # by the COPY's salvage or the staged INSERT

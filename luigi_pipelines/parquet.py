@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from . import contracts
 from . import sql as q
-from .contracts import Contract
+from .contracts import NO_CONTRACT, Contract
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import GrowingFile, SourceReader
 from .objects import CopyPlan, ObjectLoader, Scope
@@ -65,7 +65,7 @@ class ParquetDecoder:
     batch_rows: int = 32_768
 
     def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = (),
-             contract: Contract = Contract()) -> CopyPlan:
+             contract: Contract = NO_CONTRACT) -> CopyPlan:
         """The file's declared columns by name; under ``columns="evolve"`` one the file lacks is left out of the COPY
         (NULL), under ``extra_fields="refuse"`` a column no column declares refuses the file."""
         present = _rows(reader).select(columns, scope, contract)
@@ -170,13 +170,13 @@ class ParquetRows:
     def num_rows(self) -> int:
         return int(self.parquet.metadata.num_rows)
 
-    def select(self, columns: Sequence[q.Column], scope: Scope = (), contract: Contract = Contract()
+    def select(self, columns: Sequence[q.Column], scope: Scope = (), contract: Contract = NO_CONTRACT
                ) -> tuple[q.Column, ...]:
         """Read the declared ``columns`` (by name, in their order) from here on, and check that the file's columns
         named like a ``scope`` column (declared or not) hold its value; the columns read (``contract``: those the
         file has, under ``columns="evolve"``)."""
         schema = self.parquet.schema_arrow
-        if contract != Contract():
+        if contract != NO_CONTRACT:
             try:
                 present = contracts.file_fields(schema.names, [c.name for c in columns], contract, "Parquet file")
             except ValueError as exc:

@@ -25,7 +25,7 @@ from psycopg2 import sql
 
 from . import db
 from . import sql as q
-from .contracts import Contract
+from .contracts import NO_CONTRACT, Contract
 from .db import SupportsRead
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
 from .files import csv_line, temp_download
@@ -151,7 +151,7 @@ class S3Load:
     max_bad_rows: int = 0
     empty_objects_ok: bool = True
     key_column: str = ""  # a lineage column that gets each object's key
-    contract: Contract = Contract()  # the task's schema contract (``contracts``): the fields an object may lack or add
+    contract: Contract = NO_CONTRACT  # the task's schema contract (``contracts``): the fields an object may lack or add
 
     def change(self, tx: db.PartitionTransaction) -> str:
         return self.objects.change(tx)

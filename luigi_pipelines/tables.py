@@ -11,7 +11,7 @@ import psycopg2.extensions
 
 from . import contracts, db, layouts
 from . import sql as q
-from .contracts import Contract
+from .contracts import NO_CONTRACT, Contract
 from .errors import ConfigurationError
 from .evolution import refusal
 from .layouts import DateSource, TableLayout, unknown_types
@@ -26,7 +26,7 @@ def check_temp_dir(settings: LoadSettings) -> None:
 
 
 def prepare(conn: psycopg2.extensions.connection, settings: LoadSettings, marker: TableName, layout: TableLayout,
-            family: str, create_table: bool, date_from: DateSource, contract: Contract = Contract()) -> None:
+            family: str, create_table: bool, date_from: DateSource, contract: Contract = NO_CONTRACT) -> None:
     """Check the declared types (``to_regtype``, before anything is created or read), create the marker tables,
     and the target table if declared so; check that an existing table matches the declaration.
 
@@ -70,7 +70,7 @@ def ensure_table(conn: psycopg2.extensions.connection, layout: TableLayout, fami
 
 
 def check_table(conn: psycopg2.extensions.connection, layout: TableLayout, family: str, date_from: DateSource,
-                types: layouts.ResolvedTypes, contract: Contract = Contract()) -> None:
+                types: layouts.ResolvedTypes, contract: Contract = NO_CONTRACT) -> None:
     """An existing table must have the declared columns, of their kind of type, and what the layout adds to them (or
     the load would leave those columns NULL); no column the load leaves out may be NOT NULL without a default. Every
     problem is reported at once, with the one ``ALTER TABLE`` that fixes them all (``contracts.differences``), but

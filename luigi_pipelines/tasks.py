@@ -382,8 +382,8 @@ def _job(task: PartitionTask, source: writes.Source) -> writes.PartitionJob:
         task.partition_key, task.partition_date, task.grain.stop_of(value), task.task_family, task.task_id,
         task.layout, source, declared.write_mode(value), task.load_section(), task.database(),
         create_table=task.create_table, force=bool(task.force), reload_changed=bool(task.reload_changed),
-        max_bad_rows=int(getattr(task, "max_bad_rows", 0)), contract=declared.contract, fills=declared.fill_values, after_write=task.after_copy,
-        before_commit=task.before_commit, prepared=task.prepared,
+        max_bad_rows=int(getattr(task, "max_bad_rows", 0)), contract=declared.contract, fills=declared.fill_values,
+        after_write=task.after_copy, before_commit=task.before_commit, prepared=task.prepared,
         check_owner=lambda key, date, family: check_owner(key, date, family, task.task_family))
 
 

@@ -28,7 +28,7 @@ import psycopg2.extensions
 
 from . import db, evolution, tables
 from . import sql as q
-from .contracts import Contract
+from .contracts import NO_CONTRACT, Contract
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError
 from .files import sweep_stale
 from .layouts import MergeLayout, TableLayout
@@ -73,7 +73,7 @@ class PartitionJob:
     force: bool = False
     reload_changed: bool = False
     max_bad_rows: int = 0
-    contract: Contract = Contract()  # the task's schema contract (``contracts``)
+    contract: Contract = NO_CONTRACT  # the task's schema contract (``contracts``)
     fills: Callable[[db.PartitionTransaction], dict[str, str]] = lambda tx: {}
     after_write: Callable[[db.PartitionTransaction], None] = lambda tx: None
     before_commit: Callable[[db.PartitionTransaction], None] = lambda tx: None

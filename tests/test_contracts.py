@@ -281,7 +281,7 @@ def test_json_extra_with_refuse_is_a_configuration_error(stack, make_task):
 
 def test_a_contract_that_is_not_one_is_a_configuration_error(make_task):
     with pytest.raises(ConfigurationError, match=r"LoadT: contract = 'sometimes': a Contract"):
-        make_task(contract="sometimes")(date=D1).layout
+        assert make_task(contract="sometimes")(date=D1).layout
 
 
 def test_two_loads_that_add_the_same_column_wait_for_each_other(stack, make_task):
