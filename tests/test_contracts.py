@@ -315,7 +315,7 @@ def test_two_loads_that_add_the_same_column_wait_for_each_other(stack, make_task
     second = threading.Thread(target=load, args=(new(date=D3),))
     second.start()
     key = db.schema_lock_key(TableName.parse(f"{stack.schema}.t"))
-    waiting = f"SELECT pg_advisory_xact_lock({key[0]}, %"  # psycopg2 writes -1 as " -1"
+    waiting = f"SELECT pg_advisory_xact_lock(%{key[0]}, %-1)"  # psycopg2 writes -1 as " -1"
     altering = f'ALTER TABLE "{stack.schema}"."t"%'  # where it would wait without the schema lock
     wait_until(lambda: stack.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND (query LIKE %s "
                                    "OR query LIKE %s)", (waiting, altering)), 60, "the second load to wait", interval=0.01)
