@@ -406,3 +406,31 @@ def test_kill_9_at_random_points_of_loads_that_add_a_column(stack, tmp_path):
     assert len(outcomes) == 30
     assert {has_w for point, has_w in outcomes if point == "committed"} == {True}
     assert {has_w for point, has_w in outcomes if point != "committed"} == {False}
+
+
+def test_the_readme_example_loads_old_files_and_adds_the_column_for_new_ones(stack, tmp_path):
+    """The README's ``LoadSales``, pasted into a module with the test's bucket and schema: 2019's files (no coupon)
+    load NULL, a 2021 file adds the column in its load, and a reload of 2019 works afterwards."""
+    import importlib.util
+
+    from tests.test_readme import blocks
+
+    block = next(b for b in blocks("python") if "class LoadSales(" in b)
+    source = "import luigi_pipelines as lp\n\n" + block.replace('"acme-exports"', f'"{stack.bucket}"').replace(
+        '"sales.orders"', f'"{stack.schema}.orders"')
+    path = tmp_path / "readme_contracts.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("readme_contracts", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    old, new = datetime.date(2019, 5, 4), datetime.date(2021, 5, 4)
+    stack.put("orders/2019/05/04/a.csv", "order_id,order_date,amount\n1,2019-05-04,9.50\n")
+    stack.put("orders/2021/05/04/a.csv", "order_id,amount,coupon,order_date,channel\n2,3.25,SPRING,2021-05-04,web\n")
+    stack.execute(f"CREATE SCHEMA {stack.schema}; CREATE TABLE {stack.schema}.orders (order_id bigint, "
+                  f"order_date date, amount numeric(12,2))")  # made before coupons existed
+    for day in (old, new):
+        assert run_task(module.LoadSales(date=day)).status == SUCCESS
+    assert run_task(module.LoadSales(date=old, force=True)).status == SUCCESS
+    assert stack.query(f"SELECT order_id, amount::text, coupon FROM {stack.schema}.orders ORDER BY order_id") == [
+        (1, "9.50", None), (2, "3.25", "SPRING")]
