@@ -13,7 +13,7 @@ from typing import Any
 
 from . import db, writes
 from . import sql as q
-from .contracts import Contract
+from .contracts import NO_CONTRACT, Contract
 from .errors import ConfigurationError
 from .grains import Grain
 from .layouts import FILES, DateSource, Lineage, MergeLayout, TableLayout
@@ -36,7 +36,7 @@ class Declared:
     merge_key: Sequence[str] = ()
     snapshot: bool = False
     deleted_flag: str = ""
-    contract: Contract = Contract()  # what a load does when the table or the files differ (``contracts``)
+    contract: Contract = NO_CONTRACT  # what a load does when the table or the files differ (``contracts``)
 
     @classmethod
     def of(cls, family: str, table: str, date_column: str, columns: Sequence[tuple[str, str]], grain: Grain,

@@ -3,8 +3,7 @@
 ``write_once`` is a partition's whole write, in the order the design fixes: the tables checked before the
 transaction; then in one transaction its advisory lock, its marker read (a partition already written ends here
 as a no-op, unless forced or its sources changed), the schema contract's changes (``evolution``), the write mode's
-neighbour check, the write, the failure
-record cleared, the marker, the ``before_commit`` hook, one commit.
+neighbour check, the write, the failure record cleared, the marker, the ``before_commit`` hook, one commit.
 
 A write mode decides what the write does with the source's rows:
 
