@@ -25,6 +25,7 @@ _PUBLIC = {
     "make_date": "layouts",
     "partition_date": "layouts",
     "Column": "sql",
+    "Contract": "contracts",
     "CsvFormat": "sql",
     "CsvDecoder": "objects",
     "JsonLinesDecoder": "jsonl",

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import db, writes
 from . import sql as q
+from .contracts import NO_CONTRACT, Contract
 from .errors import ConfigurationError
 from .grains import Grain
 from .layouts import FILES, DateSource, Lineage, MergeLayout, TableLayout
@@ -35,11 +36,13 @@ class Declared:
     merge_key: Sequence[str] = ()
     snapshot: bool = False
     deleted_flag: str = ""
+    contract: Contract = NO_CONTRACT  # what a load does when the table or the files differ (``contracts``)
 
     @classmethod
     def of(cls, family: str, table: str, date_column: str, columns: Sequence[tuple[str, str]], grain: Grain,
            scope: Mapping[str, str], **more: Any) -> Declared:
         try:
+            more["contract"] = Contract.of(more.get("contract"))
             return cls(family, table, date_column, q.columns_of(columns), grain, dict(scope), **more)
         except ValueError as exc:
             raise ConfigurationError(f"{family}: {exc}") from None

@@ -18,6 +18,7 @@ from typing import IO
 
 from . import db, quarantine, rowchecks
 from . import sql as q
+from .contracts import NO_CONTRACT, Contract
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
 from .objects import CopyPlan, CsvDecoder, ObjectLoader, Scope, plain_copy
@@ -55,14 +56,21 @@ class JsonLinesDecoder:
     extra: str = ""
     unmatched_lines_ok: bool = False
 
-    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
-        """Each line into the stage, which checks its keys as COPY reads it (``rowchecks.json_line_check``)."""
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = (),
+             contract: Contract = NO_CONTRACT) -> CopyPlan:
+        """Each line into the stage, which checks its keys as COPY reads it (``rowchecks.json_line_check``): with
+        ``extra_fields="refuse"``, a key no column declares is a bad line naming it. (A missing key is NULL whatever
+        the contract: JSON lines carry no schema of the file to tell a missing key from a null.)"""
         by_name = {c.name: c for c in columns}
         if self.extra and (self.extra not in by_name or by_name[self.extra].type.lower() not in ("jsonb", "json")):
             raise ConfigurationError(f"JsonLinesDecoder(extra={self.extra!r}) must name a declared jsonb column, "
                                      f"not {by_name[self.extra].type if self.extra in by_name else 'an undeclared one'}")
+        if self.extra and contract.refuses_extra_fields:
+            raise ConfigurationError(f"JsonLinesDecoder(extra={self.extra!r}) keeps the keys no column declares, which "
+                                     f"extra_fields='refuse' refuses: choose one")
         check = rowchecks.json_line_check(q.JSON_LINE.name, [c.name for c in columns if c.name != self.extra], scope,
-                                          any_key=bool(self.extra), unmatched_ok=self.unmatched_lines_ok)
+                                          any_key=bool(self.extra), unmatched_ok=self.unmatched_lines_ok,
+                                          refuse_other=contract.refuses_extra_fields)
         stage = (q.create_json_stage(),) if check is None else (*rowchecks.create_functions(), q.create_json_stage((check,)))
         return CopyPlan(q.copy_json_lines(), q.STAGE, (q.JSON_LINE,), table, tuple(columns), stage)  # lines count from 1
 

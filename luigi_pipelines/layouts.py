@@ -229,39 +229,6 @@ def unknown_types(columns: Sequence[q.Column], resolved: ResolvedTypes) -> list[
     return [f"{c.name!r} {c.type}" for c in columns if resolved.get(c.type) is None]
 
 
-def table_problems(layout: TableLayout, existing: Sequence[ExistingColumn], resolved: ResolvedTypes
-                   ) -> list[tuple[str, sql.Composable]]:
-    """Every way the existing table differs from what ``layout`` needs, each with the ``ALTER TABLE`` action that
-    fixes it: a column missing, of another kind of type (another ``typcategory``: text where numbers are declared;
-    ``integer`` for ``bigint`` is the same kind and loads), filled by the load but without its default, or not
-    declared, NOT NULL and without a default (every row would fail). Generated columns are checked elsewhere."""
-    by_name = {c.name: c for c in existing}
-    defaults = {d.column.name: d for d in layout.defaults}
-    problems: list[tuple[str, sql.Composable]] = []
-    for column in layout.table_columns:
-        found, default = by_name.get(column.name), defaults.get(column.name)
-        if default is not None:
-            if found is None:
-                problems.append((f"table {layout.table} has no column {column.name!r}, which each load fills",
-                                 q.add_column_action(q.column_with_default(column, default.expression))))
-            elif not default.matches(found.default):
-                problems.append((f"column {column.name!r} of {layout.table} is filled by each load through its default",
-                                 q.set_default_action(column, default.expression)))
-        elif found is None:
-            problems.append((f"table {layout.table} has no column {column.name!r} ({column.type})",
-                             q.add_column_action(q.column_definition(column))))
-        elif not found.generated and (resolved.get(column.type) or ("", found.category))[1] != found.category:
-            problems.append((f"column {column.name!r} of {layout.table} is {found.type}, declared {column.type}",
-                             q.set_type_action(column)))
-    known = {c.name for c in layout.table_columns} | {c.name for c, _ in layout.generated}
-    for found in existing:
-        if found.name not in known and found.not_null and not found.default and not (found.generated or found.identity):
-            problems.append((f"column {found.name!r} of {layout.table} ({found.type}) is NOT NULL without a default, "
-                             f"and no load fills it (not declared): every row would fail",
-                             q.drop_not_null_action(found.name)))
-    return problems
-
-
 @dataclass(frozen=True)
 class TableLayout:
     """Every column of a load's table by where its values come from (see the module docstring)."""

@@ -142,7 +142,8 @@ class LoadPartition(PartitionTask):
 
     def source_part(self) -> S3Load:
         return S3Load(self.objects_of(self.partition_value), self.decoder or CsvDecoder(self.csv), self.target_columns,
-                      self.load_section(), self, int(self.max_bad_rows), self.empty_objects_ok, self.lineage.key)
+                      self.load_section(), self, int(self.max_bad_rows), self.empty_objects_ok, self.lineage.key,
+                      self.declared.contract)
 
     def source_changes(self, recorded: Sequence[tuple[Any, list[dict[str, Any]]]]) -> dict[Any, str]:
         """How each partition's objects differ from its marker's: one listing per partition, e.g. ``"1 added (d/b.csv)"``."""

@@ -24,8 +24,9 @@ from typing import IO, Any, Protocol
 
 from psycopg2 import sql
 
-from . import db, quarantine, rowchecks
+from . import contracts, db, quarantine, rowchecks
 from . import sql as q
+from .contracts import NO_CONTRACT, Contract
 from .errors import BadInputError, CopyAborted, LoadError, PipelineError
 from .files import DownloadCancelled, EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
 from .layouts import columns_by_header
@@ -78,9 +79,12 @@ class CopyPlan:
 class Decoder(Protocol):
     """How one format's objects become ``COPY ... FROM STDIN`` input."""
 
-    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = (),
+             contract: Contract = NO_CONTRACT) -> CopyPlan:
         """The COPY of one object (opened by ``open``) into ``table``'s declared ``columns``; a file column (or key)
-        named like a ``scope`` column must hold its value (``rowchecks``)."""
+        named like a ``scope`` column must hold its value (``rowchecks``); the schema ``contract`` says whether a
+        declared column the object lacks loads NULL and whether a field it has that no column declares refuses it
+        (passed only when the task declares one, so a decoder written before contracts keeps working)."""
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
         """A reader of the object's data as COPY reads it (decompressed, decoded)."""
@@ -108,14 +112,20 @@ class CsvDecoder:
     def utf8(self) -> bool:
         return self.fmt.encoding.upper().replace("-", "") == "UTF8"
 
-    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = (),
+             contract: Contract = NO_CONTRACT) -> CopyPlan:
         """By position, or (``by_name``) by the header's names: straight into the table when the file has
         only declared columns, else through the staging table (one more write of the rows): when it has others,
-        or a column named like a ``scope`` column, which the stage checks row by row (``rowchecks.scope_check``)."""
+        or a column named like a ``scope`` column, which the stage checks row by row (``rowchecks.scope_check``).
+        By name, the ``contract`` says whether a declared column the header lacks loads NULL (the COPY leaves it
+        out) and whether a name no column declares refuses the object (``contracts.file_fields``)."""
         in_file, extra, names = tuple(columns), False, [c.name for c in columns]
         if self.fmt.by_name:
             names = self.header(reader)
             try:
+                if contract != NO_CONTRACT:
+                    present = contracts.file_fields(names, [c.name for c in columns], contract, "header")
+                    columns = tuple(c for c in columns if c.name in present)
                 in_file, extra = columns_by_header(names, columns)
             except ValueError as exc:
                 raise BadInputError(f"{reader.source}: {exc}") from None
@@ -220,6 +230,7 @@ class ObjectLoader:
     on_read: Callable[[S3Object, int], None] | None = None
     key_column: str = ""  # a lineage column that gets each object's key (a setting given before its COPY)
     into: TableName | None = None  # where the rows go, if not the partition's table (a merge load's stage)
+    contract: Contract = NO_CONTRACT  # the task's schema contract: the fields an object may lack or add
 
     def __post_init__(self) -> None:
         self.target = self.into or self.tx.target
@@ -254,7 +265,8 @@ class ObjectLoader:
                 if reader.is_empty():
                     record.empty = "has no data after decompression and byte-order mark removal"
                 else:
-                    self.plan = self.decoder.plan(self.target, self.columns, reader, self.tx.key.scope)
+                    contract = {"contract": self.contract} if self.contract != NO_CONTRACT else {}  # a decoder of old
+                    self.plan = self.decoder.plan(self.target, self.columns, reader, self.tx.key.scope, **contract)
                     record.rows = self._staged(obj, lambda: self._copy_stream(record, reader, tmp, growing))
                     record.rejected = self.tx.rejected - rejected_before  # by the COPY's salvage or the staged INSERT
             finally:

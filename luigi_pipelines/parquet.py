@@ -22,7 +22,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+from . import contracts
 from . import sql as q
+from .contracts import NO_CONTRACT, Contract
 from .errors import BadInputError, ConfigurationError, LoadError
 from .files import GrowingFile, SourceReader
 from .objects import CopyPlan, ObjectLoader, Scope
@@ -62,9 +64,12 @@ class ParquetDecoder:
 
     batch_rows: int = 32_768
 
-    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
-        _rows(reader).select(columns, scope)
-        return CopyPlan(q.copy_from_stdin(table, columns, CSV), table, tuple(columns))
+    def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = (),
+             contract: Contract = NO_CONTRACT) -> CopyPlan:
+        """The file's declared columns by name; under ``columns="evolve"`` one the file lacks is left out of the COPY
+        (NULL), under ``extra_fields="refuse"`` a column no column declares refuses the file."""
+        present = _rows(reader).select(columns, scope, contract)
+        return CopyPlan(q.copy_from_stdin(table, present, CSV), table, present)
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
         pyarrow_modules()
@@ -165,10 +170,18 @@ class ParquetRows:
     def num_rows(self) -> int:
         return int(self.parquet.metadata.num_rows)
 
-    def select(self, columns: Sequence[q.Column], scope: Scope = ()) -> None:
+    def select(self, columns: Sequence[q.Column], scope: Scope = (), contract: Contract = NO_CONTRACT
+               ) -> tuple[q.Column, ...]:
         """Read the declared ``columns`` (by name, in their order) from here on, and check that the file's columns
-        named like a ``scope`` column (declared or not) hold its value."""
+        named like a ``scope`` column (declared or not) hold its value; the columns read (``contract``: those the
+        file has, under ``columns="evolve"``)."""
         schema = self.parquet.schema_arrow
+        if contract != NO_CONTRACT:
+            try:
+                present = contracts.file_fields(schema.names, [c.name for c in columns], contract, "Parquet file")
+            except ValueError as exc:
+                raise BadInputError(f"{self.source}: {exc}") from None
+            columns = [c for c in columns if c.name in present]
         missing = [c.name for c in columns if c.name not in schema.names]
         if missing:
             raise BadInputError(f"{self.source}: the Parquet file lacks the declared column{'s' if len(missing) > 1 else ''} "
@@ -183,6 +196,7 @@ class ParquetRows:
         self._checks = ValueChecks.of(pa, self.parquet, self._handle, columns)
         self._recast = {c.name: how for c in columns if (how := recast(pa, schema.field(c.name).type, c.type))}
         self._scope = [(name, value) for name, value in scope if name in schema.names]
+        return tuple(columns)
 
     def where(self, line: int) -> str:
         """``row group G row R (row N of the file)``, all 1-based, for the row COPY names by ``line``."""

@@ -68,12 +68,17 @@ def scope_check(stage_column: str, column: str, value: str) -> sql.Composed:
 
 
 def json_line_check(line: str, declared: Sequence[str], scope: Sequence[tuple[str, str]], any_key: bool,
-                    unmatched_ok: bool) -> sql.Composed | None:
+                    unmatched_ok: bool, refuse_other: bool = False) -> sql.Composed | None:
     """The ``CHECK`` of the staged JSON ``line`` column: an object line needs a key among ``declared`` (any key at
-    all, with ``any_key``: an extra column keeps the others), unless ``unmatched_ok``; a key of a scope column
-    must hold its value. A line that is no object passes (the INSERT says what it is). None: nothing to check."""
+    all, with ``any_key``: an extra column keeps the others), unless ``unmatched_ok``; with ``refuse_other`` it may
+    hold no other key (a schema contract's ``extra_fields="refuse"``); a key of a scope column must hold its value.
+    A line that is no object passes (the INSERT says what it is). None: nothing to check."""
     raw = sql.Identifier(line)
     cases = []
+    if refuse_other:
+        other = sql.SQL("({} - {}::text[])").format(raw, sql.Literal(list(declared)))
+        cases.append(sql.SQL("WHEN {other} <> '{{}}'::jsonb THEN {refuse}({head} || left({other}::text, 200))").format(
+            other=other, refuse=_REFUSE, head=sql.Literal("keys no column declares (extra_fields='refuse'): ")))
     if not unmatched_ok:
         unmatched = sql.SQL("{} = '{{}}'::jsonb").format(raw) if any_key else sql.SQL("NOT {} ?| {}::text[]").format(
             raw, sql.Literal(list(declared)))

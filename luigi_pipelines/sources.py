@@ -25,6 +25,7 @@ from psycopg2 import sql
 
 from . import db
 from . import sql as q
+from .contracts import NO_CONTRACT, Contract
 from .db import SupportsRead
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError, SourceError
 from .files import csv_line, temp_download
@@ -150,6 +151,7 @@ class S3Load:
     max_bad_rows: int = 0
     empty_objects_ok: bool = True
     key_column: str = ""  # a lineage column that gets each object's key
+    contract: Contract = NO_CONTRACT  # the task's schema contract (``contracts``): the fields an object may lack or add
 
     def change(self, tx: db.PartitionTransaction) -> str:
         return self.objects.change(tx)
@@ -164,7 +166,7 @@ class S3Load:
         with ProgressReport(hooks.report_progress, objects) as progress:
             loader = ObjectLoader(tx, source.s3, self.decoder, self.columns, self.settings, self.max_bad_rows,
                                   self.empty_objects_ok, hooks.source_stream, progress.read, key_column=self.key_column,
-                                  into=into)
+                                  into=into, contract=self.contract)
             hooks.before_copy(tx)
             for n, obj in enumerate(objects, 1):
                 source.in_progress = obj.key

@@ -9,10 +9,12 @@ import os
 
 import psycopg2.extensions
 
-from . import db, layouts
+from . import contracts, db, layouts
 from . import sql as q
+from .contracts import NO_CONTRACT, Contract
 from .errors import ConfigurationError
-from .layouts import DateSource, TableLayout, table_problems, unknown_types
+from .evolution import refusal
+from .layouts import DateSource, TableLayout, unknown_types
 from .partitions import TableName
 from .settings import LoadSettings
 
@@ -24,17 +26,18 @@ def check_temp_dir(settings: LoadSettings) -> None:
 
 
 def prepare(conn: psycopg2.extensions.connection, settings: LoadSettings, marker: TableName, layout: TableLayout,
-            family: str, create_table: bool, date_from: DateSource) -> None:
+            family: str, create_table: bool, date_from: DateSource, contract: Contract = NO_CONTRACT) -> None:
     """Check the declared types (``to_regtype``, before anything is created or read), create the marker tables,
     and the target table if declared so; check that an existing table matches the declaration.
 
     On a reused connection (``db.session``) the types, the tables' existence and the table's columns are checked
     once: a table dropped later makes the load fail (its DELETE, COPY or marker read names the missing relation),
     which drops the connection and what was checked on it, so the next attempt checks and creates again. The
-    columns that each load fills are checked every time: a default removed meanwhile would leave them NULL."""
+    columns that each load fills are checked every time: a default removed meanwhile would leave them NULL.
+    A difference that ``contract`` lets the load make is left to it (``evolution.evolve``, in the transaction)."""
     check_temp_dir(settings)
     checked = db.checks_of(conn)
-    declared = ("declared", layout.table, layout.table_columns)
+    declared = ("declared", layout.table, layout.table_columns, contract)
     types: layouts.ResolvedTypes = {}
     if declared not in checked:  # before anything is created or read
         types = db.resolve_types(conn, (c.type for c in layout.table_columns))
@@ -51,7 +54,7 @@ def prepare(conn: psycopg2.extensions.connection, settings: LoadSettings, marker
         ensure_table(conn, layout, family, create_table, date_from)
         checked.add(exists)
     if declared not in checked or layout.defaults:
-        check_table(conn, layout, family, date_from, types)
+        check_table(conn, layout, family, date_from, types, contract)
         checked.add(declared)
 
 
@@ -67,21 +70,18 @@ def ensure_table(conn: psycopg2.extensions.connection, layout: TableLayout, fami
 
 
 def check_table(conn: psycopg2.extensions.connection, layout: TableLayout, family: str, date_from: DateSource,
-                types: layouts.ResolvedTypes) -> None:
+                types: layouts.ResolvedTypes, contract: Contract = NO_CONTRACT) -> None:
     """An existing table must have the declared columns, of their kind of type, and what the layout adds to them (or
     the load would leave those columns NULL); no column the load leaves out may be NOT NULL without a default. Every
-    problem is reported at once, with the one ``ALTER TABLE`` that fixes them all. ``types`` empty: the types are
-    not compared."""
+    problem is reported at once, with the one ``ALTER TABLE`` that fixes them all (``contracts.differences``), but
+    those ``contract`` lets the load make. ``types`` empty: the types are not compared."""
     existing = db.table_columns(conn, layout.table)
     if not existing:  # dropped since this connection created it: the load fails naming it, and the next creates it
         return
-    problems = table_problems(layout, existing, types)
-    if problems:
-        fix = q.alter_table(layout.table, [action for _, action in problems]).as_string(conn)
-        head = problems[0][0] if len(problems) == 1 else (
-            f"{layout.table} does not match the declaration, {len(problems)} problems: "
-            + "; ".join(problem for problem, _ in problems))
-        raise ConfigurationError(f"{family}: {head}; run once: {fix}")
+    refused = contracts.judge(contracts.differences(layout, existing, types, contract), contract).refused
+    if refused:
+        size = db.table_size(conn, layout.table) if any(d.kind == contracts.REWRITE for d in refused) else None
+        raise ConfigurationError(refusal(conn, layout, family, refused, contract, size))
     if date_from.generated:
         check_generated_date(conn, layout, family, date_from)
 

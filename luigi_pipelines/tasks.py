@@ -25,6 +25,7 @@ import luigi
 from . import db, memo, staleness, writes
 from . import sql as q
 from .config import database_settings, load_settings
+from .contracts import Contract
 from .declared import Declared
 from .errors import ConfigurationError, PipelineError
 from .grains import DAILY, Grain
@@ -107,6 +108,9 @@ class PartitionDeclarations(luigi.Task):
     merged: ClassVar[bool] = False  # merged by key even before merge_key is declared (MergePartition: an error then)
     snapshot: ClassVar[bool] = False
     deleted_flag: ClassVar[str] = ""
+    # What a load does when the table or the files differ from `columns`: Contract(columns="evolve", ...), "evolve",
+    # "freeze" (contracts.Contract); None: declared columns the table lacks refuse the load, undeclared fields ignored.
+    contract: ClassVar[Contract | str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A class that declares another grain gets that grain's luigi parameter, and no other grain's."""
@@ -134,7 +138,7 @@ class PartitionDeclarations(luigi.Task):
         return self.read_once("declared", lambda: Declared.of(
             self.task_family, self.table, self.date_column, self.columns, self.grain, self.scope,
             date_from=self.date_from, lineage=self.lineage_columns(), merged=self.is_merge,
-            merge_key=self.merge_key, snapshot=self.snapshot, deleted_flag=self.deleted_flag))
+            merge_key=self.merge_key, snapshot=self.snapshot, deleted_flag=self.deleted_flag, contract=self.contract))
 
     @property
     def partition_value(self) -> Any:
@@ -378,8 +382,8 @@ def _job(task: PartitionTask, source: writes.Source) -> writes.PartitionJob:
         task.partition_key, task.partition_date, task.grain.stop_of(value), task.task_family, task.task_id,
         task.layout, source, declared.write_mode(value), task.load_section(), task.database(),
         create_table=task.create_table, force=bool(task.force), reload_changed=bool(task.reload_changed),
-        max_bad_rows=int(getattr(task, "max_bad_rows", 0)), fills=declared.fill_values, after_write=task.after_copy,
-        before_commit=task.before_commit, prepared=task.prepared,
+        max_bad_rows=int(getattr(task, "max_bad_rows", 0)), contract=declared.contract, fills=declared.fill_values,
+        after_write=task.after_copy, before_commit=task.before_commit, prepared=task.prepared,
         check_owner=lambda key, date, family: check_owner(key, date, family, task.task_family))
 
 

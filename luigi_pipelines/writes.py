@@ -2,8 +2,8 @@
 
 ``write_once`` is a partition's whole write, in the order the design fixes: the tables checked before the
 transaction; then in one transaction its advisory lock, its marker read (a partition already written ends here
-as a no-op, unless forced or its sources changed), the write mode's neighbour check, the write, the failure
-record cleared, the marker, the ``before_commit`` hook, one commit.
+as a no-op, unless forced or its sources changed), the schema contract's changes (``evolution``), the write mode's
+neighbour check, the write, the failure record cleared, the marker, the ``before_commit`` hook, one commit.
 
 A write mode decides what the write does with the source's rows:
 
@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 import psycopg2.extensions
 
-from . import db, tables
+from . import db, evolution, tables
 from . import sql as q
+from .contracts import NO_CONTRACT, Contract
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError
 from .files import sweep_stale
 from .layouts import MergeLayout, TableLayout
@@ -71,6 +72,7 @@ class PartitionJob:
     force: bool = False
     reload_changed: bool = False
     max_bad_rows: int = 0
+    contract: Contract = NO_CONTRACT  # the task's schema contract (``contracts``)
     fills: Callable[[db.PartitionTransaction], dict[str, str]] = lambda tx: {}
     after_write: Callable[[db.PartitionTransaction], None] = lambda tx: None
     before_commit: Callable[[db.PartitionTransaction], None] = lambda tx: None
@@ -99,6 +101,7 @@ def write_once(job: PartitionJob) -> db.PartitionTransaction | None:
                 logger.info("%s %s: already loaded by %s; nothing to do", tx.key, job.date,
                             tx.previous and tx.previous["task_id"])
                 return None
+            evolution.evolve(tx, job.layout, job.family, job.contract)
             job.mode.check_neighbours(tx, job)
             db.fill_columns(tx, job.fills(tx))
             job.mode.write(tx, job)
@@ -113,7 +116,8 @@ def write_once(job: PartitionJob) -> db.PartitionTransaction | None:
 
 def prepare(conn: psycopg2.extensions.connection, job: PartitionJob) -> None:
     """The tables (``tables.prepare``), then the write mode's and the task's own checks, before the transaction."""
-    tables.prepare(conn, job.settings, job.marker, job.layout, job.family, job.create_table, job.layout.date_from)
+    tables.prepare(conn, job.settings, job.marker, job.layout, job.family, job.create_table, job.layout.date_from,
+                   job.contract)
     job.mode.prepare(conn, job)
     job.prepared(conn)
 

@@ -5,6 +5,7 @@
 - ``session``: connections, the per-process reused connection and its fork handling;
 - ``catalog``: catalog reads and race-free DDL (tables, columns, keys, types, the marker tables and their upgrade);
 - ``transaction``: the partition transaction with COPY, the savepoint, a partition's rows, the merge's helpers;
+- ``schema``: a table's columns read and changed inside a partition's transaction (schema contracts);
 - ``markers``: completed partitions, marker sources, failures, the windows and summaries of ``status``.
 
 Each owns its SQL, built by the pure modules of ``luigi_pipelines.sql``; no module outside this package touches a
@@ -37,6 +38,7 @@ from .markers import (
     supersede_failures,
     upstream_markers,
 )
+from .schema import alter_schema, columns_in, lock_schema, schema_lock_key, table_size, types_in
 from .session import checks_of, close_sessions, connect, connect_kwargs, session
 from .transaction import (
     PartitionRows,
@@ -86,4 +88,5 @@ __all__ = [
     "marker_sources", "marker_summary", "marker_window", "newest_partition", "partition_transaction", "read_rows",
     "record_failure", "recorded_span", "resolve_types", "server_clock", "session", "supersede_failures",
     "table_columns", "table_exists", "unique_keys", "upstream_markers", "write_marker", "write_rejects",
+    "alter_schema", "columns_in", "lock_schema", "schema_lock_key", "table_size", "types_in",
 ]

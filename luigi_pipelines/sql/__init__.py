@@ -34,6 +34,7 @@ from .catalog import (
     schema_exists,
     select_column,
     select_table_columns,
+    select_table_size,
     select_unique_keys,
     set_default,
     set_default_action,
@@ -134,6 +135,7 @@ __all__ = [
     "select_completed_dates", "select_completed_partitions", "select_failures", "select_json_line",
     "select_keys_of_date", "select_keys_of_table", "select_marker", "select_marker_sources", "select_marker_summary",
     "select_marker_window", "select_newest_dates", "select_partition", "select_recorded_span", "select_table_columns",
+    "select_table_size",
     "select_unique_keys", "server_clock", "set_default", "set_default_action", "set_local", "set_session",
     "set_type_action", "sql", "table_exists", "table_ident", "upsert_failure", "upsert_marker",
 ]

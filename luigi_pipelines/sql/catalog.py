@@ -238,3 +238,10 @@ def create_failures_table(failures: TableName) -> sql.Composed:
 def create_marker_date_index(marker: TableName) -> sql.Composed:
     index = check_identifier(f"{marker.name}_date_idx"[:63])
     return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (partition_date)").format(sql.Identifier(index), table_ident(marker))
+
+
+def select_table_size() -> sql.SQL:
+    """Parameter: schema-qualified table. Its size on disk with its indexes and TOAST (bytes), and the planner's
+    estimate of its rows (``reltuples``; -1 or 0 before its first ANALYZE)."""
+    return sql.SQL("SELECT pg_total_relation_size(c.oid), c.reltuples::bigint FROM pg_catalog.pg_class c "
+                   "WHERE c.oid = to_regclass(%s)")
