@@ -107,6 +107,9 @@ class PartitionDeclarations(luigi.Task):
     merged: ClassVar[bool] = False  # merged by key even before merge_key is declared (MergePartition: an error then)
     snapshot: ClassVar[bool] = False
     deleted_flag: ClassVar[str] = ""
+    # How late the newest partition may be, after its end ("26h" for a daily feed, or a datetime.timedelta): status
+    # shows the table late (exit 28) and the metrics carry it (luigi_pipelines.freshness). None: not judged.
+    freshness: ClassVar[str | datetime.timedelta | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A class that declares another grain gets that grain's luigi parameter, and no other grain's."""
