@@ -10,8 +10,10 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import types
 import urllib.error
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from luigi_pipelines import metrics
 from luigi_pipelines.devstack.local import Luigid, ManagedProcess, free_port, http_get, wait_until
 from luigi_pipelines.freshness import Freshness
 from luigi_pipelines.grains import DAILY
-from luigi_pipelines.metrics_serve import CachedText
+from luigi_pipelines.metrics_serve import CachedText, handler_of
 from luigi_pipelines.states import FAILED, LOADED, MISSING, Calendar, DateState
 from tests.conftest import ROOT, run_task
 from tests.freshness_tasks import NOW, TASKS, WINDOW, seed_feeds
@@ -216,6 +218,33 @@ def test_metrics_serve_computes_again_only_after_its_cache_time():
     assert source.text() == "n 0\n" and source.computed == 1
     clock.now = 10.0
     assert source.text() == "n 1\n" and source.computed == 2
+
+
+def test_metrics_serve_answers_500_when_the_metrics_cannot_be_computed():
+    """A scrape that cannot be answered fails (Prometheus' ``up`` is 0), with the reason on one line; the next
+    scrape computes again (nothing failed is cached)."""
+    calls = []
+
+    def compute() -> str:
+        calls.append(1)
+        raise OSError("could not connect to server: Connection refused\n\tIs the server running?")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_of(CachedText(compute, 10.0)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for _ in range(2):
+            with pytest.raises(urllib.error.HTTPError) as failed:
+                http_get(f"{url}/metrics")
+            assert failed.value.code == 500
+            assert failed.value.read().decode() == ("computing the metrics failed: OSError: could not connect to "
+                                                    "server: Connection refused Is the server running?\n")
+        assert http_get(f"{url}/").decode().endswith("the metrics are at /metrics\n")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(calls) == 2
 
 
 def _luigid_collector_names() -> set[str]:
