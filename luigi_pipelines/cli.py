@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg2
 
 from . import backfill as backfill_command
+from . import metrics_serve as metrics_serve_command
 from . import sampling
 from . import status as status_command
 from .errors import ConfigurationError, PipelineError
@@ -47,12 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status", help="each date's state (loaded, stale, failed, missing) as a calendar, JSON or an HTML page; "
-        "exit 0 all loaded, 21 dates missing, 22 dates stale (--check-sources), 30 a date's last attempt failed",
+        "exit 0 all loaded, 21 dates missing, 22 dates stale (--check-sources), 28 a table late, 30 a date's last "
+        "attempt failed; --prometheus for metrics",
         description="Each date's state of one or more pipelines (loaded, stale, failed, missing; rows rejected) over "
         "a window. Exit 0: every date is loaded (and, with --check-sources, fresh); 21: dates are missing; 22: "
-        "loaded dates are stale, their sources changed since the load (only with --check-sources); 30: a date's "
-        "last attempt failed; the highest applies. 2: the command line or the task's declaration is wrong; 35: "
-        "PostgreSQL cannot be reached.")
+        "loaded dates are stale, their sources changed since the load (only with --check-sources); 28: a table is "
+        "late, its newest partition older than its task's freshness allows; 30: a date's last attempt failed; the "
+        "highest applies. 2: the command line or the task's declaration is wrong; 35: PostgreSQL cannot be reached.")
     status_command.add_arguments(status)
     status.set_defaults(func=status_command.main)
 
@@ -71,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         "value, the date source guessed from the key or a column, a comment per column on what was seen.")
     sampling.add_arguments(infer)
     infer.set_defaults(func=cmd_infer)
+    serve = sub.add_parser(
+        "metrics-serve", help="serve status's per-table metrics over HTTP for Prometheus (/metrics)",
+        description="Serve the per-table metrics of `status --prometheus` at http://ADDRESS:PORT/metrics, computed "
+        "on a scrape and kept for --cache-s seconds.")
+    metrics_serve_command.add_arguments(serve)
+    serve.set_defaults(func=metrics_serve_command.main)
     return parser
 
 

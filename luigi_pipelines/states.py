@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .freshness import Freshness
+
 LOADED = "loaded"
 STALE = "stale"  # loaded, but its sources changed since (what the reload_changed mode would reload)
 FAILED = "failed"
@@ -22,10 +24,13 @@ STATES = (LOADED, STALE, FAILED, MISSING)
 # Exit codes of ``luigi-pipelines status``: the meanings they have in luigi's [retcode] table and for
 # ``backfill`` (21: dates asked for are not loaded; 30: a task failed), so one table explains both.
 # 22 (stale) sits beside 21: loaded dates that a run in the reload_changed mode would load again.
+# 28 (late): a table whose task declares ``freshness`` has no partition new enough (``freshness``), above stale
+# and missing (a late table's newest partitions are missing too), below failed.
 # When several apply, the highest wins, as in luigi's [retcode].
 EXIT_ALL_LOADED = 0
 EXIT_MISSING = 21
 EXIT_STALE = 22
+EXIT_LATE = 28
 EXIT_FAILED = 30
 
 
@@ -96,6 +101,7 @@ class Calendar:
     # from each date's objects and merged by key, so their sum is not what the table holds.
     table_rows: int | None = None
     unit: str = "day"  # what one of ``days`` is: a day, an hour, a month (the task's grain)
+    freshness: Freshness | None = None  # the table's newest loaded partition (in or out of the window), how late
 
     @property
     def totals(self) -> Totals:
@@ -173,10 +179,12 @@ def _superseded(day: DateState) -> DateState:
 
 
 def exit_code(calendars: Sequence[Calendar]) -> int:
-    """The highest that applies: 30 if any date's last attempt failed, 22 if any date is stale, 21 if any date
-    is missing, else 0."""
+    """The highest that applies: 30 if any date's last attempt failed, 28 if a table is late, 22 if any date is
+    stale, 21 if any date is missing, else 0."""
     if any(c.count(FAILED) for c in calendars):
         return EXIT_FAILED
+    if any(c.freshness is not None and c.freshness.late for c in calendars):
+        return EXIT_LATE
     if any(c.count(STALE) for c in calendars):
         return EXIT_STALE
     if any(c.count(MISSING) for c in calendars):

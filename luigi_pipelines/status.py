@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import backfill, db, views
+from . import backfill, db, metrics, views
 from .config import database_settings, load_settings
+from .newest import allowance_of, freshness_of
 from .staleness import one_stale_check
 from .states import LOADED, Calendar, date_states, exit_code, with_stale
 
@@ -26,6 +27,20 @@ UTC = datetime.timezone.utc
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_selection(parser)
+    out = parser.add_argument_group("output (default: the calendar on stdout)")
+    out.add_argument("--json", action="store_true", help="print JSON instead of the calendar")
+    out.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML page to FILE")
+    out.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                     help="colour the calendar: auto (on a terminal, unless NO_COLOR is set), always or never")
+    out.add_argument("--prometheus", action="store_true",
+                     help="print per-table metrics in Prometheus' text format instead of the calendar")
+    out.add_argument("--textfile", type=Path, metavar="FILE",
+                     help="also write those metrics to FILE atomically (node_exporter's textfile collector: *.prom)")
+
+
+def add_selection(parser: argparse.ArgumentParser) -> None:
+    """The pipelines and the window (``status``'s, and ``metrics-serve``'s)."""
     parser.add_argument("--module", default="luigi_pipelines.pipelines.transactions", help="pipeline module")
     parser.add_argument("--task", action="append", dest="tasks", metavar="TASK",
                         help="partition task class in the module; repeat for several (default: LoadTransactions)")
@@ -38,29 +53,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also compare each loaded date's sources with its marker, as the reload_changed mode does "
                         "(a load: one S3 listing per loaded date; a transform: its upstream markers), and show a date "
                         "whose sources changed as stale (exit 22); without it stale is not checked")
-    out = parser.add_argument_group("output (default: the calendar on stdout)")
-    out.add_argument("--json", action="store_true", help="print JSON instead of the calendar")
-    out.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML page to FILE")
-    out.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                     help="colour the calendar: auto (on a terminal, unless NO_COLOR is set), always or never")
 
 
 def main(args: argparse.Namespace) -> int:
-    tasks = args.tasks or ["LoadTransactions"]
     now = args.now or datetime.datetime.now(UTC)
     try:
-        window = _window(args, now, tasks)
+        calendars = gather(args, now)
     except ValueError as exc:
         print(f"luigi-pipelines status: {exc}", file=sys.stderr)
         return 2
-    if window is None:
+    if calendars is None:
         print("luigi-pipelines status: nothing on record yet; give --start (and --stop) or --days-back", file=sys.stderr)
         return 0
-    with one_stale_check():  # a transform's check asks its upstream's again: each date is listed once
-        calendars = [calendar_of(args.module, task, *window, check_sources=args.check_sources,
-                                 today=now.astimezone(UTC).date()) for task in tasks]
     code = exit_code(calendars)
-    if args.json:
+    if args.textfile:
+        metrics.write_textfile(args.textfile, metrics.exposition(calendars, code))
+    if args.prometheus:
+        print(metrics.exposition(calendars, code), end="")
+    elif args.json:
         print(json.dumps(views.as_json(calendars, code), indent=2))
     else:
         print(views.text(calendars, color=_use_color(args.color)))
@@ -70,15 +80,30 @@ def main(args: argparse.Namespace) -> int:
     return code
 
 
+def gather(args: argparse.Namespace, now: datetime.datetime) -> list[Calendar] | None:
+    """The calendar of each ``--task`` over the window the arguments give (``add_selection``) at ``now``; ``None``
+    when no window is given and nothing is on record. A window that is wrong is a ``ValueError``."""
+    tasks = args.tasks or ["LoadTransactions"]
+    window = _window(args, now, tasks)
+    if window is None:
+        return None
+    with one_stale_check():  # a transform's check asks its upstream's again: each date is listed once
+        return [calendar_of(args.module, task, *window, check_sources=args.check_sources,
+                            today=now.astimezone(UTC).date(), now=now) for task in tasks]
+
+
 def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.date,
-                check_sources: bool = False, today: datetime.date | None = None) -> Calendar:
+                check_sources: bool = False, today: datetime.date | None = None,
+                now: datetime.datetime | None = None) -> Calendar:
     """The states of ``module.task``'s partitions in ``[start, stop)`` (its dates, hours or months; of a monthly
     task, the months that meet the window and are over before ``today``; a daily or hourly one's as the window
     says, today's too when a window without ``--stop`` reaches it): one query per partition key and table
     (an hourly task has one per hour of the day), plus ``bulk_complete``; with ``check_sources``, the loaded
     partitions whose sources changed since are stale (``stale_changes``), and a failed reload whose sources match
-    the previous load again is loaded (the check supersedes its failure record)."""
+    the previous load again is loaded (the check supersedes its failure record). With ``now``, the table's
+    newest loaded partition and, when the task declares ``freshness``, whether it is late (one query more)."""
     cls = backfill.task_class(module, task)
+    allowed = allowance_of(cls)
     grain = cls.grain
     values = grain.covering(start, stop)
     if today is not None and grain.unit == "month":  # the current month is not over: not missing yet
@@ -87,13 +112,14 @@ def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.dat
     with db.connect(database_settings()) as conn:
         markers, failed = _recorded(conn, probe, values)
         table_rows = db.count_rows(conn, probe.table_key) if probe.is_merge else None
+        freshness = freshness_of(conn, probe, now, allowed) if now is not None else None
     not_loaded = backfill.incomplete(module, task, values)  # what backfill would load: the same one query
     days = date_states(values, not_loaded, markers, failed, None if grain.unit == "day" else grain.describe)
     if check_sources:  # the loaded partitions, and those whose reload failed (the previous load kept)
         loaded = [d.date for d in days if d.state == LOADED or d.kept_previous]
         days = with_stale(days, probe.stale_changes(loaded) if loaded else {}, checked=loaded)
     return Calendar(task, str(probe.table_key), start, stop, days, sources_checked=check_sources,
-                    table_rows=table_rows, unit=grain.unit)
+                    table_rows=table_rows, unit=grain.unit, freshness=freshness)
 
 
 def _recorded(conn: Any, probe: Any, values: Sequence[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

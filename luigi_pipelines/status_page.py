@@ -22,6 +22,7 @@ td.out { color: #c0c6d0; }
 .failed { background: #d64541; color: #fff; } .failed.kept { box-shadow: inset 0 -5px 0 #2e9e5b; }
 .missing { background: #e4e7ec; color: #5b6475; } .stale { background: #7d4cc2; color: #fff; }
 ul.failures { padding-left: 18px; }
+p.freshness.late { color: #fff; background: #d64541; display: inline-block; padding: 2px 8px; border-radius: 3px; }
 .hours { margin: 4px 0 8px; } .hours[hidden] { display: none; }
 span.hour { display: inline-block; width: 24px; height: 20px; line-height: 20px; margin: 1px; text-align: center;
   border-radius: 3px; font-size: 11px; cursor: pointer; } span.hour:focus, span.hour.selected { outline: 2px solid #1d2330; }

@@ -111,6 +111,9 @@ class PartitionDeclarations(luigi.Task):
     # What a load does when the table or the files differ from `columns`: Contract(columns="evolve", ...), "evolve",
     # "freeze" (contracts.Contract); None: declared columns the table lacks refuse the load, undeclared fields ignored.
     contract: ClassVar[Contract | str | None] = None
+    # How late the newest partition may be, after its end ("26h" for a daily feed, or a datetime.timedelta): status
+    # shows the table late (exit 28) and the metrics carry it (luigi_pipelines.freshness). None: not judged.
+    freshness: ClassVar[str | datetime.timedelta | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A class that declares another grain gets that grain's luigi parameter, and no other grain's."""

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from .freshness import duration
 from .states import FAILED, LOADED, MISSING, STALE, Calendar, DateState
 from .status_page import CSS, PAGE, SCRIPT
 
@@ -28,6 +29,7 @@ _NOT_CHECKED = "stale not checked (--check-sources)"
 _COUNTED = ((LOADED, "loaded"), (STALE, "stale"), (FAILED, "failed"), (MISSING, "missing"))
 _KEPT = "green edge: a reload failed, the previous load is kept"
 EXIT_MEANINGS = {0: "every date is loaded", 21: "dates are missing", 22: "loaded dates are stale (sources changed)",
+                 28: "a table is late (its newest partition is older than its freshness allows)",
                  30: "a date's last attempt failed"}
 
 
@@ -57,6 +59,11 @@ def _text_one(cal: Calendar, color: bool, listed: int) -> str:
     lines = [head + ("" if cal.unit == "day" else f"  by the {cal.unit}"), *lines]
     lines.append("  " + "   ".join(f"{_paint(_MARKS[k][0], _MARKS[k][1], color)} {label}" for k, label in legend(cal)))
     lines.append("  " + _totals_line(cal))
+    if cal.freshness is not None and cal.freshness.allowed is not None:  # a late table: a red line of its own
+        fresh = cal.freshness
+        by = f"by {duration(fresh.lateness)}: " if fresh.lateness is not None else ""
+        said = f"late    {by}" if fresh.late else "fresh   "
+        lines.append("  " + _paint(said + fresh.describe(), "1;31", color and fresh.late))
     lines += _problem_lines(cal, listed)
     return "\n".join(lines)
 
@@ -198,7 +205,9 @@ def as_json(calendars: Sequence[Calendar], code: int) -> dict[str, Any]:
         "pipelines": [{
             "task": c.task, "key": c.key, "start": c.start.isoformat(), "stop": c.stop.isoformat(),
             **({} if c.unit == "day" else {"unit": c.unit}),
-            "sources_checked": c.sources_checked, "totals": _totals_json(c), "dates": [_date_json(d) for d in c.days],
+            "sources_checked": c.sources_checked, "totals": _totals_json(c),
+            **({} if c.freshness is None else {"freshness": c.freshness.as_json()}),
+            "dates": [_date_json(d) for d in c.days],
         } for c in calendars],
     }
 
@@ -258,10 +267,19 @@ def _section(n: int, cal: Calendar) -> str:
         keys += f'<span class="key"><span class="swatch failed kept"></span>{html.escape(_KEPT)}</span>'
     return (f'<section class="pipeline" data-pipeline="{n}" data-task="{html.escape(cal.task)}">'
             f'<h2>{html.escape(cal.task)} <small>{html.escape(cal.key)}, [{cal.start}, {cal.stop})</small></h2>'
-            f'<p class="totals">{html.escape(_totals_line(cal))}</p><p class="legend">{keys}</p>'
+            f'<p class="totals">{html.escape(_totals_line(cal))}</p>{_freshness_html(cal)}<p class="legend">{keys}</p>'
             f'<div class="months">{months}</div>'
             f'<div class="detail" id="detail-{n}" aria-live="polite">Select a date for its details.</div>'
             f'{_html_lists(cal)}</section>')
+
+
+def _freshness_html(cal: Calendar) -> str:
+    """A task that declares ``freshness``: whether the table is fresh, or late (in red) and by how much."""
+    fresh = cal.freshness
+    if fresh is None or fresh.allowed is None:
+        return ""
+    said = html.escape(f"{fresh.verdict()}: {fresh.describe()}")
+    return f'<p class="freshness{" late" if fresh.late else ""}">{said}</p>'
 
 
 def _html_lists(cal: Calendar) -> str:

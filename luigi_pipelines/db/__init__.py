@@ -6,7 +6,8 @@
 - ``catalog``: catalog reads and race-free DDL (tables, columns, keys, types, the marker tables and their upgrade);
 - ``transaction``: the partition transaction with COPY, the savepoint, a partition's rows, the merge's helpers;
 - ``schema``: a table's columns read and changed inside a partition's transaction (schema contracts);
-- ``markers``: completed partitions, marker sources, failures, the windows and summaries of ``status``.
+- ``markers``: completed partitions, marker sources, failures, the windows and summaries of ``status``;
+- ``newest``: the newest marked partition of a task's keys (a table's freshness).
 
 Each owns its SQL, built by the pure modules of ``luigi_pipelines.sql``; no module outside this package touches a
 cursor.
@@ -38,6 +39,7 @@ from .markers import (
     supersede_failures,
     upstream_markers,
 )
+from .newest import newest_marked
 from .schema import alter_schema, columns_in, lock_schema, schema_lock_key, table_size, types_in
 from .session import checks_of, close_sessions, connect, connect_kwargs, session
 from .transaction import (
@@ -85,7 +87,8 @@ __all__ = [
     "connect_kwargs", "copy_in_savepoint", "copy_stream", "count_outside_by_key", "count_partition", "count_rows",
     "delete_absent", "delete_partition", "delete_rejects", "describe_errors", "ensure_marker_table", "ensure_table",
     "execute", "failures_window", "fill_columns", "insert_from_query", "keys_of_date", "keys_of_table", "lock_table",
-    "marker_sources", "marker_summary", "marker_window", "newest_partition", "partition_transaction", "read_rows",
+    "marker_sources", "marker_summary", "marker_window", "newest_marked", "newest_partition", "partition_transaction",
+    "read_rows",
     "record_failure", "recorded_span", "resolve_types", "server_clock", "session", "supersede_failures",
     "table_columns", "table_exists", "unique_keys", "upstream_markers", "write_marker", "write_rejects",
     "alter_schema", "columns_in", "lock_schema", "schema_lock_key", "table_size", "types_in",
