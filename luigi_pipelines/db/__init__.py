@@ -5,7 +5,8 @@
 - ``session``: connections, the per-process reused connection and its fork handling;
 - ``catalog``: catalog reads and race-free DDL (tables, columns, keys, types, the marker tables and their upgrade);
 - ``transaction``: the partition transaction with COPY, the savepoint, a partition's rows, the merge's helpers;
-- ``markers``: completed partitions, marker sources, failures, the windows and summaries of ``status``.
+- ``markers``: completed partitions, marker sources, failures, the windows and summaries of ``status``;
+- ``checks``: a partition's data checks, run in its transaction before its marker.
 
 Each owns its SQL, built by the pure modules of ``luigi_pipelines.sql``; no module outside this package touches a
 cursor.
@@ -21,6 +22,7 @@ from .catalog import (
     table_exists,
     unique_keys,
 )
+from .checks import CheckedRows, run_checks
 from .markers import (
     Failure,
     MarkerSources,
@@ -76,6 +78,7 @@ from .translate import (
 )
 
 __all__ = [
+    "CheckedRows", "run_checks",
     "BAD_DATA", "LOCK_TIMEOUT", "MISSING_OPERATOR", "NO_PRIVILEGE", "attempt", "fetch_one", "primary_message",
     "translate", "translating",
     "ColumnInfo", "Failure", "MarkerSources", "PartitionRows", "PartitionTransaction", "SupportsRead", "check_time_zone",
