@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from psycopg2 import sql
 
 from .errors import ConfigurationError
 from .partitions import check_identifier
+from .sql.checks import ALIAS as ROW
 
 ERROR = "error"
 WARN = "warn"
@@ -84,7 +85,7 @@ class NotNull(Check):
         return f"not_null({', '.join(self.columns)})"
 
     def predicate(self) -> sql.Composable:
-        return sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier("p", c)) for c in self.columns)
+        return sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(ROW, c)) for c in self.columns)
 
     def bound(self) -> str:
         return f"0 rows with {' or '.join(self.columns)} NULL"
@@ -105,7 +106,7 @@ class AcceptedValues(Check):
 
     def predicate(self) -> sql.Composable:
         """``p.status <> ALL (ARRAY['A', 'B'])``: a NULL is not a violation (``not_null`` is for that)."""
-        return sql.SQL("{} <> ALL ({})").format(sql.Identifier("p", self.column), sql.Literal(list(self.values)))
+        return sql.SQL("{} <> ALL ({})").format(sql.Identifier(ROW, self.column), sql.Literal(list(self.values)))
 
     def bound(self) -> str:
         return f"0 rows with {self.column} not in {list(self.values)!r}"
@@ -127,7 +128,7 @@ class Between(Check):
 
     def predicate(self) -> sql.Composable:
         """``p.amount < 0 OR p.amount > 1000000``: a NULL is not a violation."""
-        column = sql.Identifier("p", self.column)
+        column = sql.Identifier(ROW, self.column)
         parts = [sql.SQL("{} {} {}").format(column, sql.SQL(op), sql.Literal(value))
                  for op, value in (("<", self.min), (">", self.max)) if value is not None]
         return sql.SQL(" OR ").join(parts)
@@ -309,7 +310,8 @@ class CheckResult:
 
     def describe(self) -> str:
         """``unique(id): 2 violations in 1,000 rows (held to 0 values of (id) on more than one row); e.g. ...``."""
-        head = f"{self.check}: {self.violations:,} violation{'' if self.violations == 1 else 's'} in {self.rows:,} rows"
+        head = (f"{self.check}: {self.violations:,} violation{'' if self.violations == 1 else 's'} in {self.rows:,} "
+                f"row{'' if self.rows == 1 else 's'}")
         said = f"{head} (held to {self.bound})"
         if self.quarantined:
             said += f"; {self.quarantined:,} rows set aside in quarantine"
@@ -321,7 +323,8 @@ class CheckResult:
 def sample_text(row: dict[str, Any], key_column: str = "", count: int | None = None) -> str:
     """A violating row (a ``to_jsonb`` of it) as ``{"id": null, "v": "x"} (s3://... object key)``: the row's
     values, its object's key when a lineage column holds it, and for a ``unique`` sample how many rows share it."""
-    values = {k: v for k, v in row.items() if k not in (key_column, "luigi_pipelines_rows", "luigi_pipelines_keys")}
+    hidden = (key_column, "luigi_pipelines_rows", "luigi_pipelines_keys", "luigi_pipelines_ord")
+    values = {k: v for k, v in row.items() if k not in hidden}
     text = json.dumps(values, default=str, ensure_ascii=False)
     if len(text) > 200:
         text = text[:199] + "…"
@@ -335,7 +338,9 @@ def sample_text(row: dict[str, Any], key_column: str = "", count: int | None = N
 
 
 def failed_text(partition: str, failed: Sequence[CheckResult]) -> str:
-    """The message of a load that a check failed: the partition, then each failed check with its figures."""
-    checks = " | ".join(r.describe() for r in failed)
+    """The message of a load that a check failed: the partition, each failed check with its figures, then their
+    samples (last: a failure record keeps the first 500 characters)."""
+    checks = " | ".join(replace(r, samples=()).describe() for r in failed)
+    samples = " | ".join(f"{r.check}: " + "; ".join(r.samples) for r in failed if r.samples)
     return (f"{partition}: data check{'s' if len(failed) > 1 else ''} failed, nothing committed and the previous "
-            f"load (if any) is kept: {checks}")
+            f"load (if any) is kept: {checks}" + (f"; samples: {samples}" if samples else ""))

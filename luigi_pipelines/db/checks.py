@@ -50,7 +50,7 @@ class CheckedRows:
     def merged(cls, tx: PartitionTransaction, stage: TableName, rows: ScopedTable, merge_key: tuple[str, ...],
                snapshot: bool, **common: Any) -> CheckedRows:
         """A merged partition's rows: its stage; beside them the table's rows of ``rows`` (its scope)."""
-        return cls(q.Rows(stage), table=_rows_of(rows, "", tx), merge_key=merge_key, snapshot=snapshot, **common)
+        return cls(q.Rows.every(stage), table=_rows_of(rows, "", tx), merge_key=merge_key, snapshot=snapshot, **common)
 
 
 def _rows_of(key: ScopedTable, date_column: str, tx: PartitionTransaction) -> q.Rows:

@@ -1,8 +1,9 @@
 """Data checks' statements (``checks``, run by ``db.run_checks``): set-based SQL over one partition's rows only.
 
-A partition's rows are a ``Rows``: a table (the target, or a merge load's stage) under the alias ``p`` and the
-condition that selects the partition's rows of it (its date or dates and its scope, as literals: the statements
-take no parameters but those named, so a user's query may hold a ``%``). Every row check is one ``FILTER`` of one
+A partition's rows are a ``Rows``: a table (the target, or a merge load's stage) under the alias
+``luigi_pipelines_row`` (``p`` in the docstrings below) and the condition that selects the partition's rows of it
+(its date or dates and its scope, as literals: the statements take no parameters but those named, so a user's query
+may hold a ``%``). Every row check is one ``FILTER`` of one
 scan (``row_figures``); ``unique`` is one ``GROUP BY``; a failed check's samples are a ``LIMIT``.
 """
 from __future__ import annotations
@@ -17,12 +18,13 @@ from psycopg2 import sql
 from ..partitions import TableName
 from .names import identifiers, table_ident
 
-ALIAS = "p"
+ALIAS = "luigi_pipelines_row"  # a row of the partition (a bare name of a column would win over a short alias)
 CTE = "luigi_pipelines_partition"  # what a sql_check's ``{partition}`` becomes
 ROWS = "luigi_pipelines_rows"  # a unique sample's row count
 KEYS = "luigi_pipelines_keys"  # a unique sample's object keys
 HIDDEN = ("luigi_pipelines_ord",)  # columns of a merge stage that are not the data's
 _TRUE, _ALL = sql.SQL("TRUE"), sql.SQL("*")
+_BAD = "luigi_pipelines_bad"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,12 @@ class Rows:
     """A partition's rows: ``SELECT * FROM <table> AS p WHERE <where>``."""
 
     table: TableName
-    where: sql.Composable = _TRUE
+    where: sql.Composable
+
+    @classmethod
+    def every(cls, table: TableName) -> Rows:
+        """Every row of ``table`` (a merge load's stage)."""
+        return cls(table, _TRUE)
 
     def select(self, columns: sql.Composable = _ALL) -> sql.Composed:
         return sql.SQL("SELECT {} FROM {} AS {} WHERE {}").format(columns, table_ident(self.table),
@@ -60,22 +67,22 @@ def row_figures(rows: Rows, predicates: Sequence[sql.Composable]) -> sql.Compose
 
 
 def _row_json() -> sql.Composed:
-    """``to_jsonb(p) - 'luigi_pipelines_ord'``: a row's values, without a stage's own columns."""
-    return sql.SQL("to_jsonb({}) - {}::text[]").format(sql.Identifier(ALIAS), sql.Literal(list(HIDDEN)))
+    """``to_json(p)``: a row's values, in the table's order (a stage's own columns are left out by the reader)."""
+    return sql.SQL("to_json({})").format(sql.Identifier(ALIAS))
 
 
 def violating_rows(rows: Rows, predicate: sql.Composable, limit: int) -> sql.Composed:
-    """The first ``limit`` rows that violate ``predicate``, each as jsonb."""
+    """The first ``limit`` rows that violate ``predicate``, each as json."""
     return sql.SQL("{} LIMIT {}").format(
         Rows(rows.table, sql.SQL("({}) AND ({})").format(rows.where, predicate)).select(_row_json()), sql.Literal(limit))
 
 
 def duplicates(rows: sql.Composable, columns: Sequence[str], key_column: str, limit: int) -> sql.Composed:
     """Of ``rows`` (a ``SELECT`` whose rows have ``columns``), the values of ``columns`` on more than one row (NULLs
-    are not compared): their number, then the first ``limit`` of them (most rows first) as jsonb with their rows and,
+    are not compared): their number, then the first ``limit`` of them (most rows first) as json with their rows and,
     with a lineage ``key_column``, their objects' keys::
 
-        SELECT count(*) OVER (), to_jsonb(d) FROM (SELECT "id", count(*) AS luigi_pipelines_rows, ...
+        SELECT count(*) OVER (), to_json(d) FROM (SELECT "id", count(*) AS luigi_pipelines_rows, ...
             FROM (<rows>) AS p WHERE "id" IS NOT NULL GROUP BY "id" HAVING count(*) > 1) AS d
         ORDER BY d.luigi_pipelines_rows DESC LIMIT 5
     """
@@ -83,8 +90,9 @@ def duplicates(rows: sql.Composable, columns: Sequence[str], key_column: str, li
         if key_column else sql.SQL("")
     not_null = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in columns)
     return sql.SQL(
-        "SELECT count(*) OVER (), to_jsonb(d) FROM (SELECT {cols}, count(*) AS {rows}{keys} FROM ({source}) AS {p} "
-        "WHERE {not_null} GROUP BY {cols} HAVING count(*) > 1) AS d ORDER BY d.{rows} DESC LIMIT {limit}"
+        "SELECT count(*) OVER (), to_json(luigi_pipelines_dup) FROM (SELECT {cols}, count(*) AS {rows}{keys} "
+        "FROM ({source}) AS {p} WHERE {not_null} GROUP BY {cols} HAVING count(*) > 1) AS luigi_pipelines_dup "
+        "ORDER BY luigi_pipelines_dup.{rows} DESC LIMIT {limit}"
     ).format(cols=identifiers(columns), rows=sql.Identifier(ROWS), keys=keys, source=rows, p=sql.Identifier(ALIAS),
              not_null=not_null, limit=sql.Literal(limit))
 
@@ -122,13 +130,14 @@ def recent_rows(marker: TableName) -> sql.Composed:
 
 def user_check(rows: Rows, query: str, placeholder: str, limit: int) -> sql.Composed:
     """A ``sql_check``: the user's ``query`` with ``placeholder`` read as the partition's rows; the number of rows
-    it returns, and the first ``limit`` of them as jsonb::
+    it returns, and the first ``limit`` of them as json::
 
         WITH luigi_pipelines_partition AS (SELECT * FROM "s"."t" AS p WHERE ...)
-        SELECT count(*) OVER (), to_jsonb(v) FROM (<query>) AS v LIMIT 5
+        SELECT count(*) OVER (), to_json(v) FROM (<query>) AS v LIMIT 5
     """
     text = query.strip().rstrip(";").replace(placeholder, CTE)
-    return sql.SQL("WITH {} AS ({}) SELECT count(*) OVER (), to_jsonb(v) FROM ({}) AS v LIMIT {}").format(
+    return sql.SQL("WITH {} AS ({}) SELECT count(*) OVER (), to_json(luigi_pipelines_found) FROM ({}) AS "
+                   "luigi_pipelines_found LIMIT {}").format(
         sql.Identifier(CTE), rows.select(), sql.SQL(text), sql.Literal(limit))
 
 
@@ -142,10 +151,10 @@ def quarantine_rows(rows: Rows, predicate: sql.Composable, rejects: TableName, k
         INSERT INTO rejects (target_table, partition_date, s3_key, line_number, raw_line, error)
         SELECT %s, %s, coalesce(bad."key", ''), %s - row_number() OVER (), (to_jsonb(bad) - ...)::text, %s FROM bad
     """
-    key = sql.SQL("coalesce({}::text, '')").format(sql.Identifier("bad", key_column)) if key_column else sql.SQL("''")
+    key = sql.SQL("coalesce({}::text, '')").format(sql.Identifier(_BAD, key_column)) if key_column else sql.SQL("''")
     return sql.SQL(
-        "WITH bad AS (DELETE FROM {table} AS {p} WHERE ({where}) AND ({predicate}) RETURNING {p}.*) "
+        "WITH {bad} AS (DELETE FROM {table} AS {p} WHERE ({where}) AND ({predicate}) RETURNING {p}.*) "
         "INSERT INTO {rejects} (target_table, partition_date, s3_key, line_number, raw_line, error) "
-        "SELECT %s, %s, {key}, %s - row_number() OVER (), (to_jsonb(bad) - {hidden}::text[])::text, %s FROM bad"
-    ).format(table=table_ident(rows.table), p=sql.Identifier(ALIAS), where=rows.where, predicate=predicate,
+        "SELECT %s, %s, {key}, %s - row_number() OVER (), (to_jsonb({bad}) - {hidden}::text[])::text, %s FROM {bad}"
+    ).format(bad=sql.Identifier(_BAD), table=table_ident(rows.table), p=sql.Identifier(ALIAS), where=rows.where, predicate=predicate,
              rejects=table_ident(rejects), key=key, hidden=sql.Literal(list(HIDDEN)))
