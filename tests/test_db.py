@@ -193,7 +193,8 @@ def test_an_old_marker_table_the_user_may_not_alter_gets_the_statement_for_its_o
         cur.execute(q.create_marker_table(marker))
         cur.execute(q.create_rejects_table(rejects))
         cur.execute(q.create_failures_table(failures))
-        cur.execute(f"ALTER TABLE {marker} DROP COLUMN load_id, DROP COLUMN skipped_keys, DROP COLUMN checks")  # as earlier releases made it
+        # as earlier releases made it
+        cur.execute(f"ALTER TABLE {marker} DROP COLUMN load_id, DROP COLUMN skipped_keys, DROP COLUMN checks")
         cur.execute(f"CREATE ROLE {role} LOGIN")
         cur.execute(f"GRANT USAGE ON SCHEMA {stack.marker_schema} TO {role}")
         cur.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {stack.marker_schema} TO {role}")

@@ -156,5 +156,5 @@ def quarantine_rows(rows: Rows, predicate: sql.Composable, rejects: TableName, k
         "WITH {bad} AS (DELETE FROM {table} AS {p} WHERE ({where}) AND ({predicate}) RETURNING {p}.*) "
         "INSERT INTO {rejects} (target_table, partition_date, s3_key, line_number, raw_line, error) "
         "SELECT %s, %s, {key}, %s - row_number() OVER (), (to_jsonb({bad}) - {hidden}::text[])::text, %s FROM {bad}"
-    ).format(bad=sql.Identifier(_BAD), table=table_ident(rows.table), p=sql.Identifier(ALIAS), where=rows.where, predicate=predicate,
-             rejects=table_ident(rejects), key=key, hidden=sql.Literal(list(HIDDEN)))
+    ).format(bad=sql.Identifier(_BAD), table=table_ident(rows.table), p=sql.Identifier(ALIAS), where=rows.where,
+             predicate=predicate, rejects=table_ident(rejects), key=key, hidden=sql.Literal(list(HIDDEN)))
