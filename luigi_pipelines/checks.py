@@ -255,8 +255,7 @@ def sql_check(name: str, query: str, severity: str = ERROR) -> SqlCheck:
     return SqlCheck(name, query, severity=severity)
 
 
-def validate(family: str, checks: Sequence[Check], columns: Sequence[str], merge_key: Sequence[str],
-             max_bad_rows: int) -> tuple[Check, ...]:
+def validate(family: str, checks: Sequence[Check], columns: Sequence[str], max_bad_rows: int) -> tuple[Check, ...]:
     """``checks`` as declared, or a ``ConfigurationError`` naming the task: a column no load writes, a check
     named twice, quarantine without ``max_bad_rows``."""
     found = tuple(checks)

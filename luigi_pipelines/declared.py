@@ -122,7 +122,7 @@ class Declared:
         """The task's data checks, each against the table's columns (``checks.validate``)."""
         layout = self.layout()
         columns = [c.name for c in (*layout.table_columns, *(c for c, _ in layout.generated))]
-        return validate(self.family, checks, columns, self.merge_key, max_bad_rows)
+        return validate(self.family, checks, columns, max_bad_rows)
 
     def fill_values(self, tx: db.PartitionTransaction) -> dict[str, str]:
         """The values of the filled columns for the whole transaction (lineage keys are set per object)."""

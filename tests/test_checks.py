@@ -56,6 +56,25 @@ def test_a_result_says_its_figures_and_samples():
                                "samples": ['{"id": 5} (on 2 rows; object d/a.csv)']}
 
 
+def test_a_failure_of_a_data_check_is_its_own_state_and_exit_code():
+    """A failure record of class DataCheckError makes the date check_failed (its previous load kept when it has a
+    marker), counted apart from other failures; exit 31 wins over 30."""
+    from luigi_pipelines.states import CHECK_FAILED, FAILED, Calendar, date_states, exit_code
+
+    moment = datetime.datetime(2019, 2, 5, tzinfo=datetime.timezone.utc)
+    marker = {"partition_date": D1, "rows_loaded": 5, "rows_rejected": 0, "bytes_loaded": 1, "objects": 1,
+              "seconds": 1.0, "finished_at": moment - datetime.timedelta(days=1), "host": "h", "task_family": "T",
+              "skipped": 0, "skipped_keys": [], "checks": [{"check": "unique(id)", "passed": True}]}
+    failures = [{"partition_date": day, "task_family": "T", "error_class": kind, "message": "m", "s3_key": None,
+                 "host": "h", "failed_at": moment, "attempts": 1}
+                for day, kind in ((D1, "DataCheckError"), (D2, "DataCheckError"), (D3, "BadInputError"))]
+    days = date_states([D1, D2, D3], [D2, D3], [marker], failures)
+    assert [(d.state, d.kept_previous) for d in days] == [(CHECK_FAILED, True), (CHECK_FAILED, False), (FAILED, False)]
+    calendar = Calendar("T", "t", D1, D4, days)
+    assert (calendar.totals.failed, calendar.totals.check_failed) == (1, 2)
+    assert exit_code([calendar]) == 31 and exit_code([Calendar("T", "t", D1, D4, days[2:])]) == 30
+
+
 # -- loads against the stack ----------------------------------------------------------------------------------
 
 
