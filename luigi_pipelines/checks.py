@@ -148,7 +148,7 @@ class Unique(Check):
         return f"unique({', '.join(self.columns)})"
 
     def bound(self) -> str:
-        return f"0 values of ({', '.join(self.columns)}) on more than one row"
+        return f"0 rows that repeat another row's ({', '.join(self.columns)})"
 
 
 @dataclass(frozen=True)

@@ -46,13 +46,13 @@ def test_declarations_refuse_what_cannot_be_checked():
 
 
 def test_a_result_says_its_figures_and_samples():
-    result = CheckResult("unique(id)", "error", 1000, 2, "0 values of (id) on more than one row",
+    result = CheckResult("unique(id)", "error", 1000, 2, "0 rows that repeat another row's (id)",
                          samples=(sample_text({"id": 5, "luigi_pipelines_rows": 2, "luigi_pipelines_keys": ["d/a.csv"]},
                                               count=2),))
-    assert result.describe() == ('unique(id): 2 violations in 1,000 rows (held to 0 values of (id) on more than one '
-                                 'row); e.g. {"id": 5} (on 2 rows; object d/a.csv)')
+    assert result.describe() == ("unique(id): 2 violations in 1,000 rows (held to 0 rows that repeat another row's "
+                                 '(id)); e.g. {"id": 5} (on 2 rows; object d/a.csv)')
     assert result.record() == {"check": "unique(id)", "severity": "error", "rows": 1000, "violations": 2,
-                               "bound": "0 values of (id) on more than one row", "passed": False,
+                               "bound": "0 rows that repeat another row's (id)", "passed": False,
                                "samples": ['{"id": 5} (on 2 rows; object d/a.csv)']}
 
 
@@ -178,7 +178,7 @@ def test_a_first_load_that_fails_a_check_leaves_nothing(checked):
     # every failed check at once with its figures, then up to 5 samples of each naming the row's object
     figures = (f"{table} {D1}: data checks failed, nothing committed and the previous load (if any) is kept: "
                "not_null(id): 7 violations in 11 rows (held to 0 rows with id NULL) | unique(id): 1 violation in 11 "
-               "rows (held to 0 values of (id) on more than one row) | between(amount): 11 violations in 11 rows (held "
+               "rows (held to 0 rows that repeat another row's (id)) | between(amount): 11 violations in 11 rows (held "
                "to 0 rows outside 0 <= amount <= 1000); samples: not_null(id): ")
     message = str(raised.value)
     assert message.startswith(figures)
@@ -229,7 +229,7 @@ def test_a_duplicate_merge_key_in_a_snapshot_fails_unique_naming_the_key(checked
     assert checked.query(f"SELECT customer_id, name FROM {table} ORDER BY 1") == [(1, "Ann"), (2, "Bo")]
     error_class, message = failure(checked, table, D2)
     assert error_class == "DataCheckError"
-    assert (f"unique(customer_id): 1 violation in 4 rows (held to 0 values of (customer_id) on more than one row); "
+    assert (f"unique(customer_id): 1 violation in 4 rows (held to 0 rows that repeat another row's (customer_id)); "
             f'samples: unique(customer_id): {{"customer_id": 2}} (on 2 rows; object c/{D2}/a.csv)') in message
 
 
@@ -300,6 +300,17 @@ def test_a_sql_check_returns_the_violating_rows(checked, make_task):
     assert run_task(broken(date=D1)).status == FAILED
     error_class, message = failure(checked, f"{checked.schema}.t", D1)
     assert error_class == "ConfigurationError" and 'sql_check(broken): its query failed: column "nope" does not exist' in message
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_unique_over_several_columns_leaves_rows_with_a_null_out(checked, make_task):
+    task = make_task(checks=(lp.unique("id", "v", severity="warn"),))
+    checked.put(f"d/{D1}/a.csv", "id,day,v\n1,2019-02-01,a\n1,2019-02-01,a\n1,2019-02-01,a\n1,2019-02-01,b\n"
+                                 ",2019-02-01,a\n,2019-02-01,a\n")
+    assert run_task(task(date=D1)).status == SUCCESS
+    [found] = marker_checks(checked, f"{checked.schema}.t", D1)
+    assert (found["rows"], found["violations"], found["samples"]) == (6, 2, ['{"id": 1, "v": "a"} (on 3 rows)'])
 
 
 @pytest.mark.postgres

@@ -61,7 +61,7 @@ def run_checks(tx: PartitionTransaction, checks: Sequence[c.Check], where: Check
     """Run ``checks`` on the partition's rows (see the module docstring); their results, also in ``tx.checks``."""
     quarantined = _quarantine(tx, [k for k in checks if k.quarantine], where)
     rest = [k for k in checks if not k.quarantine]
-    rows, counts = _row_counts(tx, [k for k in rest if k.predicate() is not None], where)
+    rows, counts = _row_counts(tx, [k for k in rest if k.predicate() is not None or _within(k, where)], where)
     results = [quarantined.get(k.name) or _result(tx, k, where, rows, counts) for k in checks]
     tx.checks = [r.record() for r in results]
     partition = f"{tx.key.describe()} {tx.date}"
@@ -74,21 +74,33 @@ def run_checks(tx: PartitionTransaction, checks: Sequence[c.Check], where: Check
     return results
 
 
-def _row_counts(tx: PartitionTransaction, row_checks: Sequence[c.Check], where: CheckedRows
+def _within(check: c.Check, where: CheckedRows) -> bool:
+    """Whether ``check`` is a ``unique`` of the partition's rows alone (not, of a merge, with the table's too)."""
+    return isinstance(check, c.Unique) and not _across(check, where)
+
+
+def _across(check: c.Unique, where: CheckedRows) -> bool:
+    return where.table is not None and not where.snapshot and set(check.columns) != set(where.merge_key)
+
+
+def _row_counts(tx: PartitionTransaction, checks: Sequence[c.Check], where: CheckedRows
                 ) -> tuple[int, dict[str, int]]:
-    """The partition's rows and each row check's violations: one scan (none without row checks: the rows are
-    those the write counted)."""
-    if not row_checks:
+    """The partition's rows and the violations of each of ``checks`` (row checks, and ``unique``s of the partition):
+    one scan (none without such checks: the rows are those the write counted)."""
+    if not checks:
         return tx.rows, {}
-    tx.cursor.execute(q.row_figures(where.rows, [k.predicate() for k in row_checks]))
+    row_checks = [k for k in checks if k.predicate() is not None]
+    uniques = [k for k in checks if k.predicate() is None]
+    tx.cursor.execute(q.row_figures(where.rows, [k.predicate() for k in row_checks],
+                                    [k.columns for k in uniques]))
     total, *violations = tx.cursor.fetchone()
-    return int(total), {k.name: int(n) for k, n in zip(row_checks, violations, strict=True)}
+    return int(total), {k.name: int(n) for k, n in zip([*row_checks, *uniques], violations, strict=True)}
 
 
 def _result(tx: PartitionTransaction, check: c.Check, where: CheckedRows, rows: int, counts: dict[str, int]
             ) -> c.CheckResult:
     if isinstance(check, c.Unique):
-        return _unique(tx, check, where, rows)
+        return _unique(tx, check, where, rows, counts.get(check.name))
     if isinstance(check, c.RowCount):
         return _row_count(tx, check, where, rows)
     if isinstance(check, c.SqlCheck):
@@ -105,19 +117,25 @@ def _samples(tx: PartitionTransaction, check: c.Check, where: CheckedRows) -> tu
     return tuple(c.sample_text(row, where.key_column) for (row,) in tx.cursor.fetchall())
 
 
-def _unique(tx: PartitionTransaction, check: c.Unique, where: CheckedRows, rows: int) -> c.CheckResult:
-    """Values of the columns on more than one row: the partition's; of a merge over other columns than its key,
-    with the table's rows of other keys."""
+def _unique(tx: PartitionTransaction, check: c.Unique, where: CheckedRows, rows: int, counted: int | None
+            ) -> c.CheckResult:
+    """Rows that repeat another row's values of the columns: of the partition (``counted`` in the scan of the row
+    checks); of a merge over other columns than its key, with the table's rows of other keys. The values on
+    more than one row are read only for the samples of a failed check."""
     columns = list(check.columns)
     wanted = identifiers([*columns, *([where.key_column] if where.key_column else [])])
-    across = where.table is not None and not where.snapshot and set(columns) != set(where.merge_key)
-    source = q.merged_values(where.rows, where.table, columns, where.merge_key, where.key_column) \
-        if across and where.table is not None else where.rows.select(wanted)
-    tx.cursor.execute(q.duplicates(source, columns, where.key_column, c.SAMPLES))
-    found = tx.cursor.fetchall()
-    samples = tuple(c.sample_text(row, where.key_column, row[q.ROWS]) for _, row in found)
-    bound = check.bound() + (f", with the table's rows of other keys than ({', '.join(where.merge_key)})" if across else "")
-    return c.CheckResult(check.name, check.severity, rows, int(found[0][0]) if found else 0, bound, samples=samples)
+    source = where.rows.select(wanted)
+    if where.table is not None and _across(check, where):
+        source = q.merged_values(where.rows, where.table, columns, where.merge_key, where.key_column)
+        tx.cursor.execute(q.surplus(source, columns))
+        counted = int(tx.cursor.fetchone()[0])
+    assert counted is not None
+    samples: tuple[str, ...] = ()
+    if counted:
+        tx.cursor.execute(q.duplicates(source, columns, where.key_column, c.SAMPLES))
+        samples = tuple(c.sample_text(row, where.key_column, row[q.ROWS]) for (row,) in tx.cursor.fetchall())
+    across = f", with the table's rows of other keys than ({', '.join(where.merge_key)})" if _across(check, where) else ""
+    return c.CheckResult(check.name, check.severity, rows, counted, check.bound() + across, samples=samples)
 
 
 def _row_count(tx: PartitionTransaction, check: c.RowCount, where: CheckedRows, rows: int) -> c.CheckResult:
