@@ -1,5 +1,5 @@
-"""Pure: the state of each date of a pipeline (loaded, stale, failed, missing) from its marker rows, its failure
-rows, the dates its ``bulk_complete`` finds not loaded and, when checked, those whose sources changed since their
+"""Pure: the state of each date of a pipeline (loaded, stale, failed, check failed, missing) from its marker rows, its
+failure rows, the dates its ``bulk_complete`` finds not loaded and, when checked, those whose sources changed since their
 load; the totals of a window and the status exit code.
 
 Nothing here reads a database or a clock: ``luigi_pipelines.status`` gathers the rows, ``views`` renders
