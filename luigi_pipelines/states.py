@@ -84,12 +84,12 @@ class Totals:
     loaded: int  # loaded and, when sources were checked, not stale
     stale: int
     failed: int
-    check_failed: int
     missing: int
     with_rejects: int  # loaded dates with rows rejected (quarantine mode)
     rejected: int
     rows: int  # in the table: of the loaded and the stale dates
     bytes: int
+    check_failed: int = 0  # failed, by a data check (not counted in ``failed``)
 
 
 @dataclass(frozen=True)
