@@ -6,8 +6,8 @@ are imported as is (bucket and tables come from the run's ``[transactions]`` con
 ``contrib.postgres.CopyToTable`` fed by a CSV reader. The transform section adds the same summary in
 SQL, a row-for-row transform, and that transform holding its whole input first (the control).
 The ``layouts`` section loads the same rows through variants of ``LoadTransactions`` declared below, the
-``formats`` section the same rows as JSON lines and as Parquet, and the ``merge`` section merges them by id
-(``MergeTransactions``).
+``formats`` section the same rows as JSON lines and as Parquet, the ``merge`` section merges them by id
+(``MergeTransactions``), and the ``checks`` section loads them with data checks (``LoadTransactionsChecked``).
 """
 from __future__ import annotations
 
@@ -56,6 +56,12 @@ class LoadTransactionsStaged(LoadTransactions):
 
     columns = [c for c in LoadTransactions.columns if c[0] != "note"]
     csv = lp.CsvFormat(null="", by_name=True)
+
+
+class LoadTransactionsChecked(LoadTransactions):
+    """The plain files, with data checks in the load's transaction (the ``checks`` section)."""
+
+    checks = (lp.not_null("id"), lp.unique("id"), lp.between("amount", 0, 10_000), lp.row_count(min=1))
 
 
 class MergeTransactions(lp.MergePartition):

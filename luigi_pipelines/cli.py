@@ -47,14 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     status = sub.add_parser(
-        "status", help="each date's state (loaded, stale, failed, missing) as a calendar, JSON or an HTML page; "
-        "exit 0 all loaded, 21 dates missing, 22 dates stale (--check-sources), 28 a table late, 30 a date's last "
-        "attempt failed; --prometheus for metrics",
-        description="Each date's state of one or more pipelines (loaded, stale, failed, missing; rows rejected) over "
-        "a window. Exit 0: every date is loaded (and, with --check-sources, fresh); 21: dates are missing; 22: "
-        "loaded dates are stale, their sources changed since the load (only with --check-sources); 28: a table is "
-        "late, its newest partition older than its task's freshness allows; 30: a date's last attempt failed; the "
-        "highest applies. 2: the command line or the task's declaration is wrong; 35: PostgreSQL cannot be reached.")
+        "status", help="each date's state (loaded, stale, failed, check failed, missing) as a calendar, JSON or an HTML "
+        "page; exit 0 all loaded, 21 dates missing, 22 dates stale (--check-sources), 28 a table late, 30 a date's last "
+        "attempt failed, 31 a data check refused a date's last attempt (previous load kept); --prometheus for metrics",
+        description="Each date's state of one or more pipelines (loaded, stale, failed, check failed, missing; rows "
+        "rejected) over a window. Exit 0: every date is loaded (and, with --check-sources, fresh); 21: dates are "
+        "missing; 22: loaded dates are stale, their sources changed since the load (only with --check-sources); 28: a "
+        "table is late, its newest partition older than its task's freshness allows; 30: a date's last attempt "
+        "failed; 31: a data check refused a date's last attempt, its previous load is kept; the highest applies. 2: "
+        "the command line or the task's declaration is wrong; 35: PostgreSQL cannot be reached.")
     status_command.add_arguments(status)
     status.set_defaults(func=status_command.main)
 

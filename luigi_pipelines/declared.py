@@ -13,6 +13,7 @@ from typing import Any
 
 from . import db, writes
 from . import sql as q
+from .checks import Check, validate
 from .contracts import NO_CONTRACT, Contract
 from .errors import ConfigurationError
 from .grains import Grain
@@ -119,6 +120,12 @@ class Declared:
         date = self.grain.date_of(value)
         keys = self.partitions_of(self.grain.covering(date, date + datetime.timedelta(days=1)))
         return writes.Merge(tuple(self.merge_key), self.snapshot, self.deleted_flag, writes.merge_keys([k for k, _ in keys]))
+
+    def checks_of(self, checks: Sequence[Any], max_bad_rows: int) -> tuple[Check, ...]:
+        """The task's data checks, each against the table's columns (``checks.validate``)."""
+        layout = self.layout()
+        columns = [c.name for c in (*layout.table_columns, *(c for c, _ in layout.generated))]
+        return validate(self.family, checks, columns, max_bad_rows)
 
     def fill_values(self, tx: db.PartitionTransaction) -> dict[str, str]:
         """The values of the filled columns for the whole transaction (lineage keys are set per object)."""

@@ -33,6 +33,15 @@ class BadInputError(LoadError):
         self.detail = detail
 
 
+class DataCheckError(LoadError):
+    """A data check of severity ``error`` found violations in the partition's rows (``checks``): the load rolled
+    back, and the partition's previous load, if any, is kept. ``results`` are the checks that failed."""
+
+    def __init__(self, message: str, results: tuple = ()):
+        super().__init__(message)
+        self.results = results
+
+
 class CopyAborted(LoadError):
     """COPY stopped because reading its input failed (the reader's own error says why)."""
 

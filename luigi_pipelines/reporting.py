@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from .errors import BadInputError, ConfigurationError, LoadError, SourceError
+from .errors import BadInputError, ConfigurationError, DataCheckError, LoadError, SourceError
 from .s3 import S3Object
 
 _MIB = 1024 * 1024
@@ -19,6 +19,9 @@ _TO_DO: dict[type, str] = {
     BadInputError: "fix or replace the object in S3 and rerun (with --force if the date was loaded before), "
                    "or let max_bad_rows set bad rows aside",
     SourceError: "check the object (or the date's objects) in S3, then rerun",
+    DataCheckError: "the previous load of the partition is kept; look at the data (the samples name rows and their "
+                    "objects), fix it at its source and rerun (with --force if the date was loaded before), or "
+                    "declare the check severity='warn'",
     ConfigurationError: "fix the task's declaration or the configuration, then rerun",
     LoadError: "rerun; nothing needs cleaning up first",
 }

@@ -1,5 +1,5 @@
-"""Pure: the state of each date of a pipeline (loaded, stale, failed, missing) from its marker rows, its failure
-rows, the dates its ``bulk_complete`` finds not loaded and, when checked, those whose sources changed since their
+"""Pure: the state of each date of a pipeline (loaded, stale, failed, check failed, missing) from its marker rows, its
+failure rows, the dates its ``bulk_complete`` finds not loaded and, when checked, those whose sources changed since their
 load; the totals of a window and the status exit code.
 
 Nothing here reads a database or a clock: ``luigi_pipelines.status`` gathers the rows, ``views`` renders
@@ -13,25 +13,30 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import DataCheckError
 from .freshness import Freshness
 
 LOADED = "loaded"
 STALE = "stale"  # loaded, but its sources changed since (what the reload_changed mode would reload)
 FAILED = "failed"
+CHECK_FAILED = "check_failed"  # its last attempt failed a data check: rolled back, the previous load (if any) kept
 MISSING = "missing"
-STATES = (LOADED, STALE, FAILED, MISSING)
+STATES = (LOADED, STALE, FAILED, CHECK_FAILED, MISSING)
 
 # Exit codes of ``luigi-pipelines status``: the meanings they have in luigi's [retcode] table and for
 # ``backfill`` (21: dates asked for are not loaded; 30: a task failed), so one table explains both.
 # 22 (stale) sits beside 21: loaded dates that a run in the reload_changed mode would load again.
 # 28 (late): a table whose task declares ``freshness`` has no partition new enough (``freshness``), above stale
 # and missing (a late table's newest partitions are missing too), below failed.
+# 31 (check failed) sits beside 30: a last attempt that a data check of the task refused, which a rerun of the
+# same data refuses again (someone must look at the data), where 30 may be a passing fault.
 # When several apply, the highest wins, as in luigi's [retcode].
 EXIT_ALL_LOADED = 0
 EXIT_MISSING = 21
 EXIT_STALE = 22
 EXIT_LATE = 28
 EXIT_FAILED = 30
+EXIT_CHECK_FAILED = 31
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class DateState:
     change: str | None = None  # a stale date: how its sources changed since its load ("" when not said)
     skipped: int = 0  # from the marker: objects that looked like data but that ``keys`` left out
     skipped_keys: tuple[str, ...] = ()  # the first few of them
+    checks: tuple[dict[str, Any], ...] = ()  # from the marker: each data check's figures (``checks.CheckResult``)
     label: str = ""  # the value as the command line writes it (2019-02-01T13) when the task is not daily
 
     @property
@@ -66,8 +72,14 @@ class DateState:
 
     @property
     def kept_previous(self) -> bool:
-        """A failed reload: the last attempt failed, and the partition loaded before it is still there."""
-        return self.state == FAILED and self.rows is not None
+        """A failed reload: the last attempt failed (or failed a data check), and the partition loaded before it is
+        still there."""
+        return self.state in (FAILED, CHECK_FAILED) and self.rows is not None
+
+    @property
+    def warned(self) -> list[dict[str, Any]]:
+        """The data checks of severity warn that found violations in the committed load."""
+        return [c for c in self.checks if not c.get("passed", True)]
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,7 @@ class Totals:
     rejected: int
     rows: int  # in the table: of the loaded and the stale dates
     bytes: int
+    check_failed: int = 0  # failed, by a data check (not counted in ``failed``)
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,7 @@ class Calendar:
         in_table = [d for d in self.days if d.state in (LOADED, STALE)]
         return Totals(
             dates=len(self.days), loaded=len(loaded), stale=self.count(STALE), failed=self.count(FAILED),
-            missing=self.count(MISSING), with_rejects=sum(1 for d in loaded if d.rejected),
+            check_failed=self.count(CHECK_FAILED), missing=self.count(MISSING), with_rejects=sum(1 for d in loaded if d.rejected),
             rejected=sum(d.rejected for d in loaded), rows=sum(d.rows or 0 for d in in_table),
             bytes=sum(d.bytes or 0 for d in in_table))
 
@@ -135,8 +148,8 @@ def date_states(
     ``sql.FAILURE_FIELDS``). A date is **failed** when its last attempt failed: a failure row for a
     date not loaded, or one newer than the date's marker (a reload that failed; the earlier load is
     kept). A failure row older than the marker (an attempt that failed while another succeeded) is
-    history, not state. Otherwise a date not loaded is **missing** (no data yet, or never run), and
-    the rest are **loaded**.
+    history, not state. A failed date whose last attempt a data check refused is **check_failed**. Otherwise a date
+    not loaded is **missing** (no data yet, or never run), and the rest are **loaded**.
     """
     pending = set(not_loaded)
     by_date = {m.get("value", m["partition_date"]): m for m in markers}
@@ -149,12 +162,14 @@ def _state(day: datetime.date, pending: bool, marker: Mapping[str, Any] | None,
            failure: Mapping[str, Any] | None) -> DateState:
     last_failed = failure is not None and (
         pending or marker is None or failure["failed_at"] > marker["finished_at"])
-    state = FAILED if last_failed else MISSING if pending else LOADED
+    checked = last_failed and failure is not None and failure["error_class"] == DataCheckError.__name__
+    state = CHECK_FAILED if checked else FAILED if last_failed else MISSING if pending else LOADED
     details: dict[str, Any] = {}
     if marker is not None and not pending:
         details.update(rows=marker["rows_loaded"], rejected=marker["rows_rejected"], bytes=marker["bytes_loaded"],
                        objects=marker["objects"], seconds=marker["seconds"], finished_at=marker["finished_at"],
-                       host=marker["host"], skipped=marker["skipped"], skipped_keys=tuple(marker["skipped_keys"]))
+                       host=marker["host"], skipped=marker["skipped"], skipped_keys=tuple(marker["skipped_keys"]),
+                       checks=tuple(marker.get("checks") or ()))
     if last_failed and failure is not None:
         details.update(error_class=failure["error_class"], error=failure["message"], s3_key=failure["s3_key"],
                        failed_at=failure["failed_at"], failed_host=failure["host"], attempts=failure["attempts"])
@@ -179,8 +194,10 @@ def _superseded(day: DateState) -> DateState:
 
 
 def exit_code(calendars: Sequence[Calendar]) -> int:
-    """The highest that applies: 30 if any date's last attempt failed, 28 if a table is late, 22 if any date is
-    stale, 21 if any date is missing, else 0."""
+    """The highest that applies: 31 if any date's last attempt failed a data check, 30 if any date's last attempt
+    failed otherwise, 28 if a table is late, 22 if any date is stale, 21 if any date is missing, else 0."""
+    if any(c.count(CHECK_FAILED) for c in calendars):
+        return EXIT_CHECK_FAILED
     if any(c.count(FAILED) for c in calendars):
         return EXIT_FAILED
     if any(c.freshness is not None and c.freshness.late for c in calendars):

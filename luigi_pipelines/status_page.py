@@ -20,6 +20,7 @@ td.day { cursor: pointer; } td.day:focus, td.day.selected { outline: 2px solid #
 td.out { color: #c0c6d0; }
 .loaded { background: #2e9e5b; color: #fff; } .rejects { background: #e0a526; color: #1d2330; }
 .failed { background: #d64541; color: #fff; } .failed.kept { box-shadow: inset 0 -5px 0 #2e9e5b; }
+.check_failed { background: #2f5fb3; color: #fff; } .check_failed.kept { box-shadow: inset 0 -5px 0 #2e9e5b; }
 .missing { background: #e4e7ec; color: #5b6475; } .stale { background: #7d4cc2; color: #fff; }
 ul.failures { padding-left: 18px; }
 p.freshness.late { color: #fff; background: #d64541; display: inline-block; padding: 2px 8px; border-radius: 3px; }
@@ -43,7 +44,14 @@ SCRIPT = """
       lines.push("loaded: " + day.finished_at + " on " + day.host);
       lines.push("rows rejected: " + day.rejected);
     }
-    if (day.state === "failed") {
+    (day.checks || []).forEach(function (c) {
+      lines.push("check " + c.check + " (" + c.severity + "): " + c.violations + " violations in " + c.rows +
+                 " rows, held to " + c.bound + (c.passed ? "" : " [warned]"));
+    });
+    if (day.state === "check_failed") {
+      lines.push("check failed, " + (day.kept_previous ? "previous load kept" : "nothing loaded before"));
+    }
+    if (day.state === "failed" || day.state === "check_failed") {
       lines.push("error: " + day.error_class + ": " + day.error);
       if (day.s3_key) { lines.push("object: " + day.s3_key); }
       lines.push("failed: " + day.failed_at + " on " + day.failed_host + ", attempts: " + day.attempts);
@@ -64,7 +72,8 @@ SCRIPT = """
       if (!d.hidden) { strip = d; }
     });
     var pick = function (sel) { var c = strip.querySelectorAll(sel); return c.length ? c[c.length - 1] : null; };
-    show(pick('span[data-state="failed"]') || pick('span[data-state="stale"]') || pick('span[data-state="missing"]') ||
+    show(pick('span[data-state="check_failed"]') ||
+         pick('span[data-state="failed"]') || pick('span[data-state="stale"]') || pick('span[data-state="missing"]') ||
          pick("span.hour"));
     cell.classList.add("selected");
   }
@@ -76,7 +85,8 @@ SCRIPT = """
   // open on the latest failed date, else the latest stale one, else the latest missing one, else the latest date
   document.querySelectorAll("section.pipeline").forEach(function (section) {
     var pick = function (sel) { var c = section.querySelectorAll(sel); return c.length ? c[c.length - 1] : null; };
-    var cell = pick('td[data-state="failed"]') || pick('td[data-state="stale"]') || pick('td[data-state="missing"]') ||
+    var cell = pick('td[data-state="check_failed"]') ||
+               pick('td[data-state="failed"]') || pick('td[data-state="stale"]') || pick('td[data-state="missing"]') ||
                pick("td.day");
     if (cell) { choose(cell); }
   });

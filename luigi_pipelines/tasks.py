@@ -114,6 +114,8 @@ class PartitionDeclarations(luigi.Task):
     # How late the newest partition may be, after its end ("26h" for a daily feed, or a datetime.timedelta): status
     # shows the table late (exit 28) and the metrics carry it (luigi_pipelines.freshness). None: not judged.
     freshness: ClassVar[str | datetime.timedelta | None] = None
+    # Data checks run in the load's transaction before the marker (``checks``): e.g. (lp.not_null("id"), lp.unique("id")).
+    checks: ClassVar[Sequence[Any]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A class that declares another grain gets that grain's luigi parameter, and no other grain's."""
@@ -381,12 +383,14 @@ def _install_grain(cls: type[PartitionDeclarations]) -> None:
 def _job(task: PartitionTask, source: writes.Source) -> writes.PartitionJob:
     """``task``'s partition write with ``source``: its key and dates, layout, write mode, settings and hooks."""
     declared, value = task.declared, task.partition_value
+    max_bad_rows = int(getattr(task, "max_bad_rows", 0))
     return writes.PartitionJob(
         task.partition_key, task.partition_date, task.grain.stop_of(value), task.task_family, task.task_id,
         task.layout, source, declared.write_mode(value), task.load_section(), task.database(),
         create_table=task.create_table, force=bool(task.force), reload_changed=bool(task.reload_changed),
-        max_bad_rows=int(getattr(task, "max_bad_rows", 0)), contract=declared.contract, fills=declared.fill_values,
-        after_write=task.after_copy, before_commit=task.before_commit, prepared=task.prepared,
+        max_bad_rows=max_bad_rows, contract=declared.contract, checks=declared.checks_of(task.checks, max_bad_rows),
+        lineage_key=declared.lineage.key, fills=declared.fill_values, after_write=task.after_copy,
+        before_commit=task.before_commit, prepared=task.prepared,
         check_owner=lambda key, date, family: check_owner(key, date, family, task.task_family))
 
 

@@ -15,22 +15,25 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .freshness import duration
-from .states import FAILED, LOADED, MISSING, STALE, Calendar, DateState
+from .states import CHECK_FAILED, FAILED, LOADED, MISSING, STALE, Calendar, DateState
 from .status_page import CSS, PAGE, SCRIPT
 
 _MIB = 1024 * 1024
 # (mark, ANSI colour) per state; a loaded date with rejected rows has its own mark
 _MARKS = {LOADED: ("#", "32"), "rejects": ("R", "33"), STALE: ("S", "35"), FAILED: ("X", "1;31"),
-          MISSING: (".", "2")}
+          CHECK_FAILED: ("C", "1;34"), MISSING: (".", "2")}
 _LEGEND = ((LOADED, "loaded"), ("rejects", "loaded, rows rejected"), (STALE, "stale (sources changed since the load)"),
-           (FAILED, "failed (last attempt)"), (MISSING, "missing (no data yet, or not loaded)"))
+           (FAILED, "failed (last attempt)"), (CHECK_FAILED, "check failed, previous load kept"),
+           (MISSING, "missing (no data yet, or not loaded)"))
 # without --check-sources no date is stale because none was checked: the legend says so
 _NOT_CHECKED = "stale not checked (--check-sources)"
-_COUNTED = ((LOADED, "loaded"), (STALE, "stale"), (FAILED, "failed"), (MISSING, "missing"))
+_COUNTED = ((LOADED, "loaded"), (STALE, "stale"), (FAILED, "failed"), (CHECK_FAILED, "check failed"),
+            (MISSING, "missing"))
 _KEPT = "green edge: a reload failed, the previous load is kept"
 EXIT_MEANINGS = {0: "every date is loaded", 21: "dates are missing", 22: "loaded dates are stale (sources changed)",
                  28: "a table is late (its newest partition is older than its freshness allows)",
-                 30: "a date's last attempt failed"}
+                 30: "a date's last attempt failed",
+                 31: "a date's last attempt failed a data check (its previous load, if any, is kept)"}
 
 
 def kind(day: DateState) -> str:
@@ -114,7 +117,7 @@ def _grid(cal: Calendar, color: bool) -> list[str]:
 def summary(cells: Sequence[DateState]) -> str:
     """The kind a day of hours is shown as: its worst hour's (failed, stale, missing, rows rejected), else loaded."""
     kinds = {kind(d) for d in cells}
-    return next((k for k in (FAILED, STALE, MISSING, "rejects") if k in kinds), LOADED)
+    return next((k for k in (CHECK_FAILED, FAILED, STALE, MISSING, "rejects") if k in kinds), LOADED)
 
 
 def _months(start: datetime.date, stop: datetime.date) -> Iterator[tuple[int, int]]:
@@ -140,6 +143,7 @@ def _totals_line(cal: Calendar) -> str:
     t = cal.totals
     rejects = f" ({t.with_rejects} with {t.rejected:,} rows rejected)" if t.with_rejects else ""
     stale = f", {t.stale} stale" if cal.sources_checked else ""
+    stale += f", {t.check_failed} check failed" if t.check_failed else ""
     loaded = f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB loaded" if cal.table_rows is None else (
         f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB read and merged by key; the table holds {cal.table_rows:,} rows")
     return f"{t.dates} {_units(cal)}: {t.loaded} loaded{rejects}{stale}, {t.failed} failed, {t.missing} missing; {loaded}"
@@ -157,6 +161,7 @@ def _problem_lines(cal: Calendar, listed: int) -> list[str]:
             lines.append(f"          object: {day.s3_key}")
     if len(failed) > listed:
         lines.append(f"  ... and {len(failed) - listed} more failed {_units(cal)} (--json or --html lists them all)")
+    lines += _check_lines(cal, listed)
     stale = cal.of(STALE)
     lines += [f"  stale   {day.name}  {_short(day.change or 'sources changed since the load', 200)}"
               for day in stale[:listed]]
@@ -168,6 +173,26 @@ def _problem_lines(cal: Calendar, listed: int) -> list[str]:
         shown = ", ".join(d.name for d in missing[:listed]) + (" ..." if len(missing) > listed else "")
         lines.append(f"  missing {len(missing)}: {shown}")
     return lines
+
+
+def _check_lines(cal: Calendar, listed: int) -> list[str]:
+    """Each date whose last attempt a data check refused, with the checks and their figures; each loaded date with
+    a check of severity warn that found violations (committed)."""
+    lines = []
+    for day in cal.of(CHECK_FAILED)[:listed]:
+        kept = "the previous load is kept" if day.kept_previous else "nothing was loaded before"
+        lines.append(f"  check   {day.name}  check failed, {kept}; on {day.failed_host}, {_when(day.failed_at)}, "
+                     f"{day.attempts} attempt{_s(day.attempts)}")
+        lines.append(f"          {_short(day.error or '', 300)}")
+    warned = [d for d in cal.days if d.warned and d.rows is not None]
+    lines += [f"  warned  {day.name}  {_warning(day)}" for day in warned[:listed]]
+    return lines
+
+
+def _warning(day: DateState) -> str:
+    """``row_count(relative): 1 violation in 10 rows (held to rows >= 50)``: the warn checks that found violations."""
+    return _short("; ".join(f"{c['check']}: {c['violations']:,} violation{_s(c['violations'])} in {c['rows']:,} rows "
+                            f"(held to {c['bound']})" for c in day.warned), 300)
 
 
 def _units(cal: Calendar) -> str:
@@ -241,6 +266,9 @@ def _date_json(day: DateState) -> dict[str, Any]:
         out["skipped"] = day.skipped
     if day.skipped:
         out["skipped_keys"] = list(day.skipped_keys)
+    if day.checks:
+        out["checks"] = list(day.checks)
+        out["warned"] = [c["check"] for c in day.warned]
     return out
 
 
@@ -286,7 +314,7 @@ def _html_lists(cal: Calendar) -> str:
     """The failed dates with their errors, the stale ones with what changed."""
     failed = "".join(
         f'<li><b>{d.name}</b> {html.escape(d.error_class or "")}: {html.escape(d.error or "")}'
-        f'{" (the previous load is kept)" if d.kept_previous else ""}</li>' for d in cal.of(FAILED))
+        f'{" (the previous load is kept)" if d.kept_previous else ""}</li>' for d in (*cal.of(CHECK_FAILED), *cal.of(FAILED)))
     stale = "".join(f'<li><b>{d.name}</b> {html.escape(d.change or "sources changed since the load")}</li>'
                     for d in cal.of(STALE))
     return ((f'<h3>Failed</h3><ul class="failures">{failed}</ul>' if failed else "") +
@@ -369,7 +397,11 @@ def tooltip(day: DateState) -> str:
             lines.append(f"{day.rejected:,} rows rejected")
         if day.skipped:
             lines.append(_left_out(day))
-    if day.state == FAILED:
+        if day.warned:
+            lines.append(f"check warned: {_warning(day)}")
+    if day.state == CHECK_FAILED:
+        lines.append("check failed, " + ("previous load kept" if day.kept_previous else "nothing loaded before"))
+    if day.state in (FAILED, CHECK_FAILED):
         lines.append(f"{day.error_class}: {_short(day.error or '', 200)}")
         if day.s3_key:
             lines.append(f"object: {day.s3_key}")

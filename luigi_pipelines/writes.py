@@ -12,6 +12,8 @@ A write mode decides what the write does with the source's rows:
 - ``Merge``: the source's rows are staged and merged by key into a table that keeps its rows by key, not by
   date (see ``Merge``).
 
+Either runs the task's data checks (``run_checks``) once its rows are in: a failed one rolls the write back.
+
 A source (``sources``) is anything with ``write(tx, into)``, ``change(tx)`` and ``outside(tx, date_column, n)``.
 No luigi here: tasks build the parts and delegate.
 """
@@ -27,6 +29,7 @@ import psycopg2.extensions
 
 from . import db, evolution, tables
 from . import sql as q
+from .checks import Check
 from .contracts import NO_CONTRACT, Contract
 from .errors import BadInputError, ConfigurationError, LoadError, PipelineError
 from .files import sweep_stale
@@ -73,6 +76,8 @@ class PartitionJob:
     reload_changed: bool = False
     max_bad_rows: int = 0
     contract: Contract = NO_CONTRACT  # the task's schema contract (``contracts``)
+    checks: Sequence[Check] = ()  # data checks (``checks``), run by the write mode before the marker
+    lineage_key: str = ""  # the lineage column of each row's S3 key, named by a failed check's samples
     fills: Callable[[db.PartitionTransaction], dict[str, str]] = lambda tx: {}
     after_write: Callable[[db.PartitionTransaction], None] = lambda tx: None
     before_commit: Callable[[db.PartitionTransaction], None] = lambda tx: None
@@ -165,6 +170,7 @@ class Replace:
             in_partition = db.count_partition(tx, date_column)
             if in_partition != tx.rows:
                 raise job.source.outside(tx, date_column, tx.rows - in_partition)
+        run_checks(tx, job)
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,7 @@ class Merge:
         db.execute(tx, q.create_merge_stage(layout.files, layout.key, layout.stage_defaults))
         logger.info("%s %s: merging by %s", tx.target, tx.date, ", ".join(layout.key))
         job.source.write(tx, q.MERGE_STAGE)
+        run_checks(tx, job, self)
         self.apply_stage(tx, job, layout)
 
     def check_order(self, tx: db.PartitionTransaction, job: PartitionJob) -> None:
@@ -266,6 +273,18 @@ class Merge:
         logger.info("%s %s: merged %d rows: %d superseded by a later row of the same key, %d rows inserted, updated "
                     "or deleted, %s", tx.key.describe(), tx.date, tx.rows, superseded, changed,
                     f"{absent} deleted as absent from the snapshot" if self.snapshot else "no snapshot deletes")
+
+
+def run_checks(tx: db.PartitionTransaction, job: PartitionJob, merge: Merge | None = None) -> None:
+    """The task's data checks (``db.run_checks``) on the partition's rows: a replace's in the table, a merge's in its
+    stage (every row read, before those of one key supersede each other), with the table's rows beside them."""
+    if not job.checks:
+        return
+    common: dict[str, Any] = dict(marker=job.marker, rejects=job.settings.rejects, family=job.family,
+                                  key_column=job.lineage_key, max_bad_rows=job.max_bad_rows)
+    where = db.CheckedRows.replaced(tx, job.layout.date_column, **common) if merge is None else db.CheckedRows.merged(
+        tx, q.MERGE_STAGE, merge.rows_key(tx.key), merge.key, merge.snapshot, **common)
+    db.run_checks(tx, job.checks, where)
 
 
 def merge_keys(keys: Sequence[ScopedTable]) -> dict[str, int]:

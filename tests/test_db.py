@@ -193,7 +193,8 @@ def test_an_old_marker_table_the_user_may_not_alter_gets_the_statement_for_its_o
         cur.execute(q.create_marker_table(marker))
         cur.execute(q.create_rejects_table(rejects))
         cur.execute(q.create_failures_table(failures))
-        cur.execute(f"ALTER TABLE {marker} DROP COLUMN load_id, DROP COLUMN skipped_keys")  # as earlier releases made it
+        # as earlier releases made it
+        cur.execute(f"ALTER TABLE {marker} DROP COLUMN load_id, DROP COLUMN skipped_keys, DROP COLUMN checks")
         cur.execute(f"CREATE ROLE {role} LOGIN")
         cur.execute(f"GRANT USAGE ON SCHEMA {stack.marker_schema} TO {role}")
         cur.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {stack.marker_schema} TO {role}")
@@ -207,6 +208,7 @@ def test_an_old_marker_table_the_user_may_not_alter_gets_the_statement_for_its_o
         db.ensure_marker_table(conn, marker, rejects, failures)  # the owner (here) adds them
         assert db.column_info(conn, marker, "load_id") is not None
         assert db.column_info(conn, marker, "skipped_keys") is not None
+        assert db.column_info(conn, marker, "checks") is not None
     finally:
         stack.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
 

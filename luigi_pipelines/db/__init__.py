@@ -7,7 +7,8 @@
 - ``transaction``: the partition transaction with COPY, the savepoint, a partition's rows, the merge's helpers;
 - ``schema``: a table's columns read and changed inside a partition's transaction (schema contracts);
 - ``markers``: completed partitions, marker sources, failures, the windows and summaries of ``status``;
-- ``newest``: the newest marked partition of a task's keys (a table's freshness).
+- ``newest``: the newest marked partition of a task's keys (a table's freshness);
+- ``checks``: a partition's data checks, run in its transaction before its marker.
 
 Each owns its SQL, built by the pure modules of ``luigi_pipelines.sql``; no module outside this package touches a
 cursor.
@@ -23,6 +24,7 @@ from .catalog import (
     table_exists,
     unique_keys,
 )
+from .checks import CheckedRows, run_checks
 from .markers import (
     Failure,
     MarkerSources,
@@ -80,6 +82,7 @@ from .translate import (
 )
 
 __all__ = [
+    "CheckedRows", "run_checks",
     "BAD_DATA", "LOCK_TIMEOUT", "MISSING_OPERATOR", "NO_PRIVILEGE", "attempt", "fetch_one", "primary_message",
     "translate", "translating",
     "ColumnInfo", "Failure", "MarkerSources", "PartitionRows", "PartitionTransaction", "SupportsRead", "check_time_zone",

@@ -48,7 +48,7 @@ def ensure_marker_table(conn: psycopg2.extensions.connection, marker: TableName,
                         failures: TableName) -> None:
     """The marker table and the rejects and failures tables beside it (a catalog read of the newest of those
     tables, so a database made before it existed gets it too, and one of the marker table's columns, for those
-    added since the first marker tables: ``load_id``, ``skipped_keys``).
+    added since the first marker tables: ``load_id``, ``skipped_keys``, ``checks``).
 
     A marker table made before one of those columns gets it (nullable: no rewrite, old rows keep NULL),
     once, under the DDL lock: no manual migration.

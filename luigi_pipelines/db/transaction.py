@@ -45,6 +45,7 @@ class PartitionTransaction:
     load_id: uuid.UUID = field(default_factory=uuid.uuid4)  # this load's id: in the marker, and in lineage columns
     stop: datetime.date | None = None  # the date after the partition's last, when it covers more than ``date`` (a month)
     skipped: list[str] = field(default_factory=list)  # keys under the prefix that looked like data, left out by keys
+    checks: list[dict[str, Any]] | None = None  # the data checks' figures (``checks.CheckResult.record``), if declared
 
     @property
     def target(self) -> TableName:
@@ -291,6 +292,7 @@ def write_marker(tx: PartitionTransaction, marker: TableName, task_family: str, 
             "host": socket.gethostname(),
             "load_id": str(tx.load_id),
             "skipped_keys": json.dumps(tx.skipped),
+            "checks": None if tx.checks is None else json.dumps(tx.checks),
         },
     )
 

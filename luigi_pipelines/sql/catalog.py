@@ -186,13 +186,14 @@ def create_marker_table(marker: TableName) -> sql.Composed:
     host           text        NOT NULL,
     load_id        uuid,
     skipped_keys   jsonb,
+    checks         jsonb,
     PRIMARY KEY (target_table, partition_date))"""
     ).format(table_ident(marker))
 
 
 # Marker columns that came after the first marker tables, in the order they came, with their types: an existing
 # table gets them (nullable, so instantly; its rows keep NULL).
-MARKER_ADDED_COLUMNS = (("load_id", sql.SQL("uuid")), ("skipped_keys", sql.SQL("jsonb")))
+MARKER_ADDED_COLUMNS = (("load_id", sql.SQL("uuid")), ("skipped_keys", sql.SQL("jsonb")), ("checks", sql.SQL("jsonb")))
 
 
 def add_marker_column(marker: TableName, column: str) -> sql.Composed:

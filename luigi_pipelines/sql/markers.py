@@ -12,15 +12,16 @@ def upsert_marker(marker: TableName) -> sql.Composed:
     """Parameters, by name: the columns of the marker table; ``finished_at`` is the commit's clock."""
     return sql.SQL(
         """INSERT INTO {} (target_table, partition_date, task_family, task_id, rows_loaded, rows_rejected,
-                bytes_loaded, source_objects, started_at, finished_at, host, load_id, skipped_keys)
+                bytes_loaded, source_objects, started_at, finished_at, host, load_id, skipped_keys,
+                checks)
 VALUES (%(target_table)s, %(partition_date)s, %(task_family)s, %(task_id)s, %(rows_loaded)s, %(rows_rejected)s,
         %(bytes_loaded)s, %(source_objects)s, %(started_at)s, clock_timestamp(), %(host)s, %(load_id)s,
-        %(skipped_keys)s)
+        %(skipped_keys)s, %(checks)s)
 ON CONFLICT (target_table, partition_date) DO UPDATE SET
     task_family = EXCLUDED.task_family, task_id = EXCLUDED.task_id, rows_loaded = EXCLUDED.rows_loaded,
     rows_rejected = EXCLUDED.rows_rejected, bytes_loaded = EXCLUDED.bytes_loaded, source_objects = EXCLUDED.source_objects,
     started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, host = EXCLUDED.host,
-    load_id = EXCLUDED.load_id, skipped_keys = EXCLUDED.skipped_keys"""
+    load_id = EXCLUDED.load_id, skipped_keys = EXCLUDED.skipped_keys, checks = EXCLUDED.checks"""
     ).format(table_ident(marker))
 
 
@@ -87,7 +88,7 @@ def select_failures(failures: TableName) -> sql.Composed:
 
 # What ``select_marker_window`` returns per row, in this order.
 MARKER_WINDOW_FIELDS = ("partition_date", "rows_loaded", "rows_rejected", "bytes_loaded", "objects", "seconds",
-                        "finished_at", "host", "task_family", "skipped", "skipped_keys")
+                        "finished_at", "host", "task_family", "skipped", "skipped_keys", "checks")
 
 
 SKIPPED_KEYS_SHOWN = 5  # of a marker's skipped_keys, how many ``select_marker_window`` returns
@@ -95,12 +96,13 @@ SKIPPED_KEYS_SHOWN = 5  # of a marker's skipped_keys, how many ``select_marker_w
 
 def select_marker_window(marker: TableName) -> sql.Composed:
     """Parameters: target table key, first date, stop date (exclusive). The marker rows of a window, summarised;
-    the skipped keys (``to_jsonb(m)``: NULL in a marker table made before them) as a count and the first few."""
+    the skipped keys (``to_jsonb(m)``: NULL in a marker table made before them) as a count and the first few; the
+    data checks' figures (NULL without checks)."""
     return sql.SQL(
         "SELECT partition_date, rows_loaded, rows_rejected, bytes_loaded, jsonb_array_length(source_objects), "
         "extract(epoch FROM finished_at - started_at)::float8, finished_at, host, task_family, "
         "coalesce(jsonb_array_length(to_jsonb(m) -> 'skipped_keys'), 0), "
-        "ARRAY(SELECT jsonb_array_elements_text(to_jsonb(m) -> 'skipped_keys') LIMIT {}) "
+        "ARRAY(SELECT jsonb_array_elements_text(to_jsonb(m) -> 'skipped_keys') LIMIT {}), to_jsonb(m) -> 'checks' "
         "FROM {} AS m WHERE target_table = %s AND partition_date >= %s AND partition_date < %s ORDER BY partition_date"
     ).format(sql.Literal(SKIPPED_KEYS_SHOWN), table_ident(marker))
 
