@@ -33,6 +33,7 @@ class Options:
     scale_partitions: int = 100_000  # hourly partitions of the scale section (rounded up to whole days)
     scale_wave_size: int = 2000  # backfill --wave-size of the scale section
     scale_plain_timeout_s: float = 300  # how long the plain RangeHourly of the scale section may run (0: skip it)
+    scale_prune_on_get_work: bool = False  # luigid's [scheduler] prune_on_get_work in the scale section
     timeout_s: float = 1800  # bound on any single command
 
     @property

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import configparser
 import contextlib
 import datetime
 import math
@@ -103,9 +104,16 @@ class _Output:
 
 
 def _luigid(bench: Bench, name: str) -> Luigid:
+    """A fresh luigid of ``configs/luigid.cfg``, with ``prune_on_get_work`` as ``--scale-prune-on-get-work`` says
+    (pruning on every get_work walks every task luigid holds, finished ones too: see docs/scheduling.md)."""
     directory = bench.stack.work / name
     directory.mkdir()
-    return Luigid(directory, ROOT / "configs" / "luigid.cfg", env=bench.stack.env, cwd=directory)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "configs" / "luigid.cfg")
+    parser.set("scheduler", "prune_on_get_work", str(bench.options.scale_prune_on_get_work).lower())
+    with open(directory / "luigid.cfg", "w") as f:
+        parser.write(f)
+    return Luigid(directory, directory / "luigid.cfg", env=bench.stack.env, cwd=directory)
 
 
 def _config(bench: Bench, table: TableName) -> Path:
@@ -245,8 +253,10 @@ def run(bench: Bench) -> SectionResult:
     result = SectionResult("scale", data={"waves": asdict(waves), "noop_s": noop_s,
                                           "plain": asdict(plain) if plain else None,
                                           "wave_size": bench.options.scale_wave_size,
+                                          "prune_on_get_work": bench.options.scale_prune_on_get_work,
                                           "loadavg": os.getloadavg()})
-    result.tables = [scale_table(waves, plain, noop_s, bench.options.scale_wave_size)]
+    o = bench.options
+    result.tables = [scale_table(waves, plain, noop_s, o.scale_wave_size, o.scale_prune_on_get_work)]
     result.targets = scale_targets(waves, noop_s)
     return result
 
@@ -264,7 +274,7 @@ def scale_targets(waves: Run, noop_s: float) -> list[Target]:
             Target(f"the same {n} partitions again (no-op)", "<= 10 s", f"{noop_s:.1f} s", noop_s <= 10)]
 
 
-def scale_table(waves: Run, plain: Run | None, noop_s: float, wave_size: int) -> Table:
+def scale_table(waves: Run, plain: Run | None, noop_s: float, wave_size: int, prune: bool) -> Table:
     table = Table(f"{waves.partitions:,} hourly partitions under one luigid (empty S3 prefixes: scheduling dominates)",
                   ["run", "seconds", "loaded", "ms per partition", "scheduling ms/partition", "luigid RSS at 10 %",
                    "at 30 %", "at 100 %", "luigid peak MB"])
@@ -279,7 +289,7 @@ def scale_table(waves: Run, plain: Run | None, noop_s: float, wave_size: int) ->
     table.notes = [
         f"waves of at most {wave_size} hours to load; {waves.waves} waves; each backfill process runs its waves' luigi "
         "processes with 1 worker (no fork per task); luigid from configs/luigid.cfg (remove_delay 600 s: finished "
-        "tasks stay in its memory 10 minutes after their wave's workers left)",
+        f"tasks stay in its memory 10 minutes after their wave's workers left), prune_on_get_work = {prune}",
         "scheduling ms/partition: the sum over one backfill process's waves of (wave started -> its luigi process's "
         "'Done scheduling tasks'), divided by the partitions (the slower of the two processes); it overlaps loading",
         "luigid RSS at N %: when N % of the partitions had their marker (sampled every 0.5 s)",
