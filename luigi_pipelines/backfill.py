@@ -404,12 +404,15 @@ def main_waves(args: argparse.Namespace, win: Window, scheduler: Scheduler, task
                              args.luigi_args, reload_changed=args.reload_changed, stale=known(stale, grain),
                              grain=grain, bounds=(wave.values[0], grain.after(wave.values[-1])))
 
-    runner = WaveRunner(command, functools.partial(loaded_values, args.module, args.task), grain, next_at)
+    codes = luigi.retcodes.retcode()
+    runner = WaveRunner(command, functools.partial(loaded_values, args.module, args.task), grain, next_at,
+                        halting={codes.scheduling_error, codes.unhandled_exception} - {0})
     try:
         done = runner.run(wanted, args.wave_size, forced=stale or {}, reverse=args.reverse)
     except Exception as exc:  # a wave's check could not ask the database (the waves started were ended)
         return _checks_failed(exc)
-    code = combined_code(done.codes, cooperation_codes(luigi.retcodes.retcode()))
+    code = combined_code(done.codes, cooperation_codes(codes))
     who = f"the {done.waves} waves' luigi processes (the highest code)" if done.waves > 1 else "luigi"
+    who = who if done.waves else "no luigi process (nothing to load)"
     unknown = [v for v in wanted if v not in done.confirmed]
     return _verdict(args, code, wanted, who, stale, grain, unknown)

@@ -100,9 +100,12 @@ class WaveRunner:
     ``loaded(values)`` the values of ``values`` loaded now (one marker query)."""
 
     def __init__(self, command: Callable[[Wave], Sequence[str]], loaded: Callable[[Sequence[Any]], set[Any]],
-                 grain: Grain, next_at: int, stream: IO[str] = sys.stderr, poll_s: float = POLL_S) -> None:
+                 grain: Grain, next_at: int, stream: IO[str] = sys.stderr, poll_s: float = POLL_S,
+                 halting: Iterable[int] = ()) -> None:
         self.command, self.loaded, self.grain = command, loaded, grain
         self.next_at, self.stream, self.poll_s = next_at, stream, poll_s
+        self.halting = set(halting)  # a wave exiting with one of these (or killed by a signal) ends the run
+        self.halted = False
         self.live: list[_Running] = []
         self.procs: list[subprocess.Popen] = []  # every child, for the signal forwarding
         self.done = WavesDone()
@@ -116,7 +119,10 @@ class WaveRunner:
             try:
                 for wave in waves_of(todo, size):
                     self._start(wave)
-                    self._wait(lambda: self._left() <= self.next_at and len(self.live) < MAX_LIVE)
+                    self._wait(lambda: self.halted or (self._left() <= self.next_at and len(self.live) < MAX_LIVE))
+                    if self.halted:
+                        self._say("no more waves: a wave's luigi process could not schedule or crashed")
+                        break
                 self._wait(lambda: not self.live)
             except BaseException:
                 for proc in self.procs:
@@ -182,6 +188,7 @@ class WaveRunner:
             code = _exit_code(running.proc)
             running.relay.join()
             self.done.codes.append(code)
+            self.halted = self.halted or code in self.halting or code >= 128
             left = [v for v in running.left if v not in self.loaded(running.left)] if running.left else []
             took = time.monotonic() - running.started
             count = len(running.wave.values)

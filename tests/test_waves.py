@@ -116,6 +116,23 @@ def test_a_loaded_range_is_answered_with_one_marker_query_per_wave_and_no_luigi(
                                              "(2019-02-01T00, 2019-02-01T01 ...): exit 0")
 
 
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_no_more_waves_once_a_wave_cannot_reach_luigid(stack, tmp_path):
+    """luigid is not there: the first wave's luigi process fails to schedule; the backfill starts no other wave
+    (there would be 5) and says so, with luigi's failure code and the hours not loaded."""
+    _put_hours(stack, HOURS)
+    worker_settings(stack)
+    stack.set_config("core", "rpc_retry_attempts", "1")
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    run = _cli(stack, cfg, "backfill", *HOURLY, *TWO_DAYS, "--scheduler-host", "127.0.0.1", "--scheduler-port", "9",
+               "--wave-size", "10")
+    assert run.returncode in (35, 40), run.stderr[-3000:]
+    assert [n for n, _ in _wave_exits(run.stderr)] == [1], run.stderr[-3000:]
+    assert "no more waves: a wave's luigi process could not schedule or crashed" in run.stderr
+    assert "hours asked for are not loaded: 48 (2019-02-01T00, " in run.stderr.splitlines()[-1]
+
+
 def _wave_exits(output: str) -> list[tuple[int, int]]:
     return [(int(n), int(code)) for n, code in re.findall(r"\[wave (\d+)\] exited (-?\d+) after", output)]
 
