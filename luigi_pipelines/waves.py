@@ -17,7 +17,9 @@ asks the database again only about the others.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .grains import Grain
-from .shards import Shard, _exit_code, _forwarding_signals, _PrefixedLines, _start
+from .shards import FORWARDED_SIGNALS, Shard, _exit_code, _forwarding_signals, _PrefixedLines, _start
 
 DEFAULT_WAVE_SIZE = 2000
 MAX_LIVE = 4  # waves whose processes may run at once (older ones waiting on late data, the newest scheduling)
@@ -115,13 +117,14 @@ class WaveRunner:
         """Load ``values`` (those not loaded, and ``forced``) in waves of ``size``; returns once every wave's process
         has ended."""
         todo = to_load(values, size, self.loaded, forced, reverse, self.done.confirmed)
-        with _forwarding_signals(self.procs):
+        with _forwarding_signals(self.procs), self._halting_on_signals():
             try:
                 for wave in waves_of(todo, size):
                     self._start(wave)
                     self._wait(lambda: self.halted or (self._left() <= self.next_at and len(self.live) < MAX_LIVE))
                     if self.halted:
-                        self._say("no more waves: a wave's luigi process could not schedule or crashed")
+                        self._say("no more waves: a wave's luigi process could not schedule or crashed, or the "
+                                  "backfill was told to stop")
                         break
                 self._wait(lambda: not self.live)
             except BaseException:
@@ -129,6 +132,26 @@ class WaveRunner:
                     proc.kill()
                 raise
         return self.done
+
+    @contextlib.contextmanager
+    def _halting_on_signals(self) -> Iterator[None]:
+        """While the block runs, SIGINT/SIGTERM/SIGHUP also mean: start no more waves (the running ones get the
+        signal from the handler beneath, ``shards``' forwarding, even when none is running)."""
+        beneath: dict[int, Any] = {sig: signal.getsignal(sig) for sig in FORWARDED_SIGNALS}
+
+        def halt(sig: int, frame: Any) -> None:
+            self.halted = True
+            handler = beneath[sig]
+            if callable(handler):
+                handler(sig, frame)
+
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, halt)
+        try:
+            yield
+        finally:
+            for number, handler in beneath.items():
+                signal.signal(number, handler)
 
     def _say(self, text: str) -> None:
         with self._lock:

@@ -219,3 +219,37 @@ def test_the_key_prefix_check_of_a_load_is_made_once_per_process(monkeypatch):
         assert grains.HOURLY.prefixes_apart("w/{date:%Y/%m/%d/%H}/")
         assert not grains.HOURLY.prefixes_apart("w/{date:%Y/%m/%d}/")
     assert made == ["w/{date:%Y/%m/%d/%H}/", "w/{date:%Y/%m/%d}/"]
+
+
+@pytest.mark.scheduler
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_sigterm_ends_the_running_wave_and_starts_no_other(stack, tmp_path):
+    """SIGTERM to the backfill reaches its wave's luigi process (its load rolls back) and no further wave starts:
+    exit 143, every hour either loaded whole with its marker or not at all."""
+    import os
+    import signal
+
+    from luigi_pipelines.devstack.local import wait_until
+
+    expected = _put_hours(stack, HOURS)
+    worker_settings(stack)
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    with _luigid(tmp_path) as luigid:
+        env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks), "LP_HOOK_HOLD_S": "0.3"}
+        cmd = backfill_command(*TWO_DAYS, *luigid.scheduler_args, "--wave-size", "10", module="tests.hourly_tasks",
+                               task="HookedLoadHourlyEvents")
+        backfill = start("backfill", cmd, env, tmp_path)
+        wait_until(lambda: (hooks / "wrote").exists(), 120, "a load of the first wave")
+        os.kill(backfill.pid, signal.SIGTERM)
+        code = wait_all([backfill], 120)["backfill"]
+    output = backfill.output()
+    assert code == 143, output[-3000:]
+    assert [n for n, _ in _wave_exits(output)] == [1], output[-3000:]
+    assert "no more waves" in output
+    loaded = _hour_counts(stack)
+    assert 0 < len(loaded) < 10 and all(expected[h] == n for h, n in loaded.items())
+    markers = stack.query(f"SELECT count(*) FROM {stack.marker_schema}.partition_marker")[0][0]
+    assert markers == len(loaded)
