@@ -17,6 +17,9 @@ It adds three things to the raw ``luigi --module M RangeDaily --of T ...`` that 
 The partitions asked for are the whole window (the task limit handed to luigi is their number), or with
 ``--task-limit N`` those luigi's own range tool picks for the same command line.
 
+Against luigid the window goes in waves (``waves``): at most ``--wave-size`` partitions still to load at a time,
+the next wave started while the last one drains, each its own luigi process over its own bounds.
+
 With ``--processes N`` there is no luigid and no fork per task (``shards``): one ``bulk_complete`` query finds
 the partitions still to load, they are cut into N runs of consecutive values, each its own local-scheduler
 luigi process. The exit code is judged as above, over every partition asked for, once all have ended.
@@ -389,6 +392,9 @@ def main_waves(args: argparse.Namespace, win: Window, scheduler: Scheduler, task
     whole = luigi_command(args.module, args.task, win, scheduler, args.workers, task_limit, args.reverse,
                           args.luigi_args, reload_changed=args.reload_changed, stale=known(stale, grain), grain=grain)
     next_at = args.wave_size // 4 if args.next_wave_at is None else args.next_wave_at
+    merges = task_class(args.module, args.task)
+    if merges.merged or merges.merge_key:  # merges apply in order: a wave's may not start before the last one's end
+        next_at = 0
     print(f"backfill [{win.start}, {win.stop}) at {win.now:%Y-%m-%dT%H:%M:%SZ} in waves of at most {args.wave_size} "
           f"{_unit(grain)}s to load, the next one started when {next_at} are left, each wave this command over its "
           f"own --start/--stop: luigi {shlex.join(whole[3:])}", file=sys.stderr, flush=True)

@@ -253,3 +253,15 @@ def test_sigterm_ends_the_running_wave_and_starts_no_other(stack, tmp_path):
     assert 0 < len(loaded) < 10 and all(expected[h] == n for h, n in loaded.items())
     markers = stack.query(f"SELECT count(*) FROM {stack.marker_schema}.partition_marker")[0][0]
     assert markers == len(loaded)
+
+
+def test_a_merging_task_waits_for_each_wave_to_end(capsys):
+    """Merges apply in date order: the next wave of a merging task starts only when the last one is loaded."""
+    from luigi_pipelines.cli import main as cli_main
+
+    base = ["backfill", "--days-back", "30", "--now", "2019-03-10T05:00:00Z", "--dry-run", "--scheduler-host", "x",
+            "--wave-size", "8"]
+    assert cli_main([*base, "--module", "tests.merge_tasks", "--task", "MergeCustomers"]) == 0
+    assert "in waves of at most 8 dates to load, the next one started when 0 are left" in capsys.readouterr().err
+    assert cli_main(base) == 0
+    assert "in waves of at most 8 dates to load, the next one started when 2 are left" in capsys.readouterr().err
