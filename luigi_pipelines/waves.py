@@ -11,6 +11,8 @@ never holds more than about ``wave_size + next_at`` pending partitions of it, wh
   next wave's tasks in luigid before they run out of work, and luigid's pending set stays bounded.
 - Several backfills (one per host) over the same range make the same waves from the same markers: luigid gives
   each task to one worker, and the partition lock covers the rest. A host that starts later skips what is loaded.
+- No further wave starts once a wave's process could not schedule or crashed (``halting`` codes, a signal), or
+  once the backfill got SIGINT, SIGTERM or SIGHUP (passed on to the running waves, as ``shards`` does).
 
 Which partitions this run found loaded before it started a wave is kept (``WavesDone.confirmed``), so the verdict
 asks the database again only about the others.
