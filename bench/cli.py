@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{d.overhead_days})")
     p.add_argument("--overhead-schedule-days", type=int, help=f"dates with missing data the overhead profile hands "
                    f"luigid (default {d.overhead_schedule_days})")
+    p.add_argument("--scale-partitions", type=int, help=f"hourly partitions of the scale section (default "
+                   f"{d.scale_partitions})")
+    p.add_argument("--scale-wave-size", type=int, help=f"backfill --wave-size in the scale section (default "
+                   f"{d.scale_wave_size})")
+    p.add_argument("--scale-plain-timeout", type=float, dest="scale_plain_timeout_s", help=f"seconds the plain "
+                   f"RangeHourly of the scale section may run, 0 skips it (default {d.scale_plain_timeout_s:g})")
+    p.add_argument("--scale-prune-on-get-work", action="store_true", default=None, help="the scale section's "
+                   "luigid prunes on every get_work (configs/luigid.cfg's setting; default: off, as docs/scheduling.md "
+                   "advises for years of hourly partitions)")
     p.add_argument("--timeout", type=float, dest="timeout_s", help=f"seconds allowed per command (default {d.timeout_s:g})")
     p.add_argument("--work-dir", help="parent of the temporary data directory (default: the system temp dir)")
     p.add_argument("--no-save", action="store_true", help=f"do not write the JSON file to {RESULTS_DIR}")

@@ -30,6 +30,10 @@ class Options:
     overhead_objects: int = 2  # gzip objects per date of that profile
     overhead_rows: int = 100  # rows per object (a few KiB gzip)
     overhead_schedule_days: int = 730  # dates with missing data handed to luigid, profiled
+    scale_partitions: int = 100_000  # hourly partitions of the scale section (rounded up to whole days)
+    scale_wave_size: int = 2000  # backfill --wave-size of the scale section
+    scale_plain_timeout_s: float = 300  # how long the plain RangeHourly of the scale section may run (0: skip it)
+    scale_prune_on_get_work: bool = False  # luigid's [scheduler] prune_on_get_work in the scale section
     timeout_s: float = 1800  # bound on any single command
 
     @property
@@ -52,6 +56,9 @@ QUICK = Options(
     small_days=30,
     overhead_days=20,
     overhead_schedule_days=30,
+    scale_partitions=480,
+    scale_wave_size=100,
+    scale_plain_timeout_s=20,
     timeout_s=300,
 )
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import luigi
 from luigi.contrib.postgres import CopyToTable
-from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily ([core] autoload_range is off)
+from luigi.tools.range import RangeDaily, RangeHourly  # noqa: F401 - registers them ([core] autoload_range is off)
 from psycopg2 import sql
 
 import luigi_pipelines as lp
@@ -172,3 +172,16 @@ class CentsTransactionsHeld(CentsTransactions):
 
     transform = staticmethod(amounts_in_cents_held)
     table = "bench.transform_cents_held"
+
+
+class TinyHourly(lp.LoadHourlyPartition):
+    """The ``scale`` section's hourly load: an empty S3 prefix per hour (one LIST, no object), 0 rows and a marker,
+    so that what a partition costs is scheduling, the listing and the transaction, not data."""
+
+    key_prefix = "tiny/{date:%Y/%m/%d/%H}/"
+    empty_partition_ok = True
+    date_column = "day"
+    date_from = lp.partition_date()
+    columns = [("id", "bigint")]
+    bucket = property(lambda self: transactions().bucket)
+    table = property(lambda self: transactions().table)

@@ -17,6 +17,9 @@ It adds three things to the raw ``luigi --module M RangeDaily --of T ...`` that 
 The partitions asked for are the whole window (the task limit handed to luigi is their number), or with
 ``--task-limit N`` those luigi's own range tool picks for the same command line.
 
+Against luigid the window goes in waves (``waves``): at most ``--wave-size`` partitions still to load at a time,
+the next wave started while the last one drains, each its own luigi process over its own bounds.
+
 With ``--processes N`` there is no luigid and no fork per task (``shards``): one ``bulk_complete`` query finds
 the partitions still to load, they are cut into N runs of consecutive values, each its own local-scheduler
 luigi process. The exit code is judged as above, over every partition asked for, once all have ended.
@@ -51,6 +54,7 @@ from .shards import combined_code, run_one, run_shards, shard_commands
 from .shards import shards as shards
 from .states import Shortfall, listed
 from .tasks import PartitionTask
+from .waves import DEFAULT_WAVE_SIZE, Wave, WaveRunner
 
 UTC = datetime.timezone.utc
 # Exit code of a run after which partitions it was asked for are still not loaded although luigi exited 0
@@ -266,14 +270,15 @@ def known(stale: Stale | None, grain: Grain = DAILY) -> dict[str, str | None] | 
 
 
 def _verdict(args: argparse.Namespace, code: int, wanted: Sequence[Any], who: str = "luigi",
-             stale: Stale | None = None, grain: Grain = DAILY) -> int:
-    """The backfill's exit code for ``code`` (``judge``d unless ``--raw-exit-code``), saying why when it differs."""
+             stale: Stale | None = None, grain: Grain = DAILY, unknown: Sequence[Any] | None = None) -> int:
+    """The backfill's exit code for ``code`` (``judge``d unless ``--raw-exit-code``), saying why when it differs.
+    ``unknown``: those of ``wanted`` still to ask the database about (default all; the others were found loaded)."""
     if args.raw_exit_code:
         print(f"luigi-pipelines backfill: {who} exited {code} (--raw-exit-code: not checked): exit {code}",
               file=sys.stderr)
         return code
     code, why = judge(code, cooperation_codes(luigi.retcodes.retcode()),
-                      lambda: shortfall(args.module, args.task, wanted, stale), who)
+                      lambda: shortfall(args.module, args.task, wanted if unknown is None else unknown, stale), who)
     if not why:  # the verdict of a success too: one line that cron's log ends with
         done = f"every {_unit(grain)} asked for is loaded, {format_dates(wanted, 2, grain)}"
         why = f"{done}: exit {code}" if not code else f"{who} exited {code}; {done}: exit {code}"
@@ -303,6 +308,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--local-scheduler", action="store_true", help="no luigid: this process schedules alone")
     where.add_argument("--scheduler-host", help="luigid host")
     where.add_argument("--scheduler-port", type=int, help="luigid port")
+    where.add_argument("--wave-size", type=int, default=DEFAULT_WAVE_SIZE, metavar="N",
+                       help=f"with luigid: hand it at most N partitions still to load at a time, the next wave as the "
+                       f"last one drains (default {DEFAULT_WAVE_SIZE}; 0: the whole window in one luigi command)")
+    where.add_argument("--next-wave-at", type=int, metavar="N",
+                       help="with luigid: start the next wave once N or fewer partitions of the running ones are left "
+                       "to load (default: a quarter of --wave-size)")
     where.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_S, metavar="SECONDS",
                        help=f"with luigid: leave after this long without work of our own (default {DEFAULT_IDLE_S})")
     parser.add_argument("--raw-exit-code", action="store_true", help="return luigi's exit code unchanged")
@@ -349,6 +360,8 @@ def main(args: argparse.Namespace) -> int:
         stale = check_stale(args, win, grain)
     except Exception as exc:  # the database or S3 cannot say what is stale
         return _checks_failed(exc)
+    if not scheduler.local and args.wave_size > 0:
+        return main_waves(args, win, scheduler, task_limit, grain, stale)
     cmd = luigi_command(args.module, args.task, win, scheduler, args.workers, task_limit, args.reverse,
                         args.luigi_args, reload_changed=args.reload_changed, stale=known(stale, grain), grain=grain)
     print(f"backfill [{win.start}, {win.stop}) at {win.now:%Y-%m-%dT%H:%M:%SZ}: luigi {shlex.join(cmd[3:])}",
@@ -358,3 +371,54 @@ def main(args: argparse.Namespace) -> int:
     wanted = win.values(grain) if args.task_limit is None else scheduled_dates(cmd)
     code = run_one(cmd)
     return _verdict(args, code, wanted, stale=stale, grain=grain)
+
+
+def loaded_values(module: str, task: str, values: Sequence[Any]) -> set[Any]:
+    """Those of ``values`` (partition values) that have a marker: one query, nothing asked of S3 (a wave's check)."""
+    if not values:
+        return set()
+    probe = probe_of(task_class(module, task), values[0])
+    with probe.reading_config_once():
+        wanted = probe.partitions_of(values)
+        with db.session(probe.database(), reset=False) as conn:
+            done = db.completed_partitions(conn, probe.marker_table, wanted)
+    return {v for v, partition in zip(values, wanted, strict=True) if partition in done}
+
+
+def main_waves(args: argparse.Namespace, win: Window, scheduler: Scheduler, task_limit: int, grain: Grain,
+               stale: Stale | None) -> int:
+    """``backfill`` against luigid in waves of ``--wave-size`` partitions still to load (``waves``); the verdict is
+    judged over every partition asked for, asking the database only about those no wave's check found loaded."""
+    whole = luigi_command(args.module, args.task, win, scheduler, args.workers, task_limit, args.reverse,
+                          args.luigi_args, reload_changed=args.reload_changed, stale=known(stale, grain), grain=grain)
+    next_at = args.wave_size // 4 if args.next_wave_at is None else args.next_wave_at
+    merges = task_class(args.module, args.task)
+    if merges.merged or merges.merge_key:  # merges apply in order: a wave's may not start before the last one's end
+        next_at = 0
+    print(f"backfill [{win.start}, {win.stop}) at {win.now:%Y-%m-%dT%H:%M:%SZ} in waves of at most {args.wave_size} "
+          f"{_unit(grain)}s to load, the next one started when {next_at} are left, each wave this command over its "
+          f"own --start/--stop: luigi {shlex.join(whole[3:])}", file=sys.stderr, flush=True)
+    if args.dry_run:
+        return 0
+    try:
+        wanted = win.values(grain) if args.task_limit is None else scheduled_dates(whole)
+    except Exception as exc:  # the database cannot say what to load
+        return _checks_failed(exc)
+
+    def command(wave: Wave) -> list[str]:
+        return luigi_command(args.module, args.task, win, scheduler, args.workers, len(wave.values), args.reverse,
+                             args.luigi_args, reload_changed=args.reload_changed, stale=known(stale, grain),
+                             grain=grain, bounds=(wave.values[0], grain.after(wave.values[-1])))
+
+    codes = luigi.retcodes.retcode()
+    runner = WaveRunner(command, functools.partial(loaded_values, args.module, args.task), grain, next_at,
+                        halting={codes.scheduling_error, codes.unhandled_exception} - {0})
+    try:
+        done = runner.run(wanted, args.wave_size, forced=stale or {}, reverse=args.reverse)
+    except Exception as exc:  # a wave's check could not ask the database (the waves started were ended)
+        return _checks_failed(exc)
+    code = combined_code(done.codes, cooperation_codes(codes))
+    who = f"the {done.waves} waves' luigi processes (the highest code)" if done.waves > 1 else "luigi"
+    who = who if done.waves else "no luigi process (nothing to load)"
+    unknown = [v for v in wanted if v not in done.confirmed]
+    return _verdict(args, code, wanted, who, stale, grain, unknown)

@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from . import runtime
 from . import sql as q
 
 
@@ -84,7 +85,14 @@ class Grain(ABC):
 
     def prefixes_apart(self, template: str) -> bool:
         """Whether ``template`` gives every value a key prefix of its own that starts no other's, tried over
-        two years of dates (and two days of hours): a load that takes its rows' date from the key relies on it."""
+        two years of dates (and two days of hours): a load that takes its rows' date from the key relies on it.
+        Asked before every load: the answer is kept per process (it took ~10 ms, ~5 % of a tiny hourly load)."""
+        known = _PREFIXES_APART.get()
+        if (self, template) not in known:
+            known[(self, template)] = self._prefixes_apart(template)
+        return known[(self, template)]
+
+    def _prefixes_apart(self, template: str) -> bool:
         start = datetime.date(2000, 1, 1)
         values = self.values_between(start, start + datetime.timedelta(days=800))
         if self.unit == "hour":  # two days of hours, and the first hour of the others
@@ -190,6 +198,10 @@ class Monthly(Grain):
     def ordinal(self, value: datetime.date) -> int:
         return value.year * 12 + value.month
 
+
+# (grain, key_prefix template) -> whether the template gives each value a prefix of its own (``prefixes_apart``)
+_PREFIXES_APART: runtime.Slot[dict[tuple[Grain, str], bool]] = runtime.Slot("key prefix checks", dict,
+                                                                             across_fork=True)
 
 DAILY = Daily()
 HOURLY = Hourly()
