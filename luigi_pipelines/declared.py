@@ -6,12 +6,13 @@ every check of a declaration is here, as a ``ConfigurationError`` naming the tas
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import db, writes
+from . import db, swap, writes
 from . import sql as q
 from .errors import ConfigurationError
 from .grains import Grain
@@ -35,6 +36,8 @@ class Declared:
     merge_key: Sequence[str] = ()
     snapshot: bool = False
     deleted_flag: str = ""
+    partitioned: bool = False  # natively partitioned, a child per partition, swapped in by each load (``swap.Swap``)
+    keep: int = 0  # partitioned: keep the newest ``keep`` partitions, drop older ones (0: all)
 
     @classmethod
     def of(cls, family: str, table: str, date_column: str, columns: Sequence[tuple[str, str]], grain: Grain,
@@ -90,8 +93,9 @@ class Declared:
         """Every column of the table by where its values come from: the source, the write, the table itself."""
         try:
             if not self.merged:
-                return TableLayout.of(self.target_table, self.date_column, self.columns, self.date_from,
-                                      self.fills(), self.lineage)
+                layout = TableLayout.of(self.target_table, self.date_column, self.columns, self.date_from,
+                                        self.fills(), self.lineage)
+                return dataclasses.replace(layout, partition_by=self.partition_columns)
             unkeyed = [c for c in self.table_key.columns if c not in self.merge_key]
             if unkeyed:
                 raise ConfigurationError(f"{self.family}: scope columns {unkeyed} must be part of merge_key: each "
@@ -109,13 +113,36 @@ class Declared:
         return (*(q.Column(c, "text") for c in self.table_key.columns if c not in present),
                 *(c for c in grain if c.name not in present))
 
+    @property
+    def partition_columns(self) -> tuple[str, ...]:
+        """A partitioned table's partition key (the date column, and the grain's: an hour), else none."""
+        if not (self.partitioned or self.keep):
+            return ()
+        if self.merged or self.scope or self.date_from.generated or self.keep < 0 or not self.partitioned:
+            why = ("keep needs partitioned = True" if not self.partitioned else "keep must be a count of partitions"
+                   if self.keep < 0 else "a merged table keeps its rows by key, not by partition" if self.merged else
+                   "a scoped table's partitions share their dates (declare a table per scope)" if self.scope else
+                   "PostgreSQL cannot partition on a generated column (date_from = partition_date() fills it)")
+            raise ConfigurationError(f"{self.family}: partitioned = True: {why}")
+        return (self.date_column, *(c.name for c in self.grain.key_columns()))
+
     def write_mode(self, value: Any) -> writes.WriteMode:
-        """``writes.Merge`` of a merged table (ordered by the grain's keys within a date), else ``writes.Replace``."""
+        """``writes.Merge`` of a merged table (ordered by the grain's keys within a date), ``swap.Swap`` of a
+        partitioned one, else ``writes.Replace``."""
+        if self.partition_columns:
+            return swap.Swap(self.grain, self.partition_columns, self.key_of, self.keep)
         if not self.merged:
             return writes.Replace()
         date = self.grain.date_of(value)
         keys = self.partitions_of(self.grain.covering(date, date + datetime.timedelta(days=1)))
         return writes.Merge(tuple(self.merge_key), self.snapshot, self.deleted_flag, writes.merge_keys([k for k, _ in keys]))
+
+    def expired(self, conn: Any, values: Sequence[Any]) -> list[Any]:
+        """Of ``values``, those a partitioned table's retention expired (``swap.Swap.expired``); else none."""
+        if not self.keep:
+            return []
+        mode = self.write_mode(values[0])
+        return mode.expired(conn, self.target_table, values) if isinstance(mode, swap.Swap) else []
 
     def fill_values(self, tx: db.PartitionTransaction) -> dict[str, str]:
         """The values of the filled columns for the whole transaction (lineage keys are set per object)."""

@@ -9,7 +9,7 @@ import os
 
 import psycopg2.extensions
 
-from . import db, layouts
+from . import db, layouts, native
 from . import sql as q
 from .errors import ConfigurationError
 from .layouts import DateSource, TableLayout, table_problems, unknown_types
@@ -75,6 +75,8 @@ def check_table(conn: psycopg2.extensions.connection, layout: TableLayout, famil
     existing = db.table_columns(conn, layout.table)
     if not existing:  # dropped since this connection created it: the load fails naming it, and the next creates it
         return
+    if not layout.partition_by:  # a partitioned table is the swap's to check (``swap.Swap.prepare``)
+        native.check_shape(conn, layout.table, (), "", family)
     problems = table_problems(layout, existing, types)
     if problems:
         fix = q.alter_table(layout.table, [action for _, action in problems]).as_string(conn)

@@ -5,8 +5,8 @@
 - The **source** (``sources``) says what the partition is made from: S3 objects (``loads.LoadPartition``), an
   upstream partition's rows through a function or a query (``derived.TransformPartition``,
   ``derived.SqlTransformPartition``). A task kind builds its source in ``source_part``.
-- The **write mode** (``writes``): the partition's rows replaced (the default), or merged by key when the task
-  declares ``merge_key``.
+- The **write mode** (``writes``): the partition's rows replaced (the default), merged by key when the task
+  declares ``merge_key``, or its child table swapped in when it declares ``partitioned`` (``swap``).
 
 Any grain goes with any source and either write mode. The partition's write itself (``writes.write_once``), the
 tables' checks (``tables``) and the sources live below, without luigi; here are the luigi parts: parameters,
@@ -107,6 +107,10 @@ class PartitionDeclarations(luigi.Task):
     merged: ClassVar[bool] = False  # merged by key even before merge_key is declared (MergePartition: an error then)
     snapshot: ClassVar[bool] = False
     deleted_flag: ClassVar[str] = ""
+    # A natively partitioned table (PARTITION BY RANGE), a child table per partition that each load builds and swaps
+    # in (swap.Swap); keep = N: only the newest N partitions are kept, older ones dropped with their markers.
+    partitioned: ClassVar[bool] = False
+    keep: ClassVar[int] = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A class that declares another grain gets that grain's luigi parameter, and no other grain's."""
@@ -134,7 +138,8 @@ class PartitionDeclarations(luigi.Task):
         return self.read_once("declared", lambda: Declared.of(
             self.task_family, self.table, self.date_column, self.columns, self.grain, self.scope,
             date_from=self.date_from, lineage=self.lineage_columns(), merged=self.is_merge,
-            merge_key=self.merge_key, snapshot=self.snapshot, deleted_flag=self.deleted_flag))
+            merge_key=self.merge_key, snapshot=self.snapshot, deleted_flag=self.deleted_flag,
+            partitioned=self.partitioned, keep=self.keep))
 
     @property
     def partition_value(self) -> Any:

@@ -45,6 +45,7 @@ class PartitionTransaction:
     load_id: uuid.UUID = field(default_factory=uuid.uuid4)  # this load's id: in the marker, and in lineage columns
     stop: datetime.date | None = None  # the date after the partition's last, when it covers more than ``date`` (a month)
     skipped: list[str] = field(default_factory=list)  # keys under the prefix that looked like data, left out by keys
+    freeze: TableName | None = None  # a table created in this transaction, which a COPY straight into it writes frozen
 
     @property
     def target(self) -> TableName:
@@ -234,8 +235,17 @@ def copy_stream(
 
     PostgreSQL's data errors become ``BadInputError`` naming ``source``, the line and the column;
     an exception raised by ``reader`` itself reaches psycopg2 only as text and becomes
-    ``CopyAborted`` (the reader's owner knows the real one).
+    ``CopyAborted`` (the reader's owner knows the real one). A COPY into ``tx.freeze`` writes its rows frozen
+    (``COPY ... FREEZE``: no later vacuum freeze or hint-bit rewrite); not in a savepoint, where PostgreSQL refuses it.
     """
+    if tx.freeze is not None and q.copies_into(statement, tx.freeze):
+        statement = q.frozen_copy(statement)
+    return _copy(tx, statement, reader, source, buffer_size)
+
+
+def _copy(
+    tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int
+) -> int:
     try:
         tx.cursor.copy_expert(statement, reader, size=buffer_size)
     except (*BAD_DATA, psycopg2.OperationalError) as exc:  # a reader's exception: QueryCanceled, an OperationalError
@@ -247,7 +257,7 @@ def copy_in_savepoint(
     tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int
 ) -> int | BadInputError:
     """``copy_stream`` that undoes only itself on bad input and returns the error instead of raising."""
-    return attempt(tx, lambda: copy_stream(tx, statement, reader, source, buffer_size))
+    return attempt(tx, lambda: _copy(tx, statement, reader, source, buffer_size))
 
 
 def attempt(tx: PartitionTransaction, step: Callable[[], int], keep: bool = True) -> int | BadInputError:

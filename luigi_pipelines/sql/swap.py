@@ -1,0 +1,210 @@
+"""Native partitions (``PARTITION BY RANGE``): the parent's clause, the catalog reads of its shape, its children and
+its indexes, a new child built from the parent's columns, and the swap's statements (lock, drop, rename, attach).
+
+A child of a partition value is named ``<parent>_p<value>`` (``t_p20190201``, ``t_p2019020113``, ``t_p201902``) and
+bound ``FOR VALUES FROM (<first>) TO (<after>)``; a load builds it as ``<child>_new`` and renames it in the swap.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg2 import sql
+
+from ..partitions import TableName
+from .names import identifiers, table_ident
+
+BOUND_CHECK = "partition_bound"  # the CHECK constraint of a new child: its bound, so that ATTACH skips its scan
+
+
+def partition_by(columns: Sequence[str]) -> sql.Composed:
+    """`` PARTITION BY RANGE ("day"[, "hour"])``: appended to a ``CREATE TABLE``."""
+    return sql.SQL(" PARTITION BY RANGE ({})").format(identifiers(columns))
+
+
+def select_shape() -> sql.SQL:
+    """Parameter: schema-qualified table. Its kind (``r`` plain, ``p`` partitioned), and of a partitioned one the
+    strategy (``r`` range) and the key's column names in order (none for an expression)."""
+    return sql.SQL(
+        "SELECT c.relkind::text, p.partstrat::text, array(SELECT a.attname::text FROM unnest(p.partattrs::int2[]) "
+        "WITH ORDINALITY AS k(attnum, n) JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum "
+        "ORDER BY k.n) FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_partitioned_table p ON p.partrelid = c.oid "
+        "WHERE c.oid = to_regclass(%s)")
+
+
+def select_children() -> sql.SQL:
+    """Parameter: schema-qualified parent. Each child's name and bound (``FOR VALUES FROM (...) TO (...)``,
+    ``DEFAULT``), from the catalog: no lock is taken."""
+    return sql.SQL(
+        "SELECT c.relname::text, pg_catalog.pg_get_expr(c.relpartbound, c.oid) FROM pg_catalog.pg_inherits i "
+        "JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s) ORDER BY 1")
+
+
+def select_child_names() -> sql.SQL:
+    """Parameter: schema-qualified parent. Its children's names (the retention's candidates)."""
+    return sql.SQL("SELECT c.relname::text FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c "
+                   "ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)")
+
+
+def select_is_child() -> sql.SQL:
+    """Parameters: schema-qualified child, then parent. Whether the first is a partition of the second."""
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = to_regclass(%s) "
+                   "AND inhparent = to_regclass(%s))")
+
+
+def select_parent_columns() -> sql.SQL:
+    """Parameter: schema-qualified parent. Each column's definition, in order, as a new child needs it: name, type,
+    NOT NULL, default or generation expression, whether generated, collation (if not the type's). A catalog read:
+    no lock on the parent, which ``CREATE TABLE ... (LIKE parent)`` would hold until the end of the transaction."""
+    return sql.SQL(
+        "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+        "pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attgenerated = 's', "
+        "CASE WHEN a.attcollation <> t.typcollation THEN co.collname::text END "
+        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        "LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum")
+
+
+def select_parent_indexes() -> sql.SQL:
+    """Parameters: the new child (quoted, qualified: ``quoted``), then the schema-qualified parent. The parent's indexes
+    rewritten
+    for the child, e.g. ``CREATE INDEX ON "s"."t_p20190201_new" USING btree (day)``: built after the COPY, they are
+    what ATTACH matches to the parent's, so that it builds none under the lock."""
+    return sql.SQL(
+        "SELECT 'CREATE ' || CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END || 'INDEX ON ' || %s || ' ' || "
+        "substr(d.def, strpos(d.def, ' USING ') + 1) FROM pg_catalog.pg_index i "
+        "CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_indexdef(i.indexrelid) AS def) d "
+        "WHERE i.indrelid = to_regclass(%s) ORDER BY i.indexrelid")
+
+
+def quoted(table: TableName) -> sql.Composed:
+    """``"s"."t"``: a table's identifier, e.g. as a query's text parameter (``select_parent_indexes``)."""
+    return table_ident(table)
+
+
+def column_definition(name: str, type_: str, not_null: bool, default: str | None, generated: bool,
+                      collation: str | None) -> sql.Composed:
+    """One column of a new child, as the parent's catalog gives it (its type and expressions are the server's own
+    rendering, ``format_type`` and ``pg_get_expr``, of a column that exists)."""
+    parts: list[sql.Composable] = [sql.Identifier(name), sql.SQL(type_)]
+    if collation:
+        parts.append(sql.SQL("COLLATE {}").format(sql.Identifier(collation)))
+    if default is not None:
+        parts.append(sql.SQL("GENERATED ALWAYS AS ({}) STORED" if generated else "DEFAULT {}").format(sql.SQL(default)))
+    if not_null:
+        parts.append(sql.SQL("NOT NULL"))
+    return sql.SQL(" ").join(parts)
+
+
+def bound_condition(columns: Sequence[str], start: Sequence[Any], stop: Sequence[Any]) -> sql.Composed:
+    """``("day") >= ('2019-02-01') AND ("day") < ('2019-02-02') AND "day" IS NOT NULL``: the rows of a range
+    partition's bound, as a row comparison, which is how PostgreSQL compares a multi-column range key."""
+    keys = sql.SQL("({})").format(identifiers(columns))
+    return sql.SQL("{0} >= ({1}) AND {0} < ({2}) AND {3}").format(
+        keys, sql.SQL(", ").join(map(sql.Literal, start)), sql.SQL(", ").join(map(sql.Literal, stop)),
+        sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in columns))
+
+
+def create_child(table: TableName, columns: Sequence[sql.Composable], check: sql.Composable) -> sql.Composed:
+    """``CREATE TABLE "s"."t_p20190201_new" (<columns>, CONSTRAINT partition_bound CHECK (<bound>))``: a new child,
+    in the load's transaction (which lets COPY write its rows frozen), refusing rows outside its bound."""
+    return sql.SQL("CREATE TABLE {} ({}, CONSTRAINT {} CHECK ({}))").format(
+        table_ident(table), sql.SQL(", ").join(columns), sql.Identifier(BOUND_CHECK), check)
+
+
+def lock_exclusive(table: TableName) -> sql.Composed:
+    """``LOCK TABLE "s"."t" IN ACCESS EXCLUSIVE MODE``: the swap's one lock on the parent, taken first."""
+    return sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table_ident(table))
+
+
+def drop_table(table: TableName) -> sql.Composed:
+    """``DROP TABLE "s"."t_p20190201"``: an old or an expired child (a partition is detached by its drop)."""
+    return sql.SQL("DROP TABLE {}").format(table_ident(table))
+
+
+def rename_table(table: TableName, name: str) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} RENAME TO {}").format(table_ident(table), sql.Identifier(name))
+
+
+def attach_partition(parent: TableName, child: TableName, start: Sequence[Any], stop: Sequence[Any]) -> sql.Composed:
+    """``ALTER TABLE "s"."t" ATTACH PARTITION "s"."t_p20190201" FOR VALUES FROM ('2019-02-01') TO ('2019-02-02')``."""
+    return sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES {}").format(
+        table_ident(parent), table_ident(child), bound_clause(start, stop))
+
+
+def bound_clause(start: Sequence[Any], stop: Sequence[Any]) -> sql.Composed:
+    return sql.SQL("FROM ({}) TO ({})").format(sql.SQL(", ").join(map(sql.Literal, start)),
+                                              sql.SQL(", ").join(map(sql.Literal, stop)))
+
+
+def create_partition_of(parent: TableName, child: TableName, start: Sequence[Any], stop: Sequence[Any]
+                        ) -> sql.Composed:
+    """``CREATE TABLE "s"."t_p20190201" PARTITION OF "s"."t" FOR VALUES FROM (...) TO (...)``: a migration's step."""
+    return sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES {}").format(
+        table_ident(child), table_ident(parent), bound_clause(start, stop))
+
+
+def try_advisory_xact_lock() -> sql.SQL:
+    """Parameters: the two int4 keys of ``partitions.lock_key``. Whether the lock was granted (never waits)."""
+    return sql.SQL("SELECT pg_try_advisory_xact_lock(%s, %s)")
+
+
+def delete_marker() -> sql.SQL:
+    """Parameters: a marker key, a partition date; the marker table is formatted in (``delete_marker_of``)."""
+    return sql.SQL("DELETE FROM {} WHERE target_table = %s AND partition_date = %s")
+
+
+def delete_marker_of(marker: TableName) -> sql.Composed:
+    """Parameters: a marker key and a partition date. An expired partition's marker row."""
+    return delete_marker().format(table_ident(marker))
+
+
+# Of each unit: the partition's first value of a date ``{d}`` (SQL), the value after it, and the name's pattern.
+_UNIT_SQL = {"day": ("{d}", "{d} + 1", "YYYYMMDD"),
+             "month": ("date_trunc('month', {d})::date", "(date_trunc('month', {d}) + interval '1 month')::date",
+                       "YYYYMM")}
+
+
+def migrate_to_partitioned(table: TableName, columns: Sequence[str], unit: str) -> list[sql.Composed]:
+    """The statements that turn the plain ``table`` into one partitioned by range on ``columns`` (the date column,
+    and an hourly task's hour column), with a child per partition value of its rows, named as the loads name them.
+    Run them in one transaction; the markers stay valid (same partitions, same rows)."""
+    plain, ident = TableName(table.schema, f"{table.name}_unpartitioned"[:63]), table_ident(table)
+    names = (sql.Literal(table.schema), sql.Literal(f"{table.name}_p"), sql.Literal(table.name))
+    if unit == "hour":
+        values = sql.SQL("SELECT DISTINCT {0}, {1} FROM {2} WHERE {0} IS NOT NULL AND {1} IS NOT NULL").format(
+            sql.Identifier(columns[0]), sql.Identifier(columns[1]), table_ident(plain))
+        create = sql.SQL("format('CREATE TABLE %I.%I PARTITION OF %I.%I FOR VALUES FROM (%L, %s) TO (%L, %s)', {0}, "
+                         "{1} || to_char(r.d, 'YYYYMMDD') || lpad(r.h::text, 2, '0'), {0}, {2}, r.d, r.h, r.d, "
+                         "r.h + 1)").format(*names)
+        loop = sql.SQL("SELECT q.d, q.h FROM ({}) q(d, h)").format(values)
+    else:
+        first, after, pattern = _UNIT_SQL[unit]
+        values = sql.SQL("SELECT DISTINCT " + first.format(d="{0}") + " FROM {1} WHERE {0} IS NOT NULL").format(
+            sql.Identifier(columns[0]), table_ident(plain))
+        create = sql.SQL("format('CREATE TABLE %I.%I PARTITION OF %I.%I FOR VALUES FROM (%L) TO (%L)', {0}, {1} || "
+                         "to_char(r.d, {3}), {0}, {2}, r.d, " + after.format(d="r.d") + ")").format(
+            *names, sql.Literal(pattern))
+        loop = sql.SQL("SELECT q.d FROM ({}) q(d)").format(values)
+    return [sql.SQL("ALTER TABLE {} RENAME TO {}").format(ident, sql.Identifier(plain.name)),
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED){}").format(
+                ident, table_ident(plain), partition_by(columns)),
+            sql.SQL("CREATE INDEX ON {} ({})").format(ident, sql.Identifier(columns[0])),
+            sql.SQL("DO $$DECLARE r record; BEGIN FOR r IN {} LOOP EXECUTE {}; END LOOP; END$$").format(loop, create),
+            sql.SQL("INSERT INTO {} SELECT * FROM {}").format(ident, table_ident(plain)),
+            sql.SQL("DROP TABLE {}").format(table_ident(plain))]
+
+
+def migrate_to_plain(table: TableName) -> list[sql.Composed]:
+    """The statements that turn the partitioned ``table`` back into a plain table of the same rows and columns."""
+    plain, ident = TableName(table.schema, f"{table.name}_plain"[:63]), table_ident(table)
+    return [sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING INDEXES)").format(
+                table_ident(plain), ident),
+            sql.SQL("INSERT INTO {} SELECT * FROM {}").format(table_ident(plain), ident),
+            sql.SQL("DROP TABLE {}").format(ident),
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(table_ident(plain), sql.Identifier(table.name))]
+
+
+def detach_partition(parent: TableName, child: TableName) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(table_ident(parent), table_ident(child))

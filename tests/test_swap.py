@@ -1,0 +1,200 @@
+"""The partition-swap write mode (``partitioned = True``) on real PostgreSQL and S3: a child table per partition,
+built frozen and swapped in; rows of another date refused; retention; tables that do not match refused with their
+migration; readers that wait for the swap only; a kill -9 loop."""
+from __future__ import annotations
+
+import datetime
+import threading
+
+import psycopg2
+import pytest
+from luigi.execution_summary import LuigiStatusCode
+
+from luigi_pipelines import ConfigurationError, db
+from luigi_pipelines.native import bound_text, child_name, value_of_child
+from luigi_pipelines.partitions import TableName
+from luigi_pipelines.sql import swap as swap_sql
+from tests.conftest import forget_process_state, run_task
+
+pytestmark = [pytest.mark.postgres, pytest.mark.s3]
+
+D1, D2, D3 = datetime.date(2019, 2, 1), datetime.date(2019, 2, 2), datetime.date(2019, 2, 3)
+SUCCESS, FAILED = LuigiStatusCode.SUCCESS, LuigiStatusCode.FAILED
+
+
+def csv(*lines: str) -> str:
+    return "id,day,v\n" + "".join(f"{line}\n" for line in lines)
+
+
+def children(stack, table: str = "t") -> list[str]:
+    return [r[0] for r in stack.query(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(%s) ORDER BY 1", (f"{stack.schema}.{table}",))]
+
+
+def tables_like(stack, pattern: str) -> list[str]:
+    return [r[0] for r in stack.query("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                      "WHERE n.nspname = %s AND relname LIKE %s AND relkind IN ('r', 'p') ORDER BY 1",
+                                      (stack.schema, pattern))]
+
+
+def prepare(task) -> None:
+    """The task's checks before its transaction, on a connection of its own."""
+    with db.connect(task.database()) as conn:
+        task.prepare(conn)
+
+
+def rows(stack, table: str = "t") -> list[tuple]:
+    return stack.query(f"SELECT id, day, v FROM {stack.schema}.{table} ORDER BY id")
+
+
+def test_child_names_and_bounds_by_grain():
+    table = TableName("s", "t")
+    hour = datetime.datetime(2019, 2, 1, 23)
+    assert [child_name(table, u, v) for u, v in (("day", D1), ("hour", hour), ("month", D1))] == [
+        "t_p20190201", "t_p2019020123", "t_p201902"]
+    assert value_of_child(table, "hour", "t_p2019020123") == hour and value_of_child(table, "day", "t_p201902") is None
+    assert value_of_child(table, "day", "u_p20190201") is None and value_of_child(table, "day", "t_p20190230") is None
+    assert bound_text("hour", hour) == "FOR VALUES FROM ('2019-02-01', 23) TO ('2019-02-01', 24)"
+    assert bound_text("month", D1) == "FOR VALUES FROM ('2019-02-01') TO ('2019-03-01')"
+    with pytest.raises(ConfigurationError, match="too long"):
+        child_name(TableName("s", "x" * 50), "day", D1)
+
+
+def test_a_load_creates_the_partitioned_table_and_a_frozen_child_per_date(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x", "2,2019-02-01,y"))
+    stack.put("d/2019-02-02/a.csv", csv("3,2019-02-02,z"))
+    cls = make_task(partitioned=True)
+    assert run_task(cls(date=D1)).status == SUCCESS and run_task(cls(date=D2)).status == SUCCESS
+    assert stack.query("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%s)", (f"{stack.schema}.t",)) == [("p",)]
+    assert children(stack) == ["t_p20190201", "t_p20190202"]
+    assert rows(stack) == [(1, D1, "x"), (2, D1, "y"), (3, D2, "z")]
+    # COPY ... FREEZE marks the pages all-frozen in the visibility map as it writes them (a plain COPY writes no map:
+    # vacuum makes it later, rewriting the pages' hint bits)
+    assert stack.query("SELECT pg_relation_size(%s, 'vm') > 0", (f"{stack.schema}.t_p20190201",)) == [(True,)]
+    # the parent's index was built on each child, so ATTACH built none
+    assert stack.query("SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND tablename = 't_p20190201'",
+                       (stack.schema,)) == [(1,)]
+    assert stack.markers(f"{stack.schema}.t")[D1][0] == 2
+
+
+def test_a_forced_reload_swaps_the_child_and_leaves_no_dead_rows(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x", "2,2019-02-01,y"))
+    cls = make_task(partitioned=True)
+    assert run_task(cls(date=D1)).status == SUCCESS
+    first = stack.query(f"SELECT '{stack.schema}.t_p20190201'::regclass::oid")[0][0]
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,new"))
+    assert run_task(cls(date=D1, force=True)).status == SUCCESS
+    assert rows(stack) == [(1, D1, "new")]
+    assert children(stack) == ["t_p20190201"] and tables_like(stack, "t_p%_new") == []
+    assert stack.query(f"SELECT '{stack.schema}.t_p20190201'::regclass::oid")[0][0] != first  # a new table
+    assert stack.query("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = to_regclass(%s)",
+                       (f"{stack.schema}.t_p20190201",)) == [(0,)]
+
+
+def test_rows_of_another_date_cannot_enter_the_child(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    cls = make_task(partitioned=True)
+    assert run_task(cls(date=D1)).status == SUCCESS
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x", "2,2019-02-02,wrong"))
+    task = cls(date=D1, force=True)
+    assert run_task(task).status == FAILED
+    message = stack.query(f"SELECT message, s3_key FROM {stack.marker_schema}.partition_failure")[0]
+    assert "line 3" in message[0] and "partition_bound" in message[0] and message[1] == "d/2019-02-01/a.csv"
+    assert rows(stack) == [(1, D1, "x")]  # the old child, untouched
+    assert tables_like(stack, "t_p%_new") == []
+
+
+def test_a_plain_table_where_partitioned_is_declared_is_refused_with_its_migration(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    stack.put("d/2019-02-02/a.csv", csv("2,2019-02-02,y"))
+    assert run_task(make_task()(date=D1)).status == SUCCESS  # a plain table, as loads made it before
+    forget_process_state()
+    cls = make_task(partitioned=True)
+    with pytest.raises(ConfigurationError, match="is a plain table.*partitioned = True") as refused:
+        prepare(cls(date=D2))
+    assert stack.query("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%s)", (f"{stack.schema}.t",)) == [("r",)]
+    statements = str(refused.value).split("one transaction (see docs/partitions.md): ", 1)[1]
+    stack.execute(statements)  # the migration it gives, run as given
+    forget_process_state()
+    assert children(stack) == ["t_p20190201"] and rows(stack) == [(1, D1, "x")]
+    assert run_task(cls(date=D2)).status == SUCCESS and run_task(cls(date=D1)).status == SUCCESS  # D1: done already
+    assert rows(stack) == [(1, D1, "x"), (2, D2, "y")] and children(stack) == ["t_p20190201", "t_p20190202"]
+
+
+def test_a_partitioned_table_where_plain_is_declared_and_a_foreign_child_are_refused(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    assert run_task(make_task(partitioned=True)(date=D1)).status == SUCCESS
+    forget_process_state()
+    plain = make_task()
+    with pytest.raises(ConfigurationError, match="is partitioned, but the task declares a plain table") as refused:
+        prepare(plain(date=D1))
+    assert "INSERT INTO" in str(refused.value)
+    forget_process_state()
+    stack.execute(f"CREATE TABLE {stack.schema}.t_feb PARTITION OF {stack.schema}.t FOR VALUES FROM ('2019-02-02') "
+                  f"TO ('2019-03-01')")
+    cls = make_task(partitioned=True)
+    with pytest.raises(ConfigurationError, match="t_feb .FOR VALUES FROM .'2019-02-02'. TO .'2019-03-01'..: its rows") \
+            as refused:
+        prepare(cls(date=D1))
+    assert "DETACH PARTITION" in str(refused.value)
+
+
+def test_retention_drops_old_children_with_their_markers_and_status_shows_them_expired(stack, make_task):
+    for n in range(1, 6):
+        stack.put(f"d/2019-02-0{n}/a.csv", csv(f"{n},2019-02-0{n},x"))
+    cls = make_task(partitioned=True, keep=2)
+    for n in (1, 2, 3):
+        assert run_task(cls(date=datetime.date(2019, 2, n))).status == SUCCESS
+    assert children(stack) == ["t_p20190202", "t_p20190203"]
+    assert sorted(stack.markers(f"{stack.schema}.t")) == [D2, D3]
+    # an expired date is refused to a load, and counted done by bulk_complete (a backfill skips it)
+    assert run_task(cls(date=D1, force=True)).status == FAILED
+    assert "expired: keep = 2" in stack.query(f"SELECT message FROM {stack.marker_schema}.partition_failure")[0][0]
+    days = [datetime.date(2019, 2, n) for n in range(1, 6)]
+    assert cls.bulk_complete(days) == [D1, D2, D3]
+    assert children(stack) == ["t_p20190202", "t_p20190203"]
+
+
+def test_readers_of_another_date_do_not_wait_for_the_copy(stack, make_task):
+    """A reload holds the COPY open (a hook waits on an event): a reader of another date and of the reloaded one
+    answer meanwhile, without waiting; the reloaded date reads the old rows until the commit."""
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    stack.put("d/2019-02-02/a.csv", csv("2,2019-02-02,y"))
+    copying, release = threading.Event(), threading.Event()
+
+    def before_object(self, tx, obj):
+        copying.set()
+        assert release.wait(60)
+
+    cls = make_task(partitioned=True)
+    assert run_task(cls(date=D1)).status == SUCCESS and run_task(cls(date=D2)).status == SUCCESS
+    slow = make_task(partitioned=True, before_object=before_object)
+    result: list = []
+    loader = threading.Thread(target=lambda: result.append(slow(date=D1, force=True).run()))
+    loader.start()
+    try:
+        assert copying.wait(60)
+        with psycopg2.connect(stack.pg.dsn) as conn, conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '2s'")  # a reader that would wait for the loader fails here instead
+            cur.execute(f"SELECT count(*) FROM {stack.schema}.t WHERE day = %s", (D2,))
+            assert cur.fetchone() == (1,)
+            cur.execute(f"SELECT v FROM {stack.schema}.t WHERE day = %s", (D1,))
+            assert cur.fetchall() == [("x",)]
+        conn.close()
+    finally:
+        release.set()
+        loader.join(60)
+    assert result == [None] and rows(stack) == [(1, D1, "x"), (2, D2, "y")]
+
+
+def test_builders_render_the_swap_statements(stack):
+    with psycopg2.connect(stack.pg.dsn) as conn:
+        parent, child = TableName("s", "t"), TableName("s", "t_p20190201")
+        assert swap_sql.attach_partition(parent, child, (D1,), (D2,)).as_string(conn) == (
+            '''ALTER TABLE "s"."t" ATTACH PARTITION "s"."t_p20190201" FOR VALUES FROM ('2019-02-01'::date) '''
+            '''TO ('2019-02-02'::date)''')
+        assert swap_sql.bound_condition(("day", "hour"), (D1, 13), (D1, 14)).as_string(conn) == (
+            '''("day", "hour") >= ('2019-02-01'::date, 13) AND ("day", "hour") < ('2019-02-01'::date, 14) AND '''
+            '''"day" IS NOT NULL AND "hour" IS NOT NULL''')
+    conn.close()
