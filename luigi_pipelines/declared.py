@@ -118,12 +118,15 @@ class Declared:
         """A partitioned table's partition key (the date column, and the grain's: an hour), else none."""
         if not (self.partitioned or self.keep):
             return ()
-        if self.merged or self.scope or self.date_from.generated or self.keep < 0 or not self.partitioned:
-            why = ("keep needs partitioned = True" if not self.partitioned else "keep must be a count of partitions"
-                   if self.keep < 0 else "a merged table keeps its rows by key, not by partition" if self.merged else
-                   "a scoped table's partitions share their dates (declare a table per scope)" if self.scope else
-                   "PostgreSQL cannot partition on a generated column (date_from = partition_date() fills it)")
-            raise ConfigurationError(f"{self.family}: partitioned = True: {why}")
+        refusals = ((not self.partitioned, "keep needs partitioned = True"),
+                    (self.keep < 0, "keep must be a count of partitions"),
+                    (self.grain.unit not in ("day", "hour", "month"), f"no child table per {self.grain.unit}"),
+                    (self.merged, "a merged table keeps its rows by key, not by partition"),
+                    (bool(self.scope), "a scoped table's partitions share their dates: declare a table per scope"),
+                    (self.date_from.generated, "PostgreSQL cannot partition on a generated date column"))
+        for refused, why in refusals:
+            if refused:
+                raise ConfigurationError(f"{self.family}: partitioned = True: {why}")
         return (self.date_column, *(c.name for c in self.grain.key_columns()))
 
     def write_mode(self, value: Any) -> writes.WriteMode:

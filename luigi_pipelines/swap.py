@@ -66,6 +66,17 @@ class Swap:
             native.check_children(conn, table, self.unit, job.family)
             checked.add(("swap", table))
 
+    def skips(self, tx: db.PartitionTransaction, job: PartitionJob) -> str:
+        """A partition behind the retention's horizon, unless forced (then the write refuses it): a backfill that
+        loads newer dates first finds the older ones expired by the time it reaches them."""
+        if not self.keep or job.force:
+            return ""
+        try:
+            self.horizon(tx, self.value_of(tx))
+        except LoadError as expired:
+            return str(expired).split(": ", 1)[1]
+        return ""
+
     def check_neighbours(self, tx: db.PartitionTransaction, job: PartitionJob) -> None:
         """As a replace: no other task's partition of the same table and date."""
         Replace().check_neighbours(tx, job)

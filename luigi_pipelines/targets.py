@@ -126,6 +126,14 @@ def completed_values(cls: Any, parameter_tuples: Iterable[Any]) -> list[Any]:
     return [p for p, v in zip(params, values, strict=True) if v in found]
 
 
+def expired_partition(task: Any) -> bool:
+    """Whether ``task``'s partition (without a marker) was dropped by its table's retention (``keep``): done."""
+    if not task.declared.keep:
+        return False
+    with db.session(task.database(), reset=False) as conn:
+        return bool(task.declared.expired(conn, [task.partition_value]))
+
+
 def task_ids_of(task: Any, values: Sequence[Any]) -> list[str]:
     """The task ids of ``task`` for the partition values ``values`` (same other parameters), without making the tasks."""
     name = task.grain.parameter

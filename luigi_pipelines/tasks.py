@@ -36,6 +36,7 @@ from .targets import (
     PartitionMarkerTarget,
     check_owner,
     completed_values,
+    expired_partition,
     forget_missing,
     take_missing,
     task_ids_of,
@@ -239,7 +240,7 @@ class PartitionTask(PartitionDeclarations):
             return False
         with self.reading_config_once():
             if not super().complete():
-                return False
+                return expired_partition(self)  # a partition its retention dropped is done, not missing
             return not (self.reload_changed and self.stale_changes([self.partition_value]))
 
     @classmethod
