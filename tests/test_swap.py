@@ -4,17 +4,24 @@ migration; readers that wait for the swap only; a kill -9 loop."""
 from __future__ import annotations
 
 import datetime
+import itertools
+import os
+import random
+import select
+import signal
 import threading
+import time
 
 import psycopg2
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
-from luigi_pipelines import ConfigurationError, db
+from luigi_pipelines import ConfigurationError, Lineage, db
 from luigi_pipelines.native import bound_text, child_name, value_of_child
-from luigi_pipelines.partitions import TableName
+from luigi_pipelines.partitions import ScopedTable, TableName, lock_key
 from luigi_pipelines.sql import swap as swap_sql
 from tests.conftest import forget_process_state, run_task
+from tests.test_faults import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
@@ -198,3 +205,97 @@ def test_builders_render_the_swap_statements(stack):
             '''("day", "hour") >= ('2019-02-01'::date, 13) AND ("day", "hour") < ('2019-02-01'::date, 14) AND '''
             '''"day" IS NOT NULL AND "hour" IS NOT NULL''')
     conn.close()
+
+
+# -- kill -9 at random points of swap-mode reloads ----------------------------------------------------------
+
+KILL_DATES = (D1, D2, D3)
+KILLS = 44  # every 4th in the swap itself (the parent's lock held, marker written, not committed), every 4th
+# while the swap waits for the parent's lock (a reader holds it), the others at a random moment of a reload loop
+
+
+def _reloads(cls, held: int) -> None:
+    """A forked child: forced reloads of the dates, round and round, until killed; with ``held`` (a pipe's write
+    end), the first one that reaches its commit says so and waits there."""
+    try:
+        for n in itertools.count():
+            cls(date=KILL_DATES[n % len(KILL_DATES)], force=True).write_once()
+    finally:
+        os._exit(1)
+
+
+def _hold_before_commit(state: dict):
+    def before_commit(self, tx) -> None:
+        if state.get("held") is not None:
+            os.write(state["held"], b"x")
+            select.select([], [], [], 120)  # waits here, the swap done and its lock held, until killed
+    return before_commit
+
+
+def _consistent(stack, cls) -> None:
+    """Every date old or new: all its rows of one load, the one its marker names; a child per marked date, no
+    other table; no lock of the table's or of its partitions' held."""
+    marker = {d: (str(load), n) for d, load, n in stack.query(
+        f"SELECT partition_date, load_id, rows_loaded FROM {stack.marker_schema}.partition_marker")}
+    for day in KILL_DATES:
+        loads = stack.query(f"SELECT load_id::text, count(*) FROM {stack.schema}.t WHERE day = %s GROUP BY 1", (day,))
+        assert loads == ([marker[day]] if day in marker else []), (day, loads, marker.get(day))
+    assert children(stack) == [f"t_p{d:%Y%m%d}" for d in sorted(marker)]
+    assert tables_like(stack, "t%") == ["t", *children(stack)]  # no orphan: no t_p..._new, nothing else
+
+
+def _no_lock_held(stack) -> None:
+    """Wait (bounded) until the killed backend is gone: no lock on the schema's tables, no advisory lock of the
+    partitions."""
+    keys = [lock_key(ScopedTable.parse(f"{stack.schema}.t"), d) for d in KILL_DATES]
+
+    def held() -> int:
+        return stack.query(
+            "SELECT count(*) FROM pg_locks l LEFT JOIN pg_class c ON c.oid = l.relation WHERE l.pid <> "
+            "pg_backend_pid() AND (c.relnamespace = %s::regnamespace OR (l.locktype = 'advisory' AND "
+            "(l.classid::int, l.objid::int) IN (SELECT * FROM unnest(%s::int[], %s::int[]))))",
+            (stack.schema, [k[0] for k in keys], [k[1] for k in keys]))[0][0]
+    wait_for(lambda: held() == 0, "the killed load's locks released")
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_of_swap_reloads_leaves_every_date_old_or_new(stack, make_task):
+    for day in KILL_DATES:
+        stack.put(f"d/{day}/a.csv", csv(*(f"{n},{day},v{n}" for n in range(2000))))
+    state: dict = {}
+    cls = make_task(partitioned=True, lineage_columns=lambda self: Lineage(load_id="load_id"),
+                    before_commit=_hold_before_commit(state))
+    for day in KILL_DATES:
+        assert run_task(cls(date=day)).status == SUCCESS
+    rng, outcomes = random.Random(19), {"swap": 0, "lock wait": 0, "random": 0}
+    for n in range(KILLS):
+        kind = "swap" if n % 4 == 0 else "lock wait" if n % 4 == 1 else "random"
+        read, write = os.pipe()
+        state["held"] = write if kind == "swap" else None
+        forget_process_state()  # the child makes its own connections
+        reader = psycopg2.connect(stack.pg.dsn) if kind == "lock wait" else None
+        if reader is not None:  # a long query on the parent: the swap waits for its lock
+            reader.cursor().execute(f"SELECT count(*) FROM {stack.schema}.t")
+        pid = os.fork()
+        if pid == 0:
+            _reloads(cls, write)
+        os.close(write)
+        if kind == "swap":
+            assert select.select([read], [], [], 60)[0], "the reload reached its commit"
+        elif kind == "lock wait":
+            wait_for(lambda: stack.query("SELECT count(*) FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
+                                         (f"{stack.schema}.t",))[0][0] > 0, "a swap waiting for the parent's lock")
+        else:
+            time.sleep(rng.uniform(0.0, 0.5))  # a random point: the kill's moment is the experiment, not a wait
+        os.kill(pid, signal.SIGKILL)
+        assert os.waitpid(pid, 0)[1] != 0
+        os.close(read)
+        if reader is not None:
+            reader.close()
+        outcomes[kind] += 1
+        _no_lock_held(stack)
+        _consistent(stack, cls)
+    assert outcomes == {"swap": 11, "lock wait": 11, "random": 22}
+    state["held"] = None
+    assert run_task(cls(date=D1, force=True)).status == SUCCESS  # the next load: as after any load
+    _consistent(stack, cls)
