@@ -299,3 +299,39 @@ def test_kill_9_at_random_points_of_swap_reloads_leaves_every_date_old_or_new(st
     state["held"] = None
     assert run_task(cls(date=D1, force=True)).status == SUCCESS  # the next load: as after any load
     _consistent(stack, cls)
+
+
+def test_a_swap_that_waits_for_a_long_query_lets_new_readers_through_and_gives_up_at_lock_timeout(stack, make_task):
+    """A long query holds the parent: the swap waits for its lock, in short requests, so a new reader is not queued
+    behind it for the long query's duration; past [load] lock_timeout_s the load fails, the old child kept."""
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    stack.put("d/2019-02-02/a.csv", csv("2,2019-02-02,y"))
+    cls = make_task(partitioned=True)
+    assert run_task(cls(date=D1)).status == SUCCESS and run_task(cls(date=D2)).status == SUCCESS
+    stack.set_config("load", "lock_timeout_s", "5")
+    long_query = psycopg2.connect(stack.pg.dsn)
+    long_query.cursor().execute(f"SELECT count(*) FROM {stack.schema}.t")  # its transaction stays open
+    outcome: list = []
+
+    def reload() -> None:
+        try:
+            cls(date=D1, force=True).run()
+        except Exception as exc:  # noqa: BLE001 - what the test reads
+            outcome.append(exc)
+
+    loader = threading.Thread(target=reload)
+    loader.start()
+    try:
+        wait_for(lambda: stack.query("SELECT count(*) FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
+                                     (f"{stack.schema}.t",))[0][0] > 0, "the swap waiting for the parent's lock")
+        with psycopg2.connect(stack.pg.dsn) as conn, conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '3s'")  # queued behind the swap's request until the long query ends: fails
+            for _ in range(5):
+                cur.execute(f"SELECT count(*) FROM {stack.schema}.t WHERE day = %s", (D2,))
+                assert cur.fetchone() == (1,)
+        conn.close()
+    finally:
+        loader.join(60)
+        long_query.close()
+    assert len(outcome) == 1 and "the swap waited" in str(outcome[0]) and "lock_timeout_s = 5" in str(outcome[0])
+    assert rows(stack) == [(1, D1, "x"), (2, D2, "y")] and tables_like(stack, "t_p%_new") == []
