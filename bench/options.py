@@ -30,6 +30,10 @@ class Options:
     overhead_objects: int = 2  # gzip objects per date of that profile
     overhead_rows: int = 100  # rows per object (a few KiB gzip)
     overhead_schedule_days: int = 730  # dates with missing data handed to luigid, profiled
+    swap_mib: float = 50.0  # size of each date of the swap section
+    swap_reloads: int = 20  # forced reloads of one date in each mode (swap section)
+    swap_children: int = 3650  # daily children of the parent the swap section's readers query
+    swap_child_rows: int = 1000  # rows of each of those children
     timeout_s: float = 1800  # bound on any single command
 
     @property
@@ -52,6 +56,10 @@ QUICK = Options(
     small_days=30,
     overhead_days=20,
     overhead_schedule_days=30,
+    swap_mib=2.0,
+    swap_reloads=5,
+    swap_children=200,
+    swap_child_rows=100,
     timeout_s=300,
 )
 

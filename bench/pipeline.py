@@ -6,8 +6,8 @@ are imported as is (bucket and tables come from the run's ``[transactions]`` con
 ``contrib.postgres.CopyToTable`` fed by a CSV reader. The transform section adds the same summary in
 SQL, a row-for-row transform, and that transform holding its whole input first (the control).
 The ``layouts`` section loads the same rows through variants of ``LoadTransactions`` declared below, the
-``formats`` section the same rows as JSON lines and as Parquet, and the ``merge`` section merges them by id
-(``MergeTransactions``).
+``formats`` section the same rows as JSON lines and as Parquet, the ``merge`` section merges them by id
+(``MergeTransactions``), and the ``swap`` section loads them into a partitioned table (``LoadTransactionsSwapped``).
 """
 from __future__ import annotations
 
@@ -56,6 +56,12 @@ class LoadTransactionsStaged(LoadTransactions):
 
     columns = [c for c in LoadTransactions.columns if c[0] != "note"]
     csv = lp.CsvFormat(null="", by_name=True)
+
+
+class LoadTransactionsSwapped(LoadTransactions):
+    """The same load into a natively partitioned table: a child per date, built and swapped in (the swap section)."""
+
+    partitioned = True
 
 
 class MergeTransactions(lp.MergePartition):

@@ -7,11 +7,11 @@ where ``run(bench: Bench) -> SectionResult`` (see ``bench/report.py``; ``bench.d
 from __future__ import annotations
 
 from ..report import Section
-from . import formats, layouts, load, memory, merge, noop, overhead, quarantine, small, stale, transform, workers
+from . import formats, layouts, load, memory, merge, noop, overhead, quarantine, small, stale, swap, transform, workers
 
 SECTIONS: tuple[Section, ...] = (load.SECTION, memory.SECTION, transform.SECTION, quarantine.SECTION, layouts.SECTION,
                                  formats.SECTION, merge.SECTION, noop.SECTION, stale.SECTION, workers.SECTION,
-                                 overhead.SECTION, small.SECTION)
+                                 overhead.SECTION, small.SECTION, swap.SECTION)
 
 
 def by_name() -> dict[str, Section]:
