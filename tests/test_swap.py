@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
-from luigi_pipelines import ConfigurationError, Lineage, db
+from luigi_pipelines import ConfigurationError, CsvFormat, Lineage, db
 from luigi_pipelines.native import bound_text, child_name, value_of_child
 from luigi_pipelines.partitions import ScopedTable, TableName, lock_key
 from luigi_pipelines.sql import swap as swap_sql
@@ -110,6 +110,37 @@ def test_rows_of_another_date_cannot_enter_the_child(stack, make_task):
     assert "line 3" in message[0] and "partition_bound" in message[0] and message[1] == "d/2019-02-01/a.csv"
     assert rows(stack) == [(1, D1, "x")]  # the old child, untouched
     assert tables_like(stack, "t_p%_new") == []
+
+
+def test_quarantine_and_staged_columns_write_into_the_child(stack, make_task):
+    """Quarantine mode copies in savepoints (not frozen: PostgreSQL refuses FREEZE there), a row of another date
+    is set aside like any bad row; columns by the header's names with an undeclared one go through the stage."""
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x", "x2,2019-02-01,bad", "3,2019-02-02,other date", "4,2019-02-01,y"))
+    cls = make_task(partitioned=True)
+    assert run_task(cls(date=D1, max_bad_rows=5)).status == SUCCESS
+    assert rows(stack) == [(1, D1, "x"), (4, D1, "y")]
+    rejects = stack.query(f"SELECT line_number, error FROM {stack.marker_schema}.rejected_rows ORDER BY 1")
+    assert [r[0] for r in rejects] == [3, 4] and "partition_bound" in rejects[1][1]
+    assert stack.query(f"SELECT rows_loaded, rows_rejected FROM {stack.marker_schema}.partition_marker") == [(2, 2)]
+
+    stack.put("d/2019-02-02/a.csv", "note,v,day,id\nn,z,2019-02-02,7\n")
+    staged = make_task(partitioned=True, csv=CsvFormat(by_name=True))
+    assert run_task(staged(date=D2)).status == SUCCESS
+    assert rows(stack)[-1] == (7, D2, "z") and children(stack) == ["t_p20190201", "t_p20190202"]
+
+
+def test_a_column_the_parent_lacks_is_refused_with_the_fix_and_reaches_every_child(stack, make_task):
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    assert run_task(make_task(partitioned=True)(date=D1)).status == SUCCESS
+    forget_process_state()
+    stack.put("d/2019-02-02/a.csv", "id,day,v,w\n2,2019-02-02,y,9\n")
+    wider = make_task(partitioned=True, columns=[("id", "bigint"), ("day", "date"), ("v", "text"), ("w", "int")])
+    with pytest.raises(ConfigurationError, match="has no column 'w'") as refused:
+        prepare(wider(date=D2))
+    stack.execute(str(refused.value).split("run once: ", 1)[1])
+    forget_process_state()
+    assert run_task(wider(date=D2)).status == SUCCESS
+    assert stack.query(f"SELECT id, w FROM {stack.schema}.t ORDER BY 1") == [(1, None), (2, 9)]
 
 
 def test_a_plain_table_where_partitioned_is_declared_is_refused_with_its_migration(stack, make_task):
