@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
-from luigi_pipelines import ConfigurationError, CsvFormat, Lineage, db
+from luigi_pipelines import ConfigurationError, CsvFormat, Lineage, db, native
 from luigi_pipelines.native import bound_text, child_name, value_of_child
 from luigi_pipelines.partitions import ScopedTable, TableName, lock_key
 from luigi_pipelines.sql import swap as swap_sql
@@ -158,6 +158,24 @@ def test_a_plain_table_where_partitioned_is_declared_is_refused_with_its_migrati
     assert children(stack) == ["t_p20190201"] and rows(stack) == [(1, D1, "x")]
     assert run_task(cls(date=D2)).status == SUCCESS and run_task(cls(date=D1)).status == SUCCESS  # D1: done already
     assert rows(stack) == [(1, D1, "x"), (2, D2, "y")] and children(stack) == ["t_p20190201", "t_p20190202"]
+
+
+@pytest.mark.parametrize("unit, columns, values, expected", [
+    ("hour", ("day", "hour"), "('2019-02-01', 13), ('2019-02-01', 13), ('2019-02-02', 0)", ["m_p2019020113", "m_p2019020200"]),
+    ("month", ("day",), "('2019-02-01', 1), ('2019-02-28', 2), ('2019-03-05', 3)", ["m_p201902", "m_p201903"]),
+], ids=["hourly", "monthly"])
+def test_the_migration_of_an_hourly_and_a_monthly_table(stack, unit, columns, values, expected):
+    stack.execute(f"CREATE SCHEMA {stack.schema}; CREATE TABLE {stack.schema}.m (day date, hour smallint); "
+                  f"INSERT INTO {stack.schema}.m VALUES {values}")
+    table = TableName(stack.schema, "m")
+    conn = psycopg2.connect(stack.pg.dsn)
+    try:
+        stack.execute("; ".join(s.as_string(conn) for s in swap_sql.migrate_to_partitioned(table, columns, unit)))
+        native.check_shape(conn, table, columns, unit, "Migrated")
+        native.check_children(conn, table, unit, "Migrated")  # every child is one partition value's
+    finally:
+        conn.close()
+    assert children(stack, "m") == expected and stack.query(f"SELECT count(*) FROM {stack.schema}.m") == [(3,)]
 
 
 def test_a_partitioned_table_where_plain_is_declared_and_a_foreign_child_are_refused(stack, make_task):

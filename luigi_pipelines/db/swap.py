@@ -78,6 +78,8 @@ def lock_for_swap(tx: PartitionTransaction, parent: TableName, lock_timeout_s: i
     waits ``try_ms`` at most, then gives way to the readers it held up and asks again after a pause; past
     ``lock_timeout_s`` (0: no limit) the load fails, rolled back."""
     started = time.monotonic()
+    tx.cursor.execute(swap_sql.show_lock_timeout())
+    own = tx.cursor.fetchone()[0]  # the transaction's own, restored once the lock is granted
     while True:
         tx.cursor.execute(q.savepoint(_SWAP_SAVEPOINT))
         tx.cursor.execute(q.set_local("lock_timeout"), (f"{try_ms}ms",))
@@ -93,7 +95,7 @@ def lock_for_swap(tx: PartitionTransaction, parent: TableName, lock_timeout_s: i
             time.sleep(random.uniform(0.01, 0.05))  # let the readers it held up through
             continue
         tx.cursor.execute(q.release_savepoint(_SWAP_SAVEPOINT))
-        tx.cursor.execute(q.set_local("lock_timeout"), (f"{lock_timeout_s}s",))
+        tx.cursor.execute(q.set_local("lock_timeout"), (own,))
         return time.monotonic() - started
 
 

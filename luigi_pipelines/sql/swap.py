@@ -113,6 +113,10 @@ def create_child(table: TableName, columns: Sequence[sql.Composable], check: sql
         table_ident(table), sql.SQL(", ").join(columns), sql.Identifier(BOUND_CHECK), check)
 
 
+def show_lock_timeout() -> sql.SQL:
+    return sql.SQL("SELECT current_setting('lock_timeout')")
+
+
 def lock_exclusive(table: TableName) -> sql.Composed:
     """``LOCK TABLE "s"."t" IN ACCESS EXCLUSIVE MODE``: the swap's one lock on the parent, taken first."""
     return sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table_ident(table))
