@@ -95,6 +95,8 @@ class Declared:
             if not self.merged:
                 layout = TableLayout.of(self.target_table, self.date_column, self.columns, self.date_from,
                                         self.fills(), self.lineage)
+                if self.scope and self.partition_columns:  # a list partition per scope value (``native``)
+                    return dataclasses.replace(layout, partition_by=self.table_key.columns[:1], partition_strategy="LIST")
                 return dataclasses.replace(layout, partition_by=self.partition_columns)
             unkeyed = [c for c in self.table_key.columns if c not in self.merge_key]
             if unkeyed:
@@ -122,7 +124,6 @@ class Declared:
                     (self.keep < 0, "keep must be a count of partitions"),
                     (self.grain.unit not in ("day", "hour", "month"), f"no child table per {self.grain.unit}"),
                     (self.merged, "a merged table keeps its rows by key, not by partition"),
-                    (bool(self.scope), "a scoped table's partitions share their dates: declare a table per scope"),
                     (self.date_from.generated, "PostgreSQL cannot partition on a generated date column"))
         for refused, why in refusals:
             if refused:
@@ -133,7 +134,7 @@ class Declared:
         """``writes.Merge`` of a merged table (ordered by the grain's keys within a date), ``swap.Swap`` of a
         partitioned one, else ``writes.Replace``."""
         if self.partition_columns:
-            return swap.Swap(self.grain, self.partition_columns, self.key_of, self.keep)
+            return swap.Swap(self.grain, self.partition_columns, self.key_of, self.keep, self.table_key.scope)
         if not self.merged:
             return writes.Replace()
         date = self.grain.date_of(value)

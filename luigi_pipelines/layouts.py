@@ -273,7 +273,8 @@ class TableLayout:
     generated: tuple[tuple[q.Column, sql.Composable], ...] = ()  # (column, expression) the project creates
     stamped: tuple[q.Column, ...] = ()
     date_from: DateSource = FILES
-    partition_by: tuple[str, ...] = ()  # natively partitioned by range on these columns (``swap.Swap``)
+    partition_by: tuple[str, ...] = ()  # natively partitioned on these columns (``swap.Swap``)
+    partition_strategy: str = "RANGE"  # by range (the date), or by list (a scope column's values)
 
     def __post_init__(self) -> None:
         names = [c.name for c in (*self.files, *self.filled, *(c for c, _ in self.generated), *self.stamped)]
@@ -314,7 +315,7 @@ class TableLayout:
                  *(q.column_with_default(d.column, d.expression) for d in self.defaults if d.stamped)]
         create = q.create_table(self.table, self.files, self.filled, extra)
         if self.partition_by:
-            create += q.partition_by(self.partition_by)
+            create += q.partition_by(self.partition_by, self.partition_strategy)
         return [create, q.create_date_index(self.table, self.date_column)]
 
 

@@ -9,6 +9,7 @@ TO ('2019-02-01', 14)``. No luigi here.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,26 @@ from .sql import swap as swap_sql
 
 _PATTERNS = {"day": "%Y%m%d", "hour": "%Y%m%d%H", "month": "%Y%m"}
 _DOCS = "docs/partitions.md"
+
+
+def scope_parents(table: TableName, scope: Sequence[tuple[str, str]]) -> list[tuple[TableName, TableName, str]]:
+    """The parents a scope's partitions hang from, top down: (table, its parent, its list value) per scope column,
+    ``t_us`` for ``{"region": "us"}`` (``t_us_web`` under it for a second column); none without a scope."""
+    chain, parent = [], table
+    for column, value in scope:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", value) or len(f"{parent.name}_{value}") > 48:
+            raise ConfigurationError(f"{table}: scope {column}={value!r}: a partitioned table's scope values name its "
+                                     f"children, so they must be letters, digits or _, and short")
+        child = TableName(table.schema, f"{parent.name}_{value}")
+        chain.append((child, parent, value))
+        parent = child
+    return chain
+
+
+def range_parent(table: TableName, scope: Sequence[tuple[str, str]]) -> TableName:
+    """The table whose children are the partitions of ``scope``: ``table`` itself, or its last scope parent."""
+    chain = scope_parents(table, scope)
+    return chain[-1][0] if chain else table
 
 
 def child_name(table: TableName, unit: str, value: Any) -> str:
@@ -66,14 +87,14 @@ def bound_text(unit: str, value: Any) -> str:
 
 
 def check_shape(conn: psycopg2.extensions.connection, table: TableName, columns: Sequence[str], unit: str,
-                family: str) -> None:
+                family: str, strategy: str = "r") -> None:
     """``table`` must be partitioned by range on ``columns`` (partitions of ``unit``) when ``columns`` are given,
     plain when not (its children are checked by ``check_children``); each mismatch is a ``ConfigurationError``
     with the statements that migrate the table (see ``docs/partitions.md``)."""
     shape = db_swap.table_shape(conn, table)
     if shape is None:  # dropped since: the load fails naming it, and the next attempt creates it
         return
-    kind, strategy, keys = shape
+    kind, found, keys = shape
     if not columns:
         if kind == "p":
             raise ConfigurationError(
@@ -81,15 +102,16 @@ def check_shape(conn: psycopg2.extensions.connection, table: TableName, columns:
                 f"(a load then swaps the partition's child), or make it plain, once: "
                 f"{_statements(conn, swap_sql.migrate_to_plain(table))}")
         return
-    if kind != "p":
+    if kind != "p" and strategy == "r":
         raise ConfigurationError(
             f"{family}: {table} is a plain table, but the task declares partitioned = True: nothing was changed. "
             f"Migrate it once, in one transaction (see {_DOCS}): "
             f"{_statements(conn, swap_sql.migrate_to_partitioned(table, columns, unit))}")
-    if strategy != "r" or list(keys) != list(columns):
+    if kind != "p" or found != strategy or list(keys) != list(columns):
         raise ConfigurationError(
-            f"{family}: {table} is partitioned by {_describe(strategy, keys)}, but the task's partitions need "
-            f"RANGE ({', '.join(columns)}): migrate it yourself (see {_DOCS}); nothing was changed")
+            f"{family}: {table} is {'partitioned by ' + _describe(found, keys) if kind == 'p' else 'a plain table'}, "
+            f"but the task's partitions need it partitioned by {_describe(strategy, columns)}: migrate it yourself "
+            f"(see {_DOCS}); nothing was changed")
 
 
 def check_children(conn: psycopg2.extensions.connection, table: TableName, unit: str, family: str) -> None:

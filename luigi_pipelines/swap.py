@@ -52,6 +52,7 @@ class Swap:
     columns: tuple[str, ...]
     key_of: Callable[[Any], ScopedTable]
     keep: int = 0
+    scope: tuple[tuple[str, str], ...] = ()  # a scoped task's: its partitions hang from the scope's own parent
 
     @property
     def unit(self) -> str:
@@ -61,10 +62,21 @@ class Swap:
         """The table must be partitioned on ``columns`` with only children of partition values (once per
         connection)."""
         table, checked = job.layout.table, db.checks_of(conn)
-        if ("swap", table) not in checked:
+        if ("swap", table, self.scope) in checked:
+            return
+        chain = native.scope_parents(table, self.scope)
+        if chain:
+            native.check_shape(conn, table, [self.scope[0][0]], self.unit, job.family, "l")
+        for n, (parent, above, value) in enumerate(chain):
+            last = n == len(chain) - 1
+            columns, strategy = (self.columns, "RANGE") if last else ([self.scope[n + 1][0]], "LIST")
+            db_swap.ensure_scope_parent(conn, parent, swap_sql.create_scope_parent(parent, above, value, columns,
+                                                                                     strategy))
+            native.check_shape(conn, parent, columns, self.unit, job.family, strategy[0].lower())
+        if not chain:
             native.check_shape(conn, table, self.columns, self.unit, job.family)
-            native.check_children(conn, table, self.unit, job.family)
-            checked.add(("swap", table))
+        native.check_children(conn, native.range_parent(table, self.scope), self.unit, job.family)
+        checked.add(("swap", table, self.scope))
 
     def skips(self, tx: db.PartitionTransaction, job: PartitionJob) -> str:
         """A partition behind the retention's horizon, unless forced (then the write refuses it): a backfill that
@@ -82,12 +94,12 @@ class Swap:
         Replace().check_neighbours(tx, job)
 
     def write(self, tx: db.PartitionTransaction, job: PartitionJob) -> None:
-        table, value = tx.target, self.value_of(tx)
+        table, value = native.range_parent(tx.target, self.scope), self.value_of(tx)
         name = native.child_name(table, self.unit, value)
         new, (start, stop) = TableName(table.schema, f"{name}_new"), native.bound(self.unit, value)
         if self.keep:
             self.horizon(tx, value)  # fail before the copy
-        db_swap.create_child(tx, table, new, swap_sql.bound_condition(self.columns, start, stop))
+        db_swap.create_child(tx, table, new, swap_sql.bound_condition(self.columns, start, stop, self.scope))
         db.delete_rejects(tx, job.settings.rejects)
         with db.translating(f"{tx.key.describe()} {tx.date}: a row outside the partition", _OUTSIDE):
             job.source.write(tx, new)
@@ -110,7 +122,8 @@ class Swap:
     def horizon(self, tx: db.PartitionTransaction, value: Any) -> list[tuple[str, Any]]:
         """The children behind the retention's horizon (name, value), the newest child or ``value`` counting as the
         newest; refuses ``value`` itself when it is behind."""
-        children = self.children(db_swap.child_names(tx, tx.target), tx.target)
+        parent = native.range_parent(tx.target, self.scope)
+        children = self.children(db_swap.child_names(tx, parent), parent)
         newest = max([self.grain.ordinal(v) for _, v in children] + [self.grain.ordinal(value)])
         if self.grain.ordinal(value) <= newest - self.keep:
             raise LoadError(f"{tx.key.describe()} {self.grain.describe(value)}: expired: keep = {self.keep} keeps the "
@@ -128,7 +141,7 @@ class Swap:
         dropped = 0
         for name, old in self.horizon(tx, value):
             key, date = str(self.key_of(old)), self.grain.date_of(old)
-            if db_swap.drop_expired(tx, job.marker, TableName(tx.target.schema, name), key, date):
+            if db_swap.drop_expired(tx, job.marker, TableName(tx.target.schema, name), key, date):  # a sibling
                 dropped += 1
             else:
                 logger.info("%s %s: expired, but being loaded now; the next load drops it", key, date)
@@ -138,6 +151,7 @@ class Swap:
         """Of ``values``, those behind the horizon of ``table``'s newest child: expired (``keep``), or none."""
         if not self.keep or not values:
             return []
+        table = native.range_parent(table, self.scope)
         children = self.children([name for name, _ in db_swap.children(conn, table)], table)
         if not children:
             return []

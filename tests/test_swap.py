@@ -256,6 +256,38 @@ def test_builders_render_the_swap_statements(stack):
     conn.close()
 
 
+def test_scoped_tasks_get_a_list_partition_per_scope_and_a_child_per_scope_and_date(stack, make_task):
+    """Two feeds of one table, by region: ``t`` is partitioned by list on region, ``t_us`` and ``t_eu`` by range on
+    the date; a reload of one region's date swaps that child only, under that region's parent's lock: a reader
+    of the other region does not wait for it."""
+    stack.put("us/2019-02-01/a.csv", csv("1,2019-02-01,x"))
+    stack.put("eu/2019-02-01/a.csv", csv("2,2019-02-01,y"))
+    us = make_task(__name__="LoadUs", partitioned=True, scope={"region": "us"}, key_prefix="us/{date:%Y-%m-%d}/")
+    eu = make_task(__name__="LoadEu", partitioned=True, scope={"region": "eu"}, key_prefix="eu/{date:%Y-%m-%d}/",
+                   keep=1)
+    assert run_task(us(date=D1)).status == SUCCESS and run_task(eu(date=D1)).status == SUCCESS
+    assert children(stack) == ["t_eu", "t_us"]
+    assert children(stack, "t_us") == ["t_us_p20190201"] and children(stack, "t_eu") == ["t_eu_p20190201"]
+    assert stack.query(f"SELECT id, region FROM {stack.schema}.t ORDER BY 1") == [(1, "us"), (2, "eu")]
+
+    stack.put("us/2019-02-01/a.csv", csv("3,2019-02-01,z"))
+    stack.set_config("load", "lock_timeout_s", "5")  # were it to wait, the reload would fail, not hang
+    held = psycopg2.connect(stack.pg.dsn)  # a reader of eu's rows holds eu's parent: us's swap does not wait for it
+    held.cursor().execute(f"SELECT count(*) FROM {stack.schema}.t WHERE region = 'eu'")
+    try:
+        assert run_task(us(date=D1, force=True)).status == SUCCESS
+    finally:
+        held.close()
+    assert stack.query(f"SELECT id, region FROM {stack.schema}.t ORDER BY 1") == [(2, "eu"), (3, "us")]
+
+    stack.put("eu/2019-02-02/a.csv", csv("4,2019-02-02,w"))  # keep = 1: eu's Feb 1 expires, us's stays
+    assert run_task(eu(date=D2)).status == SUCCESS
+    assert children(stack, "t_eu") == ["t_eu_p20190202"] and children(stack, "t_us") == ["t_us_p20190201"]
+    assert sorted(m[0] for m in stack.query(f"SELECT target_table, partition_date FROM "
+                                             f"{stack.marker_schema}.partition_marker")) == [
+        f"{stack.schema}.t/region=eu", f"{stack.schema}.t/region=us"]
+
+
 # -- kill -9 at random points of swap-mode reloads ----------------------------------------------------------
 
 KILL_DATES = (D1, D2, D3)

@@ -23,6 +23,7 @@ from .. import sql as q
 from ..errors import LoadError
 from ..partitions import ScopedTable, TableName, lock_key
 from ..sql import swap as swap_sql
+from .catalog import ensure_table
 from .transaction import PartitionTransaction
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
@@ -44,6 +45,12 @@ def children(conn: psycopg2.extensions.connection, table: TableName) -> list[tup
     with conn, conn.cursor() as cur:
         cur.execute(swap_sql.select_children(), (str(table),))
         return [(name, bound) for name, bound in cur.fetchall()]
+
+
+def ensure_scope_parent(conn: psycopg2.extensions.connection, table: TableName, create: q.sql.Composable) -> None:
+    """A scope's parent (``sql.swap.create_scope_parent``), created once, before any transaction of its loads (it
+    locks the table above it, briefly); safe to race."""
+    ensure_table(conn, table, [create])
 
 
 def child_names(tx: PartitionTransaction, table: TableName) -> list[str]:

@@ -17,9 +17,19 @@ from .names import identifiers, table_ident
 BOUND_CHECK = "partition_bound"  # the CHECK constraint of a new child: its bound, so that ATTACH skips its scan
 
 
-def partition_by(columns: Sequence[str]) -> sql.Composed:
-    """`` PARTITION BY RANGE ("day"[, "hour"])``: appended to a ``CREATE TABLE``."""
-    return sql.SQL(" PARTITION BY RANGE ({})").format(identifiers(columns))
+def partition_by(columns: Sequence[str], strategy: str = "RANGE") -> sql.Composed:
+    """`` PARTITION BY RANGE ("day"[, "hour"])`` (or ``LIST ("region")``): appended to a ``CREATE TABLE``."""
+    if strategy not in ("RANGE", "LIST"):
+        raise ValueError(f"partition strategy {strategy!r}: RANGE or LIST")
+    return sql.SQL(" PARTITION BY {} ({})").format(sql.SQL(strategy), identifiers(columns))
+
+
+def create_scope_parent(table: TableName, parent: TableName, value: str, columns: Sequence[str], strategy: str
+                        ) -> sql.Composed:
+    """``CREATE TABLE IF NOT EXISTS "s"."t_us" PARTITION OF "s"."t" FOR VALUES IN ('us') PARTITION BY RANGE ("day")``:
+    a scope's own parent of its partitions' children (or of the next scope column's parents)."""
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES IN ({}){}").format(
+        table_ident(table), table_ident(parent), sql.Literal(value), partition_by(columns, strategy))
 
 
 def select_shape() -> sql.SQL:
@@ -97,13 +107,16 @@ def column_definition(name: str, type_: str, not_null: bool, default: str | None
     return sql.SQL(" ").join(parts)
 
 
-def bound_condition(columns: Sequence[str], start: Sequence[Any], stop: Sequence[Any]) -> sql.Composed:
-    """``("day") >= ('2019-02-01') AND ("day") < ('2019-02-02') AND "day" IS NOT NULL``: the rows of a range
-    partition's bound, as a row comparison, which is how PostgreSQL compares a multi-column range key."""
+def bound_condition(columns: Sequence[str], start: Sequence[Any], stop: Sequence[Any],
+                    scope: Sequence[tuple[str, str]] = ()) -> sql.Composed:
+    """``("day") >= ('2019-02-01') AND ("day") < ('2019-02-02') AND "day" IS NOT NULL [AND "region" = 'us']``: the
+    rows of a range partition's bound, as a row comparison (how PostgreSQL compares a multi-column range key), and
+    of its scope's parents' lists."""
     keys = sql.SQL("({})").format(identifiers(columns))
     return sql.SQL("{0} >= ({1}) AND {0} < ({2}) AND {3}").format(
         keys, sql.SQL(", ").join(map(sql.Literal, start)), sql.SQL(", ").join(map(sql.Literal, stop)),
-        sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in columns))
+        sql.SQL(" AND ").join([*(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in columns),
+                               *(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Literal(v)) for c, v in scope)]))
 
 
 def create_child(table: TableName, columns: Sequence[sql.Composable], check: sql.Composable) -> sql.Composed:
