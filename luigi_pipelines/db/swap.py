@@ -37,7 +37,11 @@ def table_shape(conn: psycopg2.extensions.connection, table: TableName) -> tuple
     with conn, conn.cursor() as cur:
         cur.execute(swap_sql.select_shape(), (str(table),))
         row = cur.fetchone()
-    return None if row is None else (row[0], row[1] or "", list(row[2] or ()))
+    if row is None:
+        return None
+    strategy, _, keys = (row[1] or "").partition(" ")  # RANGE (day, hour)
+    columns = [c.strip().strip('"') for c in keys.strip().removeprefix("(").removesuffix(")").split(",") if c.strip()]
+    return row[0], strategy[:1].lower(), columns
 
 
 def children(conn: psycopg2.extensions.connection, table: TableName) -> list[tuple[str, str]]:

@@ -33,13 +33,10 @@ def create_scope_parent(table: TableName, parent: TableName, value: str, columns
 
 
 def select_shape() -> sql.SQL:
-    """Parameter: schema-qualified table. Its kind (``r`` plain, ``p`` partitioned), and of a partitioned one the
-    strategy (``r`` range) and the key's column names in order (none for an expression)."""
-    return sql.SQL(
-        "SELECT c.relkind::text, p.partstrat::text, array(SELECT a.attname::text FROM unnest(p.partattrs::int2[]) "
-        "WITH ORDINALITY AS k(attnum, n) JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum "
-        "ORDER BY k.n) FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_partitioned_table p ON p.partrelid = c.oid "
-        "WHERE c.oid = to_regclass(%s)")
+    """Parameter: schema-qualified table. Its kind (``r`` plain, ``p`` partitioned) and of a partitioned one its
+    partition key as PostgreSQL writes it, ``RANGE (day, hour)``, ``LIST (region)`` (``pg_get_partkeydef``)."""
+    return sql.SQL("SELECT c.relkind::text, pg_catalog.pg_get_partkeydef(c.oid) FROM pg_catalog.pg_class c "
+                   "WHERE c.oid = to_regclass(%s)")
 
 
 def select_children() -> sql.SQL:
