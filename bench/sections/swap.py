@@ -4,9 +4,9 @@ data, one run.
 - the first load of a date, then forced reloads of it, in each mode (goal: a swap reload <= 1.0x the first load);
 - the table's size and dead tuples after the first load and after ``swap_reloads`` reloads of one date, in each mode
   (goal: the partitioned table within 5 % of its first size, 0 dead tuples); autovacuum on, as in production;
-- meanwhile a reader loop (a count of another date, then of the reloaded date, every 10 ms): the longest and the
-  99th-percentile answer time of each, and in swap mode the longest the parent's lock was held (goal: no reader of
-  another date waits longer than the swap);
+- during as many reloads again a reader loop (a count of another date, then of the reloaded date, every 10 ms):
+  the longest and the 99th-percentile answer time of each, and in swap mode the longest the parent's lock was
+  held (goal: no reader of another date waits longer than the swap);
 - 2 processes loading different dates of one partitioned table side by side vs 1 loading them all;
 - what thousands of children cost readers: planning and execution time of a one-date query and of a one-month
   aggregate on a parent with ``swap_children`` daily children vs the same rows in a plain table.
@@ -96,29 +96,32 @@ def p99(values: Sequence[float]) -> float:
 
 
 def reloads(bench: Bench, datasets: Sequence[Dataset]) -> dict[TableName, dict[str, Any]]:
-    """Each mode: first loads of both dates, then ``swap_reloads`` forced reloads of the first with the reader on."""
+    """Each mode: first loads of both dates, ``swap_reloads`` forced reloads of the first (timed, then the table's
+    size and dead tuples), and as many again with the reader on (its answer times, the swap's lock held)."""
     reloaded, other = (d.csv.date for d in datasets)
-    found: dict[TableName, dict[str, Any]] = {}
+    n, found = bench.options.swap_reloads, {}
     for table in (DELETED, SWAPPED):
         bench.stack.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(q.table_ident(table)))
         bench.stack.forget_partitions(table)
         bench.stack.checkpoint()
-        bench.log(f"{MODES[table]}: first loads of {reloaded} and {other}")
+        bench.log(f"{MODES[table]}: first loads of {other} and {reloaded}, then {n} forced reloads of {reloaded}")
         first = probe(bench, table, [other, reloaded])["seconds"][1]  # the other date's made the table, warmed up
         size_first, dead_first = size_and_dead(bench, table)
+        runs = probe(bench, table, [reloaded], force=True, times=n)
+        time.sleep(1.0)  # let the loader's statistics reach the collector (n_dead_tup, when pgstattuple is absent)
+        size, dead = size_and_dead(bench, table)
+        bench.log(f"{MODES[table]}: {n} more forced reloads of {reloaded}, a reader meanwhile")
         reader = Reader(bench, table, other, reloaded)
         reader.start()
-        bench.log(f"{MODES[table]}: {bench.options.swap_reloads} forced reloads of {reloaded}, a reader meanwhile")
-        runs = probe(bench, table, [reloaded], force=True, times=bench.options.swap_reloads)
+        watched = probe(bench, table, [reloaded], force=True, times=n)
         reader.stop.set()
         reader.join(30)
         if reader.error is not None:
             raise BenchError(f"the reader failed: {reader.error}")
-        time.sleep(1.0)  # let the loader's statistics reach the collector (n_dead_tup, when pgstattuple is absent)
-        size, dead = size_and_dead(bench, table)
         found[table] = {"first_s": first, "reload_s": statistics.median(runs["seconds"]), "size_first": size_first,
                         "dead_first": dead_first, "size": size, "dead": dead, "waits": reader.waits,
-                        "held_max_s": max((h for h in runs["held"] if h is not None), default=None)}
+                        "reload_with_reader_s": statistics.median(watched["seconds"]),
+                        "held_max_s": max((h for h in watched["held"] if h is not None), default=None)}
     return found
 
 
@@ -171,7 +174,7 @@ def result(bench: Bench, data: Dataset, found: dict[TableName, dict[str, Any]], 
         f = found[table]
         sizes.rows.append([MODES[table], f["size_first"] / 1e6, f["size"] / 1e6,
                            f"{(f['size'] / f['size_first'] - 1) * 100:+.1f} %", f["dead"]])
-    readers = Table(f"A reader's answer times during the {n} reloads (a count of each date every 10 ms), ms",
+    readers = Table(f"A reader's answer times during {n} more reloads (a count of each date every 10 ms), ms",
                     ["mode", "query", "answers", "p99 ms", "longest ms", "swap lock held, longest ms"])
     for table in (DELETED, SWAPPED):
         f = found[table]
