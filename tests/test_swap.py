@@ -382,6 +382,36 @@ def test_kill_9_at_random_points_of_swap_reloads_leaves_every_date_old_or_new(st
     _consistent(stack, cls)
 
 
+def test_loads_of_two_dates_copy_side_by_side_and_swap_one_after_the_other(stack, make_task):
+    """Two loads of different dates of one parent: both are inside their COPY at once (neither holds the parent
+    meanwhile), then both swap and commit: no deadlock, whichever asks for the parent's lock first."""
+    for day in (D1, D2, D3):
+        stack.put(f"d/{day}/a.csv", csv(f"{day.day},{day},x"))
+    both_copying = threading.Barrier(2, timeout=60)
+
+    def before_object(self, tx, obj):
+        both_copying.wait()
+
+    assert run_task(make_task(partitioned=True)(date=D3)).status == SUCCESS  # the parent exists
+    stack.set_config("load", "lock_timeout_s", "20")
+    cls = make_task(partitioned=True, before_object=before_object)
+    errors: list = []
+
+    def load(day: datetime.date) -> None:
+        try:
+            cls(date=day).run()
+        except Exception as exc:  # noqa: BLE001 - what the test reads
+            errors.append(exc)
+
+    loaders = [threading.Thread(target=load, args=(day,)) for day in (D1, D2)]
+    for loader in loaders:
+        loader.start()
+    for loader in loaders:
+        loader.join(120)
+    assert errors == [] and not both_copying.broken
+    assert children(stack) == ["t_p20190201", "t_p20190202", "t_p20190203"] and len(rows(stack)) == 3
+
+
 def test_a_swap_that_waits_for_a_long_query_lets_new_readers_through_and_gives_up_at_lock_timeout(stack, make_task):
     """A long query holds the parent: the swap waits for its lock, in short requests, so a new reader is not queued
     behind it for the long query's duration; past [load] lock_timeout_s the load fails, the old child kept."""
