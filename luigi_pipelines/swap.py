@@ -141,7 +141,7 @@ class Swap:
         dropped = 0
         for name, old in self.horizon(tx, value):
             key, date = str(self.key_of(old)), self.grain.date_of(old)
-            if db_swap.drop_expired(tx, job.marker, TableName(tx.target.schema, name), key, date):  # a sibling
+            if db_swap.drop_expired(tx, job.marker, TableName(tx.target.schema, name), key, date):
                 dropped += 1
             else:
                 logger.info("%s %s: expired, but being loaded now; the next load drops it", key, date)
