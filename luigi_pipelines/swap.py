@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg2.errors
 import psycopg2.extensions
 
 from . import db, native
@@ -101,7 +100,7 @@ class Swap:
             self.horizon(tx, value)  # fail before the copy
         db_swap.create_child(tx, table, new, swap_sql.bound_condition(self.columns, start, stop, self.scope))
         db.delete_rejects(tx, job.settings.rejects)
-        with db.translating(f"{tx.key.describe()} {tx.date}: a row outside the partition", _OUTSIDE):
+        with db.translating(f"{tx.key.describe()} {tx.date}: a row outside the partition", db.CHECK_VIOLATION):
             job.source.write(tx, new)
         indexes = db_swap.build_indexes(tx, table, new)
         waited = db_swap.lock_for_swap(tx, table, job.settings.lock_timeout_s)
@@ -158,5 +157,3 @@ class Swap:
         newest = max(self.grain.ordinal(v) for _, v in children)
         return [v for v in values if self.grain.ordinal(v) <= newest - self.keep]
 
-
-_OUTSIDE = (psycopg2.errors.CheckViolation,)  # the child's bound refusing a row of a transform's INSERT ... SELECT

@@ -16,7 +16,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg2.errors
 import psycopg2.extensions
 
 from .. import sql as q
@@ -24,10 +23,10 @@ from ..errors import LoadError
 from ..partitions import ScopedTable, TableName, lock_key
 from ..sql import swap as swap_sql
 from .catalog import ensure_table
-from .transaction import PartitionTransaction
+from .transaction import PartitionTransaction, attempt_statements
+from .translate import LOCK_TIMEOUT
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
-_SWAP_SAVEPOINT = "luigi_pipelines_swap_lock"
 SWAP_LOCK_TRY_MS = 200  # how long one request of the parent's lock may queue ahead of readers
 
 
@@ -66,11 +65,12 @@ def child_names(tx: PartitionTransaction, table: TableName) -> list[str]:
 def create_child(tx: PartitionTransaction, parent: TableName, child: TableName, check: q.sql.Composable) -> None:
     """``child``: a new table of ``parent``'s columns (from the catalog: no lock on ``parent``) that refuses rows
     outside ``check``; created in ``tx``, so a COPY into it writes its rows frozen (``tx.freeze``)."""
-    tx.cursor.execute(swap_sql.select_parent_columns(), (str(parent),))
-    columns = [swap_sql.column_definition(*row) for row in tx.cursor.fetchall()]
-    if not columns:
+    tx.cursor.execute(swap_sql.select_create_child(), (swap_sql.quoted(child).as_string(tx.cursor),
+                                                       check.as_string(tx.cursor), str(parent)))
+    statement = tx.cursor.fetchone()[0]
+    if statement is None:
         raise LoadError(f"{parent}: the table does not exist (dropped while this process ran?); nothing was written")
-    tx.cursor.execute(swap_sql.create_child(child, columns, check))
+    tx.cursor.execute(statement)
     tx.freeze = child
 
 
@@ -91,13 +91,9 @@ def lock_for_swap(tx: PartitionTransaction, parent: TableName, lock_timeout_s: i
     started = time.monotonic()
     tx.cursor.execute(swap_sql.show_lock_timeout())
     own = tx.cursor.fetchone()[0]  # the transaction's own, restored once the lock is granted
+    request = [(q.set_local("lock_timeout"), (f"{try_ms}ms",)), (swap_sql.lock_exclusive(parent), ())]
     while True:
-        tx.cursor.execute(q.savepoint(_SWAP_SAVEPOINT))
-        tx.cursor.execute(q.set_local("lock_timeout"), (f"{try_ms}ms",))
-        try:
-            tx.cursor.execute(swap_sql.lock_exclusive(parent))
-        except psycopg2.errors.LockNotAvailable:
-            tx.cursor.execute(q.rollback_to_savepoint(_SWAP_SAVEPOINT))
+        if not attempt_statements(tx, request, LOCK_TIMEOUT):
             waited = time.monotonic() - started
             if lock_timeout_s and waited > lock_timeout_s:
                 raise LoadError(f"{parent}: the swap waited {waited:.0f} s for the table's lock, held by a long query "
@@ -105,7 +101,6 @@ def lock_for_swap(tx: PartitionTransaction, parent: TableName, lock_timeout_s: i
                                 f"nothing was written: rerun later") from None
             time.sleep(random.uniform(0.01, 0.05))  # let the readers it held up through
             continue
-        tx.cursor.execute(q.release_savepoint(_SWAP_SAVEPOINT))
         tx.cursor.execute(q.set_local("lock_timeout"), (own,))
         return time.monotonic() - started
 

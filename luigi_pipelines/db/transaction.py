@@ -273,6 +273,21 @@ def attempt(tx: PartitionTransaction, step: Callable[[], int], keep: bool = True
     return rows
 
 
+def attempt_statements(tx: PartitionTransaction, statements: Sequence[tuple[q.sql.Composable, Sequence[Any]]],
+                       errors: tuple[type[psycopg2.Error], ...]) -> bool:
+    """Run ``statements`` in a savepoint: True when they ran (kept), False when one raised one of ``errors`` (all of
+    them undone, the transaction usable)."""
+    tx.cursor.execute(q.savepoint(_SAVEPOINT))
+    try:
+        for statement, params in statements:
+            tx.cursor.execute(statement, params or None)
+    except errors:
+        tx.cursor.execute(q.rollback_to_savepoint(_SAVEPOINT))
+        return False
+    tx.cursor.execute(q.release_savepoint(_SAVEPOINT))
+    return True
+
+
 def delete_rejects(tx: PartitionTransaction, rejects: TableName) -> None:
     tx.cursor.execute(q.delete_rejects(rejects), (str(tx.key), tx.date))
 

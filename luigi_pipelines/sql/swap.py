@@ -14,14 +14,15 @@ from psycopg2 import sql
 from ..partitions import TableName
 from .names import identifiers, table_ident
 
-BOUND_CHECK = "partition_bound"  # the CHECK constraint of a new child: its bound, so that ATTACH skips its scan
+BOUND_CHECK = "partition_bound"  # a new child's CHECK of its bound (``select_create_child``): ATTACH skips its scan
 
 
 def partition_by(columns: Sequence[str], strategy: str = "RANGE") -> sql.Composed:
     """`` PARTITION BY RANGE ("day"[, "hour"])`` (or ``LIST ("region")``): appended to a ``CREATE TABLE``."""
     if strategy not in ("RANGE", "LIST"):
         raise ValueError(f"partition strategy {strategy!r}: RANGE or LIST")
-    return sql.SQL(" PARTITION BY {} ({})").format(sql.SQL(strategy), identifiers(columns))
+    return sql.SQL(" PARTITION BY {} ({})").format(sql.SQL("RANGE" if strategy == "RANGE" else "LIST"),
+                                                   identifiers(columns))
 
 
 def create_scope_parent(table: TableName, parent: TableName, value: str, columns: Sequence[str], strategy: str
@@ -59,18 +60,25 @@ def select_is_child() -> sql.SQL:
                    "AND inhparent = to_regclass(%s))")
 
 
-def select_parent_columns() -> sql.SQL:
-    """Parameter: schema-qualified parent. Each column's definition, in order, as a new child needs it: name, type,
-    NOT NULL, default or generation expression, whether generated, collation (if not the type's). A catalog read:
-    no lock on the parent, which ``CREATE TABLE ... (LIKE parent)`` would hold until the end of the transaction."""
+def select_create_child() -> sql.SQL:
+    """Parameters: the new child (quoted, qualified: ``quoted``), its CHECK's condition (rendered:
+    ``bound_condition``), the schema-qualified parent. The ``CREATE TABLE`` of the new child with the parent's
+    columns (types, collations, defaults, generation expressions, NOT NULL), written by the server from its catalog
+    (``format_type``, ``pg_get_expr``), and ``CONSTRAINT partition_bound CHECK (...)``; NULL if the parent has no
+    column (it is gone). A catalog read: no lock on the parent, which ``CREATE TABLE ... (LIKE parent)`` would hold
+    until the end of the transaction."""
     return sql.SQL(
-        "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
-        "pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attgenerated = 's', "
-        "CASE WHEN a.attcollation <> t.typcollation THEN co.collname::text END "
+        "SELECT CASE WHEN count(*) > 0 THEN format('CREATE TABLE %%s (%%s, CONSTRAINT partition_bound CHECK (%%s))', "
+        "%s::text, string_agg(format('%%I %%s%%s%%s%%s', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), "
+        "CASE WHEN a.attcollation <> t.typcollation THEN ' COLLATE ' || quote_ident(co.collname) ELSE '' END, "
+        "CASE WHEN d.adbin IS NULL THEN '' WHEN a.attgenerated = 's' THEN ' GENERATED ALWAYS AS (' || "
+        "pg_catalog.pg_get_expr(d.adbin, d.adrelid) || ') STORED' ELSE ' DEFAULT ' || "
+        "pg_catalog.pg_get_expr(d.adbin, d.adrelid) END, CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END), "
+        "', ' ORDER BY a.attnum), %s::text) END "
         "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
         "LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
         "LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation "
-        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum")
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped")
 
 
 def select_parent_indexes() -> sql.SQL:
@@ -90,20 +98,6 @@ def quoted(table: TableName) -> sql.Composed:
     return table_ident(table)
 
 
-def column_definition(name: str, type_: str, not_null: bool, default: str | None, generated: bool,
-                      collation: str | None) -> sql.Composed:
-    """One column of a new child, as the parent's catalog gives it (its type and expressions are the server's own
-    rendering, ``format_type`` and ``pg_get_expr``, of a column that exists)."""
-    parts: list[sql.Composable] = [sql.Identifier(name), sql.SQL(type_)]
-    if collation:
-        parts.append(sql.SQL("COLLATE {}").format(sql.Identifier(collation)))
-    if default is not None:
-        parts.append(sql.SQL("GENERATED ALWAYS AS ({}) STORED" if generated else "DEFAULT {}").format(sql.SQL(default)))
-    if not_null:
-        parts.append(sql.SQL("NOT NULL"))
-    return sql.SQL(" ").join(parts)
-
-
 def bound_condition(columns: Sequence[str], start: Sequence[Any], stop: Sequence[Any],
                     scope: Sequence[tuple[str, str]] = ()) -> sql.Composed:
     """``("day") >= ('2019-02-01') AND ("day") < ('2019-02-02') AND "day" IS NOT NULL [AND "region" = 'us']``: the
@@ -114,13 +108,6 @@ def bound_condition(columns: Sequence[str], start: Sequence[Any], stop: Sequence
         keys, sql.SQL(", ").join(map(sql.Literal, start)), sql.SQL(", ").join(map(sql.Literal, stop)),
         sql.SQL(" AND ").join([*(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in columns),
                                *(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Literal(v)) for c, v in scope)]))
-
-
-def create_child(table: TableName, columns: Sequence[sql.Composable], check: sql.Composable) -> sql.Composed:
-    """``CREATE TABLE "s"."t_p20190201_new" (<columns>, CONSTRAINT partition_bound CHECK (<bound>))``: a new child,
-    in the load's transaction (which lets COPY write its rows frozen), refusing rows outside its bound."""
-    return sql.SQL("CREATE TABLE {} ({}, CONSTRAINT {} CHECK ({}))").format(
-        table_ident(table), sql.SQL(", ").join(columns), sql.Identifier(BOUND_CHECK), check)
 
 
 def show_lock_timeout() -> sql.SQL:
@@ -174,16 +161,10 @@ def delete_marker_of(marker: TableName) -> sql.Composed:
     return delete_marker().format(table_ident(marker))
 
 
-# Of each unit: the partition's first value of a date ``{d}`` (SQL), the value after it, and the name's pattern.
-_UNIT_SQL = {"day": ("{d}", "{d} + 1", "YYYYMMDD"),
-             "month": ("date_trunc('month', {d})::date", "(date_trunc('month', {d}) + interval '1 month')::date",
-                       "YYYYMM")}
-
-
 def migrate_to_partitioned(table: TableName, columns: Sequence[str], unit: str) -> list[sql.Composed]:
     """The statements that turn the plain ``table`` into one partitioned by range on ``columns`` (the date column,
-    and an hourly task's hour column), with a child per partition value of its rows, named as the loads name them.
-    Run them in one transaction; the markers stay valid (same partitions, same rows)."""
+    and an hourly task's hour column), with a child per partition value of its rows (day, hour or month), named as
+    the loads name them. Run them in one transaction; the markers stay valid (same partitions, same rows)."""
     plain, ident = TableName(table.schema, f"{table.name}_unpartitioned"[:63]), table_ident(table)
     names = (sql.Literal(table.schema), sql.Literal(f"{table.name}_p"), sql.Literal(table.name))
     if unit == "hour":
@@ -194,12 +175,14 @@ def migrate_to_partitioned(table: TableName, columns: Sequence[str], unit: str) 
                          "r.h + 1)").format(*names)
         loop = sql.SQL("SELECT q.d, q.h FROM ({}) q(d, h)").format(values)
     else:
-        first, after, pattern = _UNIT_SQL[unit]
-        values = sql.SQL("SELECT DISTINCT " + first.format(d="{0}") + " FROM {1} WHERE {0} IS NOT NULL").format(
+        monthly = unit == "month"
+        values = sql.SQL("SELECT DISTINCT date_trunc('month', {0})::date FROM {1} WHERE {0} IS NOT NULL" if monthly
+                         else "SELECT DISTINCT {0} FROM {1} WHERE {0} IS NOT NULL").format(
             sql.Identifier(columns[0]), table_ident(plain))
         create = sql.SQL("format('CREATE TABLE %I.%I PARTITION OF %I.%I FOR VALUES FROM (%L) TO (%L)', {0}, {1} || "
-                         "to_char(r.d, {3}), {0}, {2}, r.d, " + after.format(d="r.d") + ")").format(
-            *names, sql.Literal(pattern))
+                         "to_char(r.d, 'YYYYMM'), {0}, {2}, r.d, (r.d + interval '1 month')::date)" if monthly else
+                         "format('CREATE TABLE %I.%I PARTITION OF %I.%I FOR VALUES FROM (%L) TO (%L)', {0}, {1} || "
+                         "to_char(r.d, 'YYYYMMDD'), {0}, {2}, r.d, r.d + 1)").format(*names)
         loop = sql.SQL("SELECT q.d FROM ({}) q(d)").format(values)
     return [sql.SQL("ALTER TABLE {} RENAME TO {}").format(ident, sql.Identifier(plain.name)),
             sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED){}").format(
