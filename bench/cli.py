@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-prune-on-get-work", action="store_true", default=None, help="the scale section's "
                    "luigid prunes on every get_work (configs/luigid.cfg's setting; default: off, as docs/scheduling.md "
                    "advises for years of hourly partitions)")
+    p.add_argument("--swap-mib", type=float, help=f"MiB of each date of the swap section (default {d.swap_mib:g})")
+    p.add_argument("--swap-reloads", type=int, help=f"forced reloads of one date per mode, swap section (default "
+                   f"{d.swap_reloads})")
+    p.add_argument("--swap-children", type=int, help=f"daily children the swap section's readers query (default "
+                   f"{d.swap_children})")
     p.add_argument("--timeout", type=float, dest="timeout_s", help=f"seconds allowed per command (default {d.timeout_s:g})")
     p.add_argument("--work-dir", help="parent of the temporary data directory (default: the system temp dir)")
     p.add_argument("--no-save", action="store_true", help=f"do not write the JSON file to {RESULTS_DIR}")

@@ -34,6 +34,10 @@ class Options:
     scale_wave_size: int = 2000  # backfill --wave-size of the scale section
     scale_plain_timeout_s: float = 300  # how long the plain RangeHourly of the scale section may run (0: skip it)
     scale_prune_on_get_work: bool = False  # luigid's [scheduler] prune_on_get_work in the scale section
+    swap_mib: float = 50.0  # size of each date of the swap section
+    swap_reloads: int = 20  # forced reloads of one date in each mode (swap section)
+    swap_children: int = 3650  # daily children of the parent the swap section's readers query
+    swap_child_rows: int = 1000  # rows of each of those children
     timeout_s: float = 1800  # bound on any single command
 
     @property
@@ -59,6 +63,10 @@ QUICK = Options(
     scale_partitions=480,
     scale_wave_size=100,
     scale_plain_timeout_s=20,
+    swap_mib=2.0,
+    swap_reloads=5,
+    swap_children=200,
+    swap_child_rows=100,
     timeout_s=300,
 )
 

@@ -7,7 +7,8 @@ are imported as is (bucket and tables come from the run's ``[transactions]`` con
 SQL, a row-for-row transform, and that transform holding its whole input first (the control).
 The ``layouts`` section loads the same rows through variants of ``LoadTransactions`` declared below, the
 ``formats`` section the same rows as JSON lines and as Parquet, the ``merge`` section merges them by id
-(``MergeTransactions``), and the ``checks`` section loads them with data checks (``LoadTransactionsChecked``).
+(``MergeTransactions``), the ``checks`` section loads them with data checks (``LoadTransactionsChecked``),
+and the ``swap`` section loads them into a partitioned table (``LoadTransactionsSwapped``).
 """
 from __future__ import annotations
 
@@ -62,6 +63,12 @@ class LoadTransactionsChecked(LoadTransactions):
     """The plain files, with data checks in the load's transaction (the ``checks`` section)."""
 
     checks = (lp.not_null("id"), lp.unique("id"), lp.between("amount", 0, 10_000), lp.row_count(min=1))
+
+
+class LoadTransactionsSwapped(LoadTransactions):
+    """The same load into a natively partitioned table: a child per date, built and swapped in (the swap section)."""
+
+    partitioned = True
 
 
 class MergeTransactions(lp.MergePartition):

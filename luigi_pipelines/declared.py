@@ -6,12 +6,13 @@ every check of a declaration is here, as a ``ConfigurationError`` naming the tas
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import db, writes
+from . import db, swap, writes
 from . import sql as q
 from .checks import Check, validate
 from .contracts import NO_CONTRACT, Contract
@@ -38,6 +39,8 @@ class Declared:
     snapshot: bool = False
     deleted_flag: str = ""
     contract: Contract = NO_CONTRACT  # what a load does when the table or the files differ (``contracts``)
+    partitioned: bool = False  # natively partitioned, a child per partition, swapped in by each load (``swap.Swap``)
+    keep: int = 0  # partitioned: keep the newest ``keep`` partitions, drop older ones (0: all)
 
     @classmethod
     def of(cls, family: str, table: str, date_column: str, columns: Sequence[tuple[str, str]], grain: Grain,
@@ -94,8 +97,11 @@ class Declared:
         """Every column of the table by where its values come from: the source, the write, the table itself."""
         try:
             if not self.merged:
-                return TableLayout.of(self.target_table, self.date_column, self.columns, self.date_from,
-                                      self.fills(), self.lineage)
+                layout = TableLayout.of(self.target_table, self.date_column, self.columns, self.date_from,
+                                        self.fills(), self.lineage)
+                if self.scope and self.partition_columns:  # a list partition per scope value (``native``)
+                    return dataclasses.replace(layout, partition_by=self.table_key.columns[:1], partition_strategy="LIST")
+                return dataclasses.replace(layout, partition_by=self.partition_columns)
             unkeyed = [c for c in self.table_key.columns if c not in self.merge_key]
             if unkeyed:
                 raise ConfigurationError(f"{self.family}: scope columns {unkeyed} must be part of merge_key: each "
@@ -113,8 +119,26 @@ class Declared:
         return (*(q.Column(c, "text") for c in self.table_key.columns if c not in present),
                 *(c for c in grain if c.name not in present))
 
+    @property
+    def partition_columns(self) -> tuple[str, ...]:
+        """A partitioned table's partition key (the date column, and the grain's: an hour), else none."""
+        if not (self.partitioned or self.keep):
+            return ()
+        refusals = ((not self.partitioned, "keep needs partitioned = True"),
+                    (self.keep < 0, "keep must be a count of partitions"),
+                    (self.grain.unit not in ("day", "hour", "month"), f"no child table per {self.grain.unit}"),
+                    (self.merged, "a merged table keeps its rows by key, not by partition"),
+                    (self.date_from.generated, "PostgreSQL cannot partition on a generated date column"))
+        for refused, why in refusals:
+            if refused:
+                raise ConfigurationError(f"{self.family}: partitioned = True: {why}")
+        return (self.date_column, *(c.name for c in self.grain.key_columns()))
+
     def write_mode(self, value: Any) -> writes.WriteMode:
-        """``writes.Merge`` of a merged table (ordered by the grain's keys within a date), else ``writes.Replace``."""
+        """``writes.Merge`` of a merged table (ordered by the grain's keys within a date), ``swap.Swap`` of a
+        partitioned one, else ``writes.Replace``."""
+        if self.partition_columns:
+            return swap.Swap(self.grain, self.partition_columns, self.key_of, self.keep, self.table_key.scope)
         if not self.merged:
             return writes.Replace()
         date = self.grain.date_of(value)
@@ -126,6 +150,13 @@ class Declared:
         layout = self.layout()
         columns = [c.name for c in (*layout.table_columns, *(c for c, _ in layout.generated))]
         return validate(self.family, checks, columns, max_bad_rows)
+
+    def expired(self, conn: Any, values: Sequence[Any]) -> list[Any]:
+        """Of ``values``, those a partitioned table's retention expired (``swap.Swap.expired``); else none."""
+        if not self.keep:
+            return []
+        mode = self.write_mode(values[0])
+        return mode.expired(conn, self.target_table, values) if isinstance(mode, swap.Swap) else []
 
     def fill_values(self, tx: db.PartitionTransaction) -> dict[str, str]:
         """The values of the filled columns for the whole transaction (lineage keys are set per object)."""

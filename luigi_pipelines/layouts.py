@@ -240,6 +240,8 @@ class TableLayout:
     generated: tuple[tuple[q.Column, sql.Composable], ...] = ()  # (column, expression) the project creates
     stamped: tuple[q.Column, ...] = ()
     date_from: DateSource = FILES
+    partition_by: tuple[str, ...] = ()  # natively partitioned on these columns (``swap.Swap``)
+    partition_strategy: str = "RANGE"  # by range (the date), or by list (a scope column's values)
 
     def __post_init__(self) -> None:
         names = [c.name for c in (*self.files, *self.filled, *(c for c, _ in self.generated), *self.stamped)]
@@ -274,10 +276,14 @@ class TableLayout:
         return (*(LoadDefault(c) for c in self.filled), *(LoadDefault(c, stamped=True) for c in self.stamped))
 
     def create_statements(self) -> list[sql.Composable]:
-        """``CREATE TABLE`` with every column, and the index on the date column."""
+        """``CREATE TABLE`` with every column (``PARTITION BY RANGE`` when partitioned), and the index on the date
+        column."""
         extra = [*(q.generated_column(c, e) for c, e in self.generated),
                  *(q.column_with_default(d.column, d.expression) for d in self.defaults if d.stamped)]
-        return [q.create_table(self.table, self.files, self.filled, extra), q.create_date_index(self.table, self.date_column)]
+        create = q.create_table(self.table, self.files, self.filled, extra)
+        if self.partition_by:
+            create += q.partition_by(self.partition_by, self.partition_strategy)
+        return [create, q.create_date_index(self.table, self.date_column)]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ STALE = "stale"  # loaded, but its sources changed since (what the reload_change
 FAILED = "failed"
 CHECK_FAILED = "check_failed"  # its last attempt failed a data check: rolled back, the previous load (if any) kept
 MISSING = "missing"
-STATES = (LOADED, STALE, FAILED, CHECK_FAILED, MISSING)
+EXPIRED = "expired"  # dropped by a partitioned table's retention (keep = N): gone on purpose, not missing
+STATES = (LOADED, STALE, FAILED, CHECK_FAILED, MISSING, EXPIRED)
 
 # Exit codes of ``luigi-pipelines status``: the meanings they have in luigi's [retcode] table and for
 # ``backfill`` (21: dates asked for are not loaded; 30: a task failed), so one table explains both.
@@ -185,6 +186,14 @@ def with_stale(days: Iterable[DateState], changes: Mapping[datetime.date, str],
     fresh = set(checked) - set(changes)
     return tuple(dataclasses.replace(d, state=STALE, change=changes[d.date]) if d.state == LOADED and d.date in changes
                  else _superseded(d) if d.kept_previous and d.date in fresh else d for d in days)
+
+
+def with_expired(days: Iterable[DateState], expired: Iterable[Any]) -> tuple[DateState, ...]:
+    """``days`` with each of ``expired`` (partition values behind a retention's horizon) without a marker made
+    **expired**: ``bulk_complete`` counts them done, and they hold no rows."""
+    gone = set(expired)
+    return tuple(dataclasses.replace(d, state=EXPIRED) if d.date in gone and d.rows is None and d.state == LOADED
+                 else d for d in days)
 
 
 def _superseded(day: DateState) -> DateState:

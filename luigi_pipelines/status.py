@@ -21,7 +21,7 @@ from . import backfill, db, metrics, views
 from .config import database_settings, load_settings
 from .newest import allowance_of, freshness_of
 from .staleness import one_stale_check
-from .states import LOADED, Calendar, date_states, exit_code, with_stale
+from .states import LOADED, Calendar, date_states, exit_code, with_expired, with_stale
 
 UTC = datetime.timezone.utc
 
@@ -113,8 +113,10 @@ def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.dat
         markers, failed = _recorded(conn, probe, values)
         table_rows = db.count_rows(conn, probe.table_key) if probe.is_merge else None
         freshness = freshness_of(conn, probe, now, allowed) if now is not None else None
+        expired = probe.declared.expired(conn, values) if values else []
     not_loaded = backfill.incomplete(module, task, values)  # what backfill would load: the same one query
-    days = date_states(values, not_loaded, markers, failed, None if grain.unit == "day" else grain.describe)
+    days = with_expired(date_states(values, not_loaded, markers, failed, None if grain.unit == "day" else grain.describe),
+                        expired)
     if check_sources:  # the loaded partitions, and those whose reload failed (the previous load kept)
         loaded = [d.date for d in days if d.state == LOADED or d.kept_previous]
         days = with_stale(days, probe.stale_changes(loaded) if loaded else {}, checked=loaded)

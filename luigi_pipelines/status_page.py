@@ -21,7 +21,8 @@ td.out { color: #c0c6d0; }
 .loaded { background: #2e9e5b; color: #fff; } .rejects { background: #e0a526; color: #1d2330; }
 .failed { background: #d64541; color: #fff; } .failed.kept { box-shadow: inset 0 -5px 0 #2e9e5b; }
 .check_failed { background: #2f5fb3; color: #fff; } .check_failed.kept { box-shadow: inset 0 -5px 0 #2e9e5b; }
-.missing { background: #e4e7ec; color: #5b6475; } .stale { background: #7d4cc2; color: #fff; }
+.missing { background: #e4e7ec; color: #5b6475; } .expired { background: #f4f5f7; color: #9aa1ad; }
+.stale { background: #7d4cc2; color: #fff; }
 ul.failures { padding-left: 18px; }
 p.freshness.late { color: #fff; background: #d64541; display: inline-block; padding: 2px 8px; border-radius: 3px; }
 .hours { margin: 4px 0 8px; } .hours[hidden] { display: none; }

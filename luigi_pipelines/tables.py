@@ -9,7 +9,7 @@ import os
 
 import psycopg2.extensions
 
-from . import contracts, db, layouts
+from . import contracts, db, layouts, native
 from . import sql as q
 from .contracts import NO_CONTRACT, Contract
 from .errors import ConfigurationError
@@ -78,6 +78,8 @@ def check_table(conn: psycopg2.extensions.connection, layout: TableLayout, famil
     existing = db.table_columns(conn, layout.table)
     if not existing:  # dropped since this connection created it: the load fails naming it, and the next creates it
         return
+    if not layout.partition_by:  # a partitioned table is the swap's to check (``swap.Swap.prepare``)
+        native.check_shape(conn, layout.table, (), "", family)
     refused = contracts.judge(contracts.differences(layout, existing, types, contract), contract).refused
     if refused:
         size = db.table_size(conn, layout.table) if any(d.kind == contracts.REWRITE for d in refused) else None

@@ -112,17 +112,26 @@ def completed_values(cls: Any, parameter_tuples: Iterable[Any]) -> list[Any]:
         family = probe.task_family
         with db.session(probe.database(), reset=False) as conn:
             done = db.completed_partitions(conn, probe.marker_table, wanted)
+            expired = set(probe.declared.expired(conn, [v for v, p in zip(values, wanted, strict=True) if p not in done]))
         for (key, day), owner in done.items():
             check_owner(key, day, owner, family)
-        complete = [v for v, partition in zip(values, wanted, strict=True) if partition in done]
+        complete = [v for v, partition in zip(values, wanted, strict=True) if partition in done or v in expired]
         if probe.reload_changed and complete:
-            stale = probe.stale_changes(complete)
+            stale = probe.stale_changes([v for v in complete if v not in expired])
             complete = [v for v in complete if v not in stale]
         found = set(complete)
         missing = [v for v in values if v not in found]
         note_missing(task_ids_of(probe, missing), bool(probe.reload_changed))
         probe.learn_sources(missing)
     return [p for p, v in zip(params, values, strict=True) if v in found]
+
+
+def expired_partition(task: Any) -> bool:
+    """Whether ``task``'s partition (without a marker) was dropped by its table's retention (``keep``): done."""
+    if not task.declared.keep:
+        return False
+    with db.session(task.database(), reset=False) as conn:
+        return bool(task.declared.expired(conn, [task.partition_value]))
 
 
 def task_ids_of(task: Any, values: Sequence[Any]) -> list[str]:

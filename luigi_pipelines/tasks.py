@@ -5,8 +5,8 @@
 - The **source** (``sources``) says what the partition is made from: S3 objects (``loads.LoadPartition``), an
   upstream partition's rows through a function or a query (``derived.TransformPartition``,
   ``derived.SqlTransformPartition``). A task kind builds its source in ``source_part``.
-- The **write mode** (``writes``): the partition's rows replaced (the default), or merged by key when the task
-  declares ``merge_key``.
+- The **write mode** (``writes``): the partition's rows replaced (the default), merged by key when the task
+  declares ``merge_key``, or its child table swapped in when it declares ``partitioned`` (``swap``).
 
 Any grain goes with any source and either write mode. The partition's write itself (``writes.write_once``), the
 tables' checks (``tables``) and the sources live below, without luigi; here are the luigi parts: parameters,
@@ -37,6 +37,7 @@ from .targets import (
     PartitionMarkerTarget,
     check_owner,
     completed_values,
+    expired_partition,
     forget_missing,
     take_missing,
     task_ids_of,
@@ -116,6 +117,10 @@ class PartitionDeclarations(luigi.Task):
     freshness: ClassVar[str | datetime.timedelta | None] = None
     # Data checks run in the load's transaction before the marker (``checks``): e.g. (lp.not_null("id"), lp.unique("id")).
     checks: ClassVar[Sequence[Any]] = ()
+    # A natively partitioned table (PARTITION BY RANGE), a child table per partition that each load builds and swaps
+    # in (swap.Swap); keep = N: only the newest N partitions are kept, older ones dropped with their markers.
+    partitioned: ClassVar[bool] = False
+    keep: ClassVar[int] = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A class that declares another grain gets that grain's luigi parameter, and no other grain's."""
@@ -143,7 +148,8 @@ class PartitionDeclarations(luigi.Task):
         return self.read_once("declared", lambda: Declared.of(
             self.task_family, self.table, self.date_column, self.columns, self.grain, self.scope,
             date_from=self.date_from, lineage=self.lineage_columns(), merged=self.is_merge,
-            merge_key=self.merge_key, snapshot=self.snapshot, deleted_flag=self.deleted_flag, contract=self.contract))
+            merge_key=self.merge_key, snapshot=self.snapshot, deleted_flag=self.deleted_flag, contract=self.contract,
+            partitioned=self.partitioned, keep=self.keep))
 
     @property
     def partition_value(self) -> Any:
@@ -243,7 +249,7 @@ class PartitionTask(PartitionDeclarations):
             return False
         with self.reading_config_once():
             if not super().complete():
-                return False
+                return expired_partition(self)  # a partition its retention dropped is done, not missing
             return not (self.reload_changed and self.stale_changes([self.partition_value]))
 
     @classmethod

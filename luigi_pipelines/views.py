@@ -15,20 +15,20 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .freshness import duration
-from .states import CHECK_FAILED, FAILED, LOADED, MISSING, STALE, Calendar, DateState
+from .states import CHECK_FAILED, EXPIRED, FAILED, LOADED, MISSING, STALE, Calendar, DateState
 from .status_page import CSS, PAGE, SCRIPT
 
 _MIB = 1024 * 1024
 # (mark, ANSI colour) per state; a loaded date with rejected rows has its own mark
 _MARKS = {LOADED: ("#", "32"), "rejects": ("R", "33"), STALE: ("S", "35"), FAILED: ("X", "1;31"),
-          CHECK_FAILED: ("C", "1;34"), MISSING: (".", "2")}
+          CHECK_FAILED: ("C", "1;34"), MISSING: (".", "2"), EXPIRED: ("-", "2")}
 _LEGEND = ((LOADED, "loaded"), ("rejects", "loaded, rows rejected"), (STALE, "stale (sources changed since the load)"),
            (FAILED, "failed (last attempt)"), (CHECK_FAILED, "check failed, previous load kept"),
-           (MISSING, "missing (no data yet, or not loaded)"))
+           (MISSING, "missing (no data yet, or not loaded)"), (EXPIRED, "expired (dropped by keep)"))
 # without --check-sources no date is stale because none was checked: the legend says so
 _NOT_CHECKED = "stale not checked (--check-sources)"
 _COUNTED = ((LOADED, "loaded"), (STALE, "stale"), (FAILED, "failed"), (CHECK_FAILED, "check failed"),
-            (MISSING, "missing"))
+            (MISSING, "missing"), (EXPIRED, "expired"))
 _KEPT = "green edge: a reload failed, the previous load is kept"
 EXIT_MEANINGS = {0: "every date is loaded", 21: "dates are missing", 22: "loaded dates are stale (sources changed)",
                  28: "a table is late (its newest partition is older than its freshness allows)",
@@ -43,7 +43,8 @@ def kind(day: DateState) -> str:
 
 def legend(cal: Calendar) -> tuple[tuple[str, str], ...]:
     """(kind, label) of each mark; the stale one says when the sources were not checked."""
-    return tuple((k, _NOT_CHECKED if k == STALE and not cal.sources_checked else label) for k, label in _LEGEND)
+    return tuple((k, _NOT_CHECKED if k == STALE and not cal.sources_checked else label) for k, label in _LEGEND
+                 if k != EXPIRED or cal.count(EXPIRED))
 
 
 # -- terminal -----------------------------------------------------------------------------------------------
@@ -146,7 +147,9 @@ def _totals_line(cal: Calendar) -> str:
     stale += f", {t.check_failed} check failed" if t.check_failed else ""
     loaded = f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB loaded" if cal.table_rows is None else (
         f"{t.rows:,} rows, {t.bytes / _MIB:,.1f} MiB read and merged by key; the table holds {cal.table_rows:,} rows")
-    return f"{t.dates} {_units(cal)}: {t.loaded} loaded{rejects}{stale}, {t.failed} failed, {t.missing} missing; {loaded}"
+    expired = f", {cal.count(EXPIRED)} expired" if cal.count(EXPIRED) else ""
+    return (f"{t.dates} {_units(cal)}: {t.loaded} loaded{rejects}{stale}, {t.failed} failed, {t.missing} missing"
+            f"{expired}; {loaded}")
 
 
 def _problem_lines(cal: Calendar, listed: int) -> list[str]:

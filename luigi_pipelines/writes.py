@@ -2,8 +2,9 @@
 
 ``write_once`` is a partition's whole write, in the order the design fixes: the tables checked before the
 transaction; then in one transaction its advisory lock, its marker read (a partition already written ends here
-as a no-op, unless forced or its sources changed), the schema contract's changes (``evolution``), the write mode's
-neighbour check, the write, the failure record cleared, the marker, the ``before_commit`` hook, one commit.
+as a no-op, unless forced or its sources changed; so does one the write mode skips), the schema contract's changes
+(``evolution``), the write mode's neighbour check, the write, the failure record cleared, the marker, the
+``before_commit`` hook, one commit.
 
 A write mode decides what the write does with the source's rows:
 
@@ -53,6 +54,8 @@ class WriteMode(Protocol):
     def prepare(self, conn: psycopg2.extensions.connection, job: PartitionJob) -> None: ...
 
     def check_neighbours(self, tx: db.PartitionTransaction, job: PartitionJob) -> None: ...
+
+    def skips(self, tx: db.PartitionTransaction, job: PartitionJob) -> str: ...
 
     def write(self, tx: db.PartitionTransaction, job: PartitionJob) -> None: ...
 
@@ -105,6 +108,10 @@ def write_once(job: PartitionJob) -> db.PartitionTransaction | None:
             if tx.done and not job.force and not changed_under_lock(tx, job):
                 logger.info("%s %s: already loaded by %s; nothing to do", tx.key, job.date,
                             tx.previous and tx.previous["task_id"])
+                return None
+            skipped = job.mode.skips(tx, job)
+            if skipped:  # e.g. a partition that a retention dropped (``swap.Swap``)
+                logger.warning("%s %s: %s; nothing to do", tx.key, job.date, skipped)
                 return None
             evolution.evolve(tx, job.layout, job.family, job.contract)
             job.mode.check_neighbours(tx, job)
@@ -159,6 +166,10 @@ class Replace:
                     f"{job.family} loads {tx.key.describe()} for {tx.date}, but {family} already loaded "
                     f"{key.describe()} for that date: a load of one would delete rows of the other. Give every "
                     f"task that feeds {tx.target} a scope over the same columns (e.g. scope = {{'region': 'us'}})")
+
+    def skips(self, tx: db.PartitionTransaction, job: PartitionJob) -> str:
+        """Never: every partition is written."""
+        return ""
 
     def write(self, tx: db.PartitionTransaction, job: PartitionJob) -> None:
         date_column = job.layout.date_column
@@ -221,6 +232,10 @@ class Merge:
                     f"{job.family} merges into {rows.describe()}, but {family} has loaded {key.describe()}: "
                     f"a merge by one would change or delete rows of the other. Give each task that feeds "
                     f"{tx.target} its own scope over the same columns (in merge_key), or one task per table")
+
+    def skips(self, tx: db.PartitionTransaction, job: PartitionJob) -> str:
+        """Never: every partition is merged."""
+        return ""
 
     def rows_key(self, key: ScopedTable) -> ScopedTable:
         """The rows a partition's marker key names: its scope but the grain's columns (an hour), which a merged

@@ -138,3 +138,39 @@ class DailySales(lp.SqlTransformPartition):
     columns = [("day", "date"), ("total", "numeric(14,2)")]
     query = sql.SQL("SELECT {}, sum(amount) FROM upstream HAVING count(*) > 0").format(sql.Placeholder("date"))
     table = _table("sales_daily")
+
+
+# -- the same compositions in swap mode (partitioned = True): a child table per hour, date or month -------------
+
+
+class HourlyEventsSwapped(HourlyEvents):
+    partitioned = True
+    table = _table("events_swapped")
+
+
+class HourlyKindsSwapped(HourlyKinds):
+    """A Python transform of a swapped hour into a swapped hour."""
+
+    upstream = HourlyEventsSwapped
+    partitioned = True
+    table = _table("kinds_hourly_swapped")
+
+
+class DailyKindsSwapped(DailyKinds):
+    """A SQL transform of a date's 24 swapped hours into a swapped date, keeping two dates."""
+
+    upstream = HourlyEventsSwapped
+    partitioned = True
+    keep = 2
+    table = _table("kinds_daily_swapped")
+
+
+class MonthlySalesSwapped(MonthlySales):
+    partitioned = True
+    table = _table("sales_swapped")
+
+
+class DailySalesSwapped(DailySales):
+    upstream = MonthlySalesSwapped
+    partitioned = True
+    table = _table("sales_daily_swapped")

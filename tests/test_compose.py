@@ -164,6 +164,56 @@ def test_monthly_loads_replace_a_month_and_a_daily_transform_reads_its_dates(sta
     assert run_task(MonthlySales(month=D1)).status.name == "SUCCESS"  # complete: a no-op
 
 
+def test_swap_mode_with_every_grain_a_transform_of_each_and_retention(stack, compose):
+    """Hourly loads, their hourly Python and daily SQL transforms, monthly loads and their daily transform, all
+    partitioned: a child per hour, date or month; a reload swaps the upstream hour's child, and the stale check
+    sees it; the daily transform keeps two dates."""
+    def children(table: str) -> list[str]:
+        return [r[0] for r in rows(stack, "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                          "WHERE i.inhparent = '{s}." + table + "'::regclass ORDER BY 1")]
+
+    for day in (1, 2, 3):
+        for h in range(24):
+            stack.put(f"e/2019/02/0{day}/{h:02d}/part.csv", "id,kind\n" + (f"{h},a\n{h + 100},b\n" if h == 10 else ""))
+    compose("RangeHourly", "--of", "HourlyKindsSwapped", "--start", "2019-02-01T10", "--stop", "2019-02-01T12", *NOW)
+    assert children("events_swapped") == ["events_swapped_p2019020110", "events_swapped_p2019020111"]
+    assert rows(stack, "SELECT hour, kind, n FROM {s}.kinds_hourly_swapped ORDER BY 1, 2") == [(10, "a", 1), (10, "b", 1)]
+    assert children("kinds_hourly_swapped") == ["kinds_hourly_swapped_p2019020110", "kinds_hourly_swapped_p2019020111"]
+
+    compose("RangeDaily", "--of", "DailyKindsSwapped", "--start", "2019-02-01", "--stop", "2019-02-04", *NOW)
+    assert rows(stack, "SELECT day, kind, n FROM {s}.kinds_daily_swapped ORDER BY 1, 2") == [
+        (datetime.date(2019, 2, d), k, 1) for d in (2, 3) for k in "ab"]  # keep = 2: Feb 1 expired
+    assert [m[1] for m in markers(stack, "kinds_daily_swapped")] == [datetime.date(2019, 2, 2), datetime.date(2019, 2, 3)]
+    compose("RangeDaily", "--of", "DailyKindsSwapped", "--start", "2019-02-01", "--stop", "2019-02-04", *NOW)  # no-op
+    from luigi_pipelines import states, views
+    from luigi_pipelines.status import calendar_of
+
+    calendar = calendar_of("tests.compose_tasks", "DailyKindsSwapped", D1, datetime.date(2019, 2, 4))
+    assert [d.state for d in calendar.days] == [states.EXPIRED, states.LOADED, states.LOADED]
+    assert states.exit_code([calendar]) == 0 and "2019-02  -##" in views.text([calendar])
+    assert "3 dates: 2 loaded, 0 failed, 0 missing, 1 expired;" in views.text([calendar])
+
+    # A reload of an upstream hour swaps its child; the transform of that hour is stale and reloads.
+    stack.put("e/2019/02/01/10/part.csv", "id,kind\n1,a\n2,a\n3,c\n")
+    compose("HourlyEventsSwapped", "--date-hour", "2019-02-01T10", "--force")
+    compose("RangeHourly", "--of", "HourlyKindsSwapped", "--start", "2019-02-01T10", "--stop", "2019-02-01T12",
+            "--HourlyKindsSwapped-reload-changed", *NOW)
+    assert rows(stack, "SELECT hour, kind, n FROM {s}.kinds_hourly_swapped ORDER BY 1, 2") == [(10, "a", 2), (10, "c", 1)]
+
+    stack.put("m/2019-02/a.csv", "id,day,amount\n1,2019-02-01,1.50\n2,2019-02-01,2.00\n3,2019-02-28,5.00\n")
+    compose("DailySalesSwapped", "--date", "2019-02-01")
+    assert children("sales_swapped") == ["sales_swapped_p201902"] and children("sales_daily_swapped") == [
+        "sales_daily_swapped_p20190201"]
+    assert rows(stack, "SELECT day, total FROM {s}.sales_daily_swapped") == [(D1, 3.5)]
+    from luigi_pipelines import BadInputError
+    from tests.compose_tasks import MonthlySalesSwapped
+
+    stack.put("m/2019-02/a.csv", "id,day,amount\n1,2019-02-01,9.00\n5,2019-03-01,1.00\n")
+    with pytest.raises(BadInputError, match=r"m/2019-02/a.csv.*line 3.*partition_bound"):
+        MonthlySalesSwapped(month=D1, force=True).write_once()
+    assert rows(stack, "SELECT id FROM {s}.sales_swapped ORDER BY 1") == [(1,), (2,), (3,)]
+
+
 WEEKLY_MODULE = """
 import datetime
 from dataclasses import dataclass

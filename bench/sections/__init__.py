@@ -7,11 +7,27 @@ where ``run(bench: Bench) -> SectionResult`` (see ``bench/report.py``; ``bench.d
 from __future__ import annotations
 
 from ..report import Section
-from . import checks, formats, layouts, load, memory, merge, noop, overhead, quarantine, scale, small, stale, transform, workers
+from . import (
+    checks,
+    formats,
+    layouts,
+    load,
+    memory,
+    merge,
+    noop,
+    overhead,
+    quarantine,
+    scale,
+    small,
+    stale,
+    swap,
+    transform,
+    workers,
+)
 
 SECTIONS: tuple[Section, ...] = (load.SECTION, memory.SECTION, transform.SECTION, quarantine.SECTION, layouts.SECTION,
                                  formats.SECTION, merge.SECTION, checks.SECTION, noop.SECTION, stale.SECTION,
-                                 workers.SECTION, overhead.SECTION, small.SECTION, scale.SECTION)
+                                 workers.SECTION, overhead.SECTION, small.SECTION, swap.SECTION, scale.SECTION)
 
 
 def by_name() -> dict[str, Section]:

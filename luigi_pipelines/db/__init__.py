@@ -72,6 +72,7 @@ from .transaction import (
 )
 from .translate import (
     BAD_DATA,
+    CHECK_VIOLATION,
     LOCK_TIMEOUT,
     MISSING_OPERATOR,
     NO_PRIVILEGE,
@@ -83,7 +84,7 @@ from .translate import (
 
 __all__ = [
     "CheckedRows", "run_checks",
-    "BAD_DATA", "LOCK_TIMEOUT", "MISSING_OPERATOR", "NO_PRIVILEGE", "attempt", "fetch_one", "primary_message",
+    "BAD_DATA", "CHECK_VIOLATION", "LOCK_TIMEOUT", "MISSING_OPERATOR", "NO_PRIVILEGE", "attempt", "fetch_one", "primary_message",
     "translate", "translating",
     "ColumnInfo", "Failure", "MarkerSources", "PartitionRows", "PartitionTransaction", "SupportsRead", "check_time_zone",
     "checks_of", "clear_failure", "close_sessions", "column_info", "completed_dates", "completed_partitions", "connect",

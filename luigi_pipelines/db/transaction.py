@@ -46,6 +46,7 @@ class PartitionTransaction:
     stop: datetime.date | None = None  # the date after the partition's last, when it covers more than ``date`` (a month)
     skipped: list[str] = field(default_factory=list)  # keys under the prefix that looked like data, left out by keys
     checks: list[dict[str, Any]] | None = None  # the data checks' figures (``checks.CheckResult.record``), if declared
+    freeze: TableName | None = None  # a table created in this transaction, which a COPY straight into it writes frozen
 
     @property
     def target(self) -> TableName:
@@ -235,8 +236,17 @@ def copy_stream(
 
     PostgreSQL's data errors become ``BadInputError`` naming ``source``, the line and the column;
     an exception raised by ``reader`` itself reaches psycopg2 only as text and becomes
-    ``CopyAborted`` (the reader's owner knows the real one).
+    ``CopyAborted`` (the reader's owner knows the real one). A COPY into ``tx.freeze`` writes its rows frozen
+    (``COPY ... FREEZE``: no later vacuum freeze or hint-bit rewrite); not in a savepoint, where PostgreSQL refuses it.
     """
+    if tx.freeze is not None and q.copies_into(statement, tx.freeze):
+        statement = q.frozen_copy(statement)
+    return _copy(tx, statement, reader, source, buffer_size)
+
+
+def _copy(
+    tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int
+) -> int:
     try:
         tx.cursor.copy_expert(statement, reader, size=buffer_size)
     except (*BAD_DATA, psycopg2.OperationalError) as exc:  # a reader's exception: QueryCanceled, an OperationalError
@@ -248,7 +258,7 @@ def copy_in_savepoint(
     tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int
 ) -> int | BadInputError:
     """``copy_stream`` that undoes only itself on bad input and returns the error instead of raising."""
-    return attempt(tx, lambda: copy_stream(tx, statement, reader, source, buffer_size))
+    return attempt(tx, lambda: _copy(tx, statement, reader, source, buffer_size))
 
 
 def attempt(tx: PartitionTransaction, step: Callable[[], int], keep: bool = True) -> int | BadInputError:
@@ -262,6 +272,21 @@ def attempt(tx: PartitionTransaction, step: Callable[[], int], keep: bool = True
         return exc
     tx.cursor.execute(q.release_savepoint(_SAVEPOINT) if keep else q.rollback_to_savepoint(_SAVEPOINT))
     return rows
+
+
+def attempt_statements(tx: PartitionTransaction, statements: Sequence[tuple[q.sql.Composable, Sequence[Any]]],
+                       errors: tuple[type[psycopg2.Error], ...]) -> bool:
+    """Run ``statements`` in a savepoint: True when they ran (kept), False when one raised one of ``errors`` (all of
+    them undone, the transaction usable)."""
+    tx.cursor.execute(q.savepoint(_SAVEPOINT))
+    try:
+        for statement, params in statements:
+            tx.cursor.execute(statement, params or None)
+    except errors:
+        tx.cursor.execute(q.rollback_to_savepoint(_SAVEPOINT))
+        return False
+    tx.cursor.execute(q.release_savepoint(_SAVEPOINT))
+    return True
 
 
 def delete_rejects(tx: PartitionTransaction, rejects: TableName) -> None:

@@ -16,6 +16,7 @@ from ..partitions import ScopedTable
 BAD_DATA: tuple[type[psycopg2.Error], ...] = (
     psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.StatementTooComplex)  # also: a value nested too deep
 LOCK_TIMEOUT: tuple[type[psycopg2.Error], ...] = (psycopg2.errors.LockNotAvailable,)
+CHECK_VIOLATION: tuple[type[psycopg2.Error], ...] = (psycopg2.errors.CheckViolation,)  # e.g. a partition's bound
 MISSING_OPERATOR: tuple[type[psycopg2.Error], ...] = (psycopg2.errors.UndefinedFunction,)  # json = json, xml, point...
 NO_PRIVILEGE: tuple[type[psycopg2.Error], ...] = (psycopg2.errors.InsufficientPrivilege,)
 _COLUMNS = (psycopg2.errors.UndefinedColumn, psycopg2.errors.InvalidColumnReference, psycopg2.errors.GeneratedAlways)

@@ -48,6 +48,17 @@ def copy_from_stdin(table: TableName, columns: Sequence[Column], fmt: CsvFormat)
     )
 
 
+def copies_into(statement: sql.Composable, table: TableName) -> bool:
+    """Whether ``statement`` is ``copy_from_stdin``'s COPY into ``table``."""
+    return isinstance(statement, sql.Composed) and len(statement.seq) > 1 and statement.seq[1] == table_ident(table)
+
+
+def frozen_copy(statement: sql.Composed) -> sql.Composed:
+    """``copy_from_stdin``'s statement with ``FREEZE`` among its options: ``... WITH (FORMAT csv, ..., FREEZE)``. The
+    table must have been created (or truncated) in the same transaction, outside any savepoint."""
+    return sql.Composed([*statement.seq[:-1], sql.SQL(", FREEZE)")])
+
+
 STAGE = TableName("pg_temp", "luigi_pipelines_stage")  # where an object with undeclared columns is copied first
 
 
