@@ -129,8 +129,9 @@ class Between(Check):
     def predicate(self) -> sql.Composable:
         """``p.amount < 0 OR p.amount > 1000000``: a NULL is not a violation."""
         column = sql.Identifier(ROW, self.column)
-        parts = [sql.SQL("{} {} {}").format(column, sql.SQL(op), sql.Literal(value))
-                 for op, value in (("<", self.min), (">", self.max)) if value is not None]
+        parts = [template.format(column, sql.Literal(value))
+                 for template, value in ((sql.SQL("{} < {}"), self.min), (sql.SQL("{} > {}"), self.max))
+                 if value is not None]
         return sql.SQL(" OR ").join(parts)
 
     def bound(self) -> str:
@@ -193,7 +194,7 @@ class RowCount(Check):
 @dataclass(frozen=True)
 class SqlCheck(Check):
     label: str = ""
-    query: str = ""
+    query: sql.SQL = field(default_factory=lambda: sql.SQL("{partition}"))
 
     @property
     def name(self) -> str:
@@ -246,11 +247,15 @@ def row_count(min: int | None = None, max: int | None = None, relative_min: floa
     return RowCount(min, max, relative_min, relative_max, int(last), severity=severity)
 
 
-def sql_check(name: str, query: str, severity: str = ERROR) -> SqlCheck:
-    """``query`` returns the partition's violating rows; it reads them from ``{partition}`` (e.g.
-    ``"select id from {partition} where refund > amount"``). It runs in the load's transaction, as the loading
-    user: write it as a query, not a statement."""
-    if PARTITION not in query:
+def sql_check(name: str, query: sql.SQL, severity: str = ERROR) -> SqlCheck:
+    """``query`` (a ``psycopg2.sql.SQL``, as ``SqlTransformPartition``'s: SQL is written in code, never built from
+    text) returns the partition's violating rows; it reads them from ``{partition}`` (e.g.
+    ``sql.SQL("select id from {partition} where refund > amount")``; other braces doubled, as ``SQL.format`` reads
+    them). It runs in the load's transaction, as the loading user: write it as a query, not a statement."""
+    if not isinstance(query, sql.SQL):
+        raise ConfigurationError(f"sql_check({name}): give the query as psycopg2.sql.SQL(\"select ... from "
+                                 f"{PARTITION} where ...\"), not {type(query).__name__}")
+    if PARTITION not in query.string:
         raise ConfigurationError(f"sql_check({name}): the query must read {PARTITION}, the partition's rows")
     return SqlCheck(name, query, severity=severity)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import luigi
 from luigi.tools.range import RangeDaily  # noqa: F401 - registers RangeDaily with [core] autoload_range=false
+from psycopg2 import sql
 
 import luigi_pipelines as lp
 from luigi_pipelines import Lineage, LoadPartition, MergePartition
@@ -51,7 +52,7 @@ class LoadCheckedKilled(LoadPartition):
     date_column = "day"
     columns = [("id", "bigint"), ("day", "date"), ("v", "text")]
     checks = (lp.not_null("id"), lp.unique("id"), lp.row_count(min=1000),
-              lp.sql_check("one_version", "select v from {partition} group by v having count(*) <> "
-                                          "(select count(*) from {partition})"))
+              lp.sql_check("one_version", sql.SQL("select v from {partition} group by v having count(*) <> "
+                                                  "(select count(*) from {partition})")))
     bucket = property(lambda self: fault().bucket)
     table = property(lambda self: fault().table)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from luigi.execution_summary import LuigiStatusCode
+from psycopg2 import sql
 
 import luigi_pipelines as lp
 from luigi_pipelines import ConfigurationError, DataCheckError
@@ -34,7 +35,9 @@ SUCCESS, FAILED = LuigiStatusCode.SUCCESS, LuigiStatusCode.FAILED
 
 def test_declarations_refuse_what_cannot_be_checked():
     with pytest.raises(ConfigurationError, match=r"must read \{partition\}"):
-        lp.sql_check("x", "select 1")
+        lp.sql_check("x", sql.SQL("select 1"))
+    with pytest.raises(ConfigurationError, match=r"give the query as psycopg2.sql.SQL"):
+        lp.sql_check("x", "select id from {partition}")  # text is never made SQL
     with pytest.raises(ConfigurationError, match="give min and/or max, or relative_min"):
         lp.row_count(min=1, relative_min=0.5)
     with pytest.raises(ConfigurationError, match="severity must be 'error' or 'warn'"):
@@ -290,13 +293,13 @@ def test_quarantine_sets_violating_rows_aside_within_max_bad_rows(checked):
 @pytest.mark.s3
 def test_a_sql_check_returns_the_violating_rows(checked, make_task):
     task = make_task(columns=[("id", "bigint"), ("day", "date"), ("v", "text")], checks=(
-        lp.sql_check("odd_ids_are_b", "select id, v from {partition} where id % 2 = 1 and v <> 'b'"),))
+        lp.sql_check("odd_ids_are_b", sql.SQL("select id, v from {partition} where id % 2 = 1 and v <> 'b'")),))
     checked.put(f"d/{D1}/a.csv", "id,day,v\n1,2019-02-01,b\n2,2019-02-01,a\n3,2019-02-01,a\n")
     assert run_task(task(date=D1)).status == FAILED
     assert ('sql_check(odd_ids_are_b): 1 violation in 3 rows (held to 0 rows returned); samples: '
             'sql_check(odd_ids_are_b): {"id": 3, "v": "a"}' in failure(checked, f"{checked.schema}.t", D1)[1])
     broken = make_task(columns=[("id", "bigint"), ("day", "date"), ("v", "text")],
-                       checks=(lp.sql_check("broken", "select nope from {partition}"),))
+                       checks=(lp.sql_check("broken", sql.SQL("select nope from {partition}")),))
     assert run_task(broken(date=D1)).status == FAILED
     error_class, message = failure(checked, f"{checked.schema}.t", D1)
     assert error_class == "ConfigurationError" and 'sql_check(broken): its query failed: column "nope" does not exist' in message

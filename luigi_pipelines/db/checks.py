@@ -151,8 +151,11 @@ def _row_count(tx: PartitionTransaction, check: c.RowCount, where: CheckedRows, 
 
 def _user_check(tx: PartitionTransaction, check: c.SqlCheck, where: CheckedRows, rows: int) -> c.CheckResult:
     try:
-        tx.cursor.execute(q.user_check(where.rows, check.query, c.PARTITION, c.SAMPLES))
-    except psycopg2.Error as exc:
+        tx.cursor.execute(q.user_check(where.rows, check.query, c.SAMPLES))
+    except (psycopg2.Error, KeyError, IndexError, ValueError) as exc:  # the server's, or SQL.format's placeholders
+        if not isinstance(exc, psycopg2.Error):
+            raise ConfigurationError(f"{where.family}: {check.name}: its query has a placeholder other than "
+                                     f"{c.PARTITION} ({exc!r}): double the braces of its text") from None
         raise ConfigurationError(f"{where.family}: {check.name}: its query failed: {primary_message(exc)}") from None
     found = tx.cursor.fetchall()
     samples = tuple(c.sample_text(_as_row(row), where.key_column) for _, row in found)

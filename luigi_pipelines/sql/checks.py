@@ -148,17 +148,16 @@ def recent_rows(marker: TableName) -> sql.Composed:
     ).format(table_ident(marker))
 
 
-def user_check(rows: Rows, query: str, placeholder: str, limit: int) -> sql.Composed:
-    """A ``sql_check``: the user's ``query`` with ``placeholder`` read as the partition's rows; the number of rows
+def user_check(rows: Rows, query: sql.SQL, limit: int) -> sql.Composed:
+    """A ``sql_check``: the user's ``query`` with its ``{partition}`` read as the partition's rows; the number of rows
     it returns, and the first ``limit`` of them as json::
 
         WITH luigi_pipelines_partition AS (SELECT * FROM "s"."t" AS p WHERE ...)
         SELECT count(*) OVER (), to_json(v) FROM (<query>) AS v LIMIT 5
     """
-    text = query.strip().rstrip(";").replace(placeholder, CTE)
     return sql.SQL("WITH {} AS ({}) SELECT count(*) OVER (), to_json(luigi_pipelines_found) FROM ({}) AS "
                    "luigi_pipelines_found LIMIT {}").format(
-        sql.Identifier(CTE), rows.select(), sql.SQL(text), sql.Literal(limit))
+        sql.Identifier(CTE), rows.select(), query.format(partition=sql.Identifier(CTE)), sql.Literal(limit))
 
 
 def quarantine_rows(rows: Rows, predicate: sql.Composable, rejects: TableName, key_column: str) -> sql.Composed:
