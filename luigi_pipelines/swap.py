@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg2.extensions
 
-from . import db, native
+from . import db, native, writes
 from .db import swap as db_swap
 from .errors import LoadError
 from .grains import Grain
@@ -102,6 +102,7 @@ class Swap:
         db.delete_rejects(tx, job.settings.rejects)
         with db.translating(f"{tx.key.describe()} {tx.date}: a row outside the partition", db.CHECK_VIOLATION):
             job.source.write(tx, new)
+        writes.run_checks(tx, job, child=new)
         indexes = db_swap.build_indexes(tx, table, new)
         waited = db_swap.lock_for_swap(tx, table, job.settings.lock_timeout_s)
         expired = self.expire(tx, job, value) if self.keep else 0

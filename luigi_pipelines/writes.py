@@ -290,13 +290,18 @@ class Merge:
                     f"{absent} deleted as absent from the snapshot" if self.snapshot else "no snapshot deletes")
 
 
-def run_checks(tx: db.PartitionTransaction, job: PartitionJob, merge: Merge | None = None) -> None:
+def run_checks(tx: db.PartitionTransaction, job: PartitionJob, merge: Merge | None = None,
+               child: TableName | None = None) -> None:
     """The task's data checks (``db.run_checks``) on the partition's rows: a replace's in the table, a merge's in its
-    stage (every row read, before those of one key supersede each other), with the table's rows beside them."""
+    stage (every row read, before those of one key supersede each other), with the table's rows beside them, a
+    swap's in its new ``child`` (all of whose rows are the partition's)."""
     if not job.checks:
         return
     common: dict[str, Any] = dict(marker=job.marker, rejects=job.settings.rejects, family=job.family,
                                   key_column=job.lineage_key, max_bad_rows=job.max_bad_rows)
+    if child is not None:
+        db.run_checks(tx, job.checks, db.CheckedRows.swapped(child, **common))
+        return
     where = db.CheckedRows.replaced(tx, job.layout.date_column, **common) if merge is None else db.CheckedRows.merged(
         tx, q.MERGE_STAGE, merge.rows_key(tx.key), merge.key, merge.snapshot, **common)
     db.run_checks(tx, job.checks, where)

@@ -446,3 +446,32 @@ def test_a_swap_that_waits_for_a_long_query_lets_new_readers_through_and_gives_u
         long_query.close()
     assert len(outcome) == 1 and "the swap waited" in str(outcome[0]) and "lock_timeout_s = 5" in str(outcome[0])
     assert rows(stack) == [(1, D1, "x"), (2, D2, "y")] and tables_like(stack, "t_p%_new") == []
+
+
+def test_swap_with_data_checks_and_an_evolving_contract(stack, make_task):
+    """The swap with the rest of the write: a data check runs on the new child before the swap (a failed one keeps
+    the old child and its marker); under contract = "evolve" a column the files gained is added to the parent in
+    the load's transaction and reaches the swapped-in child, older children NULL."""
+    import luigi_pipelines as lp
+
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x", "2,2019-02-01,y"))
+    checked = make_task(partitioned=True, checks=(lp.unique("id"), lp.row_count(min=2)))
+    assert run_task(checked(date=D1)).status == SUCCESS
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,new"))  # one row: row_count(min=2) fails
+    assert run_task(checked(date=D1, force=True)).status == FAILED
+    message = stack.query(f"SELECT message FROM {stack.marker_schema}.partition_failure")[0][0]
+    assert "row_count" in message
+    assert rows(stack) == [(1, D1, "x"), (2, D1, "y")]  # the old child stays
+    assert children(stack) == ["t_p20190201"] and tables_like(stack, "t_p%_new") == []
+    stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,n1", "2,2019-02-01,n2"))
+    assert run_task(checked(date=D1, force=True)).status == SUCCESS
+    checks = stack.query(f"SELECT checks FROM {stack.marker_schema}.partition_marker")[0][0]
+    assert {c["check"] for c in checks} >= {"unique(id)"} and all(c["passed"] for c in checks)
+
+    forget_process_state()
+    stack.put("d/2019-02-02/a.csv", "id,day,v,w\n3,2019-02-02,z,9\n")
+    wider = make_task(partitioned=True, contract="evolve", csv=CsvFormat(by_name=True),
+                      columns=[("id", "bigint"), ("day", "date"), ("v", "text"), ("w", "int")])
+    assert run_task(wider(date=D2)).status == SUCCESS
+    assert stack.query(f"SELECT id, w FROM {stack.schema}.t ORDER BY 1") == [(1, None), (2, None), (3, 9)]
+    assert children(stack) == ["t_p20190201", "t_p20190202"]

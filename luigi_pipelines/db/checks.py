@@ -52,6 +52,11 @@ class CheckedRows:
         """A merged partition's rows: its stage; beside them the table's rows of ``rows`` (its scope)."""
         return cls(q.Rows.every(stage), table=_rows_of(rows, "", tx), merge_key=merge_key, snapshot=snapshot, **common)
 
+    @classmethod
+    def swapped(cls, child: TableName, **common: Any) -> CheckedRows:
+        """A swapped partition's rows: every row of its new child table (``swap.Swap``)."""
+        return cls(q.Rows.every(child), **common)
+
 
 def _rows_of(key: ScopedTable, date_column: str, tx: PartitionTransaction) -> q.Rows:
     return q.Rows(key.table, q.partition_where(date_column, key.scope, tx.date, tx.stop if tx.span else None))
