@@ -31,13 +31,13 @@ def evolve(tx: db.PartitionTransaction, layout: TableLayout, family: str, contra
     db.lock_schema(tx, layout.table)
     verdict = _verdict(tx, layout, contract)  # under the lock: what another load changed meanwhile is seen
     if verdict.refused:
-        raise ConfigurationError(refusal(tx.cursor, layout, family, verdict.refused, contract))
+        raise ConfigurationError(refusal(db.connection_of(tx), layout, family, verdict.refused, contract))
     if not verdict.applied:
         return
     statement = contracts.fix_statement(layout.table, verdict.applied)
     db.alter_schema(tx, layout.table, statement)
     logger.warning("%s %s: %s: %s (%s; committed with this load)", tx.key.describe(), tx.date, contract.describe(),
-                   "; ".join(d.problem for d in verdict.applied), statement.as_string(tx.cursor))
+                   "; ".join(d.problem for d in verdict.applied), statement.as_string(db.connection_of(tx)))
 
 
 def _verdict(tx: db.PartitionTransaction, layout: TableLayout, contract: Contract) -> Verdict:
@@ -48,7 +48,7 @@ def _verdict(tx: db.PartitionTransaction, layout: TableLayout, contract: Contrac
     return contracts.judge(contracts.differences(layout, existing, types, contract), contract)
 
 
-def refusal(conn: psycopg2.extensions.connection | psycopg2.extensions.cursor, layout: TableLayout, family: str,
+def refusal(conn: psycopg2.extensions.connection, layout: TableLayout, family: str,
             refused: tuple[Difference, ...] | list[Difference], contract: Contract,
             size: tuple[int, int] | None = None) -> str:
     """The message of a load refused for ``refused``: every difference, and the one statement a person runs (with

@@ -42,7 +42,7 @@ from .markers import (
     upstream_markers,
 )
 from .newest import newest_marked
-from .schema import alter_schema, columns_in, lock_schema, schema_lock_key, table_size, types_in
+from .schema import alter_schema, columns_in, connection_of, lock_schema, schema_lock_key, table_size, types_in
 from .session import checks_of, close_sessions, connect, connect_kwargs, session
 from .transaction import (
     PartitionRows,
@@ -88,7 +88,8 @@ __all__ = [
     "translate", "translating",
     "ColumnInfo", "Failure", "MarkerSources", "PartitionRows", "PartitionTransaction", "SupportsRead", "check_time_zone",
     "checks_of", "clear_failure", "close_sessions", "column_info", "completed_dates", "completed_partitions", "connect",
-    "connect_kwargs", "copy_in_savepoint", "copy_stream", "count_outside_by_key", "count_partition", "count_rows",
+    "connect_kwargs", "connection_of", "copy_in_savepoint", "copy_stream", "count_outside_by_key", "count_partition",
+    "count_rows",
     "delete_absent", "delete_partition", "delete_rejects", "describe_errors", "ensure_marker_table", "ensure_table",
     "execute", "failures_window", "fill_columns", "insert_from_query", "keys_of_date", "keys_of_table", "lock_table",
     "marker_sources", "marker_summary", "marker_window", "newest_marked", "newest_partition", "partition_transaction",

@@ -59,3 +59,8 @@ def table_size(conn: psycopg2.extensions.connection, table: TableName) -> tuple[
         cur.execute(q.select_table_size(), (q.table_ident(table).as_string(conn),))
         row = cur.fetchone()
     return (0, 0) if row is None else (int(row[0] or 0), max(int(row[1] or 0), 0))
+
+
+def connection_of(tx: PartitionTransaction) -> psycopg2.extensions.connection:
+    """The connection of ``tx`` (to render a statement's text for a message: ``Composable.as_string``)."""
+    return tx.cursor.connection
