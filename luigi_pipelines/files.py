@@ -111,6 +111,10 @@ class GrowingFile:
         with self._cond:
             self._cancelled = True
 
+    def restart(self) -> None:
+        """Read from the first byte again (a JSON-lines object that Arrow gave up on is read again by PostgreSQL)."""
+        self._pos = 0
+
     def fileno(self) -> int:
         """The file's descriptor, for a reader of the whole file once ``wait`` has returned (Parquet)."""
         return self._fd

@@ -12,18 +12,22 @@ aside and the others load.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from . import db, quarantine, rowchecks
+from . import db, jsonl_arrow, quarantine, rowchecks
 from . import sql as q
-from .errors import BadInputError, ConfigurationError, LoadError
+from .errors import BadInputError, ConfigurationError, CopyAborted, LoadError
 from .files import EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
 from .objects import CopyPlan, CsvDecoder, ObjectLoader, Scope, plain_copy
 from .partitions import TableName, compression_for
 from .s3 import S3Object
 
+logger = logging.getLogger("luigi-interface.luigi_pipelines")
+_MIB = 1024 * 1024
+_ARROW = "luigi_pipelines_arrow"  # the savepoint of Arrow's COPY
 _ALL = 2**62  # a line number past any object's last line
 _WINDOW = 8192  # lines inserted at a time once the whole object's INSERT has failed: a bad line costs about 3x this
 _NOT_JSON = bytes.maketrans(b"\x01\x02", b"\x03\x03")  # COPY's quote and delimiter -> a byte JSON refuses as well
@@ -54,17 +58,57 @@ class JsonLinesDecoder:
 
     extra: str = ""
     unmatched_lines_ok: bool = False
+    reader: str = ""  # "arrow", "postgres" or "auto"; "": the [load] json_lines_reader setting
+    chunk_bytes: int = 4 * _MIB  # Arrow's reader: the lines parsed and written at a time (it bounds its memory)
+
+    def quick_copy(self, loader: ObjectLoader, obj: S3Object, raw: GrowingFile, reader: SourceReader
+                   ) -> int | SourceReader:
+        """Arrow's reader (``jsonl_arrow``), when it is chosen and reads the declared types: the object's lines COPYed
+        as CSV straight into the table, in a savepoint. On any doubt that PostgreSQL's path would load the same rows
+        (or fail), the savepoint is rolled back and a reader of the object from its start is returned for that path."""
+        self._check_extra(loader.columns)
+        choice = self.reader or loader.settings.json_lines_reader
+        plan = jsonl_arrow.ArrowPlan.of(loader.columns, self.extra, loader.tx.key.scope, self.unmatched_lines_ok)
+        if choice == "postgres" or plan is None or not _arrow_installed(choice == "arrow"):
+            return reader
+        tx = loader.tx
+        rows = jsonl_arrow.ArrowJsonRows(reader, plan, self.chunk_bytes)
+        statement = q.copy_from_stdin(loader.target, plan.columns, jsonl_arrow.CSV)
+        db.execute(tx, q.savepoint(_ARROW))
+        doubt: str | None
+        try:
+            copied = db.copy_stream(tx, statement, loader.source_stream(obj, rows), obj.url, loader.settings.copy_buffer)
+        except BadInputError as exc:
+            doubt = f"COPY refused Arrow's rows: {exc}"
+        except CopyAborted:
+            if rows.doubt is None:
+                if reader.error is not None:  # the reader's own error (a failed download, corrupt gzip data)
+                    raise reader.error from None
+                raise
+            doubt = rows.doubt
+        else:
+            doubt = None if copied == rows.rows and reader.at_end() else f"COPY took {copied} of {rows.rows} rows"
+        if doubt is None:
+            db.execute(tx, q.release_savepoint(_ARROW))
+            return copied
+        db.execute(tx, q.rollback_to_savepoint(_ARROW))
+        logger.info("%s: %s; loading the object by PostgreSQL's path (jsonb_to_record)", obj.url, doubt)
+        raw.restart()
+        return self.open(raw, obj)
 
     def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = ()) -> CopyPlan:
         """Each line into the stage, which checks its keys as COPY reads it (``rowchecks.json_line_check``)."""
-        by_name = {c.name: c for c in columns}
-        if self.extra and (self.extra not in by_name or by_name[self.extra].type.lower() not in ("jsonb", "json")):
-            raise ConfigurationError(f"JsonLinesDecoder(extra={self.extra!r}) must name a declared jsonb column, "
-                                     f"not {by_name[self.extra].type if self.extra in by_name else 'an undeclared one'}")
+        self._check_extra(columns)
         check = rowchecks.json_line_check(q.JSON_LINE.name, [c.name for c in columns if c.name != self.extra], scope,
                                           any_key=bool(self.extra), unmatched_ok=self.unmatched_lines_ok)
         stage = (q.create_json_stage(),) if check is None else (*rowchecks.create_functions(), q.create_json_stage((check,)))
         return CopyPlan(q.copy_json_lines(), q.STAGE, (q.JSON_LINE,), table, tuple(columns), stage)  # lines count from 1
+
+    def _check_extra(self, columns: Sequence[q.Column]) -> None:
+        by_name = {c.name: c for c in columns}
+        if self.extra and (self.extra not in by_name or by_name[self.extra].type.lower() not in ("jsonb", "json")):
+            raise ConfigurationError(f"JsonLinesDecoder(extra={self.extra!r}) must name a declared jsonb column, "
+                                     f"not {by_name[self.extra].type if self.extra in by_name else 'an undeclared one'}")
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
         return SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=True, quote=q.JSON_LINES.quote.encode(),
@@ -144,6 +188,18 @@ class JsonLinesDecoder:
             raise BadInputError(f"{obj.url}: {failed.reason} (in the INSERT of the object's lines, which went in "
                                 f"window by window)", None, None, failed.reason)
         return inserted
+
+
+def _arrow_installed(required: bool) -> bool:
+    """Whether pyarrow imports; when it does not and Arrow's reader is ``required``, a ``ConfigurationError``."""
+    try:
+        jsonl_arrow.pyarrow_json()
+    except ImportError as exc:
+        if required:
+            raise ConfigurationError(f"json_lines_reader=arrow needs pyarrow, which is not installed ({exc}): "
+                                     f"pip install 'luigi-pipelines[parquet]'") from None
+        return False
+    return True
 
 
 def _inserted(obj: S3Object, outcome: int | BadInputError) -> int:
