@@ -239,6 +239,10 @@ class SourceReader:
     def read(self, size: int = -1) -> bytes:
         return self._guard.read(size)
 
+    def decoded(self, size: int) -> bytes:
+        """The data as decoded, without the ``\\.`` guard (for a reader that is not COPY: Arrow's)."""
+        return self._decoded(size)
+
     def _decoded(self, size: int) -> bytes:
         if self._peeked is not None:
             data, self._peeked = self._peeked, None

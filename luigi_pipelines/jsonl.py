@@ -59,7 +59,7 @@ class JsonLinesDecoder:
     extra: str = ""
     unmatched_lines_ok: bool = False
     reader: str = ""  # "arrow", "postgres" or "auto"; "": the [load] json_lines_reader setting
-    chunk_bytes: int = 4 * _MIB  # Arrow's reader: the lines parsed and written at a time (it bounds its memory)
+    chunk_bytes: int = _MIB  # Arrow's reader: the lines parsed and written at a time (it bounds its memory)
 
     def quick_copy(self, loader: ObjectLoader, obj: S3Object, raw: GrowingFile, reader: SourceReader
                    ) -> int | SourceReader:

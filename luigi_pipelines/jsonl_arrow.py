@@ -123,9 +123,8 @@ class ArrowPlan:
 
 
 def pyarrow_json() -> Any:
-    """``pyarrow`` with its ``json``, ``csv`` and ``compute`` modules (ImportError when it is not installed)."""
+    """``pyarrow`` with its ``json`` and ``csv`` modules (ImportError when it is not installed)."""
     import pyarrow
-    import pyarrow.compute
     import pyarrow.csv
     import pyarrow.json
     return pyarrow
@@ -147,6 +146,7 @@ class ArrowJsonRows:
         self._walker = LineWalker(plan) if plan.walks else None
         self._read = self.pa.json.ReadOptions(use_threads=False, block_size=max(chunk_bytes, 1 << 16))
         self._write = self.pa.csv.WriteOptions(include_header=False)
+        self._pool = self.pa.default_memory_pool()
         self._chunks: Iterator[bytes] | None = None
         self._buffer = memoryview(b"")
         self.rows = 0
@@ -176,7 +176,7 @@ class ArrowJsonRows:
         """The reader's data in chunks of whole lines, each ending with ``\\n`` (added to a last line without one)."""
         rest = b""
         while True:
-            data = self._reader.read(self._chunk_bytes)
+            data = self._reader.decoded(self._chunk_bytes)
             if not data:
                 break
             data = rest + data
@@ -191,14 +191,14 @@ class ArrowJsonRows:
 
     def _csv(self, lines: bytes) -> bytes:
         pa = self.pa
-        text, expected = _check_lines(lines)
+        expected = _check_lines(lines)
         try:
             table = pa.json.read_json(pa.BufferReader(lines), read_options=self._read, parse_options=self._parse)
         except (pa.ArrowException, ValueError) as exc:
             raise Doubt(f"Arrow does not read a line as PostgreSQL's path would: {exc}") from None
         if table.num_rows != expected:
             raise Doubt(f"Arrow read {table.num_rows} rows from {expected} lines")
-        walked = None if self._walker is None else self._walker.walk(text, expected)
+        walked = None if self._walker is None else self._walker.walk(lines.decode(), expected)
         self._check_rows(table, lines, walked is None)
         plan = self._plan
         columns = [pa.array(walked[c.name], pa.string()) if walked is not None and c.name in walked
@@ -207,13 +207,16 @@ class ArrowJsonRows:
         sink = io.BytesIO()
         pa.csv.write_csv(written, sink, write_options=self._write)
         self.rows += table.num_rows
+        del written, columns, table
+        self._pool.release_unused()  # else mimalloc keeps what each chunk freed (as for Parquet's batches)
         return sink.getvalue()
 
     def _check_rows(self, table: Any, lines: bytes, unmatched: bool) -> None:
         """The doubts that need the values: an (``unmatched``) line whose declared keys may all be missing, a scope
         key, a float zero, NaN or an infinity."""
-        pc, plan = self.pa.compute, self._plan
-        if unmatched and not plan.unmatched_ok and plan.kinds:
+        plan = self._plan
+        if unmatched and not plan.unmatched_ok and plan.kinds and all(table.column(n).null_count for n in plan.kinds):
+            pc = _compute()  # some row may have every declared key missing (only then: pyarrow.compute costs 8 MB)
             missing = None
             for name in plan.kinds:
                 null = pc.is_null(table.column(name))
@@ -222,45 +225,54 @@ class ArrowJsonRows:
                 raise Doubt("a line whose declared keys are all missing or null (the unmatched-line check decides)")
         for name, value in plan.scope:
             column = table.column(name)
-            if column.null_count or not pc.all(pc.equal(column, value)).as_py():
+            if column.null_count or not _compute().all(_compute().equal(column, value)).as_py():
                 raise Doubt(f"a line whose scope key {name!r} is null or not {value!r}")
-        for name, kind in plan.kinds.items():
-            if kind != "float":
-                continue
-            column = table.column(name)
+        for name in (n for n, kind in plan.kinds.items() if kind == "float"):
+            pc, column = _compute(), table.column(name)
             if pc.any(pc.invert(pc.is_finite(column))).as_py():
                 raise Doubt(f"a NaN or an infinity in {name}")
             if pc.any(pc.equal(column, 0)).as_py() and any(mark in lines for mark in (b"e-", b"E-", b"-0", b"0" * 300)):
                 raise Doubt(f"a zero in {name} that may be an underflow or a negative zero")
 
 
-_NOT_JSONB = (b"NaN", b"Inf", b"\\u0000", b"\xef\xbb\xbf", b"\r")  # what Arrow reads anywhere in a line and jsonb refuses
+def _compute() -> Any:
+    import pyarrow.compute
+    return pyarrow.compute
 
 
-def _check_lines(lines: bytes) -> tuple[str, int]:
+_NOT_JSONB = (b"NaN", b"Inf", b"\\u0000", b"\r")  # what Arrow reads anywhere in a line and jsonb refuses (\r: COPY's)
+_BOM = b"\xef\xbb\xbf"
+
+
+def _check_lines(lines: bytes) -> int:
     """The number of objects ``lines`` (ending with ``\\n``) hold for PostgreSQL's path: one a non-empty line, or a
-    ``Doubt`` when a line may hold another number, or what jsonb refuses (``_NOT_JSONB``, not UTF-8, too deep)."""
+    ``Doubt`` when a line may hold another number, or what jsonb refuses (``_NOT_JSONB``, a byte-order mark, bytes
+    that are not UTF-8, nesting deeper than ``DEPTH``). Each check is a scan of the bytes in C (``bytes.count``)."""
     for mark in _NOT_JSONB:
         if mark in lines:
             raise Doubt(f"a chunk of lines holding {mark!r}")
-    try:
-        text = lines.decode()
-    except UnicodeDecodeError as exc:
-        raise Doubt(f"bytes that are not UTF-8 ({exc.reason})") from None
+    if not lines.isascii():
+        if _BOM in lines:
+            raise Doubt("a chunk of lines holding a byte-order mark")
+        try:
+            lines.decode()
+        except UnicodeDecodeError as exc:
+            raise Doubt(f"bytes that are not UTF-8 ({exc.reason})") from None
     count = lines.count(b"\n")
-    empty = lines.count(b"\n\n") + (lines[:1] == b"\n")
-    if b"\n\n\n" in lines:
+    if lines[:1] == b"{" and lines[-2:] == b"}\n" and lines.count(b"}\n{") == count - 1:
+        objects = count  # no empty line, each line from { to }: one scan instead of three
+    else:
         empty = len(re.findall(b"\n(?=\n)", lines)) + (lines[:1] == b"\n")
-    objects = count - empty
-    starts = lines.count(b"\n{") + (lines[:1] == b"{")
-    ends = lines.count(b"}\n")
-    if starts != objects or ends != objects:
-        raise Doubt("a line that does not start with { and end with } (blanks, several objects, one on several lines)")
+        objects = count - empty
+        starts = lines.count(b"\n{") + (lines[:1] == b"{")
+        if starts != objects or lines.count(b"}\n") != objects:
+            raise Doubt("a line that does not start with { and end with } (blanks, several objects, one on several "
+                        "lines)")
     if lines.count(b"{") + lines.count(b"[") - objects > DEPTH:
         for line in lines.split(b"\n"):
             if line.count(b"{") + line.count(b"[") > DEPTH and _depth(line) > DEPTH:
                 raise Doubt(f"a line nested deeper than {DEPTH}")
-    return text, objects
+    return objects
 
 
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]')

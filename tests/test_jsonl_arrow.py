@@ -70,7 +70,7 @@ def test_rows_are_written_as_csv_in_chunks_of_whole_lines_with_nested_values_as_
     (b'{"id": 1,\n"d": "2019-02-01"}\n', "does not start with {"),     # one object on two lines
     (b'{"id": 1, "x": NaN}\n', "NaN"),                                   # jsonb refuses NaN, Arrow takes it
     (b'{"id": 1, "x": "\\u0000"}\n', "u0000"),                           # jsonb refuses \u0000 (in any key)
-    (b'{"id": 1}\n\xef\xbb\xbf{"id": 2}\n', "xef"),                      # a byte-order mark inside the object
+    (b'{"id": 1}\n\xef\xbb\xbf{"id": 2}\n', "byte-order mark"),                      # a byte-order mark inside the object
     (b'{"id": 1, "x": "\xff"}\n', "not UTF-8"),                          # in a key no column takes
     (b'{"id": 1}\r\n', "r"),                                             # COPY's line ends are PostgreSQL's business
     (b'{"id": "2"}\n', "changed from number to string"),                 # a string into bigint: PostgreSQL converts it
