@@ -9,6 +9,10 @@ partition's transaction. No line is parsed in Python. Only when that INSERT fail
 for: by bisecting the line numbers with trial INSERTs that are rolled back (about two more passes over
 the object's rows), so the error names the key and the line, or, in quarantine mode, the line is set
 aside and the others load.
+
+With pyarrow installed (and ``[load] json_lines_reader`` not ``postgres``), each object is first read by Arrow and
+COPYed as CSV straight into the table (``quick_copy``, ``jsonl_arrow``), in a savepoint; on any doubt that this loads
+exactly what the path above would, the savepoint is rolled back and the object takes the path above.
 """
 from __future__ import annotations
 

@@ -1,22 +1,23 @@
 """JSON lines read by Arrow (the ``parquet`` extra, pyarrow) and written to COPY as CSV, for ``jsonl.JsonLinesDecoder``.
 
 PostgreSQL's path parses every line as ``jsonb`` and maps it with ``jsonb_to_record`` (``jsonl``). This one lets
-Arrow's JSON reader parse the lines, the declared columns as its explicit schema, a bounded chunk of lines at a time
-(``chunk_bytes``, cut at a line end), and writes each chunk's rows as CSV straight into the table's COPY, like
-``parquet``. It must load the same rows, values and NULLs, or nothing: each declared type is read as an Arrow type
-whose text PostgreSQL reads as ``jsonb_to_record`` would have read the value (``arrow_types``), and whatever Arrow
-reads otherwise, or cannot tell apart, is a *doubt* (``Doubt``): the caller undoes the COPY and loads the object by
-PostgreSQL's path, which also names a bad line by its key and line, or sets it aside in quarantine mode.
+Arrow's JSON reader parse the lines, the declared columns as its explicit schema, a bounded chunk of whole lines at a
+time (``chunk_bytes``; Arrow's streaming reader is not used because the checks below need each chunk's bytes), and
+writes each chunk's rows as CSV straight into the table's COPY, like ``parquet``. It must load the same rows, values
+and NULLs, or nothing: each declared type is read as an Arrow type whose text PostgreSQL reads as ``jsonb_to_record``
+would have read the value (``arrow_kind``); the values of ``jsonb`` columns and the keys an ``extra`` column keeps go
+as the line holds them (``LineWalker``), for PostgreSQL to parse as its path does; and whatever Arrow reads otherwise,
+or cannot tell apart, is a *doubt* (``Doubt``): the caller undoes the COPY and loads the object by PostgreSQL's path,
+which also names a bad line by its key and line, or sets it aside in quarantine mode.
 
 What makes a doubt: a line Arrow refuses (not JSON, not an object, a value of another JSON type than the column's
-Arrow type takes, a key given twice); a key the columns do not name when an ``extra`` column keeps such keys; a
-non-null value of a ``jsonb`` column (only PostgreSQL writes ``jsonb`` as PostgreSQL's path does); a line whose
-declared keys are all missing or null (``{}`` and ``{"id": null}`` look alike to Arrow; the unmatched-line check
-tells them apart); a scope key that is null or holds another value; a chunk holding what Arrow takes and ``jsonb``
-refuses, anywhere in a line (``NaN``/``Infinity``, ``\\u0000``, a byte-order mark, bytes that are not UTF-8, a line
-nested deeper than ``DEPTH``), or what makes its lines other than one object each (a line not starting with ``{`` or
-not ending with ``}``, a ``\\r``); a float zero where the chunk holds an exponent or ``-0`` (an underflow, a negative
-zero); any COPY error; and COPY taking another number of rows than Arrow read. pyarrow comes in on first use.
+Arrow type takes, a key given twice); a line whose declared keys are all missing or null (``{}`` and ``{"id": null}``
+look alike to Arrow; the unmatched-line check tells them apart; with walked keys, only a line without a declared key);
+a scope key that is null or holds another value; a chunk holding what Arrow takes and ``jsonb`` refuses, anywhere in
+a line (``NaN``/``Infinity``, ``\\u0000``, a byte-order mark, bytes that are not UTF-8, a line nested deeper than
+``DEPTH``), or what makes its lines other than one object each (a line not starting with ``{`` or not ending with
+``}``, a ``\\r``); a float zero where the chunk holds an exponent or ``-0`` (an underflow, a negative zero); any COPY
+error; and COPY taking another number of rows than Arrow read. pyarrow comes in on first use.
 """
 from __future__ import annotations
 
@@ -144,7 +145,6 @@ class ArrowJsonRows:
         self._parse = self.pa.json.ParseOptions(explicit_schema=self._schema, newlines_in_values=False,
                                                 unexpected_field_behavior="ignore")
         self._walker = LineWalker(plan) if plan.walks else None
-        self._read = self.pa.json.ReadOptions(use_threads=False, block_size=max(chunk_bytes, 1 << 16))
         self._write = self.pa.csv.WriteOptions(include_header=False)
         self._pool = self.pa.default_memory_pool()
         self._chunks: Iterator[bytes] | None = None
@@ -193,7 +193,8 @@ class ArrowJsonRows:
         pa = self.pa
         expected = _check_lines(lines)
         try:
-            table = pa.json.read_json(pa.BufferReader(lines), read_options=self._read, parse_options=self._parse)
+            read = pa.json.ReadOptions(use_threads=False, block_size=len(lines) + 1)  # the whole chunk, a long line too
+            table = pa.json.read_json(pa.BufferReader(lines), read_options=read, parse_options=self._parse)
         except (pa.ArrowException, ValueError) as exc:
             raise Doubt(f"Arrow does not read a line as PostgreSQL's path would: {exc}") from None
         if table.num_rows != expected:
@@ -240,7 +241,8 @@ def _compute() -> Any:
     return pyarrow.compute
 
 
-_NOT_JSONB = (b"NaN", b"Inf", b"\\u0000", b"\r")  # what Arrow reads anywhere in a line and jsonb refuses (\r: COPY's)
+_NOT_JSONB = (b"\\u0000", b"\r")  # what Arrow reads anywhere in a line and jsonb refuses (\r: COPY's business)
+_NON_FINITE = re.compile(rb"[:\[,][ \t]*-?(?:NaN|Inf)")  # a value NaN, Inf(inity), which Arrow reads as numbers
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -251,6 +253,8 @@ def _check_lines(lines: bytes) -> int:
     for mark in _NOT_JSONB:
         if mark in lines:
             raise Doubt(f"a chunk of lines holding {mark!r}")
+    if (b"NaN" in lines or b"Inf" in lines) and _NON_FINITE.search(lines):  # "Info" in a string is no doubt
+        raise Doubt("a chunk of lines holding NaN or Infinity, which Arrow reads as numbers and jsonb refuses")
     if not lines.isascii():
         if _BOM in lines:
             raise Doubt("a chunk of lines holding a byte-order mark")

@@ -69,6 +69,7 @@ def test_rows_are_written_as_csv_in_chunks_of_whole_lines_with_nested_values_as_
     (b'{"id": 1} {"id": 2}\n', "does not start with {|Arrow read 2 rows"),  # two objects on a line
     (b'{"id": 1,\n"d": "2019-02-01"}\n', "does not start with {"),     # one object on two lines
     (b'{"id": 1, "x": NaN}\n', "NaN"),                                   # jsonb refuses NaN, Arrow takes it
+    (b'{"id": 1, "x": [1, -Infinity]}\n', "NaN or Infinity"),
     (b'{"id": 1, "x": "\\u0000"}\n', "u0000"),                           # jsonb refuses \u0000 (in any key)
     (b'{"id": 1}\n\xef\xbb\xbf{"id": 2}\n', "byte-order mark"),                      # a byte-order mark inside the object
     (b'{"id": 1, "x": "\xff"}\n', "not UTF-8"),                          # in a key no column takes
@@ -141,9 +142,10 @@ def test_typed_lines_load_by_arrow_as_postgresql_loads_them(both):
         {"id": -3, "v": "", "ok": False, "f": 5e-324, "amount": 1e3, "doc": "text", "unknown": [1, {"x": 2}]},
         {"id": 4, "doc": None, "v": None, "f": 2.5, "n": -0},
         '{"id": 5, "doc": {"k": 1, "k": 2}, "v": "\u00e9\\u00e9"}'.encode(),  # the last of a key wins in jsonb
+        b'{"id": 7, "v": "Info NaN \\ud83d\\ude00", "doc": ["\\ud83d\\ude00", "\\u00e9"]}',  # no doubt
     )
     postgres, arrow, fell_back = both(data)
-    assert arrow == postgres and len(postgres) == 6 and not fell_back
+    assert arrow == postgres and len(postgres) == 7 and not fell_back
 
 
 @pytest.mark.postgres
