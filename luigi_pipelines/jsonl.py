@@ -76,6 +76,8 @@ class JsonLinesDecoder:
         if choice == "postgres" or plan is None or not _arrow_installed(choice == "arrow"):
             return reader
         tx = loader.tx
+        raw.restart()  # a reader without the scrub and the counts, which COPY's check of PostgreSQL's path needs
+        reader = SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=True, counted=False)
         rows = jsonl_arrow.ArrowJsonRows(reader, plan, self.chunk_bytes)
         statement = q.copy_from_stdin(loader.target, plan.columns, jsonl_arrow.CSV)
         db.execute(tx, q.savepoint(_ARROW))

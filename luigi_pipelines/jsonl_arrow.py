@@ -272,7 +272,7 @@ def _check_lines(lines: bytes) -> int:
         if starts != objects or lines.count(b"}\n") != objects:
             raise Doubt("a line that does not start with { and end with } (blanks, several objects, one on several "
                         "lines)")
-    if lines.count(b"{") + lines.count(b"[") - objects > DEPTH:
+    if lines.count(b"{") + (lines.count(b"[") if b"[" in lines else 0) - objects > DEPTH:
         for line in lines.split(b"\n"):
             if line.count(b"{") + line.count(b"[") > DEPTH and _depth(line) > DEPTH:
                 raise Doubt(f"a line nested deeper than {DEPTH}")
