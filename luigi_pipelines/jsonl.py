@@ -28,6 +28,7 @@ from .files import EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_d
 from .objects import CopyPlan, CsvDecoder, ObjectLoader, Scope, plain_copy
 from .partitions import TableName, compression_for
 from .s3 import S3Object
+from .settings import JSON_LINES_READERS
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
 _MIB = 1024 * 1024
@@ -72,6 +73,9 @@ class JsonLinesDecoder:
         (or fail), the savepoint is rolled back and a reader of the object from its start is returned for that path."""
         self._check_extra(loader.columns)
         choice = self.reader or loader.settings.json_lines_reader
+        if choice not in JSON_LINES_READERS or self.chunk_bytes <= 0:
+            raise ConfigurationError(f"JsonLinesDecoder(reader={self.reader!r}, chunk_bytes={self.chunk_bytes}): the "
+                                     f"reader is one of {', '.join(JSON_LINES_READERS)}, chunk_bytes a positive size")
         plan = jsonl_arrow.ArrowPlan.of(loader.columns, self.extra, loader.tx.key.scope, self.unmatched_lines_ok)
         if choice == "postgres" or plan is None or not _arrow_installed(choice == "arrow"):
             return reader

@@ -190,7 +190,34 @@ def test_the_setting_chooses_the_reader_and_the_decoder_overrides_it(stack, make
     assert stack.query(f"SELECT id, v FROM {stack.schema}.t") == [(1, "12")]
 
 
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_decoder_naming_no_reader_is_a_configuration_error(stack, make_task):
+    stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "day": "2019-02-01"}))
+    with pytest.raises(lp.ConfigurationError, match=r"JsonLinesDecoder\(reader='fast', chunk_bytes=1048576\): the reader "
+                                                    r"is one of auto, arrow, postgres"):
+        make_task(decoder=JsonLinesDecoder(reader="fast"))(date=D1).run()
+
+
 def test_the_reader_setting_takes_three_values():
     assert LoadSettings().json_lines_reader == "auto"
     with pytest.raises(ValueError, match="one of auto, arrow, postgres"):
         LoadSettings(json_lines_reader="fast")
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_without_pyarrow_auto_takes_postgresqls_path_and_arrow_names_the_extra(stack, make_task, monkeypatch):
+    """pyarrow made not importable for the test (the package's own import of it goes through ``pyarrow_json``)."""
+    from luigi_pipelines import jsonl_arrow
+
+    def missing() -> None:
+        raise ImportError("No module named 'pyarrow'")
+
+    monkeypatch.setattr(jsonl_arrow, "pyarrow_json", missing)
+    stack.put("d/2019-02-01/a.jsonl", lines({"id": 1, "day": "2019-02-01", "v": "a"}))
+    with pytest.raises(lp.ConfigurationError, match=r"json_lines_reader=arrow needs pyarrow, which is not installed "
+                                                    r".*pip install 'luigi-pipelines\[parquet\]'"):
+        make_task(decoder=JsonLinesDecoder(reader="arrow"))(date=D1).run()
+    make_task(decoder=JsonLinesDecoder())(date=D1).run()  # auto
+    assert stack.query(f"SELECT id, v FROM {stack.schema}.t") == [(1, "a")]
