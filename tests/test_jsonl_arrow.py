@@ -221,3 +221,11 @@ def test_without_pyarrow_auto_takes_postgresqls_path_and_arrow_names_the_extra(s
         make_task(decoder=JsonLinesDecoder(reader="arrow"))(date=D1).run()
     make_task(decoder=JsonLinesDecoder())(date=D1).run()  # auto
     assert stack.query(f"SELECT id, v FROM {stack.schema}.t") == [(1, "a")]
+
+
+def test_a_deep_line_among_empty_lines_is_a_doubt_and_a_declared_key_holding_nan_too():
+    with pytest.raises(Doubt, match="deeper than 1000"):
+        csv_of(b"\n" * 5000 + b'{"id": 1, "x": ' + b"[" * 1001 + b"]" * 1001 + b"}\n", [("id", "bigint")])
+    with pytest.raises(Doubt, match="NaN or an infinity"):
+        csv_of(b'{"id": 1, "f": NaN}\n', [("id", "bigint"), ("f", "float8")])
+    assert csv_of(b'{"id": 1, "f": 2.5}\n{"id": 2}\n', [("id", "bigint"), ("f", "float8")]) == "1,2.5\n2,\n"
