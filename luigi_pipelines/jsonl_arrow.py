@@ -53,7 +53,7 @@ class Doubt(Exception):
 
 def arrow_kind(column_type: str) -> str | None:
     """How a declared type is read by Arrow: ``int``, ``integral``, ``float``, ``bool``, ``string``, ``decimal(p,s)``,
-    ``jsonb`` (null only), or None: a type this reader leaves to PostgreSQL's path (arrays, ``json``, user types)."""
+    ``jsonb`` (the line's text of the value), or None: a type left to PostgreSQL's path (arrays, ``json``, user types)."""
     kind = _WS.sub(" ", column_type.strip().lower()).replace(" (", "(").replace(", ", ",").replace("( ", "(")
     if kind in _INTS:
         return "int"
@@ -90,8 +90,8 @@ def _arrow_type(pa: Any, kind: str) -> Any:
 
 @dataclass(frozen=True)
 class ArrowPlan:
-    """What Arrow reads of each line: the declared columns (``kinds``, by name), the scope keys, and how a key the
-    columns do not name is taken (``extra``: it would be kept, so it is a doubt)."""
+    """What Arrow reads of each line: the declared columns (``kinds``, by name; ``jsonb`` ones and ``extra`` are walked
+    by ``LineWalker``), the scope keys (as strings) and whether a line without a declared key loads."""
 
     columns: tuple[q.Column, ...]
     kinds: dict[str, str]
