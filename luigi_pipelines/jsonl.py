@@ -32,7 +32,6 @@ from .settings import JSON_LINES_READERS
 
 logger = logging.getLogger("luigi-interface.luigi_pipelines")
 _MIB = 1024 * 1024
-_ARROW = "luigi_pipelines_arrow"  # the savepoint of Arrow's COPY
 _ALL = 2**62  # a line number past any object's last line
 _WINDOW = 8192  # lines inserted at a time once the whole object's INSERT has failed: a bad line costs about 3x this
 _NOT_JSON = bytes.maketrans(b"\x01\x02", b"\x03\x03")  # COPY's quote and delimiter -> a byte JSON refuses as well
@@ -84,24 +83,14 @@ class JsonLinesDecoder:
         reader = SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=True, counted=False)
         rows = jsonl_arrow.ArrowJsonRows(reader, plan, self.chunk_bytes)
         statement = q.copy_from_stdin(loader.target, plan.columns, jsonl_arrow.CSV)
-        db.execute(tx, q.savepoint(_ARROW))
-        doubt: str | None
-        try:
-            copied = db.copy_stream(tx, statement, loader.source_stream(obj, rows), obj.url, loader.settings.copy_buffer)
-        except BadInputError as exc:
-            doubt = f"COPY refused Arrow's rows: {exc}"
-        except CopyAborted:
-            if rows.doubt is None:
-                if reader.error is not None:  # the reader's own error (a failed download, corrupt gzip data)
-                    raise reader.error from None
-                raise
-            doubt = rows.doubt
-        else:
-            doubt = None if copied == rows.rows and reader.at_end() else f"COPY took {copied} of {rows.rows} rows"
-        if doubt is None:
-            db.execute(tx, q.release_savepoint(_ARROW))
-            return copied
-        db.execute(tx, q.rollback_to_savepoint(_ARROW))
+        outcome = db.tentative_copy(tx, statement, loader.source_stream(obj, rows), obj.url, loader.settings.copy_buffer,
+                                    keep=lambda copied: copied == rows.rows and reader.at_end())
+        if isinstance(outcome, int):
+            return outcome
+        if isinstance(outcome, CopyAborted) and rows.doubt is None:  # the reader's own error: a failed download,
+            raise outcome if reader.error is None else reader.error from None  # corrupt gzip data
+        doubt = rows.doubt or (f"COPY refused Arrow's rows: {outcome}" if outcome is not None else
+                               f"COPY took another number of rows than Arrow's {rows.rows}, or ended early")
         logger.info("%s: %s; loading the object by PostgreSQL's path (jsonb_to_record)", obj.url, doubt)
         raw.restart()
         return self.open(raw, obj)

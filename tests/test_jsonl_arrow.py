@@ -229,3 +229,15 @@ def test_a_deep_line_among_empty_lines_is_a_doubt_and_a_declared_key_holding_nan
     with pytest.raises(Doubt, match="NaN or an infinity"):
         csv_of(b'{"id": 1, "f": NaN}\n', [("id", "bigint"), ("f", "float8")])
     assert csv_of(b'{"id": 1, "f": 2.5}\n{"id": 2}\n', [("id", "bigint"), ("f", "float8")]) == "1,2.5\n2,\n"
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_corrupt_gzip_data_fails_as_itself_with_either_reader(stack, make_task, json_lines_reader):
+    import gzip
+
+    body = gzip.compress(lines(*({"id": n, "day": "2019-02-01"} for n in range(20_000))))
+    stack.put("d/2019-02-01/a.jsonl.gz", body[:len(body) // 2])  # truncated: not a doubt, the object's own error
+    with pytest.raises(BadInputError, match=r"a\.jsonl\.gz: corrupt or truncated gzip data"):
+        make_task(decoder=JsonLinesDecoder())(date=D1).run()
+    assert stack.markers(f"{stack.schema}.t") == {}

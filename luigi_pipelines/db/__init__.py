@@ -61,6 +61,7 @@ from .transaction import (
     newest_partition,
     partition_transaction,
     read_rows,
+    tentative_copy,
     write_marker,
     write_rejects,
 )
@@ -85,5 +86,5 @@ __all__ = [
     "execute", "failures_window", "fill_columns", "insert_from_query", "keys_of_date", "keys_of_table", "lock_table",
     "marker_sources", "marker_summary", "marker_window", "newest_partition", "partition_transaction", "read_rows",
     "record_failure", "recorded_span", "resolve_types", "server_clock", "session", "supersede_failures",
-    "table_columns", "table_exists", "unique_keys", "upstream_markers", "write_marker", "write_rejects",
+    "table_columns", "table_exists", "tentative_copy", "unique_keys", "upstream_markers", "write_marker", "write_rejects",
 ]
