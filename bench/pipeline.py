@@ -83,10 +83,16 @@ class MergeTransactions(lp.MergePartition):
 
 
 class LoadTransactionsJsonLines(LoadTransactions):
-    """The same rows as JSON lines, one object a line: staged by COPY, mapped by ``jsonb_to_record``."""
+    """The same rows as JSON lines, one object a line: read by Arrow, COPYed as CSV (``jsonl_arrow``)."""
 
     key_prefix = JSONL_PREFIX
-    decoder = lp.JsonLinesDecoder()
+    decoder = lp.JsonLinesDecoder(reader="arrow")
+
+
+class LoadTransactionsJsonLinesPostgres(LoadTransactionsJsonLines):
+    """The same JSON lines by PostgreSQL's path: staged by COPY, mapped by ``jsonb_to_record``."""
+
+    decoder = lp.JsonLinesDecoder(reader="postgres")
 
 
 class LoadTransactionsParquet(LoadTransactions):

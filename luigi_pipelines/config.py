@@ -14,7 +14,7 @@ import luigi
 from luigi.parameter import ParameterVisibility
 
 from . import defaults  # noqa: F401 - importing it puts the package's luigi defaults (defaults.cfg) in place
-from .settings import DatabaseSettings, LoadSettings, S3Settings
+from .settings import JSON_LINES_READERS, DatabaseSettings, LoadSettings, S3Settings
 
 T = TypeVar("T")
 
@@ -121,6 +121,10 @@ class load(luigi.Config):  # noqa: N801
     lock_timeout_s = luigi.IntParameter(
         default=_LOAD.lock_timeout_s, description="give up waiting for another loader's partition lock after this long (0: wait)"
     )
+    json_lines_reader = luigi.ChoiceParameter(
+        default=_LOAD.json_lines_reader, choices=JSON_LINES_READERS,
+        description="who parses JSON lines: arrow (the parquet extra), postgres (jsonb_to_record, the exact path), "
+        "auto (arrow when pyarrow is installed); arrow hands any line it cannot load exactly to postgres")
 
     def settings(self) -> LoadSettings:
         return _build(self, LoadSettings)

@@ -111,6 +111,10 @@ class GrowingFile:
         with self._cond:
             self._cancelled = True
 
+    def restart(self) -> None:
+        """Read from the first byte again (a JSON-lines object that Arrow gave up on is read again by PostgreSQL)."""
+        self._pos = 0
+
     def fileno(self) -> int:
         """The file's descriptor, for a reader of the whole file once ``wait`` has returned (Parquet)."""
         return self._fd
@@ -194,12 +198,13 @@ class SourceReader:
     """
 
     def __init__(self, raw: IO[bytes] | GrowingFile | Any, source: str, compression: str | None, strip_bom: bool,
-                 quote: bytes = b'"', scrub: Callable[[bytes], bytes] | None = None) -> None:
+                 quote: bytes = b'"', scrub: Callable[[bytes], bytes] | None = None, counted: bool = True) -> None:
         self.source = source
         self._stream: Any = gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else raw  # type: ignore[arg-type]
         self._strip_bom = strip_bom
         self._scrub = scrub  # applied to the decoded data before it is counted and handed on (JSON lines)
         self._quote = quote
+        self._counted = counted  # lines and quotes counted (for COPY's row check); a reader that is not COPY's: not
         self._guard = EndMarkerGuard(_Decoded(self), quote)
         self._peeked: bytes | None = None
         self.bytes_read = 0
@@ -235,6 +240,10 @@ class SourceReader:
     def read(self, size: int = -1) -> bytes:
         return self._guard.read(size)
 
+    def decoded(self, size: int) -> bytes:
+        """The data as decoded, without the ``\\.`` guard (for a reader that is not COPY: Arrow's)."""
+        return self._decoded(size)
+
     def _decoded(self, size: int) -> bytes:
         if self._peeked is not None:
             data, self._peeked = self._peeked, None
@@ -264,6 +273,8 @@ class SourceReader:
         if not data:
             return
         self.bytes_read += len(data)
+        if not self._counted:
+            return
         self.lines_read += data.count(b"\n")
         if not self.saw_quote:  # the record count below only matters while no quote was seen
             self.saw_quote = self._quote in data

@@ -9,22 +9,30 @@ partition's transaction. No line is parsed in Python. Only when that INSERT fail
 for: by bisecting the line numbers with trial INSERTs that are rolled back (about two more passes over
 the object's rows), so the error names the key and the line, or, in quarantine mode, the line is set
 aside and the others load.
+
+With pyarrow installed (and ``[load] json_lines_reader`` not ``postgres``), each object is first read by Arrow and
+COPYed as CSV straight into the table (``quick_copy``, ``jsonl_arrow``), in a savepoint; on any doubt that this loads
+exactly what the path above would, the savepoint is rolled back and the object takes the path above.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from . import db, quarantine, rowchecks
+from . import db, jsonl_arrow, quarantine, rowchecks
 from . import sql as q
 from .contracts import NO_CONTRACT, Contract
-from .errors import BadInputError, ConfigurationError, LoadError
+from .errors import BadInputError, ConfigurationError, CopyAborted, LoadError
 from .files import EndMarkerGuard, GrowingFile, SourceReader, bom_length, temp_download
 from .objects import CopyPlan, CsvDecoder, ObjectLoader, Scope, plain_copy
 from .partitions import TableName, compression_for
 from .s3 import S3Object
+from .settings import JSON_LINES_READERS
 
+logger = logging.getLogger("luigi-interface.luigi_pipelines")
+_MIB = 1024 * 1024
 _ALL = 2**62  # a line number past any object's last line
 _WINDOW = 8192  # lines inserted at a time once the whole object's INSERT has failed: a bad line costs about 3x this
 _NOT_JSON = bytes.maketrans(b"\x01\x02", b"\x03\x03")  # COPY's quote and delimiter -> a byte JSON refuses as well
@@ -55,16 +63,47 @@ class JsonLinesDecoder:
 
     extra: str = ""
     unmatched_lines_ok: bool = False
+    reader: str = ""  # "arrow", "postgres" or "auto"; "": the [load] json_lines_reader setting
+    chunk_bytes: int = _MIB  # Arrow's reader: the lines parsed and written at a time (it bounds its memory)
+
+    def quick_copy(self, loader: ObjectLoader, obj: S3Object, raw: GrowingFile, reader: SourceReader
+                   ) -> int | SourceReader:
+        """Arrow's reader (``jsonl_arrow``), when it is chosen and reads the declared types: the object's lines COPYed
+        as CSV straight into the table, in a savepoint. On any doubt that PostgreSQL's path would load the same rows
+        (or fail), the savepoint is rolled back and a reader of the object from its start is returned for that path."""
+        self._check_extra(loader.columns)
+        choice = self.reader or loader.settings.json_lines_reader
+        if choice not in JSON_LINES_READERS or self.chunk_bytes <= 0:
+            raise ConfigurationError(f"JsonLinesDecoder(reader={self.reader!r}, chunk_bytes={self.chunk_bytes}): the "
+                                     f"reader is one of {', '.join(JSON_LINES_READERS)}, chunk_bytes a positive size")
+        plan = jsonl_arrow.ArrowPlan.of(loader.columns, self.extra, loader.tx.key.scope, self.unmatched_lines_ok)
+        if loader.contract.refuses_extra_fields:  # Arrow drops undeclared keys: PostgreSQL's path names them
+            return reader
+        if choice == "postgres" or plan is None or not _arrow_installed(choice == "arrow"):
+            return reader
+        tx = loader.tx
+        raw.restart()  # a reader without the scrub and the counts, which COPY's check of PostgreSQL's path needs
+        reader = SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=True, counted=False)
+        rows = jsonl_arrow.ArrowJsonRows(reader, plan, self.chunk_bytes)
+        statement = q.copy_from_stdin(loader.target, plan.columns, jsonl_arrow.CSV)
+        outcome = db.tentative_copy(tx, statement, loader.source_stream(obj, rows), obj.url, loader.settings.copy_buffer,
+                                    keep=lambda copied: copied == rows.rows and reader.at_end())
+        if isinstance(outcome, int):
+            return outcome
+        if isinstance(outcome, CopyAborted) and rows.doubt is None:  # the reader's own error: a failed download,
+            raise outcome if reader.error is None else reader.error from None  # corrupt gzip data
+        doubt = rows.doubt or (f"COPY refused Arrow's rows: {outcome}" if outcome is not None else
+                               f"COPY took another number of rows than Arrow's {rows.rows}, or ended early")
+        logger.info("%s: %s; loading the object by PostgreSQL's path (jsonb_to_record)", obj.url, doubt)
+        raw.restart()
+        return self.open(raw, obj)
 
     def plan(self, table: TableName, columns: Sequence[q.Column], reader: SourceReader, scope: Scope = (),
              contract: Contract = NO_CONTRACT) -> CopyPlan:
         """Each line into the stage, which checks its keys as COPY reads it (``rowchecks.json_line_check``): with
         ``extra_fields="refuse"``, a key no column declares is a bad line naming it. (A missing key is NULL whatever
         the contract: JSON lines carry no schema of the file to tell a missing key from a null.)"""
-        by_name = {c.name: c for c in columns}
-        if self.extra and (self.extra not in by_name or by_name[self.extra].type.lower() not in ("jsonb", "json")):
-            raise ConfigurationError(f"JsonLinesDecoder(extra={self.extra!r}) must name a declared jsonb column, "
-                                     f"not {by_name[self.extra].type if self.extra in by_name else 'an undeclared one'}")
+        self._check_extra(columns)
         if self.extra and contract.refuses_extra_fields:
             raise ConfigurationError(f"JsonLinesDecoder(extra={self.extra!r}) keeps the keys no column declares, which "
                                      f"extra_fields='refuse' refuses: choose one")
@@ -73,6 +112,12 @@ class JsonLinesDecoder:
                                           refuse_other=contract.refuses_extra_fields)
         stage = (q.create_json_stage(),) if check is None else (*rowchecks.create_functions(), q.create_json_stage((check,)))
         return CopyPlan(q.copy_json_lines(), q.STAGE, (q.JSON_LINE,), table, tuple(columns), stage)  # lines count from 1
+
+    def _check_extra(self, columns: Sequence[q.Column]) -> None:
+        by_name = {c.name: c for c in columns}
+        if self.extra and (self.extra not in by_name or by_name[self.extra].type.lower() not in ("jsonb", "json")):
+            raise ConfigurationError(f"JsonLinesDecoder(extra={self.extra!r}) must name a declared jsonb column, "
+                                     f"not {by_name[self.extra].type if self.extra in by_name else 'an undeclared one'}")
 
     def open(self, raw: GrowingFile, obj: S3Object) -> SourceReader:
         return SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=True, quote=q.JSON_LINES.quote.encode(),
@@ -152,6 +197,18 @@ class JsonLinesDecoder:
             raise BadInputError(f"{obj.url}: {failed.reason} (in the INSERT of the object's lines, which went in "
                                 f"window by window)", None, None, failed.reason)
         return inserted
+
+
+def _arrow_installed(required: bool) -> bool:
+    """Whether pyarrow imports; when it does not and Arrow's reader is ``required``, a ``ConfigurationError``."""
+    try:
+        jsonl_arrow.pyarrow_json()
+    except ImportError as exc:
+        if required:
+            raise ConfigurationError(f"json_lines_reader=arrow needs pyarrow, which is not installed ({exc}): "
+                                     f"pip install 'luigi-pipelines[parquet]'") from None
+        return False
+    return True
 
 
 def _inserted(obj: S3Object, outcome: int | BadInputError) -> int:

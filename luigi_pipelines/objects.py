@@ -102,6 +102,15 @@ class Decoder(Protocol):
         """``error`` (a COPY's, with its line) told in the object's own terms: e.g. a Parquet row group and row."""
 
 
+class QuickCopy(Protocol):
+    """A decoder's faster COPY of a whole object, tried first, which may give up (``jsonl``: Arrow's reader)."""
+
+    def quick_copy(self, loader: ObjectLoader, obj: S3Object, raw: GrowingFile, reader: SourceReader
+                   ) -> int | SourceReader:
+        """The rows copied, or a reader of the object from its start (``reader`` itself if it was not read) for the
+        decoder's ``plan``: whatever the quick COPY did is undone then."""
+
+
 @dataclass(frozen=True)
 class CsvDecoder:
     """CSV objects (gzip when the key ends in ``.gz``; a UTF-8 byte-order mark removed), parsed by PostgreSQL."""
@@ -265,9 +274,12 @@ class ObjectLoader:
                 if reader.is_empty():
                     record.empty = "has no data after decompression and byte-order mark removal"
                 else:
-                    contract = {"contract": self.contract} if self.contract != NO_CONTRACT else {}  # a decoder of old
-                    self.plan = self.decoder.plan(self.target, self.columns, reader, self.tx.key.scope, **contract)
-                    record.rows = self._staged(obj, lambda: self._copy_stream(record, reader, tmp, growing))
+                    quick = getattr(self.decoder, "quick_copy", None)  # a faster COPY that may give up (QuickCopy)
+                    outcome = reader if quick is None else quick(self, obj, growing, reader)
+                    if isinstance(outcome, int):
+                        record.rows = outcome
+                    else:
+                        record.rows = self._planned(record, outcome, tmp, growing)
                     record.rejected = self.tx.rejected - rejected_before  # by the COPY's salvage or the staged INSERT
             finally:
                 growing.cancel()  # a failed COPY stops the download; a finished one is not affected
@@ -276,6 +288,12 @@ class ObjectLoader:
             record.copy_s = time.monotonic() - started
         logger.info("%s: %.1f MiB downloaded in %.2f s, %d rows copied in %.2f s (COPY starts with the "
                     "download's first MiB)", obj.url, obj.size / _MIB, record.download_s, record.rows, record.copy_s)
+
+    def _planned(self, record: ObjectRecord, reader: SourceReader, raw: IO[bytes], growing: GrowingFile) -> int:
+        """The object's COPY as its decoder plans it."""
+        contract = {"contract": self.contract} if self.contract != NO_CONTRACT else {}  # a decoder of old: without
+        self.plan = self.decoder.plan(self.target, self.columns, reader, self.tx.key.scope, **contract)
+        return self._staged(record.obj, lambda: self._copy_stream(record, reader, raw, growing))
 
     def _staged(self, obj: S3Object, copy: Callable[[], int]) -> int:
         """``copy()`` the object as ``self.plan`` says; a staged one then goes on to its table

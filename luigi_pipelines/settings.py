@@ -63,6 +63,9 @@ class S3Settings:
         return {k: v for k, v in given.items() if v}
 
 
+JSON_LINES_READERS = ("auto", "arrow", "postgres")
+
+
 @dataclass(frozen=True)
 class LoadSettings:
     """How partitions are loaded and where their markers live."""
@@ -74,10 +77,13 @@ class LoadSettings:
     rejects_table: str = "rejected_rows"
     failures_table: str = "partition_failure"
     lock_timeout_s: int = 0
+    json_lines_reader: str = "auto"  # JSON lines: "arrow", "postgres" (the exact path), "auto" (arrow if importable)
 
     def __post_init__(self) -> None:
         for name in (self.marker_schema, self.marker_table, self.rejects_table, self.failures_table):
             check_identifier(name)
+        if self.json_lines_reader not in JSON_LINES_READERS:
+            raise ValueError(f"json_lines_reader={self.json_lines_reader!r}: one of {', '.join(JSON_LINES_READERS)}")
 
     @property
     def marker(self) -> TableName:

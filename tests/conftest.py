@@ -222,3 +222,16 @@ def forget_process_state() -> None:
     db.close_sessions()
     runtime.forget()
 
+
+
+JSON_LINES_READERS = ["postgres", pytest.param("arrow", marks=pytest.mark.skipif(
+    __import__("importlib").util.find_spec("pyarrow") is None, reason="Arrow's JSON reader needs pyarrow"))]
+
+
+@pytest.fixture(params=JSON_LINES_READERS)
+def json_lines_reader(request: pytest.FixtureRequest) -> str:
+    """Each JSON-lines test runs with both readers (``[load] json_lines_reader``): PostgreSQL's path and Arrow's,
+    which must load the same rows or give way to PostgreSQL's path (``luigi_pipelines.jsonl_arrow``)."""
+    if "stack" in request.fixturenames:
+        request.getfixturevalue("stack").set_config("load", "json_lines_reader", request.param)
+    return str(request.param)

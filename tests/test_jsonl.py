@@ -17,7 +17,7 @@ from luigi_pipelines import sql as q
 from luigi_pipelines.jsonl import scrub
 from tests.conftest import run_task
 
-pytestmark = [pytest.mark.postgres, pytest.mark.s3]
+pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.usefixtures("json_lines_reader")]
 
 D1 = datetime.date(2019, 2, 1)
 SUCCESS = LuigiStatusCode.SUCCESS

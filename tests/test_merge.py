@@ -114,7 +114,7 @@ def test_new_keys_inserted_changed_rows_updated_unchanged_rows_untouched(stack, 
     assert sorted(markers) == [D1, D2] and markers[D2][0] == 4  # rows_loaded: the rows of the date's objects
 
 
-def test_json_lines_merge_through_both_stages_and_the_last_line_of_a_key_wins(stack, make_merge):
+def test_json_lines_merge_through_both_stages_and_the_last_line_of_a_key_wins(stack, make_merge, json_lines_reader):
     """A JSON-lines change set: lines staged as jsonb, mapped into the merge stage, merged by key."""
     from luigi_pipelines import JsonLinesDecoder
     task = make_merge(decoder=JsonLinesDecoder(), snapshot=True)

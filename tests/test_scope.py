@@ -101,7 +101,7 @@ def test_a_csv_scope_column_by_position_is_checked_by_line(stack, make_task):
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
-def test_a_json_key_with_the_scopes_name_and_another_value_is_a_bad_row(stack, make_task, declared):
+def test_a_json_key_with_the_scopes_name_and_another_value_is_a_bad_row(stack, make_task, declared, json_lines_reader):
     """Before: ``"region": "us"`` (not declared) loaded as ``eu``, exit 0."""
     body = b'{"id": 1, "day": "2019-02-01", "region": "eu"}\n{"id": 2, "day": "2019-02-01", "region": "us"}\n'
     stack.put("eu/2019-02-01/a.jsonl", body + b'{"id": 3, "day": "2019-02-01"}\n')

@@ -67,6 +67,7 @@ from .transaction import (
     newest_partition,
     partition_transaction,
     read_rows,
+    tentative_copy,
     write_marker,
     write_rejects,
 )
@@ -95,6 +96,6 @@ __all__ = [
     "marker_sources", "marker_summary", "marker_window", "newest_marked", "newest_partition", "partition_transaction",
     "read_rows",
     "record_failure", "recorded_span", "resolve_types", "server_clock", "session", "supersede_failures",
-    "table_columns", "table_exists", "unique_keys", "upstream_markers", "write_marker", "write_rejects",
+    "table_columns", "table_exists", "tentative_copy", "unique_keys", "upstream_markers", "write_marker", "write_rejects",
     "alter_schema", "columns_in", "lock_schema", "schema_lock_key", "table_size", "types_in",
 ]

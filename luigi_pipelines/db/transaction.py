@@ -16,7 +16,7 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from .. import sql as q
-from ..errors import BadInputError
+from ..errors import BadInputError, CopyAborted
 from ..partitions import ScopedTable, TableName, lock_key, table_lock_key
 from .translate import BAD_DATA, LOCK_TIMEOUT, translate, translating
 
@@ -259,6 +259,21 @@ def copy_in_savepoint(
 ) -> int | BadInputError:
     """``copy_stream`` that undoes only itself on bad input and returns the error instead of raising."""
     return attempt(tx, lambda: _copy(tx, statement, reader, source, buffer_size))
+
+
+def tentative_copy(tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str,
+                   buffer_size: int, keep: Callable[[int], bool]) -> int | BadInputError | CopyAborted | None:
+    """``copy_stream`` in a savepoint, kept only if ``keep(rows)``: the rows copied; else None, or the error of the data
+    (``BadInputError``) or of the reader (``CopyAborted``), everything of it undone and the transaction still usable."""
+    tx.cursor.execute(q.savepoint(_SAVEPOINT))
+    try:
+        rows = copy_stream(tx, statement, reader, source, buffer_size)
+    except (BadInputError, CopyAborted) as exc:
+        tx.cursor.execute(q.rollback_to_savepoint(_SAVEPOINT))
+        return exc
+    kept = keep(rows)
+    tx.cursor.execute(q.release_savepoint(_SAVEPOINT) if kept else q.rollback_to_savepoint(_SAVEPOINT))
+    return rows if kept else None
 
 
 def attempt(tx: PartitionTransaction, step: Callable[[], int], keep: bool = True) -> int | BadInputError:
