@@ -1,4 +1,5 @@
-"""A fork server of loads that add a column (``contract = "evolve"``), each stopping at a chosen point to be killed.
+"""A fork server of loads that add a column (``contract = "evolve"``) and run data checks, each stopping at a chosen
+point to be killed.
 
 ``tests/test_contracts.py`` starts ``python -m tests.contract_kills`` once: it imports the package, then for each
 line on its stdin (``table date point object byte directory``) forks a child that loads ``date`` into ``table``
@@ -8,8 +9,9 @@ A fork costs milliseconds where a new interpreter costs a second of imports: thi
 
 The points: ``start`` (before the load's transaction), ``altered`` (the column added, before the first COPY),
 ``object`` (before object ``object``), ``copy`` (inside the COPY of object ``object`` once ``byte`` bytes were
-read, in reads of at most 4 KiB), ``commit`` (rows and marker written, not committed), ``committed`` (after the
-commit). Config: ``LUIGI_CONFIG_PATH`` (``[load]``), the bucket in ``KILL_BUCKET``.
+read, in reads of at most 4 KiB), ``checked`` (the data checks run, before the marker), ``commit`` (rows and marker
+written, not committed), ``committed`` (after the commit). Config:
+``LUIGI_CONFIG_PATH`` (``[load]``), the bucket in ``KILL_BUCKET``.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from luigi_pipelines import CsvFormat, LoadPartition, db
+from luigi_pipelines import CsvFormat, LoadPartition, between, db, not_null, row_count, unique
 from luigi_pipelines.s3 import S3Object
 
 _POINT: dict[str, Any] = {}
@@ -60,11 +62,15 @@ class LoadEvolving(LoadPartition):
     columns = COLUMNS
     csv = CsvFormat(by_name=True)
     contract = "evolve"
+    checks = (not_null("id", "w"), unique("id"), between("w", 0, 100_000), row_count(min=1))
     bucket = property(lambda self: os.environ["KILL_BUCKET"])
     table = property(lambda self: _POINT["table"])
 
     def before_copy(self, tx: db.PartitionTransaction) -> None:
         _stop("altered")
+
+    def after_copy(self, tx: db.PartitionTransaction) -> None:
+        _stop("checked")
 
     def before_object(self, tx: db.PartitionTransaction, obj: S3Object) -> None:
         _POINT["current"] = _POINT.get("current", 0) + 1

@@ -330,7 +330,7 @@ def test_two_loads_that_add_the_same_column_wait_for_each_other(stack, make_task
 
 # -- kill -9 at random points of loads that add a column ----------------------------------------------------------
 
-KILL_POINTS = ("start", "altered", "object", "copy", "commit", "committed")
+KILL_POINTS = ("start", "altered", "object", "copy", "checked", "commit", "committed")
 
 
 def _kill_state(stack, table: str) -> tuple[bool, list[tuple], int | None]:
@@ -346,7 +346,8 @@ def _kill_state(stack, table: str) -> tuple[bool, list[tuple], int | None]:
 
 @pytest.mark.slow
 def test_kill_9_at_random_points_of_loads_that_add_a_column(stack, tmp_path):
-    """Thirty loads, each adding the column ``w`` to its own table in the old shape, each killed with SIGKILL at a
+    """Thirty loads, each adding the column ``w`` to its own table in the old shape and running data checks, each
+    killed with SIGKILL at a
     point drawn at random (every kind of point, random objects and bytes): every table is then in the old shape
     with its old rows and no marker of the date, or in the new shape with the date's rows and a matching marker."""
     import os
@@ -396,6 +397,9 @@ def test_kill_9_at_random_points_of_loads_that_add_a_column(stack, tmp_path):
             assert old == [(1, D1, "old")], (seed, n, point)
             if has_w:  # the new shape: the date's rows and its marker
                 assert len(rows) == marker == 3000 and rows[0] == (1, 10), (seed, n, point, number, byte)
+                checks = stack.query(f"SELECT checks FROM {stack.marker_schema}.partition_marker WHERE target_table = %s "
+                                     f"AND partition_date = %s", (table, D2))[0][0]
+                assert len(checks) == 4 and all(c["passed"] and c["rows"] == 3000 for c in checks), (seed, n, checks)
             else:  # the old shape: nothing of the date
                 assert (rows, marker) == ([], None), (seed, n, point, number, byte)
             outcomes.append((point, has_w))
