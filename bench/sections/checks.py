@@ -88,8 +88,7 @@ def run(bench: Bench) -> SectionResult:
             if checks_s is not None:
                 alone[label].append(checks_s)
     best = {label: summarise(rs) for label, rs in runs.items()}
-    checks_s = {label: median(values) for label, values in alone.items()}
-    return result(bench, csv, best, checks_s)
+    return result(bench, csv, best, {label: median(values) for label, values in alone.items()})
 
 
 def result(bench: Bench, csv: CsvFile, best: dict[str, LoadRun], checks_s: dict[str, float]) -> SectionResult:
