@@ -279,6 +279,9 @@ def _verdict(args: argparse.Namespace, code: int, wanted: Sequence[Any], who: st
         return code
     code, why = judge(code, cooperation_codes(luigi.retcodes.retcode()),
                       lambda: shortfall(args.module, args.task, wanted if unknown is None else unknown, stale), who)
+    if code == luigi.retcodes.retcode().task_failed:
+        from .status import check_failed_verdict  # status builds on this module
+        code, why = check_failed_verdict(args.module, args.task, code, why, wanted, grain)
     if not why:  # the verdict of a success too: one line that cron's log ends with
         done = f"every {_unit(grain)} asked for is loaded, {format_dates(wanted, 2, grain)}"
         why = f"{done}: exit {code}" if not code else f"{who} exited {code}; {done}: exit {code}"

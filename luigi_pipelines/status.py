@@ -21,7 +21,7 @@ from . import backfill, db, metrics, views
 from .config import database_settings, load_settings
 from .newest import allowance_of, freshness_of
 from .staleness import one_stale_check
-from .states import LOADED, Calendar, date_states, exit_code, with_expired, with_stale
+from .states import CHECK_FAILED, EXIT_CHECK_FAILED, LOADED, Calendar, date_states, exit_code, with_expired, with_stale
 
 UTC = datetime.timezone.utc
 
@@ -122,6 +122,33 @@ def calendar_of(module: str, task: str, start: datetime.date, stop: datetime.dat
         days = with_stale(days, probe.stale_changes(loaded) if loaded else {}, checked=loaded)
     return Calendar(task, str(probe.table_key), start, stop, days, sources_checked=check_sources,
                     table_rows=table_rows, unit=grain.unit, freshness=freshness)
+
+
+def check_failed_of(module: str, task: str, values: Sequence[Any]) -> list[Any]:
+    """Of ``values`` (partition values of ``module.task``, in order), those whose last attempt a data check refused
+    (``check_failed`` in ``status``): what turns a backfill's exit 30 into 31."""
+    if not values:
+        return []
+    grain = backfill.task_class(module, task).grain
+    found = calendar_of(module, task, grain.date_of(values[0]), grain.stop_of(values[-1]))
+    wanted = set(values)
+    return [d.date for d in found.days if d.state == CHECK_FAILED and d.date in wanted]
+
+
+def check_failed_verdict(module: str, task: str, code: int, why: str, wanted: Sequence[Any], grain: Any
+                         ) -> tuple[int, str]:
+    """A backfill's verdict: 31 instead of luigi's 30 when a partition of ``wanted`` failed a data check on its last
+    attempt, as ``status`` says it, and the line naming them; else ``code`` and ``why`` as they were."""
+    try:
+        refused = check_failed_of(module, task, wanted)
+    except Exception:  # noqa: BLE001 - the database cannot say: luigi's code stands
+        return code, why
+    if not refused:
+        return code, why
+    unit = "date" if grain.unit == "day" else grain.unit
+    said = (f"{unit}s whose load a data check refused (their previous load kept): "
+            f"{backfill.format_dates(refused, 10, grain)}: exit {EXIT_CHECK_FAILED}")
+    return EXIT_CHECK_FAILED, f"{why.rsplit(': exit', 1)[0]}; {said}" if why else f"luigi exited {code}; {said}"
 
 
 def _recorded(conn: Any, probe: Any, values: Sequence[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -167,6 +167,14 @@ def test_a_date_with_a_tenth_of_its_usual_rows_fails_and_keeps_its_previous_load
     assert status(checked, cfg, *window, "--html", str(page)).returncode == 31
     assert f'class="day check_failed kept" data-date="{D4}" data-state="check_failed"' in page.read_text()
 
+    # a backfill that reloads the changed date meets the same check: luigi says 30 (a task failed), backfill 31
+    run = subprocess.run([sys.executable, "-m", "luigi_pipelines.cli", "backfill", "--module", "tests.check_tasks",
+                          "--local-scheduler", "--reload-changed", *window], cwd=ROOT, env=checked.env(cfg),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 31, run.stderr[-3000:]
+    assert (f"dates whose load a data check refused (their previous load kept): 1 ({D4}): exit 31"
+            in run.stderr.splitlines()[-1]), run.stderr[-3000:]
+
 
 @pytest.mark.postgres
 @pytest.mark.s3
