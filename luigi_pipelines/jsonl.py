@@ -86,8 +86,11 @@ class JsonLinesDecoder:
         reader = SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=True, counted=False)
         rows = jsonl_arrow.ArrowJsonRows(reader, plan, self.chunk_bytes)
         statement = q.copy_from_stdin(loader.target, plan.columns, jsonl_arrow.CSV)
-        outcome = db.tentative_copy(tx, statement, loader.source_stream(obj, rows), obj.url, loader.settings.copy_buffer,
-                                    keep=lambda copied: copied == rows.rows and reader.at_end())
+        try:
+            outcome = db.tentative_copy(tx, statement, loader.source_stream(obj, rows), obj.url,
+                                        loader.settings.copy_buffer, keep=lambda copied: copied == rows.rows and reader.at_end())
+        finally:
+            rows.close()  # its thread reads the object: stopped before anything else does
         if isinstance(outcome, int):
             return outcome
         if isinstance(outcome, CopyAborted) and rows.doubt is None:  # the reader's own error: a failed download,
