@@ -12,8 +12,8 @@ own path after an aborted COPY), whether or not the stream was read to its end.
 """
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -24,10 +24,13 @@ class MadeAhead:
     """``read`` of the bytes that ``make()`` yields, made ``depth`` chunks ahead in a thread started by the first
     ``read``."""
 
-    def __init__(self, make: Callable[[], Generator[bytes, None, None]], depth: int = 1, name: str = "chunks made ahead") -> None:
+    def __init__(self, make: Callable[[], Generator[bytes, None, None]], depth: int = 1,
+                 name: str = "chunks made ahead") -> None:
         self._make = make
-        self._made: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
+        self._depth = depth
+        self._made: deque[Any] = deque()  # chunks, then _END or the generator's exception
+        self._cond = threading.Condition()
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._buffer = memoryview(b"")
         self._ended = False
@@ -40,7 +43,10 @@ class MadeAhead:
             if not self._started:
                 self._started = True
                 self._thread.start()
-            item = self._made.get()
+            with self._cond:
+                self._cond.wait_for(lambda: self._made)
+                item = self._made.popleft()
+                self._cond.notify_all()
             if item is _END:
                 self._ended = True
                 return b""
@@ -54,26 +60,32 @@ class MadeAhead:
 
     def close(self) -> None:
         """Stop making chunks and wait until the thread has let go of the source (at most the chunk being made)."""
-        self._stop.set()
+        with self._cond:
+            self._stopped = True
+            self._made.clear()
+            self._cond.notify_all()
         self._ended = True
-        if not self._started:
-            return
-        while self._thread.is_alive():
-            try:  # a made chunk no one will read: room for the thread's put, after which it sees the stop
-                self._made.get(timeout=1.0)
-            except queue.Empty:
-                pass
-        self._thread.join()
+        if self._started:
+            self._thread.join()
+
+    def _put(self, item: Any) -> bool:
+        """Hand ``item`` to the reader once there is room; False when closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopped or len(self._made) < self._depth)
+            if self._stopped:
+                return False
+            self._made.append(item)
+            self._cond.notify_all()
+            return True
 
     def _run(self) -> None:
         chunks = self._make()
         try:
             for chunk in chunks:
-                self._made.put(chunk)
-                if self._stop.is_set():
+                if not self._put(chunk):
                     return
-            self._made.put(_END)
+            self._put(_END)
         except BaseException as exc:  # handed to the reader, who raises it where COPY reads
-            self._made.put(exc)
+            self._put(exc)
         finally:
             chunks.close()
