@@ -53,6 +53,8 @@ class MadeAhead:
             if isinstance(item, BaseException):
                 self._ended = True
                 raise item
+            if size < 0 or len(item) <= size:
+                return item  # the whole chunk, not a copy
             self._buffer = memoryview(item)
         n = len(self._buffer) if size < 0 else min(size, len(self._buffer))
         data, self._buffer = bytes(self._buffer[:n]), self._buffer[n:]
