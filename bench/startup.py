@@ -34,7 +34,26 @@ def startup_parts(bench: Bench) -> dict[str, float]:
     return reached
 
 
-def startup_table(reached: dict[str, float]) -> Table:
+# printed by a fresh process: the seconds of one build of luigi's parser (all our tasks registered), and of importing
+# jsonschema, which luigi.parameter imports whenever it is installed
+_PARSER = (f"import time, luigi.cmdline_parser as p, luigi.tools.range, {PIPELINE_MODULE}; t = time.perf_counter(); "
+           "p.CmdlineParser._build_parser(); print(time.perf_counter() - t)")
+_JSONSCHEMA = "import time; t = time.perf_counter(); import jsonschema; print(time.perf_counter() - t)"
+
+
+def in_process_s(bench: Bench, code: str) -> float:
+    """The median of what ``code`` prints (seconds it timed in a fresh process), over ``noop_repeat`` runs."""
+    config = bench.stack.config_file("startup", "bench.startup")
+    return median([float(bench.stack.python(["-c", code], config, bench.options.timeout_s).stdout.split()[-1])
+                   for _ in range(bench.options.noop_repeat)])
+
+
+def startup_notes(bench: Bench) -> dict[str, float]:
+    """Two parts measured inside a process: one build of luigi's parser, and jsonschema's import."""
+    return {"parser_build_s": in_process_s(bench, _PARSER), "jsonschema_import_s": in_process_s(bench, _JSONSCHEMA)}
+
+
+def startup_table(reached: dict[str, float], inside: dict[str, float]) -> Table:
     table = Table("The empty `luigi ... RangeDaily` command (start == stop), part by part",
                   ["part", "seconds", "share"])
     total, before = list(reached.values())[-1], 0.0
@@ -47,6 +66,10 @@ def startup_table(reached: dict[str, float]) -> Table:
         "modules are byte-compiled first, as an installed package's are",
         "only the pipeline module's import is ours; the parser is luigi's own (`run_with_retcodes` makes three "
         "`CmdlineParser`s, each builds it three times), over every parameter of every registered task and config "
-        "class, ours included",
+        f"class, ours included: one build takes {inside['parser_build_s']:.3f} s in a process, so 9 take "
+        f"{9 * inside['parser_build_s']:.2f} s",
+        f"luigi's import includes jsonschema's ({inside['jsonschema_import_s']:.3f} s in a process), which "
+        "`luigi.parameter` imports whenever it is installed: here it is, for moto's server (the `local` extra of the "
+        "tests and the demo); an install of the package alone has none",
     ]
     return table

@@ -9,7 +9,7 @@ from ..data import MIB
 from ..measure import MB, median, rate_mb_s
 from ..methods import DESCRIPTIONS, LoadRun
 from ..report import Section, SectionResult, Table, Target
-from ..startup import startup_parts, startup_table
+from ..startup import startup_notes, startup_parts, startup_table
 
 ORDER = ("a", "a2", "b", "c")
 GOAL_B_VS_A2 = 0.85  # issue 21, item 3: (b) vs (a2) at the main size (100 MiB)
@@ -37,10 +37,10 @@ def run(bench: Bench) -> SectionResult:
     })
     by_size = {bench.options.main_size_mib: (best["a2"], best["b"]), **other_sizes(bench)}
     result.data["by_size_mib"] = {str(k): {"a2": asdict(a2), "b": asdict(b)} for k, (a2, b) in by_size.items()}
-    startup = startup_parts(bench)
-    result.data["empty_command_parts_s"] = startup
+    startup, inside = startup_parts(bench), startup_notes(bench)
+    result.data["empty_command_parts_s"] = {**startup, **inside}
     result.tables = [comparison_table(best, bench.options.repeat), breakdown_table(best, startup_s),
-                     startup_table(startup), size_table(by_size)]
+                     startup_table(startup, inside), size_table(by_size)]
     result.targets = targets(best, bench.options.main_size_mib) + [
         Target(f"(b) rate vs (a2) at {size} MiB", f">= {GOAL_B_VS_A2_LARGER:.2f}x", f"{ratio(a2, b):.2f}x",
                ratio(a2, b) >= GOAL_B_VS_A2_LARGER)
