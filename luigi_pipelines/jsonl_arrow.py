@@ -158,7 +158,7 @@ class ArrowJsonRows:
                        for behaviour in ("error", "ignore")}
         self._every_key_declared = not plan.walks  # until a chunk has a key no column takes (``_parsed``)
         self._walker = LineWalker(plan) if plan.walks else None
-        self._write = self.pa.csv.WriteOptions(include_header=False)
+        self._write = self.pa.csv.WriteOptions(include_header=False, batch_size=16384)  # 1,024: 15 % slower
         self._pool = memory_pool(self.pa)
         self._ahead = MadeAhead(self._csv_chunks, name="JSON lines by Arrow")
         self.rows = 0
