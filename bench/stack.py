@@ -2,6 +2,7 @@
 helpers that point psql, the ``luigi`` command and luigid at them (per-run config files, environment)."""
 from __future__ import annotations
 
+import compileall
 import contextlib
 import os
 import sys
@@ -51,6 +52,8 @@ class BenchStack:
                 yield stack
 
     def setup(self) -> None:
+        for package in ("luigi_pipelines", "bench"):  # as an installed package is (PYTHONDONTWRITEBYTECODE or not)
+            compileall.compile_dir(str(ROOT / package), quiet=1)
         (self.work / "downloads").mkdir()
         self.s3_client.create_bucket(Bucket=BUCKET)
         self.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))

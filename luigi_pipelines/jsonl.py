@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from . import db, jsonl_arrow, quarantine, rowchecks
+from . import db, quarantine, rowchecks
 from . import sql as q
 from .contracts import NO_CONTRACT, Contract
 from .errors import BadInputError, ConfigurationError, CopyAborted, LoadError
@@ -71,6 +71,8 @@ class JsonLinesDecoder:
         """Arrow's reader (``jsonl_arrow``), when it is chosen and reads the declared types: the object's lines COPYed
         as CSV straight into the table, in a savepoint. On any doubt that PostgreSQL's path would load the same rows
         (or fail), the savepoint is rolled back and a reader of the object from its start is returned for that path."""
+        from . import jsonl_arrow  # not imported by a process that loads no JSON lines (its regular expressions)
+
         self._check_extra(loader.columns)
         choice = self.reader or loader.settings.json_lines_reader
         if choice not in JSON_LINES_READERS or self.chunk_bytes <= 0:
@@ -86,8 +88,11 @@ class JsonLinesDecoder:
         reader = SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=True, counted=False)
         rows = jsonl_arrow.ArrowJsonRows(reader, plan, self.chunk_bytes)
         statement = q.copy_from_stdin(loader.target, plan.columns, jsonl_arrow.CSV)
-        outcome = db.tentative_copy(tx, statement, loader.source_stream(obj, rows), obj.url, loader.settings.copy_buffer,
-                                    keep=lambda copied: copied == rows.rows and reader.at_end())
+        try:
+            outcome = db.tentative_copy(tx, statement, loader.source_stream(obj, rows), obj.url,
+                                        loader.settings.copy_buffer, keep=lambda copied: copied == rows.rows and reader.at_end())
+        finally:
+            rows.close()  # its thread reads the object: stopped before anything else does
         if isinstance(outcome, int):
             return outcome
         if isinstance(outcome, CopyAborted) and rows.doubt is None:  # the reader's own error: a failed download,
@@ -201,6 +206,8 @@ class JsonLinesDecoder:
 
 def _arrow_installed(required: bool) -> bool:
     """Whether pyarrow imports; when it does not and Arrow's reader is ``required``, a ``ConfigurationError``."""
+    from . import jsonl_arrow
+
     try:
         jsonl_arrow.pyarrow_json()
     except ImportError as exc:

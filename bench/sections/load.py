@@ -9,8 +9,11 @@ from ..data import MIB
 from ..measure import MB, median, rate_mb_s
 from ..methods import DESCRIPTIONS, LoadRun
 from ..report import Section, SectionResult, Table, Target
+from ..startup import startup_notes, startup_parts, startup_table
 
 ORDER = ("a", "a2", "b", "c")
+GOAL_B_VS_A2 = 0.85  # issue 21, item 3: (b) vs (a2) at the main size (100 MiB)
+GOAL_B_VS_A2_LARGER = 0.90  # issue 2: (b) vs (a2), met at 400 MiB since; kept for every size after the main one
 
 
 def run(bench: Bench) -> SectionResult:
@@ -34,10 +37,13 @@ def run(bench: Bench) -> SectionResult:
     })
     by_size = {bench.options.main_size_mib: (best["a2"], best["b"]), **other_sizes(bench)}
     result.data["by_size_mib"] = {str(k): {"a2": asdict(a2), "b": asdict(b)} for k, (a2, b) in by_size.items()}
+    startup, inside = startup_parts(bench), startup_notes(bench)
+    result.data["empty_command_parts_s"] = {**startup, **inside}
     result.tables = [comparison_table(best, bench.options.repeat), breakdown_table(best, startup_s),
-                     size_table(by_size)]
+                     startup_table(startup, inside), size_table(by_size)]
     result.targets = targets(best, bench.options.main_size_mib) + [
-        Target(f"(b) rate vs (a2) at {size} MiB", ">= 0.90x", f"{ratio(a2, b):.2f}x", ratio(a2, b) >= 0.9)
+        Target(f"(b) rate vs (a2) at {size} MiB", f">= {GOAL_B_VS_A2_LARGER:.2f}x", f"{ratio(a2, b):.2f}x",
+               ratio(a2, b) >= GOAL_B_VS_A2_LARGER)
         for size, (a2, b) in list(by_size.items())[1:]
     ]
     result.data["rate_ratios"] = {
@@ -123,7 +129,7 @@ def targets(best: dict[str, LoadRun], size_mib: int) -> list[Target]:
     b_a2 = ratio(best["a2"], best["b"])
     b_c = ratio(best["c"], best["b"])
     return [
-        Target(f"(b) rate vs (a2) at {size_mib} MiB", ">= 0.90x", f"{b_a2:.2f}x", b_a2 >= 0.9),
+        Target(f"(b) rate vs (a2) at {size_mib} MiB", f">= {GOAL_B_VS_A2:.2f}x", f"{b_a2:.2f}x", b_a2 >= GOAL_B_VS_A2),
         Target(f"(b) rate vs (c) at {size_mib} MiB", ">= 5x", f"{b_c:.2f}x", b_c >= 5),
     ]
 

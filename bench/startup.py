@@ -1,0 +1,75 @@
+"""The fixed cost of a ``luigi`` process, part by part: what an empty ``RangeDaily`` command (start == stop) spends
+before any partition, from fresh processes that each stop one step further (medians of ``noop_repeat`` runs each; the
+whole command: the empty runs the load section took next to its loads).
+
+The parts are differences of medians, so a part can read slightly negative on a noisy machine.
+"""
+from __future__ import annotations
+
+from .context import Bench
+from .measure import median
+from .methods import empty_luigi_runs
+from .report import Table
+from .stack import PIPELINE_MODULE
+
+# part: the code a fresh ``python -c`` runs up to the end of that part (None: the whole empty command)
+STEPS = {
+    "interpreter start (python -c pass)": "pass",
+    "import luigi and its command line (luigi.cmdline)": "import luigi.cmdline",
+    f"import luigi_pipelines and the pipeline module ({PIPELINE_MODULE})":
+        f"import luigi.cmdline, luigi.tools.range, {PIPELINE_MODULE}",
+    "luigi's command line (its parser built 9 times over every registered parameter), config, an empty "
+    "scheduling round, exit": None,
+}
+
+
+def startup_parts(bench: Bench) -> dict[str, float]:
+    """Wall seconds of each part of ``STEPS`` (medians of fresh processes), the whole command last."""
+    config = bench.stack.config_file("startup", "bench.startup")
+    reached: dict[str, float] = {}
+    for part, code in STEPS.items():
+        runs = empty_luigi_runs(bench) if code is None else [
+            bench.stack.python(["-c", code], config, bench.options.timeout_s) for _ in range(bench.options.noop_repeat)]
+        reached[part] = median([r.wall_s for r in runs])
+    return reached
+
+
+# printed by a fresh process: the seconds of one build of luigi's parser (all our tasks registered), and of importing
+# jsonschema, which luigi.parameter imports whenever it is installed
+_PARSER = (f"import time, luigi.cmdline_parser as p, luigi.tools.range, {PIPELINE_MODULE}; t = time.perf_counter(); "
+           "p.CmdlineParser._build_parser(); print(time.perf_counter() - t)")
+_JSONSCHEMA = "import time; t = time.perf_counter(); import jsonschema; print(time.perf_counter() - t)"
+
+
+def in_process_s(bench: Bench, code: str) -> float:
+    """The median of what ``code`` prints (seconds it timed in a fresh process), over ``noop_repeat`` runs."""
+    config = bench.stack.config_file("startup", "bench.startup")
+    return median([float(bench.stack.python(["-c", code], config, bench.options.timeout_s).stdout.split()[-1])
+                   for _ in range(bench.options.noop_repeat)])
+
+
+def startup_notes(bench: Bench) -> dict[str, float]:
+    """Two parts measured inside a process: one build of luigi's parser, and jsonschema's import."""
+    return {"parser_build_s": in_process_s(bench, _PARSER), "jsonschema_import_s": in_process_s(bench, _JSONSCHEMA)}
+
+
+def startup_table(reached: dict[str, float], inside: dict[str, float]) -> Table:
+    table = Table("The empty `luigi ... RangeDaily` command (start == stop), part by part",
+                  ["part", "seconds", "share"])
+    total, before = list(reached.values())[-1], 0.0
+    for part, at in reached.items():
+        table.rows.append([part, at - before, f"{100 * (at - before) / total:.0f} %"])
+        before = at
+    table.rows.append(["total (the empty command)", total, "100 %"])
+    table.notes = [
+        "each part: the median wall time of fresh processes that stop after it, minus the part before; the project's "
+        "modules are byte-compiled first, as an installed package's are",
+        "only the pipeline module's import is ours; the parser is luigi's own (`run_with_retcodes` makes three "
+        "`CmdlineParser`s, each builds it three times), over every parameter of every registered task and config "
+        f"class, ours included: one build takes {inside['parser_build_s']:.3f} s in a process, so 9 take "
+        f"{9 * inside['parser_build_s']:.2f} s",
+        f"luigi's import includes jsonschema's ({inside['jsonschema_import_s']:.3f} s in a process), which "
+        "`luigi.parameter` imports whenever it is installed: here it is, for moto's server (the `local` extra of the "
+        "tests and the demo); an install of the package alone has none",
+    ]
+    return table
