@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{d.scale_partitions})")
     p.add_argument("--scale-wave-size", type=int, help=f"backfill --wave-size in the scale section (default "
                    f"{d.scale_wave_size})")
+    p.add_argument("--scale-block-hours", type=_ints, help="backfill --block-hours of the scale section's waves, a "
+                   f"run each, side by side (default {','.join(map(str, d.scale_block_hours))}; 1: a task per hour)")
     p.add_argument("--scale-plain-timeout", type=float, dest="scale_plain_timeout_s", help=f"seconds the plain "
                    f"RangeHourly of the scale section may run, 0 skips it (default {d.scale_plain_timeout_s:g})")
     p.add_argument("--scale-prune-on-get-work", action="store_true", default=None, help="the scale section's "
