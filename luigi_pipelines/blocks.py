@@ -71,11 +71,11 @@ class PartitionBlock(luigi.Task):
     """The hours ``start`` to ``start + hours - 1`` of the hourly partition task ``of`` (with ``of_params``), each
     loaded by its own task in its own transaction (see the module docstring)."""
 
-    of = luigi.TaskParameter(description="the hourly partition task")
-    of_params = luigi.DictParameter(default={}, description="the other parameters of each hour's task")
-    start = luigi.DateHourParameter(description="the block's first hour (a multiple of its length in the UTC day)")
-    hours = luigi.IntParameter(default=DEFAULT_BLOCK_HOURS, description="the block's length")
-    param_name = luigi.Parameter(default="date_hour", positional=False, description="the hour's parameter in `of`")
+    of: Any = luigi.TaskParameter(description="the hourly partition task")
+    of_params: Any = luigi.DictParameter(default={}, description="the other parameters of each hour's task")
+    start: Any = luigi.DateHourParameter(description="the block's first hour (a multiple of its length in the UTC day)")
+    hours: Any = luigi.IntParameter(default=DEFAULT_BLOCK_HOURS, description="the block's length")
+    param_name: Any = luigi.Parameter(default="date_hour", positional=False, description="the hour's parameter in `of`")
 
     @property
     def resources(self) -> dict[str, int]:  # type: ignore[override]
@@ -94,7 +94,8 @@ class PartitionBlock(luigi.Task):
     def _loaded(self, tasks: Sequence[Any]) -> set[Any]:
         """The hours of ``tasks`` that are loaded: the task class's ``bulk_complete`` (one query)."""
         with_params = functools.partial(self.of, **self.of_params)
-        return set(self.of.bulk_complete.__func__(with_params, [getattr(t, self.param_name) for t in tasks]))
+        bulk: Any = self.of.bulk_complete.__func__  # RangeHourly's own call: the class with the other parameters
+        return set(bulk(with_params, [getattr(t, self.param_name) for t in tasks]))
 
     def _not_loaded(self) -> list[Any]:
         tasks = self._hour_tasks()
