@@ -2,9 +2,10 @@
 
 - ``backfill`` in waves: ``--scale-partitions`` hours (100,000 by default: 11.4 years) of ``bench.pipeline.TinyHourly``
   (an empty S3 prefix per hour: one LIST, 0 rows, a marker) by two ``luigi-pipelines backfill`` processes of one
-  worker each (two hosts' worth) against one luigid started from ``configs/luigid.cfg``. Sampled every half second:
-  luigid's RSS and the partitions loaded (marker rows), so luigid's memory is known at 10 %, 30 % and 100 % of the
-  range. A wave's scheduling time is from its start line to its luigi process's ``Done scheduling tasks``.
+  worker each (two hosts' worth) against one luigid started from ``configs/luigid.cfg``, with ``--block-hours`` each
+  of ``--scale-block-hours`` (24 by default: a luigi task per day of hours; ``1,24``: both, side by side). Sampled
+  every half second: luigid's RSS and the partitions loaded (marker rows), so luigid's memory is known at 10 %, 30 %
+  and 100 % of the range. A wave's scheduling time is from its start line to its luigi process's ``Done scheduling tasks``.
 - the same range again: a no-op (one marker query per wave, no luigi process).
 - what a user would otherwise run: one plain ``luigi ... RangeHourly`` of the same range with ``--workers 2``, against
   a fresh luigid, stopped after ``--scale-plain-timeout`` seconds; how far it got (tasks handed to luigid, partitions
@@ -332,5 +333,5 @@ def scale_table(runs: Sequence[Run], plain: Run | None, noop_s: float, wave_size
     return table
 
 
-SECTION = Section("scale", "100,000 hourly partitions under luigid: backfill in waves vs one plain RangeHourly (an hour or "
-                  "more on 2 cores: only with --only scale)", run, default=False)
+SECTION = Section("scale", "100,000 hourly partitions under luigid: backfill in waves of blocks of a day vs one plain "
+                  "RangeHourly (20 minutes or more on 2 cores: only with --only scale)", run, default=False)
