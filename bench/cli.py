@@ -78,11 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{d.scale_partitions})")
     p.add_argument("--scale-wave-size", type=int, help=f"backfill --wave-size in the scale section (default "
                    f"{d.scale_wave_size})")
+    p.add_argument("--scale-block-hours", type=_ints, help="backfill --block-hours of the scale section's waves, a "
+                   f"run each, side by side (default {','.join(map(str, d.scale_block_hours))}; 1: a task per hour)")
     p.add_argument("--scale-plain-timeout", type=float, dest="scale_plain_timeout_s", help=f"seconds the plain "
                    f"RangeHourly of the scale section may run, 0 skips it (default {d.scale_plain_timeout_s:g})")
-    p.add_argument("--scale-prune-on-get-work", action="store_true", default=None, help="the scale section's "
-                   "luigid prunes on every get_work (configs/luigid.cfg's setting; default: off, as docs/scheduling.md "
-                   "advises for years of hourly partitions)")
+    p.add_argument("--scale-prune-on-get-work", action=argparse.BooleanOptionalAction, default=None, help="whether "
+                   "the scale section's luigid prunes on every get_work (default: as configs/luigid.cfg says, on; "
+                   "docs/scheduling.md has its cost by the tasks luigid holds)")
     p.add_argument("--swap-mib", type=float, help=f"MiB of each date of the swap section (default {d.swap_mib:g})")
     p.add_argument("--swap-reloads", type=int, help=f"forced reloads of one date per mode, swap section (default "
                    f"{d.swap_reloads})")

@@ -33,7 +33,8 @@ class Options:
     scale_partitions: int = 100_000  # hourly partitions of the scale section (rounded up to whole days)
     scale_wave_size: int = 2000  # backfill --wave-size of the scale section
     scale_plain_timeout_s: float = 300  # how long the plain RangeHourly of the scale section may run (0: skip it)
-    scale_prune_on_get_work: bool = False  # luigid's [scheduler] prune_on_get_work in the scale section
+    scale_prune_on_get_work: bool | None = None  # luigid's prune_on_get_work in the scale section (None: the shipped)
+    scale_block_hours: tuple[int, ...] = (24,)  # backfill --block-hours of the scale section's waves, a run each
     swap_mib: float = 50.0  # size of each date of the swap section
     swap_reloads: int = 20  # forced reloads of one date in each mode (swap section)
     swap_children: int = 3650  # daily children of the parent the swap section's readers query

@@ -40,6 +40,7 @@ import luigi.retcodes
 import psycopg2
 
 from . import (
+    blocks,
     db,
     defaults,  # noqa: F401 - [retcode] as the luigi process sees it, from any directory
 )
@@ -317,6 +318,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--next-wave-at", type=int, metavar="N",
                        help="with luigid: start the next wave once N or fewer partitions of the running ones are left "
                        "to load (default: a quarter of --wave-size)")
+    where.add_argument("--block-hours", type=int, default=1, metavar="N",
+                       help="with luigid, an hourly task in waves: one luigi task per N hours of a UTC day (N divides "
+                       "24), each hour still in its own transaction: N times fewer tasks and RPCs (default 1)")
     where.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_S, metavar="SECONDS",
                        help=f"with luigid: leave after this long without work of our own (default {DEFAULT_IDLE_S})")
     parser.add_argument("--raw-exit-code", action="store_true", help="return luigi's exit code unchanged")
@@ -395,6 +399,9 @@ def main_waves(args: argparse.Namespace, win: Window, scheduler: Scheduler, task
     whole = luigi_command(args.module, args.task, win, scheduler, args.workers, task_limit, args.reverse,
                           args.luigi_args, reload_changed=args.reload_changed, stale=known(stale, grain), grain=grain)
     next_at = args.wave_size // 4 if args.next_wave_at is None else args.next_wave_at
+    if 24 % max(args.block_hours, 1) or args.block_hours < 1:
+        print(f"luigi-pipelines backfill: --block-hours {args.block_hours}: not a whole part of a day", file=sys.stderr)
+        return 2
     merges = task_class(args.module, args.task)
     if merges.merged or merges.merge_key:  # merges apply in order: a wave's may not start before the last one's end
         next_at = 0
@@ -409,9 +416,10 @@ def main_waves(args: argparse.Namespace, win: Window, scheduler: Scheduler, task
         return _checks_failed(exc)
 
     def command(wave: Wave) -> list[str]:
-        return luigi_command(args.module, args.task, win, scheduler, args.workers, len(wave.values), args.reverse,
-                             args.luigi_args, reload_changed=args.reload_changed, stale=known(stale, grain),
-                             grain=grain, bounds=(wave.values[0], grain.after(wave.values[-1])))
+        cmd = luigi_command(args.module, args.task, win, scheduler, args.workers, len(wave.values), args.reverse,
+                            args.luigi_args, reload_changed=args.reload_changed, stale=known(stale, grain),
+                            grain=grain, bounds=(wave.values[0], grain.after(wave.values[-1])))
+        return blocks.command(cmd, args.block_hours) if args.block_hours > 1 and grain.unit == "hour" else cmd
 
     codes = luigi.retcodes.retcode()
     runner = WaveRunner(command, functools.partial(loaded_values, args.module, args.task), grain, next_at,

@@ -1,0 +1,119 @@
+"""Hourly partitions handed to luigid in blocks (``backfill --block-hours``, ``luigi_pipelines/blocks.py``): blocks
+aligned on the day whatever the wave; two backfills sharing a range in blocks, each hour written once and luigid
+holding blocks, not hours; a failed hour rolled back alone while the rest of its block loads; a worker killed in the
+middle of a block leaving each hour loaded or as it was, and a rerun loading the others."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+from collections import Counter
+
+import pytest
+
+from luigi_pipelines.blocks import block_start, check_block_hours, command
+from luigi_pipelines.devstack.local import wait_until
+from tests.scheduling_support import backfill_command, describe, start, wait_all, worker_settings
+from tests.test_waves import HOURS, TWO_DAYS, _cli, _hour_counts, _luigid, _put_hours, _wave_exits
+
+BLOCKED = "PartitionBlock"
+
+
+def test_blocks_are_aligned_on_the_day_and_divide_it():
+    assert block_start(datetime.datetime(2019, 2, 1, 13), 6) == datetime.datetime(2019, 2, 1, 12)
+    assert block_start(datetime.datetime(2019, 2, 1, 23), 24) == datetime.datetime(2019, 2, 1, 0)
+    assert check_block_hours(8) == 8
+    for wrong in (0, 5, 48):
+        with pytest.raises(ValueError, match="whole part of a UTC day"):
+            check_block_hours(wrong)
+    cmd = command(["py", "-m", "luigi", "--module", "m", "RangeHourly", "--of", "T"], 6)
+    assert cmd[1] == "-c" and "luigi_pipelines.blocks" in cmd[2]
+    assert cmd[3:] == ["--module", "m", "RangeHourlyBlocks", "--of", "T", "--block-hours", "6"]
+    with pytest.raises(ValueError, match="not a RangeHourly command"):
+        command(["py", "-m", "luigi", "--module", "m", "RangeDaily"], 6)
+
+
+def _markers(stack) -> int:
+    return stack.query(f"SELECT count(*) FROM {stack.marker_schema}.partition_marker")[0][0]
+
+
+@pytest.mark.scheduler
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_two_backfills_share_an_hourly_range_in_blocks_each_hour_loaded_once(stack, tmp_path):
+    """Waves of 10 hours cut the blocks of 6: both hosts name each block alike; luigid holds the 8 blocks, no hour."""
+    expected = _put_hours(stack, HOURS)
+    worker_settings(stack)
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    with _luigid(tmp_path) as luigid:
+        env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks), "LP_HOOK_HOLD_S": "0.05"}
+        cmd = backfill_command(*TWO_DAYS, *luigid.scheduler_args, "--wave-size", "10", "--next-wave-at", "3",
+                               "--block-hours", "6", module="tests.hourly_tasks", task="HookedLoadHourlyEvents")
+        hosts = [start(name, cmd, env, tmp_path) for name in ("a", "b")]
+        codes = wait_all(hosts, 240)
+        done = luigid.tasks("DONE")
+    assert codes == {"a": 0, "b": 0}, describe(hosts)
+    assert _hour_counts(stack) == expected and _markers(stack) == len(HOURS)
+    wrote = Counter(line.split()[2] for line in (hooks / "wrote").read_text().splitlines())
+    assert wrote == Counter(dict.fromkeys(expected, 1))  # every hour written once, by one of the two hosts
+    blocks = sorted(t["params"]["start"] for t in done.values() if t["name"] == BLOCKED)
+    assert blocks == [f"2019-02-0{d}T{h:02d}" for d in (1, 2) for h in (0, 6, 12, 18)], blocks
+    assert not [t for t in done.values() if t["name"] == "HookedLoadHourlyEvents"]
+    for host in hosts:
+        assert _wave_exits(host.output()), host.output()[-3000:]
+
+
+@pytest.mark.scheduler
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_failed_hour_rolls_back_alone_and_the_rest_of_its_block_loads(stack, tmp_path):
+    expected = _put_hours(stack, HOURS[:24])
+    stack.put("events/2019/02/01/05/a.csv", "id,kind\nnot-a-number,k\n")
+    del expected["2019-02-01T05"]
+    worker_settings(stack)
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    with _luigid(tmp_path) as luigid:
+        run = _cli(stack, cfg, "backfill", "--module", "tests.hourly_tasks", "--task", "LoadHourlyEvents",
+                   "--start", "2019-02-01", "--stop", "2019-02-02", "--now", "2019-02-05T05:00:00Z",
+                   *luigid.scheduler_args, "--block-hours", "24", "--idle-timeout", "5")
+    assert run.returncode == 30, run.stderr[-3000:]
+    assert _hour_counts(stack) == expected and _markers(stack) == 23
+    assert "1 of the 24 hours this block loaded failed" in run.stderr, run.stderr[-3000:]
+    assert "not loaded: 1 (2019-02-01T05)" in run.stderr.splitlines()[-1]
+    [(partition_date, error)] = stack.query(f"SELECT partition_date, error_class FROM {stack.marker_schema}."
+                                            "partition_failure")
+    assert partition_date == datetime.date(2019, 2, 1) and error
+
+
+@pytest.mark.scheduler
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_worker_killed_in_a_block_leaves_each_hour_loaded_or_as_it_was(stack, tmp_path):
+    """kill -9 of the worker (the wave's luigi process) while the block's 4th hour is in its transaction: the 3 hours
+    before are loaded with their markers, no other; a rerun loads the rest."""
+    expected = _put_hours(stack, HOURS[:24])
+    worker_settings(stack)
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    args = ["--start", "2019-02-01", "--stop", "2019-02-02", "--now", "2019-02-05T05:00:00Z"]
+    with _luigid(tmp_path) as luigid:
+        env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks), "LP_HOOK_PAUSE_DATE": "2019-02-01T03"}
+        cmd = backfill_command(*args, *luigid.scheduler_args, "--block-hours", "24", "--idle-timeout", "5",
+                               module="tests.hourly_tasks", task="HookedLoadHourlyEvents")
+        backfill = start("backfill", cmd, env, tmp_path)
+        wait_until(lambda: (hooks / "paused").exists(), 120, "the 4th hour paused in its transaction")
+        paused = json.loads((hooks / "paused").read_text())
+        os.kill(paused["pid"], signal.SIGKILL)
+        assert wait_all([backfill], 60)["backfill"] == 128 + signal.SIGKILL, backfill.output()[-3000:]
+        wait_until(lambda: not stack.query("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                           (paused["backend_pid"],))[0][0], 60, "the killed load's transaction ended")
+        assert _hour_counts(stack) == {h: n for h, n in expected.items() if h < "2019-02-01T03"}
+        assert _markers(stack) == 3
+        rerun = _cli(stack, cfg, "backfill", "--module", "tests.hourly_tasks", "--task", "HookedLoadHourlyEvents",
+                     *args, *luigid.scheduler_args, "--block-hours", "24", "--idle-timeout", "5")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert _hour_counts(stack) == expected and _markers(stack) == 24
