@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -158,9 +159,9 @@ class _Block(luigi.Task):
     def run(self) -> None:
         todo, unit = self._not_loaded(), self.grain.unit
         failed: list[str] = []
+        report = _throttled(self.set_status_message) if callable(self.set_status_message) else None
         for n, task in enumerate(todo):
-            if callable(self.set_status_message):
-                task.set_status_message = self.set_status_message
+            task.set_status_message = report
             value = self.grain.describe(getattr(task, self.param_name))
             try:
                 task.run()  # the partition's write_once: its lock, its transaction; a failure is put on record
@@ -171,6 +172,19 @@ class _Block(luigi.Task):
         if failed:
             raise BlockFailed(f"{len(failed)} of the {len(todo)} {unit}s this block loaded failed (each rolled back "
                               f"and on record; the others are loaded): " + "; ".join(failed))
+
+
+def _throttled(report: Any, every_s: float = 1.0) -> Any:
+    """``report`` (the block's status message to luigid: an RPC) called at most once per ``every_s`` by its
+    partitions' loads: each load's last report goes as its COPYs end, in its transaction, so a block of small
+    partitions would still pay an RPC per partition (docs/scheduling.md, "Blocks of days")."""
+    last = [float("-inf")]
+
+    def send(message: str) -> None:
+        if time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            report(message)
+    return send
 
 
 class PartitionBlock(_Block):
