@@ -150,10 +150,14 @@ class _Block(luigi.Task):
         return not self._not_loaded()
 
     def requires(self) -> list[Any]:
-        """What the partitions not loaded require (none for a load whose partition may be empty, no ready key)."""
+        """What the partitions not loaded require, as one task (``_Inputs``: one ``add_task``, not one per
+        partition); none for a load whose partition may be empty and has no ready key."""
         tasks = self._tasks_of_block()
         if not any(flatten(t.requires()) for t in tasks):  # no query when no partition requires anything
             return []
+        return [_INPUTS[type(self)](**self.param_kwargs)]
+
+    def _inputs(self) -> list[Any]:
         return [dep for t in self._not_loaded() for dep in flatten(t.requires())]
 
     def run(self) -> None:
@@ -205,6 +209,31 @@ class PartitionDayBlock(_Block):
     days: Any = luigi.IntParameter(description="the block's length (less at the window's edges)")
     param_name: Any = luigi.Parameter(default="date", positional=False, description="the day's parameter in `of`")
     length = property(lambda self: self.days)
+
+
+class _Inputs:
+    """What a block's partitions not loaded require (``S3PartitionExists``, a ready key...), as one external task:
+    complete once each of them is (asked in turn, as luigi would), so that the block runs once all are there. One
+    task per block instead of one per partition: each costs an ``add_task`` to luigid (docs/scheduling.md)."""
+
+    run = None  # external: nothing to run, luigi waits for it to be complete
+
+    def requires(self) -> list[Any]:
+        return []
+
+    def complete(self) -> bool:
+        return all(dep.complete() for dep in self._inputs())  # type: ignore[attr-defined]
+
+
+class PartitionBlockInputs(_Inputs, PartitionBlock):
+    """What the hours of a ``PartitionBlock`` not loaded require."""
+
+
+class PartitionDayBlockInputs(_Inputs, PartitionDayBlock):
+    """What the days of a ``PartitionDayBlock`` not loaded require."""
+
+
+_INPUTS: dict[type, type] = {PartitionBlock: PartitionBlockInputs, PartitionDayBlock: PartitionDayBlockInputs}
 
 
 class BlockFailed(Exception):
