@@ -43,7 +43,7 @@ from luigi.task import flatten
 from luigi.tools.range import RangeDaily, RangeHourly
 
 from .grains import DAILY, HOURLY, Grain
-from .targets import note_missing, take_missing
+from .targets import completed_values, note_missing, take_missing
 
 logger = logging.getLogger("luigi-interface")
 
@@ -132,10 +132,10 @@ class _Block(luigi.Task):
         return self._tasks
 
     def _loaded(self, tasks: Sequence[Any]) -> set[Any]:
-        """The partitions of ``tasks`` that are loaded: the task class's ``bulk_complete`` (one query)."""
-        with_params = functools.partial(self.of, **self.of_params)
-        bulk: Any = self.of.bulk_complete.__func__  # the range tool's own call: the class with the other parameters
-        return set(bulk(with_params, [getattr(t, self.param_name) for t in tasks]))
+        """The partitions of ``tasks`` that are loaded: ``bulk_complete``'s query (one), without its S3 survey: the
+        range that made the block surveyed the wave's sources at once, for the checks of its inputs."""
+        with_params = functools.partial(self.of, **self.of_params)  # as the range tool calls it
+        return set(completed_values(with_params, [getattr(t, self.param_name) for t in tasks], learn=False))
 
     def _not_loaded(self) -> list[Any]:
         tasks = self._tasks_of_block()
