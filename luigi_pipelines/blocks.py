@@ -216,7 +216,7 @@ class _Inputs:
     complete once each of them is (asked in turn, as luigi would), so that the block runs once all are there. One
     task per block instead of one per partition: each costs an ``add_task`` to luigid (docs/scheduling.md)."""
 
-    run = None  # external: nothing to run, luigi waits for it to be complete
+    run: Any = None  # external: nothing to run, luigi waits for it to be complete
 
     def requires(self) -> list[Any]:
         return []
@@ -261,7 +261,7 @@ class _RangeBlocks:
             first, stop = (grain.containing(datetime.date.fromisoformat(d)) for d in self.block_window)
         blocks = []
         for start in sorted({block_start(getattr(t, self._param_name), length, grain)  # type: ignore[attr-defined]
-                             for t in super().requires()}, reverse=bool(self.reverse)):  # type: ignore[misc]
+                             for t in super().requires()}, reverse=bool(self.reverse)):  # type: ignore[misc, attr-defined]
             end = start + length * step
             if self.block_window:
                 start, end = max(start, first), min(end, stop)

@@ -16,8 +16,7 @@ import pytest
 from luigi_pipelines.blocks import block_start, check_block_hours, command, wrong_lengths
 from luigi_pipelines.devstack.local import wait_until
 from luigi_pipelines.grains import DAILY
-from tests.scheduling_support import (assert_exactly_once, backfill_command, describe, seed_days, start, wait_all,
-                                      worker_settings)
+from tests.scheduling_support import assert_exactly_once, backfill_command, describe, seed_days, start, wait_all, worker_settings
 from tests.test_waves import HOURS, TWO_DAYS, _cli, _hour_counts, _luigid, _put_hours, _wave_exits
 
 BLOCKED = "PartitionBlock"
