@@ -321,6 +321,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--block-hours", type=int, default=1, metavar="N",
                        help="with luigid, an hourly task in waves: one luigi task per N hours of a UTC day (N divides "
                        "24), each hour still in its own transaction: N times fewer tasks and RPCs (default 1)")
+    where.add_argument("--block-days", type=int, default=1, metavar="N",
+                       help="with luigid, a daily task in waves: one luigi task per N days (7: Monday to Sunday), each "
+                       "day still in its own transaction: N times fewer tasks and RPCs (default 1)")
     where.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_S, metavar="SECONDS",
                        help=f"with luigid: leave after this long without work of our own (default {DEFAULT_IDLE_S})")
     parser.add_argument("--raw-exit-code", action="store_true", help="return luigi's exit code unchanged")
@@ -399,8 +402,8 @@ def main_waves(args: argparse.Namespace, win: Window, scheduler: Scheduler, task
     whole = luigi_command(args.module, args.task, win, scheduler, args.workers, task_limit, args.reverse,
                           args.luigi_args, reload_changed=args.reload_changed, stale=known(stale, grain), grain=grain)
     next_at = args.wave_size // 4 if args.next_wave_at is None else args.next_wave_at
-    if 24 % max(args.block_hours, 1) or args.block_hours < 1:
-        print(f"luigi-pipelines backfill: --block-hours {args.block_hours}: not a whole part of a day", file=sys.stderr)
+    if blocks.wrong_lengths(args.block_hours, args.block_days):
+        print(f"luigi-pipelines backfill: {blocks.wrong_lengths(args.block_hours, args.block_days)}", file=sys.stderr)
         return 2
     merges = task_class(args.module, args.task)
     if merges.merged or merges.merge_key:  # merges apply in order: a wave's may not start before the last one's end
@@ -419,7 +422,7 @@ def main_waves(args: argparse.Namespace, win: Window, scheduler: Scheduler, task
         cmd = luigi_command(args.module, args.task, win, scheduler, args.workers, len(wave.values), args.reverse,
                             args.luigi_args, reload_changed=args.reload_changed, stale=known(stale, grain),
                             grain=grain, bounds=(wave.values[0], grain.after(wave.values[-1])))
-        return blocks.command(cmd, args.block_hours) if args.block_hours > 1 and grain.unit == "hour" else cmd
+        return blocks.wave_command(cmd, grain, args.block_hours, args.block_days, (win.start, win.stop))
 
     codes = luigi.retcodes.retcode()
     runner = WaveRunner(command, functools.partial(loaded_values, args.module, args.task), grain, next_at,

@@ -94,11 +94,12 @@ def _parameter_value(parameter: Any, name: str) -> Any:
     return parameter
 
 
-def completed_values(cls: Any, parameter_tuples: Iterable[Any]) -> list[Any]:
+def completed_values(cls: Any, parameter_tuples: Iterable[Any], learn: bool = True) -> list[Any]:
     """``bulk_complete`` of a partition task class: those of ``parameter_tuples`` already complete, with one marker
     query on one connection. luigi's range tools pass ``cls`` as a ``functools.partial`` carrying their
     ``of_params``, so a probe instance is built to read the declarations (and ``force``) the tasks would have.
-    The values found not complete are noted (``note_missing``) and their sources learnt at once (``learn_sources``)."""
+    The values found not complete are noted (``note_missing``) and, if ``learn``, their sources learnt at once
+    (``learn_sources``: a block's checks leave that to the range that made it, which learnt them for the wave)."""
     params = list(parameter_tuples)
     if not params:
         return []
@@ -122,7 +123,8 @@ def completed_values(cls: Any, parameter_tuples: Iterable[Any]) -> list[Any]:
         found = set(complete)
         missing = [v for v in values if v not in found]
         note_missing(task_ids_of(probe, missing), bool(probe.reload_changed))
-        probe.learn_sources(missing)
+        if learn:
+            probe.learn_sources(missing)
     return [p for p, v in zip(params, values, strict=True) if v in found]
 
 

@@ -17,6 +17,8 @@ HookedLoadTransactions``: the real ``LoadTransactions`` (same table, bucket and 
 - ``LP_HOOK_HOLD_S``: every load keeps its transaction open this long after its last COPY, so that
   loads that may run at once do overlap.
 - ``LP_WORKER_NAME``: the name written to ``paused``.
+
+Each load that writes its date also appends ``wrote <pid> <date>`` to ``wrote`` in ``LP_HOOK_DIR``.
 """
 from __future__ import annotations
 
@@ -88,6 +90,10 @@ class HookedLoadTransactions(LoadTransactions):
             _pause(tx)  # tx.rows: what is in the open transaction so far, for the test to see
 
     def after_copy(self, tx: db.PartitionTransaction) -> None:
+        directory = _hook_dir()
+        if directory is not None:  # the date is written (its transaction about to commit)
+            with open(directory / "wrote", "a") as f:
+                f.write(f"wrote {os.getpid()} {self.date}\n")
         hold = float(os.environ.get("LP_HOOK_HOLD_S", "0"))
         if hold:
             time.sleep(hold)  # a slow load: keeps the connection and the lock for a while

@@ -1,7 +1,8 @@
-"""Hourly partitions handed to luigid in blocks (``backfill --block-hours``, ``luigi_pipelines/blocks.py``): blocks
-aligned on the day whatever the wave; two backfills sharing a range in blocks, each hour written once and luigid
-holding blocks, not hours; a failed hour rolled back alone while the rest of its block loads; a worker killed in the
-middle of a block leaving each hour loaded or as it was, and a rerun loading the others."""
+"""Partitions handed to luigid in blocks (``backfill --block-hours``/``--block-days``, ``luigi_pipelines/blocks.py``):
+blocks aligned on the day (hours) or counted from a Monday (days) whatever the wave, days' blocks cut to the window;
+two backfills sharing a range in blocks, each partition written once and luigid holding blocks, not partitions; a
+failed hour or day rolled back alone while the rest of its block loads; a worker killed in the middle of a block
+leaving each hour loaded or as it was, and a rerun loading the others."""
 from __future__ import annotations
 
 import datetime
@@ -12,9 +13,10 @@ from collections import Counter
 
 import pytest
 
-from luigi_pipelines.blocks import block_start, check_block_hours, command
+from luigi_pipelines.blocks import block_start, check_block_hours, command, wrong_lengths
 from luigi_pipelines.devstack.local import wait_until
-from tests.scheduling_support import backfill_command, describe, start, wait_all, worker_settings
+from luigi_pipelines.grains import DAILY
+from tests.scheduling_support import assert_exactly_once, backfill_command, describe, seed_days, start, wait_all, worker_settings
 from tests.test_waves import HOURS, TWO_DAYS, _cli, _hour_counts, _luigid, _put_hours, _wave_exits
 
 BLOCKED = "PartitionBlock"
@@ -32,6 +34,19 @@ def test_blocks_are_aligned_on_the_day_and_divide_it():
     assert cmd[3:] == ["--module", "m", "RangeHourlyBlocks", "--of", "T", "--block-hours", "6"]
     with pytest.raises(ValueError, match="not a RangeHourly command"):
         command(["py", "-m", "luigi", "--module", "m", "RangeDaily"], 6)
+
+
+def test_day_blocks_count_from_a_monday_any_length_cut_to_the_window():
+    assert block_start(datetime.date(2019, 2, 10), 7, DAILY) == datetime.date(2019, 2, 4)  # a Sunday: its Monday
+    assert block_start(datetime.date(2019, 2, 4), 7, DAILY) == datetime.date(2019, 2, 4)
+    assert block_start(datetime.date(2019, 2, 6), 30, DAILY) == datetime.date(2019, 1, 27)
+    assert wrong_lengths(24, 30) == "" and "at least 1 day" in wrong_lengths(24, 0)
+    cmd = command(["py", "-m", "luigi", "--module", "m", "RangeDaily", "--of", "T"], 7, DAILY,
+                  (datetime.date(2019, 2, 1), datetime.date(2019, 2, 15)))
+    assert cmd[3:] == ["--module", "m", "RangeDailyBlocks", "--of", "T", "--block-days", "7",
+                       "--block-window", '["2019-02-01", "2019-02-15"]']
+    with pytest.raises(ValueError, match="not a RangeDaily command"):
+        command(["py", "-m", "luigi", "--module", "m", "RangeHourly"], 7, DAILY)
 
 
 def _markers(stack) -> int:
@@ -117,3 +132,60 @@ def test_a_worker_killed_in_a_block_leaves_each_hour_loaded_or_as_it_was(stack, 
                      *args, *luigid.scheduler_args, "--block-hours", "24", "--idle-timeout", "5")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert _hour_counts(stack) == expected and _markers(stack) == 24
+
+
+DAYS_BLOCKED = "PartitionDayBlock"
+FORTNIGHT = ["--start", "2019-02-01", "--stop", "2019-02-15", "--now", "2019-02-20T05:00:00Z"]
+
+
+@pytest.mark.scheduler
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_two_backfills_share_a_daily_range_in_blocks_each_day_loaded_once(stack, tmp_path):
+    """Waves of 5 days cut the weeks: both hosts name each block alike, the blocks at the window's edges cut to it
+    (Friday 1 to Sunday 3, Monday 11 to Thursday 14); luigid holds the 3 blocks, no date."""
+    expected = seed_days(stack, datetime.date(2019, 2, 1), 14, rows=3, parts=1)
+    worker_settings(stack)
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    with _luigid(tmp_path) as luigid:
+        env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks), "LP_HOOK_HOLD_S": "0.05"}
+        cmd = backfill_command(*FORTNIGHT, *luigid.scheduler_args, "--wave-size", "5", "--next-wave-at", "2",
+                               "--block-days", "7")
+        hosts = [start(name, cmd, env, tmp_path) for name in ("a", "b")]
+        codes = wait_all(hosts, 240)
+        done = luigid.tasks("DONE")
+    assert codes == {"a": 0, "b": 0}, describe(hosts)
+    assert_exactly_once(stack, expected)
+    wrote = Counter(line.split()[2] for line in (hooks / "wrote").read_text().splitlines())
+    assert wrote == Counter({f"{day}": 1 for day in expected})  # every date written once, by one of the two hosts
+    blocks = sorted((t["params"]["start"], t["params"]["days"]) for t in done.values() if t["name"] == DAYS_BLOCKED)
+    assert blocks == [("2019-02-01", "3"), ("2019-02-04", "7"), ("2019-02-11", "4")], blocks
+    assert not [t for t in done.values() if t["name"] == "HookedLoadTransactions"]
+    for host in hosts:
+        assert _wave_exits(host.output()), host.output()[-3000:]
+
+
+@pytest.mark.scheduler
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_failed_day_rolls_back_alone_and_the_rest_of_its_block_loads(stack, tmp_path):
+    expected = seed_days(stack, datetime.date(2019, 2, 4), 7, rows=3, parts=1)
+    stack.put("transactions/2019-02-06/part-0000.csv", b"not,a,transactions,file\n1,2,3,4\n")
+    del expected[datetime.date(2019, 2, 6)]
+    worker_settings(stack)
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    with _luigid(tmp_path) as luigid:
+        run = _cli(stack, cfg, "backfill", "--module", "tests.scheduler_tasks", "--task", "HookedLoadTransactions",
+                   "--start", "2019-02-04", "--stop", "2019-02-11", "--now", "2019-02-20T05:00:00Z",
+                   *luigid.scheduler_args, "--block-days", "7", "--idle-timeout", "5")
+        done = luigid.tasks("DONE")
+    assert run.returncode == 30, run.stderr[-3000:]
+    assert_exactly_once(stack, expected)
+    assert "1 of the 7 days this block loaded failed" in run.stderr, run.stderr[-3000:]
+    assert "not loaded: 1 (2019-02-06)" in run.stderr.splitlines()[-1]
+    [(partition_date, error)] = stack.query(f"SELECT partition_date, error_class FROM {stack.marker_schema}."
+                                            "partition_failure")
+    assert partition_date == datetime.date(2019, 2, 6) and error
+    assert not [t for t in done.values() if t["name"] == DAYS_BLOCKED]  # the block failed: luigid retries it

@@ -1,6 +1,6 @@
 """Section ``small``: a year of small daily partitions (two gzip CSV objects of ~10 KB a date) loaded by
-``luigi-pipelines backfill`` with 1 worker, with ``--processes 2``, and under luigid with 1 worker and
-``--workers 2``, next to one ``psql`` session running the same ``\\copy`` commands (issue 11).
+``luigi-pipelines backfill`` with 1 worker, with ``--processes 2``, and under luigid with 1 worker, ``--workers 2``
+and 1 worker with ``--block-days 7`` and ``30``, next to one ``psql`` session running the same ``\\copy`` commands (issue 11).
 
 The psql baseline first GETs every object to a local file with one boto3 client (as method (a2) does for
 one file), then runs one ``psql`` session of one ``\\copy ... FROM PROGRAM 'gzip -dc <file>'`` per object:
@@ -32,6 +32,7 @@ PARTS = 2  # objects per date
 GOAL_RATIO = 3.0  # issue 11: a year of small partitions at most 3x one psql session
 GOAL_OVERHEAD_MS = {1: 15.0}  # worker-ms per partition outside its transaction; 25 for any multi-worker run
 GOAL_OVERHEAD_MANY_MS = 25.0
+BLOCK_DAYS = (7, 30)  # luigid, 1 worker, the dates handed over in blocks of N days (``backfill --block-days``)
 
 _MARKER_SUMS = sql.SQL(
     "SELECT count(*), coalesce(sum(rows_loaded), 0),"
@@ -160,6 +161,8 @@ def run(bench: Bench) -> SectionResult:
         backfill(bench, data, "backfill --processes 2", 2, "--processes", "2"),
         backfill(bench, data, "luigid, 1 worker", 1, luigid=True),
         backfill(bench, data, "luigid, --workers 2", 2, "--workers", "2", luigid=True),
+        *(backfill(bench, data, f"luigid, 1 worker, --block-days {n}", 1, "--block-days", str(n), luigid=True)
+          for n in BLOCK_DAYS),
     ]
     result = SectionResult("small", data={"days": len(data.dates), "objects": len(data.objects), "rows": data.rows,
                                           "bytes": data.size_bytes, "empty_command_s": empty_s,
@@ -194,7 +197,8 @@ def small_table(data: SmallData, runs: list[SmallRun], empty_s: float) -> Table:
         "'x psql session alone' against the session on files already downloaded",
         "backfill: `luigi-pipelines backfill --start --stop` of the bench pipeline's LoadTransactions (one transaction "
         "per date: lock, delete, 2 COPYs, marker), --local-scheduler, --processes 2, or a fresh luigid (started before "
-        "the clock)",
+        "the clock); --block-days N: luigid gets one task per N dates (blocks.PartitionDayBlock), each date still in "
+        "its own transaction",
         f"overhead: ((seconds - {empty_s:.2f} s, an empty `luigi` command) x processes or workers - in-tx s) / dates, "
         "i.e. worker-seconds per partition outside its transaction, as in section `workers`",
         f"client CPU: user + system seconds of the command and its children; {os.cpu_count()} CPUs shared with "
@@ -222,4 +226,5 @@ def small_targets(data: SmallData, runs: list[SmallRun], empty_s: float) -> list
 
 
 SECTION = Section("small", "a year of small daily partitions (2 gzip objects of ~10 KB a date): backfill with 1 "
-                  "worker, --processes 2, luigid 1 and 2 workers, vs one psql session", run)
+                  "worker, --processes 2, luigid 1 and 2 workers, luigid 1 worker with --block-days 7 and 30, vs one "
+                  "psql session", run)
