@@ -402,8 +402,9 @@ def main_waves(args: argparse.Namespace, win: Window, scheduler: Scheduler, task
     whole = luigi_command(args.module, args.task, win, scheduler, args.workers, task_limit, args.reverse,
                           args.luigi_args, reload_changed=args.reload_changed, stale=known(stale, grain), grain=grain)
     next_at = args.wave_size // 4 if args.next_wave_at is None else args.next_wave_at
-    if blocks.wrong_lengths(args.block_hours, args.block_days):
-        print(f"luigi-pipelines backfill: {blocks.wrong_lengths(args.block_hours, args.block_days)}", file=sys.stderr)
+    if blocks.wrong_lengths(args.block_hours, args.block_days, grain):
+        print(f"luigi-pipelines backfill: {blocks.wrong_lengths(args.block_hours, args.block_days, grain)}",
+              file=sys.stderr)
         return 2
     merges = task_class(args.module, args.task)
     if merges.merged or merges.merge_key:  # merges apply in order: a wave's may not start before the last one's end

@@ -66,12 +66,15 @@ def check_block_days(days: int) -> int:
     return days
 
 
-def wrong_lengths(hours: int, days: int) -> str:
-    """Why ``--block-hours``/``--block-days`` cannot be used ("" when they can)."""
+def wrong_lengths(hours: int, days: int, grain: Grain | None = None) -> str:
+    """Why ``--block-hours``/``--block-days`` cannot be used ("" when they can), for a task of ``grain``."""
     try:
         check_block_hours(hours), check_block_days(days)
     except ValueError as exc:
         return str(exc)
+    for option, length, unit in (("--block-hours", hours, "hour"), ("--block-days", days, "day")):
+        if grain is not None and length > 1 and grain.unit != unit:
+            return f"{option} {length}: blocks of {unit}s, but the task's partitions are {grain.unit}s"
     return ""
 
 

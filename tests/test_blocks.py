@@ -15,7 +15,7 @@ import pytest
 
 from luigi_pipelines.blocks import block_start, check_block_hours, command, wrong_lengths
 from luigi_pipelines.devstack.local import wait_until
-from luigi_pipelines.grains import DAILY
+from luigi_pipelines.grains import DAILY, HOURLY
 from tests.scheduling_support import assert_exactly_once, backfill_command, describe, seed_days, start, wait_all, worker_settings
 from tests.test_waves import HOURS, TWO_DAYS, _cli, _hour_counts, _luigid, _put_hours, _wave_exits
 
@@ -41,6 +41,9 @@ def test_day_blocks_count_from_a_monday_any_length_cut_to_the_window():
     assert block_start(datetime.date(2019, 2, 4), 7, DAILY) == datetime.date(2019, 2, 4)
     assert block_start(datetime.date(2019, 2, 6), 30, DAILY) == datetime.date(2019, 1, 27)
     assert wrong_lengths(24, 30) == "" and "at least 1 day" in wrong_lengths(24, 0)
+    assert wrong_lengths(24, 1, HOURLY) == "" and wrong_lengths(1, 7, DAILY) == ""
+    assert wrong_lengths(1, 7, HOURLY) == "--block-days 7: blocks of days, but the task's partitions are hours"
+    assert wrong_lengths(24, 1, DAILY) == "--block-hours 24: blocks of hours, but the task's partitions are days"
     cmd = command(["py", "-m", "luigi", "--module", "m", "RangeDaily", "--of", "T"], 7, DAILY,
                   (datetime.date(2019, 2, 1), datetime.date(2019, 2, 15)))
     assert cmd[3:] == ["--module", "m", "RangeDailyBlocks", "--of", "T", "--block-days", "7",
