@@ -120,10 +120,10 @@ class _Block(luigi.Task):
     def length(self) -> int:
         raise NotImplementedError
 
-    @property
-    def resources(self) -> dict[str, int]:  # type: ignore[override]
-        """A partition's (one PostgreSQL connection at a time): the partitions load one after the other."""
-        return dict(self._tasks_of_block()[0].resources)
+    def process_resources(self) -> dict[str, int]:
+        """A partition's resources (luigi's hook for what the task asks of luigid): one PostgreSQL connection at a
+        time, as the partitions load one after the other."""
+        return dict(self._tasks_of_block()[0].process_resources())
 
     def partition_values(self) -> list[Any]:
         return [self.start + n * _STEP[self.grain.unit] for n in range(self.length)]

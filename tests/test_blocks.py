@@ -52,6 +52,25 @@ def test_day_blocks_count_from_a_monday_any_length_cut_to_the_window():
         command(["py", "-m", "luigi", "--module", "m", "RangeHourly"], 7, DAILY)
 
 
+def _two_hosts(stack, tmp_path, *args: str, **names: str) -> tuple[dict, Counter]:
+    """Two ``backfill`` processes ("hosts") with ``args`` against one luigid, each exiting 0 after its waves; the
+    tasks luigid holds done, and how many times each partition was written (the hooked tasks' ``wrote`` lines)."""
+    worker_settings(stack)
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    with _luigid(tmp_path) as luigid:
+        env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks), "LP_HOOK_HOLD_S": "0.05"}
+        hosts = [start(name, backfill_command(*args, *luigid.scheduler_args, **names), env, tmp_path)
+                 for name in ("a", "b")]
+        codes = wait_all(hosts, 240)
+        done = luigid.tasks("DONE")
+    assert codes == {"a": 0, "b": 0}, describe(hosts)
+    for host in hosts:
+        assert _wave_exits(host.output()), host.output()[-3000:]
+    return done, Counter(line.split()[2] for line in (hooks / "wrote").read_text().splitlines())
+
+
 def _markers(stack) -> int:
     return stack.query(f"SELECT count(*) FROM {stack.marker_schema}.partition_marker")[0][0]
 
@@ -62,26 +81,13 @@ def _markers(stack) -> int:
 def test_two_backfills_share_an_hourly_range_in_blocks_each_hour_loaded_once(stack, tmp_path):
     """Waves of 10 hours cut the blocks of 6: both hosts name each block alike; luigid holds the 8 blocks, no hour."""
     expected = _put_hours(stack, HOURS)
-    worker_settings(stack)
-    cfg = stack.write_config(tmp_path / "run.cfg")
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    with _luigid(tmp_path) as luigid:
-        env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks), "LP_HOOK_HOLD_S": "0.05"}
-        cmd = backfill_command(*TWO_DAYS, *luigid.scheduler_args, "--wave-size", "10", "--next-wave-at", "3",
-                               "--block-hours", "6", module="tests.hourly_tasks", task="HookedLoadHourlyEvents")
-        hosts = [start(name, cmd, env, tmp_path) for name in ("a", "b")]
-        codes = wait_all(hosts, 240)
-        done = luigid.tasks("DONE")
-    assert codes == {"a": 0, "b": 0}, describe(hosts)
+    done, wrote = _two_hosts(stack, tmp_path, *TWO_DAYS, "--wave-size", "10", "--next-wave-at", "3",
+                             "--block-hours", "6", module="tests.hourly_tasks", task="HookedLoadHourlyEvents")
     assert _hour_counts(stack) == expected and _markers(stack) == len(HOURS)
-    wrote = Counter(line.split()[2] for line in (hooks / "wrote").read_text().splitlines())
     assert wrote == Counter(dict.fromkeys(expected, 1))  # every hour written once, by one of the two hosts
     blocks = sorted(t["params"]["start"] for t in done.values() if t["name"] == BLOCKED)
     assert blocks == [f"2019-02-0{d}T{h:02d}" for d in (1, 2) for h in (0, 6, 12, 18)], blocks
     assert not [t for t in done.values() if t["name"] == "HookedLoadHourlyEvents"]
-    for host in hosts:
-        assert _wave_exits(host.output()), host.output()[-3000:]
 
 
 @pytest.mark.scheduler
@@ -148,26 +154,13 @@ def test_two_backfills_share_a_daily_range_in_blocks_each_day_loaded_once(stack,
     """Waves of 5 days cut the weeks: both hosts name each block alike, the blocks at the window's edges cut to it
     (Friday 1 to Sunday 3, Monday 11 to Thursday 14); luigid holds the 3 blocks, no date."""
     expected = seed_days(stack, datetime.date(2019, 2, 1), 14, rows=3, parts=1)
-    worker_settings(stack)
-    cfg = stack.write_config(tmp_path / "run.cfg")
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    with _luigid(tmp_path) as luigid:
-        env = {**stack.env(cfg), "LP_HOOK_DIR": str(hooks), "LP_HOOK_HOLD_S": "0.05"}
-        cmd = backfill_command(*FORTNIGHT, *luigid.scheduler_args, "--wave-size", "5", "--next-wave-at", "2",
-                               "--block-days", "7")
-        hosts = [start(name, cmd, env, tmp_path) for name in ("a", "b")]
-        codes = wait_all(hosts, 240)
-        done = luigid.tasks("DONE")
-    assert codes == {"a": 0, "b": 0}, describe(hosts)
+    done, wrote = _two_hosts(stack, tmp_path, *FORTNIGHT, "--wave-size", "5", "--next-wave-at", "2",
+                             "--block-days", "7")
     assert_exactly_once(stack, expected)
-    wrote = Counter(line.split()[2] for line in (hooks / "wrote").read_text().splitlines())
     assert wrote == Counter({f"{day}": 1 for day in expected})  # every date written once, by one of the two hosts
     blocks = sorted((t["params"]["start"], t["params"]["days"]) for t in done.values() if t["name"] == DAYS_BLOCKED)
     assert blocks == [("2019-02-01", "3"), ("2019-02-04", "7"), ("2019-02-11", "4")], blocks
     assert not [t for t in done.values() if t["name"] == "HookedLoadTransactions"]
-    for host in hosts:
-        assert _wave_exits(host.output()), host.output()[-3000:]
 
 
 @pytest.mark.scheduler
