@@ -120,6 +120,10 @@ class _Block(luigi.Task):
     def length(self) -> int:
         raise NotImplementedError
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.priority = self._tasks_of_block()[0].priority  # a merge's: older blocks first, as its partitions
+
     def process_resources(self) -> dict[str, int]:
         """A partition's resources (luigi's hook for what the task asks of luigid): one PostgreSQL connection at a
         time, as the partitions load one after the other."""

@@ -185,3 +185,27 @@ def test_a_failed_day_rolls_back_alone_and_the_rest_of_its_block_loads(stack, tm
                                             "partition_failure")
     assert partition_date == datetime.date(2019, 2, 6) and error
     assert not [t for t in done.values() if t["name"] == DAYS_BLOCKED]  # the block failed: luigid retries it
+
+
+@pytest.mark.scheduler
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_an_hourly_merge_in_blocks_applies_its_hours_in_order(stack, tmp_path):
+    """Merges apply in date order: a block merges its hours one after the other, oldest first, and the blocks of a
+    wave run in order (one worker), so the table ends as the hours say, last hour last."""
+    for h in range(24):
+        y = "y,basic,false\n" if h < 10 else "y,basic,true\n" if h == 10 else ""
+        stack.put(f"a/2019/02/01/{h:02d}/a.csv", f"account,tier,gone\nx,t{h:02d},false\n{y}")
+    stack.set_config("compose_test", "schema", stack.schema)
+    worker_settings(stack)
+    cfg = stack.write_config(tmp_path / "run.cfg")
+    with _luigid(tmp_path) as luigid:
+        run = _cli(stack, cfg, "backfill", "--module", "tests.compose_tasks", "--task", "HourlyAccounts",
+                   "--start", "2019-02-01", "--stop", "2019-02-02", "--now", "2019-02-05T05:00:00Z",
+                   *luigid.scheduler_args, "--block-hours", "6", "--idle-timeout", "5")
+        done = luigid.tasks("DONE")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert stack.query(f"SELECT account, tier FROM {stack.schema}.accounts_hourly ORDER BY 1") == [("x", "t23")]
+    assert _markers(stack) == 24
+    assert sorted(t["params"]["start"] for t in done.values() if t["name"] == BLOCKED) == [
+        f"2019-02-01T{h:02d}" for h in (0, 6, 12, 18)]
