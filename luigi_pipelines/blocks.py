@@ -157,12 +157,16 @@ class _Block(luigi.Task):
         return not self._not_loaded()
 
     def requires(self) -> list[Any]:
-        """What the partitions not loaded require, as one task (``_Inputs``: one ``add_task``, not one per
-        partition); none for a load whose partition may be empty and has no ready key."""
+        """What the partitions not loaded require: external inputs (S3 objects, a ready key) as one task
+        (``_Inputs``: one ``add_task``, not one per partition); tasks that run (a transform's upstream partitions)
+        themselves, so that luigi runs them first; none for a load whose partition may be empty and has no ready key."""
         tasks = self._tasks_of_block()
         if not any(flatten(t.requires()) for t in tasks):  # no query when no partition requires anything
             return []
-        return [_INPUTS[type(self)](**self.param_kwargs)]
+        inputs = self._inputs()
+        if all(type(dep).run is None for dep in inputs):  # luigi's external tasks: nothing to run, only to await
+            return [_INPUTS[type(self)](**self.param_kwargs)]
+        return inputs
 
     def _inputs(self) -> list[Any]:
         return [dep for t in self._not_loaded() for dep in flatten(t.requires())]
