@@ -214,19 +214,20 @@ def test_an_hourly_merge_in_blocks_applies_its_hours_in_order(stack, tmp_path):
 @pytest.mark.scheduler
 @pytest.mark.postgres
 @pytest.mark.s3
-def test_an_hourly_transform_in_blocks_loads_its_upstream_hours_too(stack, tmp_path):
+@pytest.mark.parametrize("task, table", [("HourlyKinds", "kinds_hourly"), ("HourlyKindsSwapped", "kinds_hourly_swapped")])
+def test_an_hourly_transform_in_blocks_loads_its_upstream_hours_too(stack, tmp_path, task, table):
     """A block requires what its hours require: a transform's upstream loads are scheduled and run (not awaited as
-    if external), as they are with a task per hour."""
+    if external), as they are with a task per hour; in delete mode and in swap mode (a child table per hour)."""
     for h in range(24):
         stack.put(f"e/2019/02/01/{h:02d}/part.csv", f"id,kind\n{h},k{h % 2}\n")
     stack.set_config("compose_test", "schema", stack.schema)
     worker_settings(stack)
     cfg = stack.write_config(tmp_path / "run.cfg")
     with _luigid(tmp_path) as luigid:
-        run = _cli(stack, cfg, "backfill", "--module", "tests.compose_tasks", "--task", "HourlyKinds",
+        run = _cli(stack, cfg, "backfill", "--module", "tests.compose_tasks", "--task", task,
                    "--start", "2019-02-01", "--stop", "2019-02-02", "--now", "2019-02-05T05:00:00Z",
                    *luigid.scheduler_args, "--block-hours", "12", "--idle-timeout", "5")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert stack.query(f"SELECT kind, sum(n) FROM {stack.schema}.kinds_hourly GROUP BY 1 ORDER BY 1") == [
+    assert stack.query(f"SELECT kind, sum(n) FROM {stack.schema}.{table} GROUP BY 1 ORDER BY 1") == [
         ("k0", 12), ("k1", 12)]
     assert _markers(stack) == 48  # 24 hours of events, 24 of their kinds
