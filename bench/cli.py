@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, dest="timeout_s", help=f"seconds allowed per command (default {d.timeout_s:g})")
     p.add_argument("--work-dir", help="parent of the temporary data directory (default: the system temp dir)")
     p.add_argument("--no-save", action="store_true", help=f"do not write the JSON file to {RESULTS_DIR}")
+    p.add_argument("--python", help="interpreter of the measured luigi commands, luigid and probes (default: this one; "
+                   "`make bench` gives .venv-bench's, an install of the package alone, without the test tools)")
     return p
 
 
@@ -124,6 +126,7 @@ def meta(options: Options, stack: BenchStack, sections: Sequence[Section], secon
         "host": platform.node(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "children_python": stack.interpreter,
         "postgres": stack.query("SHOW server_version")[0][0],
         "versions": versions,
         "sections": [s.name for s in sections],
@@ -162,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     at_start = {"started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "git_commit": _git_commit(), "git_uncommitted": _git_uncommitted(),
                 "load_average_at_start": os.getloadavg()}
-    with BenchStack.running(args.work_dir) as stack:
+    with BenchStack.running(args.work_dir, args.python) as stack:
         bench = Bench(options, stack)
         results = [run_section(bench, s) for s in chosen]
         info = meta(options, stack, chosen, time.monotonic() - started, at_start)
@@ -176,7 +179,8 @@ def print_summary(results: Sequence[SectionResult], info: dict[str, Any]) -> Non
     targets: list[Target] = [t for r in results for t in r.targets]
     failed = [r.name for r in results if r.error]
     print(f"\n== summary: {len(results)} section(s) in {info['seconds']:.0f} s on {info['cpus']} CPUs, "
-          f"PostgreSQL {info['postgres']}, luigi {info['versions']['luigi']}, commit {info['git_commit']} ==")
+          f"PostgreSQL {info['postgres']}, luigi {info['versions']['luigi']}, commit {info['git_commit']}; "
+          f"commands run by {info['children_python']} ==")
     if info["git_uncommitted"]:
         print(f"measured with uncommitted changes to: {', '.join(info['git_uncommitted'])}")
     busy = [r.name for r in results if r.contention and r.contention["others_share"] > NOISY_SHARE]

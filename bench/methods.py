@@ -23,7 +23,7 @@ from luigi_pipelines.pipelines.transactions import LoadTransactions
 from .context import Bench
 from .data import MIB, Dataset
 from .measure import BenchError, ProcessRun, Stopwatch
-from .stack import MARKER, PIPELINE_MODULE
+from .stack import MARKER, PIPELINE_MODULE, SHIPPED_MODULE
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ def method_a2(bench: Bench, data: Dataset, table: TableName) -> LoadRun:
 
 
 def method_b(bench: Bench, data: Dataset, table: TableName) -> LoadRun:
-    """``luigi --module bench.pipeline LoadTransactions --date D --local-scheduler`` in a fresh process."""
+    """``luigi --module luigi_pipelines.pipelines.transactions LoadTransactions --date D --local-scheduler`` in a fresh
+    process (of the children's interpreter: ``make bench`` gives an install of the package alone)."""
     config = bench.stack.config_file(f"b-{table.name}", str(table))
     run = bench.stack.luigi(load_one(data.date), config, bench.options.timeout_s)
     return LoadRun("b", run.wall_s, data.size_bytes, data.rows, run.max_rss_bytes, run.cpu_s,
@@ -142,14 +143,14 @@ def measure(bench: Bench, method: str, data: Dataset, label: str = "") -> LoadRu
 
 
 def load_one(date: datetime.date, *extra: str) -> list[str]:
-    """``LoadTransactions`` of the bench pipeline for one ``date``, local scheduler, plus ``extra`` arguments."""
-    return ["--module", PIPELINE_MODULE, "LoadTransactions", "--date", date.isoformat(), "--local-scheduler", *extra]
+    """``LoadTransactions`` of the shipped module for one ``date``, local scheduler, plus ``extra`` arguments."""
+    return ["--module", SHIPPED_MODULE, "LoadTransactions", "--date", date.isoformat(), "--local-scheduler", *extra]
 
 
 def load_range(start: datetime.date, days: int, **options: Any) -> list[str]:
-    """``RangeDaily --of LoadTransactions`` of the bench pipeline over ``days`` dates from ``start`` (0: an
+    """``RangeDaily --of LoadTransactions`` of the shipped module over ``days`` dates from ``start`` (0: an
     empty range), with ``range_daily_args``'s ``options``."""
-    return range_daily_args(PIPELINE_MODULE, "LoadTransactions", start, start + datetime.timedelta(days=days), **options)
+    return range_daily_args(SHIPPED_MODULE, "LoadTransactions", start, start + datetime.timedelta(days=days), **options)
 
 
 def empty_luigi_run(bench: Bench) -> ProcessRun:

@@ -26,7 +26,10 @@ from luigi_pipelines.pipelines.transactions import LoadTransactions
 from .measure import ProcessRun, run_measured
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root: luigi.cfg applies to commands run here
-PIPELINE_MODULE = "bench.pipeline"
+PIPELINE_MODULE = "bench.pipeline"  # the bench's variants of the shipped tasks, and luigi's CopyToTable baseline
+# The shipped example module, as a user's ``--module``: what the plain load and range commands name (bench.pipeline
+# registers ~20 more tasks, whose parameters luigi's command-line parser would go over 9 times in every command).
+SHIPPED_MODULE = "luigi_pipelines.pipelines.transactions"
 BUCKET = "bench-transactions"
 SCHEMA = "bench"
 MARKER_SCHEMA = "bench_markers"
@@ -41,13 +44,14 @@ class BenchStack:
     pg: LocalPostgres
     s3: LocalS3
     work: Path
+    interpreter: str = sys.executable  # the interpreter of the measured children: luigi commands, luigid, probes
 
     @classmethod
     @contextlib.contextmanager
-    def running(cls, work_parent: str | None = None) -> Iterator[BenchStack]:
+    def running(cls, work_parent: str | None = None, python: str | None = None) -> Iterator[BenchStack]:
         with tempfile.TemporaryDirectory(prefix="luigi_pipelines-bench-", dir=work_parent) as work:
             with LocalPostgres(durable=True) as pg, LocalS3() as s3:
-                stack = cls(pg, s3, Path(work))
+                stack = cls(pg, s3, Path(work), os.path.abspath(python) if python else sys.executable)
                 stack.setup()
                 yield stack
 
@@ -83,17 +87,18 @@ class BenchStack:
     def luigi(self, args: Sequence[str], config: Path, timeout_s: float, ok_codes: Sequence[int] = (0,)) -> ProcessRun:
         """The real ``luigi`` command line (``args`` name the ``--module``), from the project root, measured
         (wall time, peak RSS)."""
-        argv = [sys.executable, "-m", "luigi", *args]
+        argv = [self.interpreter, "-m", "luigi", *args]
         return run_measured(argv, {**self.env, "LUIGI_CONFIG_PATH": str(config)}, ROOT, timeout_s, ok_codes=ok_codes)
 
     def python(self, args: Sequence[str], config: Path, timeout_s: float) -> ProcessRun:
         """A fresh ``python`` child with the same environment as the luigi commands."""
-        return run_measured([sys.executable, *args], {**self.env, "LUIGI_CONFIG_PATH": str(config)}, ROOT, timeout_s)
+        return run_measured([self.interpreter, *args], {**self.env, "LUIGI_CONFIG_PATH": str(config)}, ROOT, timeout_s)
 
     def luigid(self) -> Luigid:
         """A fresh luigid for one measurement (no state carried over), run from the project root as the
         luigi commands are; started and stopped by a ``with``."""
-        return Luigid(Path(tempfile.mkdtemp(prefix="luigid-", dir=self.work)), env=self.env, cwd=ROOT)
+        return Luigid(Path(tempfile.mkdtemp(prefix="luigid-", dir=self.work)), env=self.env, cwd=ROOT,
+                      python=self.interpreter)
 
     def psql(self, args: Sequence[str], timeout_s: float, stdin: Path | None = None) -> ProcessRun:
         """The psql shipped with the server (same version), over the Unix socket."""

@@ -10,14 +10,14 @@ from .context import Bench
 from .measure import median
 from .methods import empty_luigi_runs
 from .report import Table
-from .stack import PIPELINE_MODULE
+from .stack import SHIPPED_MODULE
 
 # part: the code a fresh ``python -c`` runs up to the end of that part (None: the whole empty command)
 STEPS = {
     "interpreter start (python -c pass)": "pass",
     "import luigi and its command line (luigi.cmdline)": "import luigi.cmdline",
-    f"import luigi_pipelines and the pipeline module ({PIPELINE_MODULE})":
-        f"import luigi.cmdline, luigi.tools.range, {PIPELINE_MODULE}",
+    f"import luigi_pipelines and the pipeline module ({SHIPPED_MODULE})":
+        f"import luigi.cmdline, luigi.tools.range, {SHIPPED_MODULE}",
     "luigi's command line (its parser built 9 times over every registered parameter), config, an empty "
     "scheduling round, exit": None,
 }
@@ -36,9 +36,10 @@ def startup_parts(bench: Bench) -> dict[str, float]:
 
 # printed by a fresh process: the seconds of one build of luigi's parser (all our tasks registered), and of importing
 # jsonschema, which luigi.parameter imports whenever it is installed
-_PARSER = (f"import time, luigi.cmdline_parser as p, luigi.tools.range, {PIPELINE_MODULE}; t = time.perf_counter(); "
+_PARSER = (f"import time, luigi.cmdline_parser as p, luigi.tools.range, {SHIPPED_MODULE}; t = time.perf_counter(); "
            "p.CmdlineParser._build_parser(); print(time.perf_counter() - t)")
-_JSONSCHEMA = "import time; t = time.perf_counter(); import jsonschema; print(time.perf_counter() - t)"
+_JSONSCHEMA = ("import time; t = time.perf_counter()\ntry: import jsonschema\nexcept ImportError: t = None\n"
+               "print(-1.0 if t is None else time.perf_counter() - t)")  # -1: not installed
 # and of importing boto3 and making the first S3 client (its service model and endpoint rules read and built), which a
 # load pays once per process for its dependency's S3 check and its downloads: outside the command's empty run
 _BOTO3 = ("import time; t = time.perf_counter(); import boto3; boto3.session.Session().client('s3', "
@@ -74,11 +75,20 @@ def startup_table(reached: dict[str, float], inside: dict[str, float]) -> Table:
         "`CmdlineParser`s, each builds it three times), over every parameter of every registered task and config "
         f"class, ours included: one build takes {inside['parser_build_s']:.3f} s in a process, so 9 take "
         f"{9 * inside['parser_build_s']:.2f} s",
-        f"luigi's import includes jsonschema's ({inside['jsonschema_import_s']:.3f} s in a process), which "
-        "`luigi.parameter` imports whenever it is installed: here it is, for moto's server (the `local` extra of the "
-        "tests and the demo); an install of the package alone has none",
+        _jsonschema_note(inside["jsonschema_import_s"]),
         f"a load adds, outside its transaction, boto3's import and its first S3 client ({inside['boto3_client_s']:.3f} s "
         "in a process: the service model and endpoint rules read and built), for its dependency's S3 check and its "
         "downloads; (a2) makes its client before its clock starts",
     ]
     return table
+
+
+def _jsonschema_note(seconds: float) -> str:
+    """What jsonschema, which ``luigi.parameter`` imports whenever it is installed, adds to luigi's import here."""
+    if seconds < 0:
+        return ("jsonschema is not installed where the measured commands run (`make bench` runs them in an install of "
+                "the package alone, .venv-bench): luigi.parameter would import it if it were, as in the dev .venv, "
+                "where moto's server (the `local` extra of the tests and the demo) brings it")
+    return (f"luigi's import includes jsonschema's ({seconds:.3f} s in a process), which `luigi.parameter` imports "
+            "whenever it is installed: here it is (moto's server, the `local` extra of the tests and the demo, brings "
+            "it); an install of the package alone has none: `make bench` measures in one (.venv-bench)")

@@ -20,7 +20,6 @@ import math
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -174,8 +173,9 @@ def _start(argv: Sequence[str], bench: Bench, config: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _backfill_argv(window: Sequence[str], luigid: Luigid, wave_size: int, block_hours: int = 1) -> list[str]:
-    return [sys.executable, "-m", "luigi_pipelines.cli", "backfill", "--module", "bench.pipeline", "--task", TASK,
+def _backfill_argv(python: str, window: Sequence[str], luigid: Luigid, wave_size: int, block_hours: int = 1
+                   ) -> list[str]:
+    return [python, "-m", "luigi_pipelines.cli", "backfill", "--module", "bench.pipeline", "--task", TASK,
             *window, *luigid.scheduler_args, "--wave-size", str(wave_size), "--workers", "1",
             "--block-hours", str(block_hours)]
 
@@ -208,7 +208,7 @@ def waves_run(bench: Bench, block_hours: int, hosts: int = 2) -> Run:
     name = f"waves-{hosts}-{block_hours}"
     with _luigid(bench, f"luigid-{name}") as luigid, _sampling(bench, luigid, table, run):
         started = time.monotonic()
-        argv = _backfill_argv(window, luigid, o.scale_wave_size, block_hours)
+        argv = _backfill_argv(bench.stack.interpreter, window, luigid, o.scale_wave_size, block_hours)
         procs = [_start(argv, bench, config) for _ in range(hosts)]
         outputs = [_Output(p, bench.stack.work / f"scale-{name}-{n}.log") for n, p in enumerate(procs)]
         run.codes = _wait(procs, o.timeout_s)
@@ -232,7 +232,7 @@ def noop_run(bench: Bench, block_hours: int) -> float:
     window, _ = _window(o.scale_partitions)
     with _luigid(bench, "luigid-noop") as luigid:
         started = time.monotonic()
-        proc = _start(_backfill_argv(window, luigid, o.scale_wave_size, block_hours), bench, config)
+        proc = _start(_backfill_argv(bench.stack.interpreter, window, luigid, o.scale_wave_size, block_hours), bench, config)
         out = _Output(proc, bench.stack.work / "scale-noop.log")
         code = _wait([proc], o.timeout_s)[0]
         wall = time.monotonic() - started
@@ -255,7 +255,7 @@ def plain_run(bench: Bench) -> Run:
     run = Run(partitions)
     bench.log(f"scale: one plain RangeHourly of {partitions} hours, 2 workers, for at most {o.scale_plain_timeout_s:g} s")
     with _luigid(bench, "luigid-plain") as luigid, _sampling(bench, luigid, table, run):
-        argv = [sys.executable, "-m", "luigi", *range_args(
+        argv = [bench.stack.interpreter, "-m", "luigi", *range_args(
             "bench.pipeline", TASK, first, stop, grain=HOURLY, now=now, back=partitions + 48, workers=2,
             task_limit=partitions), "--param-name", HOURLY.parameter, *luigid.scheduler_args]
         started = time.monotonic()

@@ -19,7 +19,6 @@ import json
 import re
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -179,7 +178,7 @@ def workers(bench: Bench, datasets: Sequence[Dataset]) -> dict[str, float]:
     config = bench.stack.config_file(f"swap-{SWAPPED.name}", str(SWAPPED))
     halves = [dates[: len(dates) // 2], dates[len(dates) // 2:]]
     started = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "bench.swap_probe", TASKS[SWAPPED], ",".join(map(str, half)),
+    procs = [subprocess.Popen([bench.stack.interpreter, "-m", "bench.swap_probe", TASKS[SWAPPED], ",".join(map(str, half)),
                                "--force"], env={**bench.stack.env, "LUIGI_CONFIG_PATH": str(config)}, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for half in halves]
     errors = [p.communicate(timeout=bench.options.timeout_s)[1] for p in procs]

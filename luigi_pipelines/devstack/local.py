@@ -263,18 +263,18 @@ class Luigid(ManagedProcess):
 
     ``config`` becomes its LUIGI_CONFIG_PATH; it runs in ``cwd`` (default: ``directory``, so that no
     ./luigi.cfg applies but that file). ``listen`` is the address it binds (default ``host``, e.g.
-    0.0.0.0 inside ``netns`` to serve other namespaces).
+    0.0.0.0 inside ``netns`` to serve other namespaces); ``python`` the interpreter (default: this one).
     """
 
     def __init__(self, directory: Path, config: Path | None = None, *, host: str = "127.0.0.1", port: int = 0,
                  listen: str | None = None, netns: str | None = None, env: Mapping[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, python: str | None = None) -> None:
         self.directory = Path(directory)
         self.host = host
         self.port = port or free_port(host)
         self.state_path = self.directory / "state.pickle"
         child_env = {**(os.environ if env is None else env), **({"LUIGI_CONFIG_PATH": str(config)} if config else {})}
-        argv = [sys.executable, "-c", "import sys; from luigi.cmdline import luigid; luigid(sys.argv[1:])",
+        argv = [python or sys.executable, "-c", "import sys; from luigi.cmdline import luigid; luigid(sys.argv[1:])",
                 "--address", listen or host, "--port", str(self.port), "--state-path", str(self.state_path)]
         super().__init__(argv, self.directory / "luigid.log", name="luigid", env=child_env,
                          cwd=cwd or self.directory, netns=netns)
