@@ -125,9 +125,12 @@ def breakdown_table(best: dict[str, LoadRun], startup_s: float, boto3_s: float =
         f"an empty `luigi ... RangeDaily` command (start == stop; median, taken next to each round of loads) "
         f"takes {startup_s:.2f} s: the fixed cost per process;",
         f"without it (b) would run at {ratio(a2, b, minus_s=startup_s):.2f}x the rate of (a2); without boto3's import and "
-        f"first S3 client as well ({boto3_s:.2f} s, measured in a process): "
+        f"first S3 client as well ({boto3_s:.2f} s, measured in a process after luigi's import and ours): "
         f"{ratio(a2, b, minus_s=startup_s + boto3_s):.2f}x; the rest is ours: the transaction's other parts, the COPY's "
         f"difference from psql's, the connection, the DDL checks and S3 calls",
+        f"outside the transaction but neither the empty command nor boto3's part: "
+        f"{b.parts.get('outside_tx_s', 0.0) - startup_s - boto3_s:.2f} s (the S3 check and listing, the connection, the "
+        f"DDL and marker checks, luigi's scheduling of two tasks; a difference of medians, so noisy)",
     ]
     if "copy_s" in a2.parts and luigi_s:
         floor = a2.parts["copy_s"] + luigi_s + boto3_s
