@@ -11,7 +11,7 @@ import pytest
 from luigi.execution_summary import LuigiStatusCode
 
 import luigi_pipelines.db as db
-from luigi_pipelines import CsvFormat, LoadError
+from luigi_pipelines import BadInputError, CsvFormat, LoadError
 from luigi_pipelines.config import database_settings, s3_settings
 from tests.conftest import forget_process_state, run_task
 
@@ -214,8 +214,10 @@ def test_temp_files_removed_after_success_and_failure(stack, make_task):
 
 def test_rows_of_another_date_are_refused(stack, make_task):
     stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x", "2,2019-02-03,wrong-day"))
-    with pytest.raises(LoadError, match="1 of 2 rows .* have day other than 2019-02-01"):
+    with pytest.raises(BadInputError, match=r"^s3://\S+/d/2019-02-01/a.csv line 3: day 2019-02-03 is not the "
+                                             r"partition's date 2019-02-01$") as caught:
         make_task()(date=D1).run()
+    assert caught.value.line == 3
     assert stack.query(f"SELECT count(*) FROM {stack.schema}.t")[0][0] == 0
 
 

@@ -48,6 +48,7 @@ from .copying import (
     STAGE,
     CsvFormat,
     copies_into,
+    copy_where,
     copy_from_stdin,
     copy_json_lines,
     create_json_stage,
@@ -101,7 +102,9 @@ from .names import (
     table_ident,
 )
 from .partition import (
+    GUARD_MARKER,
     UPSTREAM,
+    PartitionGuard,
     advisory_xact_lock,
     count_by_date,
     count_outside_by_key,
@@ -110,6 +113,7 @@ from .partition import (
     delete_partition,
     discard_all,
     insert_from_query,
+    partition_guard,
     release_savepoint,
     rollback_to_savepoint,
     savepoint,
@@ -122,18 +126,18 @@ from .partition import (
 from .swap import partition_by
 
 __all__ = [
-    "Column", "CsvFormat", "FAILURE_FIELDS", "JSON_LINE", "JSON_LINES", "JSON_LINE_NUMBER", "MARKER_ADDED_COLUMNS",
-    "MARKER_FIELDS", "MARKER_WINDOW_FIELDS", "MERGE_ORDINAL", "MERGE_STAGE", "SKIPPED_KEYS_SHOWN", "STAGE",
+    "Column", "CsvFormat", "FAILURE_FIELDS", "GUARD_MARKER", "JSON_LINE", "JSON_LINES", "JSON_LINE_NUMBER", "MARKER_ADDED_COLUMNS",
+    "MARKER_FIELDS", "MARKER_WINDOW_FIELDS", "MERGE_ORDINAL", "MERGE_STAGE", "PartitionGuard", "SKIPPED_KEYS_SHOWN", "STAGE",
     "UPSTREAM", "add_column", "add_column_action", "add_fill_default", "add_marker_column", "add_primary_key",
     "advisory_xact_lock", "alter_table", "analyze_merge_stage", "check_time_zone", "column_definition",
-    "column_with_default", "columns_of", "copies_into", "copy_from_stdin", "copy_json_lines", "count_by_date",
+    "column_with_default", "columns_of", "copies_into", "copy_from_stdin", "copy_where", "copy_json_lines", "count_by_date",
     "count_outside_by_key", "count_partition", "count_scoped", "create_date_index", "create_failures_table",
     "create_json_stage", "create_marker_date_index", "create_marker_table", "create_merge_stage",
     "create_rejects_table", "create_schema", "create_stage", "create_table", "delete_absent", "delete_failure",
     "delete_partition", "delete_rejects", "delete_superseded", "delete_superseded_failures", "discard_all",
     "drop_not_null_action", "drop_stage", "frozen_copy", "fill_default", "fill_setting", "generated_column", "identifiers",
     "index_json_lines", "insert_from_query", "insert_from_stage", "insert_json_lines", "insert_reject",
-    "last_json_line", "merge_from_stage", "number_json_lines", "partition_by", "primary_key", "release_savepoint",
+    "last_json_line", "merge_from_stage", "number_json_lines", "partition_by", "partition_guard", "primary_key", "release_savepoint",
     "resolve_types",
     "rollback_to_savepoint", "savepoint", "schema_exists", "scope_placeholder", "select_column", "select_columns",
     "select_completed_dates", "select_completed_partitions", "select_failures", "select_json_line",
