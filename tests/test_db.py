@@ -320,9 +320,9 @@ def test_the_partition_guard_refuses_exactly_the_rows_the_count_leaves_out(conn,
         refused = []
         for n, row in enumerate(CANDIDATES):
             line = f"{n},{','.join(row)}\n".encode()
-            guarded = db.attempt(tx, lambda: db.copy_stream(tx, statement, io.BytesIO(line), "s3://b/k", 64,
-                                                            tx.guard.where), keep=False)
-            counted = db.attempt(tx, lambda: db.copy_stream(tx, statement, io.BytesIO(line), "s3://b/k", 64)
+            guarded = db.attempt(tx, lambda line=line: db.copy_stream(tx, statement, io.BytesIO(line), "s3://b/k", 64,
+                                                                      tx.guard.where), keep=False)
+            counted = db.attempt(tx, lambda line=line: db.copy_stream(tx, statement, io.BytesIO(line), "s3://b/k", 64)
                                  and db.count_partition(tx, "day"), keep=False)
             assert isinstance(guarded, BadInputError) == (counted == 0), row
             refused += [str(guarded)] if isinstance(guarded, BadInputError) else []

@@ -48,9 +48,9 @@ from .copying import (
     STAGE,
     CsvFormat,
     copies_into,
-    copy_where,
     copy_from_stdin,
     copy_json_lines,
+    copy_where,
     create_json_stage,
     create_stage,
     drop_stage,
@@ -126,7 +126,8 @@ from .partition import (
 from .swap import partition_by
 
 __all__ = [
-    "Column", "CsvFormat", "FAILURE_FIELDS", "GUARD_MARKER", "JSON_LINE", "JSON_LINES", "JSON_LINE_NUMBER", "MARKER_ADDED_COLUMNS",
+    "Column", "CsvFormat", "FAILURE_FIELDS", "GUARD_MARKER", "JSON_LINE", "JSON_LINES", "JSON_LINE_NUMBER",
+    "MARKER_ADDED_COLUMNS",
     "MARKER_FIELDS", "MARKER_WINDOW_FIELDS", "MERGE_ORDINAL", "MERGE_STAGE", "PartitionGuard", "SKIPPED_KEYS_SHOWN", "STAGE",
     "UPSTREAM", "add_column", "add_column_action", "add_fill_default", "add_marker_column", "add_primary_key",
     "advisory_xact_lock", "alter_table", "analyze_merge_stage", "check_time_zone", "column_definition",
@@ -137,7 +138,8 @@ __all__ = [
     "delete_partition", "delete_rejects", "delete_superseded", "delete_superseded_failures", "discard_all",
     "drop_not_null_action", "drop_stage", "frozen_copy", "fill_default", "fill_setting", "generated_column", "identifiers",
     "index_json_lines", "insert_from_query", "insert_from_stage", "insert_json_lines", "insert_reject",
-    "last_json_line", "merge_from_stage", "number_json_lines", "partition_by", "partition_guard", "primary_key", "release_savepoint",
+    "last_json_line", "merge_from_stage", "number_json_lines", "partition_by", "partition_guard", "primary_key",
+    "release_savepoint",
     "resolve_types",
     "rollback_to_savepoint", "savepoint", "schema_exists", "scope_placeholder", "select_column", "select_columns",
     "select_completed_dates", "select_completed_partitions", "select_failures", "select_json_line",
