@@ -88,12 +88,15 @@ class JsonLinesDecoder:
         reader = SourceReader(raw, obj.url, compression_for(obj.key), strip_bom=True, counted=False)
         rows = jsonl_arrow.ArrowJsonRows(reader, plan, self.chunk_bytes)
         statement = q.copy_from_stdin(loader.target, plan.columns, jsonl_arrow.CSV)
+        where = loader.guard(CopyPlan(statement, loader.target, plan.columns))  # a refused row: PostgreSQL's path tells
         try:
             outcome = db.tentative_copy(tx, statement, loader.source_stream(obj, rows), obj.url,
-                                        loader.settings.copy_buffer, keep=lambda copied: copied == rows.rows and reader.at_end())
+                                        loader.settings.copy_buffer, keep=lambda copied: copied == rows.rows and reader.at_end(),
+                                        where=where)
         finally:
             rows.close()  # its thread reads the object: stopped before anything else does
         if isinstance(outcome, int):
+            tx.guarded += outcome if where is not None else 0
             return outcome
         if isinstance(outcome, CopyAborted) and rows.doubt is None:  # the reader's own error: a failed download,
             raise outcome if reader.error is None else reader.error from None  # corrupt gzip data

@@ -312,9 +312,10 @@ class ObjectLoader:
         stream = self.source_stream(obj, reader)
         buffer = self.settings.copy_buffer
         statement = self.plan.statement
+        where = self.guard(self.plan)
         try:
             if self.max_bad_rows <= 0:
-                outcome: int | BadInputError = db.copy_stream(self.tx, statement, stream, obj.url, buffer)
+                outcome: int | BadInputError = db.copy_stream(self.tx, statement, stream, obj.url, buffer, where)
             else:
                 outcome = db.copy_in_savepoint(self.tx, statement, stream, obj.url, buffer)
         except CopyAborted:
@@ -328,11 +329,20 @@ class ObjectLoader:
             raise located from exc
         if not isinstance(outcome, BadInputError):
             self.decoder.check_copied(obj, reader, outcome)
+            self.tx.guarded += outcome if where is not None else 0
             return outcome
         outcome = self.decoder.located(reader, outcome)
         growing.wait()  # the slow path needs the whole object
         logger.warning("%s: %s; copying around bad rows (max_bad_rows=%d)", obj.url, outcome, self.max_bad_rows)
         return self.decoder.salvage(self, obj, raw, outcome)
+
+    def guard(self, plan: CopyPlan) -> sql.Composable | None:
+        """The partition's guard (``tx.guard``) for ``plan``'s COPY, where it is exact: straight into the partition's
+        table, filling the columns it reads, outside quarantine (which keeps rows of another date to the count)."""
+        guard = self.tx.guard
+        if guard is None or self.into is not None or plan.staged_into is not None or self.max_bad_rows > 0:
+            return None
+        return guard.where if guard.columns <= {c.name for c in plan.columns} else None
 
     def reject(self, obj: S3Object, rejects: Sequence[quarantine.Reject]) -> None:
         """Set ``rejects`` of ``obj`` aside in the rejects table; fail once the partition has too many."""

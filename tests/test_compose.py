@@ -158,7 +158,8 @@ def test_monthly_loads_replace_a_month_and_a_daily_transform_reads_its_dates(sta
     from tests.compose_tasks import MonthlySales
 
     stack.put("m/2019-02/a.csv", "id,day,amount\n1,2019-02-01,9.00\n5,2019-03-01,1.00\n")
-    with pytest.raises(BadInputError, match=r"1 of 2 rows copied .* have day outside \[2019-02-01, 2019-03-01\)"):
+    with pytest.raises(BadInputError, match=r"m/2019-02/a\.csv line 3: day 2019-03-01 is outside the partition's dates "
+                                             r"\[2019-02-01, 2019-03-01\)$"):
         MonthlySales(month=D1, force=True).write_once()
     assert rows(stack, "SELECT id FROM {s}.sales ORDER BY 1") == [(1,), (4,)]
     assert run_task(MonthlySales(month=D1)).status.name == "SUCCESS"  # complete: a no-op
@@ -284,7 +285,8 @@ def test_a_new_grain_is_one_small_class(stack, tmp_path):
         (1, monday), (2, datetime.date(2019, 2, 10))]
     assert markers(stack, "weekly") == [(f"{stack.schema}.weekly", monday, 2)]
     stack.put("w/2019-W06/a.csv", "id,day\n1,2019-02-04\n3,2019-02-11\n")
-    with pytest.raises(BadInputError, match=r"have day outside \[2019-02-04, 2019-02-11\)"):
+    with pytest.raises(BadInputError, match=r"w/2019-W06/a\.csv line 3: day 2019-02-11 is outside the partition's "
+                                             r"dates \[2019-02-04, 2019-02-11\)$"):
         weekly.LoadWeek(week=monday, force=True).run()  # run(): the failed attempt is put on record
     assert stack.query(f"SELECT count(*) FROM {stack.schema}.weekly") == [(2,)]
 

@@ -301,3 +301,40 @@ def test_a_forked_child_never_uses_or_ends_its_parents_connection(pg_server):
     assert child_pid and child_pid != pid
     with db.session(settings) as again:
         assert again is parent and _backend(again) == pid
+
+
+GUARDED = q.columns_of([("id", "bigint"), ("day", "date"), ("region", "text"), ("hour", "smallint")])
+CANDIDATES = [(day, region, hour) for day in ("2019-02-01", "2019-02-28", "2019-03-01", "2019-01-31", "")
+              for region in ("us", "eu", "") for hour in ("13", "14", "")]  # "": NULL
+
+
+@pytest.mark.parametrize("scope, stop", [({"region": "us", "hour": "13"}, None), ({}, datetime.date(2019, 3, 1))])
+def test_the_partition_guard_refuses_exactly_the_rows_the_count_leaves_out(conn, tables, stack, scope, stop):
+    """Row by row, a COPY under the guard fails where the count after an unguarded COPY finds the row outside."""
+    target, marker = TableName(stack.schema, "g"), tables[1]
+    db.ensure_table(conn, target, [q.create_table(target, GUARDED)])
+    statement = q.copy_from_stdin(target, GUARDED, q.CsvFormat(header=False))
+    with db.partition_transaction(conn, marker, ScopedTable.of(target, scope), D1, stop=stop) as tx:
+        db.guard_copies(tx, "day")
+        assert tx.guard is not None and tx.guard.columns == {"day", *scope}
+        refused = []
+        for n, row in enumerate(CANDIDATES):
+            line = f"{n},{','.join(row)}\n".encode()
+            guarded = db.attempt(tx, lambda line=line: db.copy_stream(tx, statement, io.BytesIO(line), "s3://b/k", 64,
+                                                                      tx.guard.where), keep=False)
+            counted = db.attempt(tx, lambda line=line: db.copy_stream(tx, statement, io.BytesIO(line), "s3://b/k", 64)
+                                 and db.count_partition(tx, "day"), keep=False)
+            assert isinstance(guarded, BadInputError) == (counted == 0), row
+            refused += [str(guarded)] if isinstance(guarded, BadInputError) else []
+    day = "is not the partition's date 2019-02-01" if stop is None else \
+        "is outside the partition's dates [2019-02-01, 2019-03-01)"
+    assert f"s3://b/k line 1: day 2019-03-01 {day}" in refused
+    assert f"s3://b/k line 1: day NULL {day}" in refused
+    if scope:
+        assert len(refused) == len(CANDIDATES) - 1
+        assert "s3://b/k line 1: region 'eu' is not the partition's region 'us'" in refused
+        assert "s3://b/k line 1: region NULL is not the partition's region 'us'" in refused
+        assert "s3://b/k line 1: hour '14' is not the partition's hour '13'" in refused
+        assert "s3://b/k line 1: hour NULL is not the partition's hour '13'" in refused
+    else:
+        assert len(refused) == len(CANDIDATES) - 2 * 9  # 2019-02-01 and 2019-02-28, any region and hour

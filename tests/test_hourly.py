@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 
 import pytest
 from luigi.execution_summary import LuigiStatusCode
@@ -87,6 +88,28 @@ def test_rows_of_another_hour_in_the_files_fail_the_load(stack, make_hourly):
     load = make_hourly(columns=[("id", "bigint"), ("day", "date"), ("hour", "smallint")], date_from=lp.file_column())
     with pytest.raises(BadInputError, match=r"13/a\.csv line 3: hour is not '13', the value of the task's scope"):
         load(date_hour=hour(13)).run()
+    assert stack.query(f"SELECT count(*) FROM {stack.schema}.t") == [(0,)]
+
+
+def test_rows_of_another_date_in_an_hours_files_fail_the_load(stack, make_hourly):
+    # the hour filled by the load, not a column of the COPY: the rows are counted after it, as before
+    stack.put("h/2019/02/01/13/a.csv", "id,day\n1,2019-02-01\n2,2019-02-02\n")
+    load = make_hourly(columns=[("id", "bigint"), ("day", "date")], date_from=lp.file_column())
+    with pytest.raises(BadInputError, match=r": 1 of 2 rows copied from s3://\S+/ \(h/2019/02/01/13/a.csv\) have day "
+                                             r"other than 2019-02-01 or hour other than '13'$"):
+        load(date_hour=hour(13)).run()
+    # the hour a column of a Parquet file, copied straight into the table: refused as the COPY reads the row
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"id": [1, 2, 3], "day": pa.array([D1, D1, D1 + datetime.timedelta(days=1)], pa.date32()),
+                             "hour": pa.array([14, 14, 14], pa.int16())}), sink)
+    stack.put("h/2019/02/01/14/a.parquet", sink.getvalue())
+    load = make_hourly(columns=[("id", "bigint"), ("day", "date"), ("hour", "smallint")], date_from=lp.file_column(),
+                       decoder=lp.ParquetDecoder())
+    with pytest.raises(BadInputError, match=r"14/a\.parquet row group 1 row 3 \(row 3 of the file\): day 2019-02-02 "
+                                            r"is not the partition's date 2019-02-01$"):
+        load(date_hour=hour(14)).run()
     assert stack.query(f"SELECT count(*) FROM {stack.schema}.t") == [(0,)]
 
 

@@ -109,6 +109,21 @@ def test_a_value_that_does_not_fit_names_the_row_group_and_row(stack, make_task)
     assert rows(stack) == [] and stack.markers(f"{stack.schema}.t") == {}
 
 
+@pytest.mark.parametrize("bad_row", [1, 6, 10])
+def test_a_row_of_another_date_is_refused_naming_its_row_group_and_row(stack, make_task, bad_row):
+    """The COPY's partition guard names the line, told as the row group and row behind strings that hold newlines."""
+    days = [D1] * 10
+    days[bad_row - 1] = D1 + datetime.timedelta(days=1)
+    notes = ["two\nlines", "one", "three\nshort\nlines", None, "a\nb", "x", "y\n", "z", "\n\n", "end"]
+    table = pa.table({"id": list(range(1, 11)), "day": pa.array(days, pa.date32()), "v": notes})
+    stack.put("d/2019-02-01/a.parquet", parquet_bytes(table, row_group_size=4))
+    group, row = (bad_row - 1) // 4 + 1, (bad_row - 1) % 4 + 1
+    with pytest.raises(BadInputError, match=rf"a\.parquet row group {group} row {row} \(row {bad_row} of the file\): "
+                                            rf"day 2019-02-02 is not the partition's date 2019-02-01$"):
+        make_task(decoder=ParquetDecoder(batch_rows=3))(date=D1).run()
+    assert rows(stack) == [] and stack.markers(f"{stack.schema}.t") == {}
+
+
 @pytest.mark.parametrize("bad_row", [2, 6, 8, 10])
 def test_the_row_is_found_behind_strings_that_hold_newlines(stack, make_task, bad_row):
     """COPY counts a quoted newline as a line (but for the first record's): the row is still named right."""

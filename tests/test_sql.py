@@ -193,3 +193,22 @@ def test_set_based_transform_statement_quotes_names_and_binds_values():
     assert sql.Placeholder("date") in parts and sql.Placeholder("upstream_region") in parts
     assert parts[-3:] == _flatten(query)  # the declared query comes last, as declared
     assert not any(isinstance(p, sql.Literal) for p in parts)  # values only ever as parameters
+
+
+@pytest.mark.postgres
+@settings(deadline=None)
+@given(tables, identifiers, st.lists(st.tuples(identifiers, st.text(max_size=8).filter(lambda s: "\x00" not in s)),
+                                     max_size=2, unique_by=lambda c: c[0]), st.booleans())
+def test_the_partition_guard_holds_the_counts_condition_with_its_values_inlined(conn, table, date_column, scope, span):
+    """The guard accepts the rows the count after a COPY would count: its condition is the count's, as psycopg2
+    renders it with the same values."""
+    scope = [(c, v) for c, v in scope if c != date_column]
+    day, stop = datetime.date(2019, 2, 1), datetime.date(2019, 3, 1)
+    count = q.count_partition(table, date_column, [c for c, _ in scope], span)
+    with conn.cursor() as cur:
+        rendered = cur.mogrify(count, (day, *((stop,) if span else ()), *(v for _, v in scope))).decode()
+    prefix = f"SELECT count(*) FROM {q.table_ident(table).as_string(conn)} WHERE "
+    assert rendered.startswith(prefix)
+    guard = q.partition_guard(date_column, scope, day, stop if span else None)
+    assert guard.where.as_string(conn).startswith(f"CASE WHEN {rendered[len(prefix):]} THEN true ELSE (")
+    assert guard.columns == {date_column, *(c for c, _ in scope)}

@@ -99,10 +99,17 @@ def test_a_forced_reload_swaps_the_child_and_leaves_no_dead_rows(stack, make_tas
                        (f"{stack.schema}.t_p20190201",)) == [(0,)]
 
 
-def test_rows_of_another_date_cannot_enter_the_child(stack, make_task):
+def test_rows_of_another_date_cannot_enter_the_child(stack, make_task, monkeypatch):
+    """The new child's CHECK of its bound refuses them, naming the line: no partition guard on the COPY (each row
+    would be checked twice) and no count after it."""
+    guards, counted = [], []
+    copy_stream, count_partition = db.copy_stream, db.count_partition
+    monkeypatch.setattr(db, "copy_stream", lambda *a: guards.append(a[5:]) or copy_stream(*a))
+    monkeypatch.setattr(db, "count_partition", lambda *a: counted.append(a) or count_partition(*a))
     stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x"))
     cls = make_task(partitioned=True)
     assert run_task(cls(date=D1)).status == SUCCESS
+    assert guards == [(None,)] and counted == []
     stack.put("d/2019-02-01/a.csv", csv("1,2019-02-01,x", "2,2019-02-02,wrong"))
     task = cls(date=D1, force=True)
     assert run_task(task).status == FAILED

@@ -47,6 +47,8 @@ class PartitionTransaction:
     skipped: list[str] = field(default_factory=list)  # keys under the prefix that looked like data, left out by keys
     checks: list[dict[str, Any]] | None = None  # the data checks' figures (``checks.CheckResult.record``), if declared
     freeze: TableName | None = None  # a table created in this transaction, which a COPY straight into it writes frozen
+    guard: q.PartitionGuard | None = None  # the WHERE of a COPY straight into ``target`` that refuses other rows
+    guarded: int = 0  # of ``rows``, those copied under ``guard``: known to be the partition's without a count
 
     @property
     def target(self) -> TableName:
@@ -203,6 +205,13 @@ def insert_from_query(tx: PartitionTransaction, statement: q.sql.Composable, par
     return tx.cursor.rowcount
 
 
+def guard_copies(tx: PartitionTransaction, date_column: str) -> None:
+    """Have the COPYs straight into the partition's table refuse, on its line, a row of another date or scope
+    (``sql.partition_guard``; PostgreSQL >= 12 only): rows so copied need no ``count_partition`` (``tx.guarded``)."""
+    if tx.cursor.connection.server_version >= 120000:
+        tx.guard = q.partition_guard(date_column, tx.key.scope, tx.date, tx.stop if tx.span else None)
+
+
 def count_partition(tx: PartitionTransaction, date_column: str) -> int:
     tx.cursor.execute(q.count_partition(tx.target, date_column, tx.key.columns, tx.span), _partition_params(tx))
     return int(tx.cursor.fetchone()[0])
@@ -230,9 +239,11 @@ def fetch_one(tx: PartitionTransaction, statement: q.sql.Composable, params: Seq
 
 
 def copy_stream(
-    tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int
+    tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str, buffer_size: int,
+    where: q.sql.Composable | None = None,
 ) -> int:
-    """Feed ``reader`` to ``COPY ... FROM STDIN``; returns the rows copied.
+    """Feed ``reader`` to ``COPY ... FROM STDIN`` (with ``where``, only the rows it holds true for:
+    ``tx.guard``'s); returns the rows copied.
 
     PostgreSQL's data errors become ``BadInputError`` naming ``source``, the line and the column;
     an exception raised by ``reader`` itself reaches psycopg2 only as text and becomes
@@ -241,6 +252,8 @@ def copy_stream(
     """
     if tx.freeze is not None and q.copies_into(statement, tx.freeze):
         statement = q.frozen_copy(statement)
+    if where is not None:
+        statement = q.copy_where(statement, where)
     return _copy(tx, statement, reader, source, buffer_size)
 
 
@@ -262,12 +275,13 @@ def copy_in_savepoint(
 
 
 def tentative_copy(tx: PartitionTransaction, statement: q.sql.Composable, reader: SupportsRead, source: str,
-                   buffer_size: int, keep: Callable[[int], bool]) -> int | BadInputError | CopyAborted | None:
+                   buffer_size: int, keep: Callable[[int], bool], where: q.sql.Composable | None = None
+                   ) -> int | BadInputError | CopyAborted | None:
     """``copy_stream`` in a savepoint, kept only if ``keep(rows)``: the rows copied; else None, or the error of the data
     (``BadInputError``) or of the reader (``CopyAborted``), everything of it undone and the transaction still usable."""
     tx.cursor.execute(q.savepoint(_SAVEPOINT))
     try:
-        rows = copy_stream(tx, statement, reader, source, buffer_size)
+        rows = copy_stream(tx, statement, reader, source, buffer_size, where)
     except (BadInputError, CopyAborted) as exc:
         tx.cursor.execute(q.rollback_to_savepoint(_SAVEPOINT))
         return exc

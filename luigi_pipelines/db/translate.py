@@ -3,12 +3,14 @@ and turns them into luigi_pipelines's errors (``translate``; ``translating`` aro
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg2
 import psycopg2.errors
 
+from .. import sql as q
 from ..errors import BadInputError, ConfigurationError, CopyAborted, LoadError, copy_error_position, describe_bad_input
 from ..partitions import ScopedTable
 
@@ -23,6 +25,7 @@ _COLUMNS = (psycopg2.errors.UndefinedColumn, psycopg2.errors.InvalidColumnRefere
 # What a partition's transaction translates (``describe_errors``): a data error is named where the data is read
 # (``copy_stream``, an object's INSERT), a transform's own SQL errors reach the task as PostgreSQL gave them.
 _PARTITION = (*LOCK_TIMEOUT, *_COLUMNS, *NO_PRIVILEGE, psycopg2.OperationalError)
+_OUTSIDE = re.compile(re.escape(q.GUARD_MARKER) + r'(?P<why>.*?)"?\s*$', re.DOTALL)  # a partition guard's refusal
 _GRANT = "grant the loading user the right"
 _LOCK = "a lock it waits for is held by another transaction, and [load] lock_timeout_s ran out"
 
@@ -39,7 +42,8 @@ def translate(exc: psycopg2.Error, subject: str, *, statement: str = "", closed:
 
     - bad data (a value its column's type refuses, a constraint, a value nested too deep): ``BadInputError`` with
       the line and column a COPY names (``note`` says where, when no line can be named), PostgreSQL's reason and
-      its detail;
+      its detail; a row that a COPY's partition guard (``sql.partition_guard``) refused: the line, its value and
+      the partition's;
     - a lock wait that ran out: ``LoadError``; ``lock`` says whose lock it is and what that means;
     - ``statement`` (a COPY) cancelled, which is how its reader's own exception reaches psycopg2: ``CopyAborted``;
     - a column the table lacks or cannot take, a missing right, a missing operator (``subject`` then says what
@@ -49,6 +53,10 @@ def translate(exc: psycopg2.Error, subject: str, *, statement: str = "", closed:
     if isinstance(exc, BAD_DATA):
         position = copy_error_position(exc.diag.context)
         reason = exc.diag.message_primary or str(exc).strip()
+        outside = _OUTSIDE.search(reason) if isinstance(exc, psycopg2.errors.InvalidTextRepresentation) else None
+        if outside:  # "day 2019-02-03 is not the partition's date 2019-02-01", the line its CONTEXT's
+            return BadInputError(describe_bad_input(subject, position, outside["why"]), position.line, None,
+                                 outside["why"])
         return BadInputError(describe_bad_input(subject, position, reason) + (f" ({note})" if note else ""),
                              position.line, position.column, reason, exc.diag.message_detail)
     if isinstance(exc, LOCK_TIMEOUT):

@@ -59,6 +59,12 @@ def frozen_copy(statement: sql.Composed) -> sql.Composed:
     return sql.Composed([*statement.seq[:-1], sql.SQL(", FREEZE)")])
 
 
+def copy_where(statement: sql.Composable, condition: sql.Composable) -> sql.Composed:
+    """``copy_from_stdin``'s statement (``FREEZE`` or not) with a ``WHERE`` (PostgreSQL >= 12): ``... WITH (...) WHERE
+    <condition>``; a ``condition`` that raises for a row fails the COPY on its line."""
+    return sql.Composed([statement, sql.SQL(" WHERE "), condition])
+
+
 STAGE = TableName("pg_temp", "luigi_pipelines_stage")  # where an object with undeclared columns is copied first
 
 

@@ -2,7 +2,9 @@
 advisory locks, settings, savepoints (used by ``db.transaction`` and ``db.session``)."""
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from psycopg2 import sql
 
@@ -10,13 +12,63 @@ from ..partitions import TableName
 from .names import Column, identifiers, table_ident
 
 
+def _partition_conditions(date_column: str, scope_columns: Sequence[str], span: bool = False,
+                          values: Sequence[sql.Composable] = ()) -> list[sql.Composable]:
+    """The conditions of ``_partition_rows``, the date's (if any) first, then one per scope column; ``values`` are
+    what they compare with (the date, with ``span`` the stop, then the scope's values), by default ``%s``."""
+    values = list(values) or [sql.Placeholder()] * ((2 if span else 1) * bool(date_column) + len(scope_columns))
+    dated = [] if not date_column else [sql.SQL("{0} >= {1} AND {0} < {2}" if span else "{0} = {1}").format(
+        sql.Identifier(date_column), *values[:2 if span else 1])]
+    scoped = values[len(values) - len(scope_columns):]
+    return [*dated, *(sql.SQL("{} = {}").format(sql.Identifier(c), v) for c, v in zip(scope_columns, scoped, strict=True))]
+
+
 def _partition_rows(date_column: str, scope_columns: Sequence[str], span: bool = False) -> sql.Composable:
     """``<date_column> = %s AND <scope column> = %s ...``: the rows of one partition. With ``span``, a range of dates,
     ``<date_column> >= %s AND <date_column> < %s`` (a month); without a date column (a merged table), the scope's rows."""
-    dated = [] if not date_column else [sql.SQL("{0} >= %s AND {0} < %s" if span else "{0} = %s").format(
-        sql.Identifier(date_column))]
-    conditions = [*dated, *(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in scope_columns)]
+    conditions = _partition_conditions(date_column, scope_columns, span)
     return sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("TRUE")
+
+
+# What a row outside the partition makes ``partition_guard`` raise, before the sentence that says why.
+GUARD_MARKER = "luigi_pipelines outside the partition: "
+
+
+@dataclass(frozen=True)
+class PartitionGuard:
+    """``partition_guard``'s condition, and the columns it reads (a COPY must fill them all for it to be exact)."""
+
+    columns: frozenset[str]
+    where: sql.Composed
+
+
+def partition_guard(date_column: str, scope: Sequence[tuple[str, str]], date: datetime.date,
+                    stop: datetime.date | None = None) -> PartitionGuard:
+    """The ``WHERE`` of a COPY straight into a partition's table (PostgreSQL >= 12): true for a row of the partition,
+    as ``_partition_rows`` selects it (with ``stop``, the dates ``[date, stop)``), with the same values inlined; any
+    other row (a NULL included) fails the COPY on its line, with an invalid boolean that says why::
+
+        CASE WHEN "day" = '2019-02-01'::date AND "region" = 'us' THEN true ELSE ('luigi_pipelines outside the
+        partition: ' || CASE WHEN ("day" = '2019-02-01'::date) IS NOT TRUE THEN 'day ' || coalesce("day"::text,
+        'NULL') || ' is not the partition''s date 2019-02-01' WHEN ... END)::boolean END
+
+    No volatile function (COPY would then insert row by row instead of in batches); a scan after the COPY is saved.
+    """
+    span = stop is not None
+    values = [sql.Literal(date), *((sql.Literal(stop),) if span else ()), *(sql.Literal(v) for _, v in scope)]
+    conditions = _partition_conditions(date_column, [c for c, _ in scope], span, values)
+    wanted = [f"is outside the partition's dates [{date}, {stop})" if span else f"is not the partition's date {date}",
+              *(f"is not the partition's {c} '{v}'" for c, v in scope)]
+    shown = [sql.SQL("coalesce({}::text, 'NULL')").format(sql.Identifier(date_column)),
+             *(sql.SQL("coalesce(quote_literal({}::text), 'NULL')").format(sql.Identifier(c)) for c, _ in scope)]
+    reasons = sql.SQL(" ").join(
+        sql.SQL("WHEN ({}) IS NOT TRUE THEN {} || {} || {}").format(condition, sql.Literal(f"{column} "), value,
+                                                                   sql.Literal(f" {why}"))
+        for condition, column, value, why in zip(conditions, [date_column, *(c for c, _ in scope)], shown, wanted,
+                                                 strict=True))
+    where = sql.SQL("CASE WHEN {} THEN true ELSE ({} || CASE {} ELSE '' END)::boolean END").format(
+        sql.SQL(" AND ").join(conditions), sql.Literal(GUARD_MARKER), reasons)
+    return PartitionGuard(frozenset([date_column, *(c for c, _ in scope)]), where)
 
 
 def delete_partition(table: TableName, date_column: str, scope_columns: Sequence[str] = (), span: bool = False
