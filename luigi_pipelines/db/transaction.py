@@ -207,8 +207,12 @@ def insert_from_query(tx: PartitionTransaction, statement: q.sql.Composable, par
 
 def guard_copies(tx: PartitionTransaction, date_column: str) -> None:
     """Have the COPYs straight into the partition's table refuse, on its line, a row of another date or scope
-    (``sql.partition_guard``; PostgreSQL >= 12 only): rows so copied need no ``count_partition`` (``tx.guarded``)."""
-    if tx.cursor.connection.server_version >= 120000:
+    (``sql.partition_guard``; PostgreSQL >= 12 only): rows so copied need no ``count_partition`` (``tx.guarded``).
+    Not into a table with row triggers of its own: a BEFORE trigger may change a row after the guard has passed it."""
+    if tx.cursor.connection.server_version < 120000:
+        return
+    tx.cursor.execute(q.has_row_triggers(), (q.table_ident(tx.target).as_string(tx.cursor.connection),))
+    if not tx.cursor.fetchone()[0]:
         tx.guard = q.partition_guard(date_column, tx.key.scope, tx.date, tx.stop if tx.span else None)
 
 

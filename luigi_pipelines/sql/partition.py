@@ -71,6 +71,13 @@ def partition_guard(date_column: str, scope: Sequence[tuple[str, str]], date: da
     return PartitionGuard(frozenset([date_column, *(c for c, _ in scope)]), where)
 
 
+def has_row_triggers() -> sql.SQL:
+    """Parameter: a table's qualified name. Whether it has a row trigger of its own (not a constraint's), which could
+    change a row after a COPY's ``WHERE`` has seen it."""
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = to_regclass(%s) "
+                   "AND NOT tgisinternal AND tgtype & 1 = 1)")
+
+
 def delete_partition(table: TableName, date_column: str, scope_columns: Sequence[str] = (), span: bool = False
                      ) -> sql.Composed:
     """Parameters: the partition date (with ``span``, its first date and the date after its last), then the scope's
