@@ -10,6 +10,8 @@ process id besides means a value is never used by another process even where no 
 """
 from __future__ import annotations
 
+import atexit
+import gc
 import multiprocessing.util
 import os
 import threading
@@ -79,6 +81,17 @@ def _hook_fork_and_exit() -> None:
     if os.getpid() not in _EXIT_HOOKED:  # multiprocessing runs this also in a luigi worker's child, which runs no atexit
         _EXIT_HOOKED.add(os.getpid())
         multiprocessing.util.Finalize(None, forget, exitpriority=0)
+        atexit.register(_quick_exit)
+
+
+def _quick_exit() -> None:
+    """At the exit of a process that did the package's work, move every object left to the garbage collector's
+    permanent generation (``gc.freeze``), so that the interpreter's finalization does not trace and collect them one
+    by one: boto3's parsed S3 service model and endpoint rules alone made it 0.15-0.2 s longer (0.04 s with this),
+    paid by every ``luigi`` command that loads. Python does not promise to finalize the objects still alive at exit
+    anyway; the package's own (connections, clients) are closed explicitly by ``forget``, which still runs after this
+    (``atexit`` runs the last registered first; multiprocessing's exit function was registered earlier)."""
+    gc.freeze()
 
 
 def _after_fork_in_child() -> None:
