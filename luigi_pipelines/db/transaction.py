@@ -18,6 +18,7 @@ import psycopg2.extensions
 from .. import sql as q
 from ..errors import BadInputError, CopyAborted
 from ..partitions import ScopedTable, TableName, lock_key, table_lock_key
+from .session import checks_of
 from .translate import BAD_DATA, LOCK_TIMEOUT, translate, translating
 
 
@@ -208,12 +209,19 @@ def insert_from_query(tx: PartitionTransaction, statement: q.sql.Composable, par
 def guard_copies(tx: PartitionTransaction, date_column: str) -> None:
     """Have the COPYs straight into the partition's table refuse, on its line, a row of another date or scope
     (``sql.partition_guard``; PostgreSQL >= 12 only): rows so copied need no ``count_partition`` (``tx.guarded``).
-    Not into a table with row triggers of its own: a BEFORE trigger may change a row after the guard has passed it."""
-    if tx.cursor.connection.server_version < 120000:
+    Not into a table with row triggers of its own: a BEFORE trigger may change a row after the guard has passed it.
+    A table found without them is noted with the connection's other table checks (``checks_of``): a trigger created
+    later is seen by the next connection (a new process, or after this one's connection is replaced)."""
+    conn = tx.cursor.connection
+    if conn.server_version < 120000:
         return
-    tx.cursor.execute(q.has_row_triggers(), (q.table_ident(tx.target).as_string(tx.cursor.connection),))
-    if not tx.cursor.fetchone()[0]:
-        tx.guard = q.partition_guard(date_column, tx.key.scope, tx.date, tx.stop if tx.span else None)
+    checks, untriggered = checks_of(conn), ("no row triggers", tx.target)
+    if untriggered not in checks:
+        tx.cursor.execute(q.has_row_triggers(), (q.table_ident(tx.target).as_string(conn),))
+        if tx.cursor.fetchone()[0]:
+            return
+        checks.add(untriggered)
+    tx.guard = q.partition_guard(date_column, tx.key.scope, tx.date, tx.stop if tx.span else None)
 
 
 def count_partition(tx: PartitionTransaction, date_column: str) -> int:
